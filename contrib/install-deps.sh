@@ -1,0 +1,33 @@
+#!/bin/sh
+# install-deps.sh - install every Debian package mailwarden needs to build, run and test.
+# Idempotent: packages already present are skipped by apt; safe to run repeatedly.
+# Usage: contrib/install-deps.sh [--runtime-only]
+set -eu
+
+BUILD="build-essential cmake pkg-config clang libclang-rt-14-dev
+  libmilter-dev libspf2-dev libunbound-dev libconfig-dev libopendkim-dev
+  libopendmarc-dev libhiredis-dev libssl-dev libxml2-dev zlib1g-dev"
+TEST="postfix nsd swaks python3-dnslib python3-authres python3-dkim python3-yaml
+  python3-dnspython iproute2 libxml2-utils dnsutils procps util-linux"
+
+want="$BUILD"
+[ "${1:-}" = "--runtime-only" ] || want="$want $TEST"
+
+missing=""
+for p in $want; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || missing="$missing $p"
+done
+if [ -z "$missing" ]; then
+    echo "install-deps: all packages present"
+    exit 0
+fi
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+# Postfix asks debconf questions on install: answer "No configuration" so the
+# system instance stays inert; tests run their own private instance.
+echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing
+echo "install-deps: installed:$missing"

@@ -1,0 +1,676 @@
+/*
+ * policy.c - declarative policies: parse policies/NAME.conf, evaluate rules.
+ *
+ * Purpose
+ *   A policy is an ordered list of rules (conditions -> action); the first
+ *   rule whose conditions all hold decides.  The file format and matching
+ *   rules are documented in policy.h and mailwarden.conf(5).
+ *
+ * Design notes
+ *   - Parsing is strict and complete: unknown keys, unknown words, bad
+ *     CIDRs, bad replies are all reported ("ORIGIN:LINE: message"), and a
+ *     policy with any error is refused, never half-loaded.
+ *   - Conditions are compiled at load (bit masks, CIDR sets), so evaluation
+ *     allocates nothing and a loaded policy is safely shared by threads.
+ *   - The shipped policies are compiled in (mw_embedded_policies, generated
+ *     from policies/NAME.conf), so a missing policy_dir never leaves the daemon
+ *     without them.
+ *
+ * See also: policy.h, policies/NAME.conf, docs/mailwarden.conf.5.
+ */
+#include "policy.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <libconfig.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "alloc.h"
+#include "buf.h"
+#include "log.h"
+#include "strutil.h"
+
+#define TRUST_ALL      0xFu
+#define TRUST_OUTBOUND ((1u << MW_TRUST_AUTHENTICATED) | (1u << MW_TRUST_INTERNAL) | \
+                        (1u << MW_TRUST_SUBMISSION))
+#define POLICY_MAX_SIZE (1024 * 1024)
+#define REPLY_MAX 450   /* an SMTP reply line is at most 512 octets with CRLF */
+
+typedef struct rule {
+    char        *name;
+    unsigned     trust;        /* bit per mw_trust; TRUST_ALL when not given */
+    unsigned     spf;          /* bit per mw_spf_result; 0 = not a condition */
+    unsigned     helo_spf;
+    char       **domains;      /* NULL = not a condition */
+    size_t       ndomains;
+    mw_cidr_set *network;      /* NULL = not a condition */
+    mw_cidr_set *not_network;
+    int          null_sender;  /* -1 = not a condition, else 0/1 */
+    mw_action    action;
+    char        *reply;        /* NULL = the engine's default for the action */
+} rule;
+
+struct mw_policy {
+    char     *name;
+    char     *description;
+    mw_action default_action;
+    rule     *rules;
+    size_t    nrules;
+};
+
+/* ---- names ------------------------------------------------------------------ */
+
+static const char *const trust_names[] = {"inbound", "authenticated", "internal", "submission"};
+static const char *const action_names[] = {"accept", "reject", "tempfail", "quarantine", "discard"};
+
+const char *mw_trust_name(mw_trust t)
+{
+    return (unsigned)t < sizeof trust_names / sizeof trust_names[0] ? trust_names[t] : "unknown";
+}
+
+const char *mw_action_name(mw_action a)
+{
+    return (unsigned)a < sizeof action_names / sizeof action_names[0] ? action_names[a] : "unknown";
+}
+
+bool mw_action_parse(const char *s, mw_action *out)
+{
+    if (s == NULL)
+        return false;
+    for (size_t i = 0; i < sizeof action_names / sizeof action_names[0]; i++) {
+        if (strcasecmp(s, action_names[i]) == 0) {
+            *out = (mw_action)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- parse context ------------------------------------------------------------ */
+
+typedef struct pctx {
+    const char       *origin;
+    mw_config_errors *errs;
+    size_t            nerr0;
+} pctx;
+
+static void perr(pctx *c, const config_setting_t *s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void perr(pctx *c, const config_setting_t *s, const char *fmt, ...)
+{
+    mw_buf b = MW_BUF_INIT;
+    va_list ap;
+
+    va_start(ap, fmt);
+    mw_buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    mw_config_errors_addf(c->errs, "%s:%d: %s", c->origin,
+                          s != NULL ? (int)config_setting_source_line(s) : 0, mw_buf_cstr(&b));
+    mw_buf_free(&b);
+}
+
+/*
+ * Call fn for every string of a list setting (array, list or one string).
+ * Reports non-strings and empty lists; returns false if anything was bad
+ * (fn reports its own problems and returns false too).
+ */
+typedef bool (*elem_fn)(pctx *c, const config_setting_t *e, const char *s, void *arg);
+
+static bool each_string(pctx *c, const config_setting_t *s, const char *key, elem_fn fn, void *arg)
+{
+    int t = config_setting_type(s);
+    bool ok = true;
+
+    if (t == CONFIG_TYPE_STRING)
+        return fn(c, s, config_setting_get_string(s), arg);
+    if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST) {
+        perr(c, s, "%s: expected a list of strings [ \"...\", ... ]", key);
+        return false;
+    }
+    if (config_setting_length(s) == 0) {
+        perr(c, s, "%s: empty list (the rule could never match; remove the key instead)", key);
+        return false;
+    }
+    for (int i = 0; i < config_setting_length(s); i++) {
+        const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+        const char *str = config_setting_get_string(e);
+        if (str == NULL) {
+            perr(c, e, "%s: element %d is not a string", key, i + 1);
+            ok = false;
+        } else if (!fn(c, e, str, arg)) {
+            ok = false;
+        }
+    }
+    return ok;
+}
+
+static bool add_trust(pctx *c, const config_setting_t *e, const char *s, void *arg)
+{
+    unsigned *mask = arg;
+
+    if (strcasecmp(s, "any") == 0) {
+        *mask |= TRUST_ALL;
+        return true;
+    }
+    if (strcasecmp(s, "outbound") == 0) {
+        *mask |= TRUST_OUTBOUND;
+        return true;
+    }
+    for (size_t i = 0; i < sizeof trust_names / sizeof trust_names[0]; i++) {
+        if (strcasecmp(s, trust_names[i]) == 0) {
+            *mask |= 1u << i;
+            return true;
+        }
+    }
+    perr(c, e, "trust: unknown trust class \"%s\" (inbound, authenticated, internal, "
+               "submission, outbound, any)", s);
+    return false;
+}
+
+static bool add_result(pctx *c, const config_setting_t *e, const char *s, void *arg)
+{
+    unsigned *mask = arg;
+    mw_spf_result r;
+
+    if (!mw_spf_result_parse(s, &r)) {
+        perr(c, e, "unknown SPF result \"%s\" (none, neutral, pass, fail, softfail, "
+                   "temperror, permerror)", s);
+        return false;
+    }
+    *mask |= 1u << r;
+    return true;
+}
+
+struct strvec {
+    char  **v;
+    size_t  n;
+};
+
+static bool add_domain(pctx *c, const config_setting_t *e, const char *s, void *arg)
+{
+    struct strvec *sv = arg;
+
+    if (*s == '\0' || strchr(s, '@') != NULL || strchr(s, ' ') != NULL) {
+        perr(c, e, "sender_domain: \"%s\" is not a domain pattern (e.g. \"example.com\", "
+                   "\"*.example.com\")", s);
+        return false;
+    }
+    sv->v = mw_reallocarray(sv->v, sv->n + 2, sizeof *sv->v);
+    sv->v[sv->n++] = mw_strdup(s);
+    sv->v[sv->n] = NULL;
+    return true;
+}
+
+static bool add_cidr(pctx *c, const config_setting_t *e, const char *s, void *arg)
+{
+    mw_cidr_set *set = arg;
+    char why[160];
+
+    if (!mw_cidr_set_add(set, s, why, sizeof why)) {
+        perr(c, e, "bad network \"%s\": %s", s, why);
+        return false;
+    }
+    return true;
+}
+
+/* RFC 3463 subject/detail: "0" or 1..3 digits without a leading zero. */
+static const char *esc_number(const char *p)
+{
+    if (*p == '0')
+        return isdigit((unsigned char)p[1]) ? NULL : p + 1;
+    for (int i = 0; i < 3; i++) {
+        if (!isdigit((unsigned char)*p))
+            return i == 0 ? NULL : p;
+        p++;
+    }
+    return isdigit((unsigned char)*p) ? NULL : p;
+}
+
+static bool reply_valid(const char *r, mw_action a, char *why, size_t whylen)
+{
+    char cls = a == MW_ACTION_REJECT ? '5' : '4';
+    const char *p;
+
+#define BAD(...) (snprintf(why, whylen, __VA_ARGS__), false)
+    if (strlen(r) > REPLY_MAX)
+        return BAD("reply is longer than %d characters", REPLY_MAX);
+    for (p = r; *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+            return BAD("reply must be printable ASCII on one line");
+    if (!isdigit((unsigned char)r[0]) || !isdigit((unsigned char)r[1]) ||
+        !isdigit((unsigned char)r[2]) || (r[3] != '\0' && r[3] != ' '))
+        return BAD("reply must start with a three-digit SMTP code (\"%c50 ...\")", cls);
+    if (r[0] != cls)
+        return BAD("a %s reply needs a %cxx code, not %.3s", mw_action_name(a), cls, r);
+    if (r[1] > '5')
+        return BAD("%.3s is not an SMTP reply code", r);
+    p = r + 3;
+    if (*p == ' ' && isdigit((unsigned char)p[1])) {
+        const char *q = p + 1;
+        if (*q != cls || q[1] != '.')
+            return BAD("enhanced status code must be %c.X.Y to match %.3s", cls, r);
+        q = esc_number(q + 2);
+        if (q == NULL || *q != '.' || (q = esc_number(q + 1)) == NULL || (*q != '\0' && *q != ' '))
+            return BAD("malformed enhanced status code (expected %c.X.Y, e.g. %c.7.1)", cls, cls);
+    }
+    for (p = r; *p != '\0'; p++) {
+        if (*p != '%')
+            continue;
+        if (p[1] == '%') {
+            p++;
+            continue;
+        }
+        static const char *const ph[] = {"spf_explanation", "sender_domain", "client_ip", "rule"};
+        bool known = false;
+        if (p[1] == '{') {
+            const char *end = strchr(p, '}');
+            for (size_t i = 0; end != NULL && i < sizeof ph / sizeof ph[0]; i++) {
+                size_t len = strlen(ph[i]);
+                if ((size_t)(end - p - 2) == len && strncmp(p + 2, ph[i], len) == 0)
+                    known = true;
+            }
+            if (known) {
+                p = end;
+                continue;
+            }
+        }
+        return BAD("unknown placeholder at \"%.20s\" (%%{spf_explanation}, %%{sender_domain}, "
+                   "%%{client_ip}, %%{rule}; write %%%% for a literal %%)", p);
+    }
+    return true;
+#undef BAD
+}
+
+static bool name_valid(const char *s)
+{
+    if (*s == '\0')
+        return false;
+    for (; *s != '\0'; s++)
+        if (!isalnum((unsigned char)*s) && strchr("-_.", *s) == NULL)
+            return false;
+    return true;
+}
+
+static void rule_free(rule *r)
+{
+    free(r->name);
+    for (size_t i = 0; i < r->ndomains; i++)
+        free(r->domains[i]);
+    free(r->domains);
+    mw_cidr_set_free(&r->network);
+    mw_cidr_set_free(&r->not_network);
+    free(r->reply);
+}
+
+static const char *const rule_keys[] = {"name", "trust", "spf", "helo_spf", "sender_domain",
+                                        "network", "not_network", "null_sender", "action",
+                                        "reply", NULL};
+
+static bool key_listed(const char *const *list, const char *k)
+{
+    for (; *list != NULL; list++)
+        if (strcmp(*list, k) == 0)
+            return true;
+    return false;
+}
+
+static const char *get_string(pctx *c, const config_setting_t *grp, const char *key,
+                              const config_setting_t **where)
+{
+    const config_setting_t *s = config_setting_get_member(grp, key);
+
+    *where = s;
+    if (s == NULL)
+        return NULL;
+    if (config_setting_type(s) != CONFIG_TYPE_STRING) {
+        perr(c, s, "%s: expected a string", key);
+        return NULL;
+    }
+    return config_setting_get_string(s);
+}
+
+/* Parse one rule group into r; errors reported.  idx is 1-based. */
+static void rule_parse(pctx *c, const config_setting_t *g, int idx, rule *r)
+{
+    const config_setting_t *s;
+    const char *str;
+    char label[96];
+
+    memset(r, 0, sizeof *r);
+    r->trust = TRUST_ALL;
+    r->null_sender = -1;
+
+    if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
+        perr(c, g, "rules: element %d must be a group { name = ...; action = ...; }", idx);
+        return;
+    }
+    for (int i = 0; i < config_setting_length(g); i++) {
+        const config_setting_t *m = config_setting_get_elem(g, (unsigned)i);
+        if (!key_listed(rule_keys, config_setting_name(m)))
+            perr(c, m, "rule %d: unknown key \"%s\" (name, trust, spf, helo_spf, sender_domain, "
+                       "network, not_network, null_sender, action, reply)",
+                 idx, config_setting_name(m));
+    }
+
+    str = get_string(c, g, "name", &s);
+    if (str != NULL && (!name_valid(str) || strcmp(str, "default") == 0))
+        perr(c, s, "rule %d: name \"%s\" must be letters, digits, '-', '_', '.' and not \"default\"",
+             idx, str);
+    else if (str != NULL)
+        r->name = mw_strdup(str);
+    else if (s == NULL)
+        perr(c, g, "rule %d: missing name", idx);
+    snprintf(label, sizeof label, "rule \"%s\"", r->name != NULL ? r->name : "?");
+
+    if ((s = config_setting_get_member(g, "trust")) != NULL) {
+        r->trust = 0;
+        each_string(c, s, "trust", add_trust, &r->trust);
+    }
+    if ((s = config_setting_get_member(g, "spf")) != NULL)
+        each_string(c, s, "spf", add_result, &r->spf);
+    if ((s = config_setting_get_member(g, "helo_spf")) != NULL)
+        each_string(c, s, "helo_spf", add_result, &r->helo_spf);
+    if ((s = config_setting_get_member(g, "sender_domain")) != NULL) {
+        struct strvec sv = {NULL, 0};
+        each_string(c, s, "sender_domain", add_domain, &sv);
+        r->domains = sv.v;
+        r->ndomains = sv.n;
+        if (r->domains == NULL)   /* all bad: keep the condition (never matches) */
+            r->domains = mw_calloc(1, sizeof *r->domains);
+    }
+    if ((s = config_setting_get_member(g, "network")) != NULL) {
+        r->network = mw_cidr_set_new();
+        each_string(c, s, "network", add_cidr, r->network);
+    }
+    if ((s = config_setting_get_member(g, "not_network")) != NULL) {
+        r->not_network = mw_cidr_set_new();
+        each_string(c, s, "not_network", add_cidr, r->not_network);
+    }
+    if ((s = config_setting_get_member(g, "null_sender")) != NULL) {
+        if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+            perr(c, s, "%s: null_sender: expected true or false", label);
+        else
+            r->null_sender = config_setting_get_bool(s) ? 1 : 0;
+    }
+
+    str = get_string(c, g, "action", &s);
+    bool action_ok = str != NULL && mw_action_parse(str, &r->action);
+    if (str != NULL && !action_ok)
+        perr(c, s, "%s: unknown action \"%s\" (accept, reject, tempfail, quarantine, discard)",
+             label, str);
+    else if (str == NULL && s == NULL)
+        perr(c, g, "%s: missing action", label);
+
+    str = get_string(c, g, "reply", &s);
+    if (str != NULL && action_ok) {   /* a bad action is reported already */
+        char why[200];
+        if (r->action != MW_ACTION_REJECT && r->action != MW_ACTION_TEMPFAIL) {
+            perr(c, s, "%s: reply is only used with action reject or tempfail", label);
+        } else if (!reply_valid(str, r->action, why, sizeof why)) {
+            perr(c, s, "%s: %s", label, why);
+        } else {
+            r->reply = mw_strdup(str);
+        }
+    }
+}
+
+static const char *const top_keys[] = {"description", "default_action", "rules", NULL};
+
+static void policy_walk(pctx *c, config_t *lc, mw_policy *p)
+{
+    const config_setting_t *root = config_root_setting(lc), *s;
+    const char *str;
+
+    for (int i = 0; i < config_setting_length(root); i++) {
+        const config_setting_t *m = config_setting_get_elem(root, (unsigned)i);
+        if (!key_listed(top_keys, config_setting_name(m)))
+            perr(c, m, "unknown key \"%s\" (description, default_action, rules)",
+                 config_setting_name(m));
+    }
+    str = get_string(c, root, "description", &s);
+    p->description = mw_strdup(str != NULL ? str : "");
+    str = get_string(c, root, "default_action", &s);
+    if (str != NULL && !mw_action_parse(str, &p->default_action))
+        perr(c, s, "default_action: unknown action \"%s\" (accept, reject, tempfail, "
+                   "quarantine, discard)", str);
+
+    s = config_setting_get_member(root, "rules");
+    if (s == NULL)
+        return;
+    if (config_setting_type(s) != CONFIG_TYPE_LIST) {
+        perr(c, s, "rules: expected a list of groups: rules = ( { ... }, { ... } );");
+        return;
+    }
+    p->nrules = (size_t)config_setting_length(s);
+    p->rules = mw_calloc(p->nrules + 1, sizeof *p->rules);
+    for (size_t i = 0; i < p->nrules; i++) {
+        const config_setting_t *g = config_setting_get_elem(s, (unsigned)i);
+        rule_parse(c, g, (int)i + 1, &p->rules[i]);
+        for (size_t j = 0; j < i && p->rules[i].name != NULL; j++)
+            if (p->rules[j].name != NULL && strcmp(p->rules[j].name, p->rules[i].name) == 0)
+                perr(c, config_setting_get_member(g, "name"), "duplicate rule name \"%s\"",
+                     p->rules[i].name);
+    }
+}
+
+/* The name a policy is known by: the base name of origin without ".conf". */
+static char *name_from_origin(const char *origin)
+{
+    const char *b = strrchr(origin, '/');
+    size_t len;
+
+    b = b != NULL ? b + 1 : origin;
+    len = strlen(b);
+    if (len > 5 && strcmp(b + len - 5, ".conf") == 0)
+        len -= 5;
+    return mw_strndup(b, len);
+}
+
+static mw_policy *parse_named(const char *text, const char *origin, const char *name,
+                              mw_config_errors *errs)
+{
+    pctx c = {origin, errs, errs->n};
+    config_t lc;
+    mw_policy *p = mw_calloc(1, sizeof *p);
+
+    p->name = mw_strdup(name);
+    p->default_action = MW_ACTION_ACCEPT;
+    config_init(&lc);
+    if (config_read_string(&lc, text) != CONFIG_TRUE)
+        mw_config_errors_addf(errs, "%s:%d: %s", origin, config_error_line(&lc), config_error_text(&lc));
+    else
+        policy_walk(&c, &lc, p);
+    config_destroy(&lc);
+    if (errs->n > c.nerr0)
+        mw_policy_free(&p);
+    return p;
+}
+
+mw_policy *mw_policy_parse(const char *text, const char *origin, mw_config_errors *errs)
+{
+    char *name = name_from_origin(origin);
+    mw_policy *p = parse_named(text, origin, name, errs);
+
+    free(name);
+    return p;
+}
+
+void mw_policy_free(mw_policy **pp)
+{
+    mw_policy *p;
+
+    if (pp == NULL || *pp == NULL)
+        return;
+    p = *pp;
+    for (size_t i = 0; i < p->nrules; i++)
+        rule_free(&p->rules[i]);
+    free(p->rules);
+    free(p->name);
+    free(p->description);
+    MW_FREE(pp);
+}
+
+const char *mw_policy_name(const mw_policy *p) { return p->name; }
+const char *mw_policy_description(const mw_policy *p) { return p->description; }
+
+/* ---- loading by name -------------------------------------------------------------- */
+
+/* Read a whole file (at most POLICY_MAX_SIZE).  NULL with errno on failure. */
+static char *read_file(const char *path)
+{
+    FILE *fp = fopen(path, "r");
+    mw_buf b = MW_BUF_INIT;
+    char chunk[4096];
+    size_t n;
+
+    if (fp == NULL)
+        return NULL;
+    while ((n = fread(chunk, 1, sizeof chunk, fp)) > 0) {
+        mw_buf_append(&b, chunk, n);
+        if (b.len > POLICY_MAX_SIZE) {
+            fclose(fp);
+            mw_buf_free(&b);
+            errno = EFBIG;
+            return NULL;
+        }
+    }
+    if (ferror(fp)) {
+        int e = errno;
+        fclose(fp);
+        mw_buf_free(&b);
+        errno = e != 0 ? e : EIO;
+        return NULL;
+    }
+    fclose(fp);
+    if (b.data == NULL)
+        mw_buf_puts(&b, "");
+    return mw_buf_steal(&b);
+}
+
+static mw_policy *load_path(const char *path, mw_config_errors *errs)
+{
+    char *text = read_file(path);
+    mw_policy *p;
+
+    if (text == NULL) {
+        mw_config_errors_addf(errs, "%s: cannot read policy: %s", path, strerror(errno));
+        return NULL;
+    }
+    p = mw_policy_parse(text, path, errs);
+    free(text);
+    return p;
+}
+
+mw_policy *mw_policy_load(const char *name, const char *policy_dir, mw_config_errors *errs)
+{
+    if (name == NULL || *name == '\0') {
+        mw_config_errors_addf(errs, "policy: empty policy name");
+        return NULL;
+    }
+    if (strchr(name, '/') != NULL)
+        return load_path(name, errs);
+
+    if (policy_dir != NULL && *policy_dir != '\0') {
+        mw_buf path = MW_BUF_INIT;
+        mw_buf_printf(&path, "%s/%s.conf", policy_dir, name);
+        char *text = read_file(mw_buf_cstr(&path));
+        if (text != NULL || errno != ENOENT) {
+            mw_policy *p = NULL;
+            if (text == NULL)
+                mw_config_errors_addf(errs, "%s: cannot read policy: %s", mw_buf_cstr(&path),
+                                      strerror(errno));
+            else
+                p = parse_named(text, mw_buf_cstr(&path), name, errs);
+            free(text);
+            mw_buf_free(&path);
+            return p;
+        }
+        mw_buf_free(&path);
+    }
+
+    for (const struct mw_embedded_policy *e = mw_embedded_policies; e->name != NULL; e++) {
+        if (strcmp(e->name, name) == 0) {
+            mw_buf origin = MW_BUF_INIT;
+            mw_buf_printf(&origin, "built-in:%s.conf", name);
+            mw_policy *p = parse_named(e->text, mw_buf_cstr(&origin), name, errs);
+            mw_buf_free(&origin);
+            return p;
+        }
+    }
+
+    mw_buf known = MW_BUF_INIT;
+    for (const struct mw_embedded_policy *e = mw_embedded_policies; e->name != NULL; e++)
+        mw_buf_printf(&known, "%s%s", known.len ? ", " : "", e->name);
+    mw_config_errors_addf(errs, "policy \"%s\": no %s/%s.conf and no built-in policy of that "
+                                "name (built-in: %s)", name,
+                          policy_dir != NULL && *policy_dir ? policy_dir : "(no policy_dir)",
+                          name, mw_buf_cstr(&known));
+    mw_buf_free(&known);
+    return NULL;
+}
+
+/* ---- evaluation ------------------------------------------------------------------ */
+
+static bool domain_matches(const rule *r, const char *domain)
+{
+    char buf[256];
+    size_t len;
+
+    if (domain == NULL || *domain == '\0')
+        return false;
+    len = strlen(domain);
+    if (domain[len - 1] == '.' && len < sizeof buf) {   /* "example.com." */
+        memcpy(buf, domain, len - 1);
+        buf[len - 1] = '\0';
+        domain = buf;
+    }
+    for (size_t i = 0; i < r->ndomains; i++)
+        if (mw_glob_match(r->domains[i], domain))
+            return true;
+    return false;
+}
+
+static bool rule_matches(const rule *r, const mw_policy_facts *f)
+{
+    /* Out-of-range enums would be our own bug; never shift by them. */
+    if ((unsigned)f->trust > MW_TRUST_SUBMISSION || (unsigned)f->spf > MW_SPF_PERMERROR ||
+        (unsigned)f->helo_spf > MW_SPF_PERMERROR)
+        mw_panic("policy: bad facts (trust %d, spf %d, helo_spf %d)", (int)f->trust,
+                 (int)f->spf, (int)f->helo_spf);
+    if (!(r->trust & (1u << f->trust)))
+        return false;
+    if (r->spf != 0 && !(f->spf_done && (r->spf & (1u << f->spf))))
+        return false;
+    if (r->helo_spf != 0 && !(f->helo_spf_done && (r->helo_spf & (1u << f->helo_spf))))
+        return false;
+    if (r->null_sender >= 0 && (r->null_sender != 0) != f->null_sender)
+        return false;
+    if (r->domains != NULL && !domain_matches(r, f->sender_domain))
+        return false;
+    if (r->network != NULL && (f->client == NULL || !mw_cidr_set_contains(r->network, f->client)))
+        return false;
+    if (r->not_network != NULL && f->client != NULL && mw_cidr_set_contains(r->not_network, f->client))
+        return false;
+    return true;
+}
+
+void mw_policy_eval(const mw_policy *p, const mw_policy_facts *f, mw_policy_decision *out)
+{
+    for (size_t i = 0; i < p->nrules; i++) {
+        const rule *r = &p->rules[i];
+        if (rule_matches(r, f)) {
+            out->action = r->action;
+            out->rule = r->name;
+            out->reply = r->reply;
+            return;
+        }
+    }
+    out->action = p->default_action;
+    out->rule = "default";
+    out->reply = NULL;
+}

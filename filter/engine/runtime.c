@@ -1,0 +1,75 @@
+/*
+ * runtime.c - build and reference-count one configuration generation.
+ *
+ * Everything a message needs is built here, before the swap, so a reload
+ * either yields a complete working runtime or fails without side effects.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "log.h"
+#include "runtime.h"
+
+mw_runtime *mw_runtime_build(mw_config *cfg, unsigned generation, char *err, size_t errlen)
+{
+    mw_runtime *rt = mw_calloc(1, sizeof *rt);
+    atomic_init(&rt->refs, 1);
+    rt->generation = generation;
+
+    mw_dns_options dopt = {0};
+    dopt.forwarders = (const char *const *)cfg->dns_forwarders;
+    dopt.nforwarders = cfg->ndns_forwarders;
+    dopt.resolv_conf = cfg->dns_resolv_conf;
+    dopt.timeout_ms = cfg->dns_timeout_ms;
+    dopt.trust_anchor_file = (cfg->dns_trust_anchor && *cfg->dns_trust_anchor) ? cfg->dns_trust_anchor : NULL;
+    dopt.use_tcp = cfg->dns_tcp;
+    char why[256] = "";
+    rt->dns = mw_dns_create(&dopt, why, sizeof why);
+    if (!rt->dns) {
+        snprintf(err, errlen, "DNS resolver: %s", why);
+        goto fail;
+    }
+    mw_spf_options sopt = {.timeout_ms = cfg->spf_timeout_ms, .receiver = cfg->hostname};
+    rt->spf = mw_spf_create(rt->dns, &sopt, why, sizeof why);
+    if (!rt->spf) {
+        snprintf(err, errlen, "SPF: %s", why);
+        goto fail;
+    }
+    mw_config_errors errs = {0};
+    rt->policy = mw_policy_load(cfg->policy, cfg->policy_dir, &errs);
+    if (!rt->policy) {
+        snprintf(err, errlen, "policy \"%s\": %s", cfg->policy, errs.n ? errs.msg[0] : "cannot load");
+        mw_config_errors_free(&errs);
+        goto fail;
+    }
+    mw_config_errors_free(&errs);
+    rt->cfg = cfg;
+    return rt;
+fail:
+    mw_spf_destroy(&rt->spf);
+    mw_dns_destroy(&rt->dns);
+    free(rt);
+    return NULL;
+}
+
+void mw_runtime_ref(mw_runtime *rt)
+{
+    atomic_fetch_add(&rt->refs, 1);
+}
+
+void mw_runtime_unref(mw_runtime **prt)
+{
+    mw_runtime *rt = *prt;
+    if (!rt)
+        return;
+    *prt = NULL;
+    if (atomic_fetch_sub(&rt->refs, 1) != 1)
+        return;
+    mw_policy_free(&rt->policy);
+    mw_spf_destroy(&rt->spf);
+    mw_dns_destroy(&rt->dns);
+    mw_config_free(&rt->cfg);
+    free(rt);
+}

@@ -1,0 +1,29 @@
+/*
+ * runtime.h (engine-private) - one complete, immutable configuration
+ * generation: config + resolver + checkers + policy, reference counted.
+ */
+#ifndef MW_ENGINE_RUNTIME_H
+#define MW_ENGINE_RUNTIME_H
+
+#include <stdatomic.h>
+
+#include "config.h"
+#include "dns.h"
+#include "policy.h"
+#include "spf.h"
+
+typedef struct mw_runtime {
+    atomic_uint  refs;
+    unsigned     generation;
+    mw_config   *cfg;
+    mw_dns      *dns;
+    mw_spf      *spf;
+    mw_policy   *policy;
+} mw_runtime;
+
+/* Build everything for cfg (ownership of cfg passes in only on success). */
+mw_runtime *mw_runtime_build(mw_config *cfg, unsigned generation, char *err, size_t errlen);
+void mw_runtime_ref(mw_runtime *rt);
+void mw_runtime_unref(mw_runtime **rt);
+
+#endif

@@ -1,0 +1,537 @@
+/*
+ * session.c - one SMTP session and its current message: trust class,
+ * checks, policy, verdict, header edits, trace and the summary log line.
+ *
+ * Flow per message
+ *   MAIL   take a runtime reference, decide the trust class, run SPF for
+ *          the HELO and MAIL FROM identities (inbound only)
+ *   header note every Authentication-Results header claiming our
+ *          authserv-id, with its occurrence index, for removal
+ *   EOM    ask the policy, build the verdict (reply, header edits), log
+ *
+ * Every decision adds a trace line, so `check` and the debug log can say
+ * why (e.g. "trust: internal (client 10.1.2.3 in internal networks)").
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "alloc.h"
+#include "authres.h"
+#include "engine_priv.h"
+#include "log.h"
+#include "strutil.h"
+
+#define MAX_TRACE 200
+#define MAX_REPLY_TEXT 400
+#define MAX_AR_REMOVE 1000
+
+struct mw_session {
+    mw_engine  *engine;
+    mw_runtime *rt;              /* held from MAIL until the message ends */
+    bool        in_message;
+    char        sid[24];
+
+    /* connection */
+    char   *client_ip;           /* NULL when unknown */
+    char   *client_name;
+    mw_addr client_addr;
+    bool    have_addr;
+    char   *helo;
+    char   *auth_authen;
+    char   *daemon_name;
+    char   *queue_id;
+
+    /* message */
+    char         *mail_from;     /* without <>; "" for the null sender */
+    unsigned      nrcpt;
+    unsigned      ar_seen;       /* A-R headers seen so far (occurrence index) */
+    mw_header_ref *ar_remove;
+    size_t        nar_remove;
+    unsigned long body_bytes;
+    mw_results    res;
+    char          trust_reason[160];
+    mw_verdict    verdict;
+    char        **trace;
+    size_t        ntrace;
+};
+
+/* ---- trace ---- */
+
+static void trace(mw_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void trace(mw_session *s, const char *fmt, ...)
+{
+    if (s->ntrace >= MAX_TRACE)
+        return;
+    mw_buf b = MW_BUF_INIT;
+    va_list ap;
+    va_start(ap, fmt);
+    mw_buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    s->trace = mw_reallocarray(s->trace, s->ntrace + 1, sizeof *s->trace);
+    s->trace[s->ntrace++] = mw_buf_steal(&b);
+    if (mw_log_debug_enabled())
+        mw_debug("%s: trace: %s", s->sid, s->trace[s->ntrace - 1]);
+}
+
+/* printable, length-capped copy of untrusted text for trace/log lines */
+static const char *safe(mw_buf *b, const char *s)
+{
+    mw_buf_reset(b);
+    if (!s)
+        return "(none)";
+    mw_str_printable(b, s, strlen(s), 200);
+    return mw_buf_cstr(b);
+}
+
+/* ---- message state ---- */
+
+static void verdict_clear(mw_verdict *v)
+{
+    for (size_t i = 0; i < v->nadd; i++) {
+        free(v->add[i].name);
+        free(v->add[i].value);
+    }
+    free(v->add);
+    for (size_t i = 0; i < v->nremove; i++)
+        free(v->remove[i].name);
+    free(v->remove);
+    free(v->text);
+    free(v->quarantine_reason);
+    memset(v, 0, sizeof *v);
+}
+
+static void message_clear(mw_session *s)
+{
+    if (s->in_message || s->rt)
+        mw_engine_release(s->engine, &s->rt, s->in_message);
+    s->in_message = false;
+    MW_FREE(&s->mail_from);
+    s->nrcpt = 0;
+    s->ar_seen = 0;
+    for (size_t i = 0; i < s->nar_remove; i++)
+        free(s->ar_remove[i].name);
+    MW_FREE(&s->ar_remove);
+    s->nar_remove = 0;
+    s->body_bytes = 0;
+    mw_spf_outcome_clear(&s->res.spf);
+    mw_spf_outcome_clear(&s->res.spf_helo);
+    memset(&s->res, 0, sizeof s->res);
+    s->trust_reason[0] = '\0';
+    verdict_clear(&s->verdict);
+    for (size_t i = 0; i < s->ntrace; i++)
+        free(s->trace[i]);
+    MW_FREE(&s->trace);
+    s->ntrace = 0;
+}
+
+mw_session *mw_session_new(mw_engine *e, const char *client_ip, const char *client_name)
+{
+    mw_session *s = mw_calloc(1, sizeof *s);
+    s->engine = e;
+    snprintf(s->sid, sizeof s->sid, "S%lu", mw_engine_next_session(e));
+    if (client_ip && *client_ip) {
+        s->client_ip = mw_strdup(client_ip);
+        s->have_addr = mw_addr_parse(client_ip, &s->client_addr);
+    }
+    s->client_name = mw_strdup(client_name);
+    return s;
+}
+
+void mw_session_free(mw_session **ps)
+{
+    mw_session *s = *ps;
+    if (!s)
+        return;
+    message_clear(s);
+    free(s->client_ip);
+    free(s->client_name);
+    free(s->helo);
+    free(s->auth_authen);
+    free(s->daemon_name);
+    free(s->queue_id);
+    free(s);
+    *ps = NULL;
+}
+
+const char *mw_session_id(const mw_session *s)
+{
+    return s->queue_id ? s->queue_id : s->sid;
+}
+
+static void set_str(char **dst, const char *v)
+{
+    free(*dst);
+    *dst = (v && *v) ? mw_strdup(v) : NULL;
+}
+
+void mw_session_macro(mw_session *s, const char *name, const char *value)
+{
+    if (!name || !value)
+        return;
+    if (strcmp(name, "{auth_authen}") == 0)
+        set_str(&s->auth_authen, value);
+    else if (strcmp(name, "{daemon_name}") == 0)
+        set_str(&s->daemon_name, value);
+    else if (strcmp(name, "i") == 0 || strcmp(name, "{i}") == 0)
+        set_str(&s->queue_id, value);
+}
+
+void mw_session_helo(mw_session *s, const char *helo)
+{
+    set_str(&s->helo, helo);
+}
+
+/* ---- trust class ---- */
+
+static bool is_submission_daemon(const mw_config *cfg, const char *name)
+{
+    for (size_t i = 0; name && i < cfg->nsubmission_daemons; i++)
+        if (strcasecmp(cfg->submission_daemons[i], name) == 0)
+            return true;
+    return false;
+}
+
+static void decide_trust(mw_session *s)
+{
+    const mw_config *cfg = s->rt->cfg;
+    mw_buf b = MW_BUF_INIT;
+    if (s->auth_authen) {
+        s->res.trust = MW_TRUST_AUTHENTICATED;
+        snprintf(s->trust_reason, sizeof s->trust_reason, "SMTP AUTH as %s", safe(&b, s->auth_authen));
+    } else if (is_submission_daemon(cfg, s->daemon_name)) {
+        s->res.trust = MW_TRUST_SUBMISSION;
+        snprintf(s->trust_reason, sizeof s->trust_reason, "received by submission daemon %s",
+                 safe(&b, s->daemon_name));
+    } else if (s->have_addr && mw_cidr_set_contains(cfg->internal_networks, &s->client_addr)) {
+        s->res.trust = MW_TRUST_INTERNAL;
+        snprintf(s->trust_reason, sizeof s->trust_reason, "client %s in internal networks", s->client_ip);
+    } else {
+        s->res.trust = MW_TRUST_INBOUND;
+        snprintf(s->trust_reason, sizeof s->trust_reason, "client %s not internal, not authenticated%s",
+                 s->client_ip ? s->client_ip : "(unknown)",
+                 s->daemon_name ? ", not a submission daemon" : "");
+    }
+    s->res.trust_reason = s->trust_reason;
+    trace(s, "trust: %s (%s)", mw_trust_name(s->res.trust), s->trust_reason);
+    mw_buf_free(&b);
+}
+
+/* ---- SPF ---- */
+
+static void trace_spf(mw_session *s, const char *what, const mw_spf_outcome *o)
+{
+    mw_buf a = MW_BUF_INIT, b = MW_BUF_INIT;
+    trace(s, "spf %s: %s for %s (%s)", what, mw_spf_result_name(o->result),
+          safe(&a, o->identity), safe(&b, o->reason ? o->reason : "no detail"));
+    mw_buf_free(&a);
+    mw_buf_free(&b);
+}
+
+static void run_spf(mw_session *s)
+{
+    const mw_config *cfg = s->rt->cfg;
+    if (!cfg->spf_enabled) {
+        s->res.spf_skipped = true;
+        trace(s, "spf: disabled in config");
+        return;
+    }
+    if (mw_trust_outbound(s->res.trust)) {
+        s->res.spf_skipped = true;
+        trace(s, "spf: skipped, outbound mail (%s)", mw_trust_name(s->res.trust));
+        return;
+    }
+    if (!s->client_ip || !s->have_addr) {
+        s->res.spf_skipped = true;
+        trace(s, "spf: skipped, client address unknown");
+        return;
+    }
+    /* HELO identity: evaluated and reported on its own; RFC 7208 §2.3. */
+    if (cfg->spf_helo && s->helo) {
+        mw_spf_check(s->rt->spf, s->client_ip, s->helo, s->mail_from, MW_SPF_SCOPE_HELO, &s->res.spf_helo);
+        trace_spf(s, "helo", &s->res.spf_helo);
+    }
+    /* MAIL FROM identity; for the null sender it is postmaster@HELO
+     * (RFC 7208 §2.4), which is the HELO check again: reuse it. */
+    if (!*s->mail_from && s->res.spf_helo.evaluated) {
+        mw_spf_outcome *d = &s->res.spf, *h = &s->res.spf_helo;
+        d->result = h->result;
+        d->scope = MW_SPF_SCOPE_HELO;
+        d->identity = mw_strdup(h->identity);
+        d->domain = mw_strdup(h->domain);
+        d->client_ip = mw_strdup(h->client_ip);
+        d->helo = mw_strdup(h->helo);
+        d->explanation = mw_strdup(h->explanation);
+        d->reason = mw_strdup(h->reason);
+        d->evaluated = true;
+        trace(s, "spf mailfrom: null sender, using the HELO result");
+    } else {
+        mw_spf_check(s->rt->spf, s->client_ip, s->helo, s->mail_from, MW_SPF_SCOPE_MAILFROM, &s->res.spf);
+        trace_spf(s, "mailfrom", &s->res.spf);
+    }
+}
+
+void mw_session_mail(mw_session *s, const char *from)
+{
+    message_clear(s);
+    s->rt = mw_engine_acquire(s->engine, true);
+    s->in_message = true;
+    s->mail_from = mw_addr_strip(from ? from : "");
+    decide_trust(s);
+    run_spf(s);
+}
+
+void mw_session_rcpt(mw_session *s, const char *rcpt)
+{
+    (void)rcpt;
+    s->nrcpt++;
+}
+
+void mw_session_header(mw_session *s, const char *name, const char *value, size_t vlen)
+{
+    if (!s->rt || strcasecmp(name, "Authentication-Results") != 0)
+        return;
+    s->ar_seen++;
+    const mw_config *cfg = s->rt->cfg;
+    if (!cfg->ar_remove_forged || !mw_authres_is_ours(value, vlen, cfg->authserv_id))
+        return;
+    if (s->nar_remove >= MAX_AR_REMOVE)
+        return;
+    s->ar_remove = mw_reallocarray(s->ar_remove, s->nar_remove + 1, sizeof *s->ar_remove);
+    s->ar_remove[s->nar_remove].name = mw_strdup(name);
+    s->ar_remove[s->nar_remove].index = s->ar_seen;
+    s->nar_remove++;
+    trace(s, "authres: header #%u claims our authserv-id %s: will be removed", s->ar_seen, cfg->authserv_id);
+}
+
+void mw_session_eoh(mw_session *s)
+{
+    (void)s;
+}
+
+void mw_session_body(mw_session *s, const unsigned char *chunk, size_t len)
+{
+    (void)chunk;
+    s->body_bytes += len;
+}
+
+void mw_session_abort(mw_session *s)
+{
+    message_clear(s);
+}
+
+/* ---- verdict ---- */
+
+static void add_header(mw_verdict *v, const char *name, const char *value)
+{
+    v->add = mw_reallocarray(v->add, v->nadd + 1, sizeof *v->add);
+    v->add[v->nadd].name = mw_strdup(name);
+    v->add[v->nadd].value = mw_strdup(value);
+    v->nadd++;
+}
+
+static void build_headers(mw_session *s)
+{
+    const mw_config *cfg = s->rt->cfg;
+    mw_verdict *v = &s->verdict;
+
+    /* removals, highest index first so earlier indices do not shift */
+    for (size_t i = s->nar_remove; i-- > 0;) {
+        v->remove = mw_reallocarray(v->remove, v->nremove + 1, sizeof *v->remove);
+        v->remove[v->nremove].name = mw_strdup(s->ar_remove[i].name);
+        v->remove[v->nremove].index = s->ar_remove[i].index;
+        v->nremove++;
+    }
+    if (mw_trust_outbound(s->res.trust) || s->res.spf_skipped)
+        return;
+
+    mw_authres *ar = mw_authres_new(cfg->authserv_id);
+    if (s->res.spf.evaluated) {
+        const mw_spf_outcome *o = &s->res.spf;
+        if (o->scope == MW_SPF_SCOPE_MAILFROM) {
+            const char *props[] = {"smtp.mailfrom", o->identity, NULL};
+            mw_authres_add(ar, "spf", mw_spf_result_name(o->result), NULL, props);
+        }
+    }
+    if (s->res.spf_helo.evaluated) {
+        const mw_spf_outcome *o = &s->res.spf_helo;
+        const char *props[] = {"smtp.helo", o->helo ? o->helo : s->helo, NULL};
+        mw_authres_add(ar, "spf", mw_spf_result_name(o->result), NULL, props);
+    }
+    mw_buf b = MW_BUF_INIT;
+    mw_authres_render(ar, &b);
+    add_header(v, "Authentication-Results", mw_buf_cstr(&b));
+    mw_authres_free(&ar);
+
+    if (cfg->spf_received_header && s->res.spf.evaluated) {
+        mw_buf_reset(&b);
+        mw_spf_received_spf(&s->res.spf, cfg->hostname, &b);
+        add_header(v, "Received-SPF", mw_buf_cstr(&b));
+    }
+    mw_buf_free(&b);
+}
+
+/* Expand %{name} placeholders of a reply template. */
+static void expand_reply(mw_session *s, const char *tpl, const char *rule, mw_buf *out)
+{
+    for (const char *p = tpl; *p;) {
+        if (p[0] == '%' && p[1] == '{') {
+            const char *end = strchr(p, '}');
+            if (end) {
+                size_t n = (size_t)(end - p - 2);
+                const char *name = p + 2;
+                const mw_spf_outcome *o = &s->res.spf;
+                if (n == 15 && strncmp(name, "spf_explanation", n) == 0) {
+                    if (o->explanation && *o->explanation)
+                        mw_buf_puts(out, o->explanation);
+                    else if (o->evaluated)
+                        mw_buf_printf(out, "SPF %s: %s does not designate %s as permitted sender",
+                                      mw_spf_result_name(o->result), o->domain ? o->domain : "sender domain",
+                                      s->client_ip ? s->client_ip : "the client");
+                    else
+                        mw_buf_puts(out, "SPF not evaluated");
+                } else if (n == 13 && strncmp(name, "sender_domain", n) == 0) {
+                    mw_buf_puts(out, s->mail_from ? mw_addr_domain(s->mail_from) : "");
+                } else if (n == 9 && strncmp(name, "client_ip", n) == 0) {
+                    mw_buf_puts(out, s->client_ip ? s->client_ip : "");
+                } else if (n == 4 && strncmp(name, "rule", n) == 0) {
+                    mw_buf_puts(out, rule);
+                }
+                p = end + 1;
+                continue;
+            }
+        }
+        mw_buf_putc(out, *p++);
+    }
+}
+
+/* Split "550 5.7.23 text" into the verdict; sanitise the text. */
+static void set_reply(mw_verdict *v, const char *reply, const char *dcode, const char *dx, const char *dtext)
+{
+    const char *p = reply ? reply : "";
+    snprintf(v->rcode, sizeof v->rcode, "%s", dcode);
+    snprintf(v->xcode, sizeof v->xcode, "%s", dx);
+    if (strlen(p) >= 3 && (p[0] == '4' || p[0] == '5') && p[1] >= '0' && p[1] <= '9' &&
+        p[2] >= '0' && p[2] <= '9' && (p[3] == ' ' || p[3] == '\0')) {
+        memcpy(v->rcode, p, 3);
+        v->rcode[3] = '\0';
+        p += 3;
+        while (*p == ' ')
+            p++;
+        size_t xl = strspn(p, "0123456789.");
+        if (xl >= 5 && xl < sizeof v->xcode && (p[xl] == ' ' || p[xl] == '\0') && p[0] == v->rcode[0]) {
+            memcpy(v->xcode, p, xl);
+            v->xcode[xl] = '\0';
+            p += xl;
+            while (*p == ' ')
+                p++;
+        }
+    }
+    if (!*p)
+        p = dtext;
+    /* reply text: printable ASCII only, no CR/LF, capped */
+    mw_buf t = MW_BUF_INIT;
+    for (; *p && t.len < MAX_REPLY_TEXT; p++) {
+        unsigned char c = (unsigned char)*p;
+        mw_buf_putc(&t, (c >= 0x20 && c < 0x7f) ? (char)c : '?');
+    }
+    v->text = mw_buf_steal(&t);
+}
+
+static void summary_log(mw_session *s)
+{
+    const mw_verdict *v = &s->verdict;
+    char nrcpt[16];
+    snprintf(nrcpt, sizeof nrcpt, "%u", s->nrcpt);
+    char reply[512] = "";
+    if (v->text)
+        snprintf(reply, sizeof reply, "%s %s %s", v->rcode, v->xcode, v->text);
+    mw_log_kv kv[] = {
+        {"id", mw_session_id(s)},
+        {"client", s->client_ip ? s->client_ip : "unknown"},
+        {"helo", s->helo},
+        {"from", s->mail_from},
+        {"rcpts", nrcpt},
+        {"trust", mw_trust_name(s->res.trust)},
+        {"spf", s->res.spf.evaluated ? mw_spf_result_name(s->res.spf.result) : NULL},
+        {"spf_helo", s->res.spf_helo.evaluated ? mw_spf_result_name(s->res.spf_helo.result) : NULL},
+        {"action", mw_action_name(v->action)},
+        {"rule", v->rule},
+        {"reply", v->text ? reply : NULL},
+        {"removed_ar", s->nar_remove ? "yes" : NULL},
+    };
+    mw_log_fields(MW_LOG_INFO, "message", kv, sizeof kv / sizeof kv[0]);
+}
+
+const mw_verdict *mw_session_eom(mw_session *s)
+{
+    if (!s->rt) {
+        /* end of message without MAIL FROM (should not happen): evaluate anyway */
+        mw_session_mail(s, "");
+    }
+    mw_verdict *v = &s->verdict;
+    verdict_clear(v);
+
+    mw_policy_facts f = {0};
+    f.trust = s->res.trust;
+    f.client = s->have_addr ? &s->client_addr : NULL;
+    f.sender_domain = (s->mail_from && *s->mail_from) ? mw_addr_domain(s->mail_from) : s->helo;
+    f.spf_done = s->res.spf.evaluated;
+    f.spf = s->res.spf.result;
+    f.helo_spf_done = s->res.spf_helo.evaluated;
+    f.helo_spf = s->res.spf_helo.result;
+
+    mw_policy_decision d;
+    mw_policy_eval(s->rt->policy, &f, &d);
+    v->action = d.action;
+    v->rule = d.rule;
+    trace(s, "policy %s: rule \"%s\" -> %s", mw_policy_name(s->rt->policy), d.rule, mw_action_name(d.action));
+
+    mw_buf r = MW_BUF_INIT;
+    if (d.reply)
+        expand_reply(s, d.reply, d.rule, &r);
+    switch (v->action) {
+    case MW_ACTION_REJECT:
+        set_reply(v, d.reply ? mw_buf_cstr(&r) : NULL, "550", "5.7.1", "Message rejected by policy");
+        break;
+    case MW_ACTION_TEMPFAIL:
+        set_reply(v, d.reply ? mw_buf_cstr(&r) : NULL, "451", "4.7.1", "Temporary failure, try again later");
+        break;
+    case MW_ACTION_QUARANTINE:
+        v->quarantine_reason = mw_strdup(d.rule);
+        break;
+    default:
+        break;
+    }
+    mw_buf_free(&r);
+    if (v->text)
+        trace(s, "reply: %s %s %s", v->rcode, v->xcode, v->text);
+
+    build_headers(s);
+    summary_log(s);
+    /* The message is decided: it no longer holds up a graceful shutdown.
+     * The runtime reference stays until the next message so the verdict's
+     * rule name (owned by the policy) remains valid. */
+    if (s->in_message) {
+        mw_engine_message_done(s->engine);
+        s->in_message = false;
+    }
+    return v;
+}
+
+const mw_results *mw_session_results(const mw_session *s)
+{
+    return &s->res;
+}
+
+size_t mw_session_trace_count(const mw_session *s)
+{
+    return s->ntrace;
+}
+
+const char *mw_session_trace(const mw_session *s, size_t i)
+{
+    return i < s->ntrace ? s->trace[i] : NULL;
+}

@@ -1,0 +1,242 @@
+/*
+ * milter.c - libmilter glue.  Each callback only moves MTA data into the
+ * session hung on smfi_setpriv and calls the engine; end of message turns
+ * the verdict into smfi_* calls.  One cleanup path: xxfi_close frees the
+ * session (abort only forgets the message).
+ *
+ * Failure policy: a callback that finds no session (allocation failed or the
+ * MTA skipped connect) creates one lazily; nothing here can crash on MTA
+ * input.  If the daemon dies, the MTA applies milter_default_action.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <libmilter/mfapi.h>
+
+#include "buf.h"
+#include "log.h"
+#include "milter.h"
+
+/* Set once in mw_milter_open() before libmilter starts any thread;
+ * read-only afterwards. */
+static mw_engine *the_engine;
+
+static mw_session *sess(SMFICTX *ctx)
+{
+    mw_session *s = smfi_getpriv(ctx);
+    if (!s) {
+        const char *ip = smfi_getsymval(ctx, "{client_addr}");
+        s = mw_session_new(the_engine, ip, smfi_getsymval(ctx, "{client_name}"));
+        smfi_setpriv(ctx, s);
+    }
+    return s;
+}
+
+static void copy_macros(SMFICTX *ctx, mw_session *s)
+{
+    static const char *const names[] = {"{auth_authen}", "{daemon_name}", "i"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const char *v = smfi_getsymval(ctx, (char *)names[i]);
+        if (v)
+            mw_session_macro(s, names[i], v);
+    }
+}
+
+static sfsistat cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, unsigned long f2,
+                             unsigned long f3, unsigned long *pf0, unsigned long *pf1,
+                             unsigned long *pf2, unsigned long *pf3)
+{
+    unsigned long want = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_QUARANTINE;
+    *pf0 = want & f0;
+    if (f0 & SMFIF_SETSYMLIST)
+        *pf0 |= SMFIF_SETSYMLIST;
+    /* Steps we do not use (yet): body, unknown commands, DATA. */
+    unsigned long skip = SMFIP_NOUNKNOWN | SMFIP_NODATA | SMFIP_NOBODY;
+    *pf1 = skip & f1;
+    *pf2 = 0;
+    *pf3 = 0;
+    if (*pf0 & SMFIF_SETSYMLIST) {
+        /* Ask for the macros we need, so no MTA configuration is required. */
+        smfi_setsymlist(ctx, SMFIM_CONNECT, "j {daemon_name} {client_addr} {client_name}");
+        smfi_setsymlist(ctx, SMFIM_ENVFROM, "i {auth_authen} {auth_type} {daemon_name} {mail_addr}");
+        smfi_setsymlist(ctx, SMFIM_EOM, "i {auth_authen} {daemon_name}");
+    }
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat cb_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *sa)
+{
+    char ip[INET6_ADDRSTRLEN] = "";
+    if (sa && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)sa)->sin_addr, ip, sizeof ip);
+    else if (sa && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)(void *)sa)->sin6_addr, ip, sizeof ip);
+    mw_session *s = mw_session_new(the_engine, ip[0] ? ip : NULL, hostname);
+    smfi_setpriv(ctx, s);
+    copy_macros(ctx, s);
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat cb_helo(SMFICTX *ctx, char *helo)
+{
+    mw_session_helo(sess(ctx), helo);
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat cb_envfrom(SMFICTX *ctx, char **argv)
+{
+    mw_session *s = sess(ctx);
+    copy_macros(ctx, s);
+    mw_session_mail(s, argv && argv[0] ? argv[0] : "");
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat cb_envrcpt(SMFICTX *ctx, char **argv)
+{
+    mw_session_rcpt(sess(ctx), argv && argv[0] ? argv[0] : "");
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat cb_header(SMFICTX *ctx, char *name, char *value)
+{
+    mw_session_header(sess(ctx), name, value ? value : "", value ? strlen(value) : 0);
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat cb_eoh(SMFICTX *ctx)
+{
+    mw_session_eoh(sess(ctx));
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat cb_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
+{
+    mw_session_body(sess(ctx), chunk, len);
+    return SMFIS_CONTINUE;
+}
+
+/* smfi_setreply treats '%' specially: double it. */
+static void set_reply(SMFICTX *ctx, const mw_verdict *v)
+{
+    mw_buf t = MW_BUF_INIT;
+    for (const char *p = v->text ? v->text : ""; *p; p++) {
+        if (*p == '%')
+            mw_buf_putc(&t, '%');
+        mw_buf_putc(&t, *p);
+    }
+    if (smfi_setreply(ctx, (char *)v->rcode, v->xcode[0] ? (char *)v->xcode : NULL,
+                      (char *)mw_buf_cstr(&t)) != MI_SUCCESS)
+        mw_warn("smfi_setreply failed for \"%s %s\"", v->rcode, v->xcode);
+    mw_buf_free(&t);
+}
+
+static sfsistat cb_eom(SMFICTX *ctx)
+{
+    mw_session *s = sess(ctx);
+    copy_macros(ctx, s);
+    const mw_verdict *v = mw_session_eom(s);
+    switch (v->action) {
+    case MW_ACTION_REJECT:
+        set_reply(ctx, v);
+        return SMFIS_REJECT;
+    case MW_ACTION_TEMPFAIL:
+        set_reply(ctx, v);
+        return SMFIS_TEMPFAIL;
+    case MW_ACTION_DISCARD:
+        return SMFIS_DISCARD;
+    default:
+        break;
+    }
+    for (size_t i = 0; i < v->nremove; i++)
+        if (smfi_chgheader(ctx, v->remove[i].name, (int)v->remove[i].index, NULL) != MI_SUCCESS)
+            mw_warn("%s: cannot remove header %s #%u", mw_session_id(s), v->remove[i].name,
+                    v->remove[i].index);
+    /* insert bottom-most first at index 0, so add[0] ends up on top */
+    for (size_t i = v->nadd; i-- > 0;)
+        if (smfi_insheader(ctx, 0, v->add[i].name, v->add[i].value) != MI_SUCCESS)
+            mw_warn("%s: cannot add header %s", mw_session_id(s), v->add[i].name);
+    if (v->action == MW_ACTION_QUARANTINE &&
+        smfi_quarantine(ctx, v->quarantine_reason ? v->quarantine_reason : (char *)"mailwarden") != MI_SUCCESS)
+        mw_warn("%s: quarantine request failed", mw_session_id(s));
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat cb_abort(SMFICTX *ctx)
+{
+    mw_session *s = smfi_getpriv(ctx);
+    if (s)
+        mw_session_abort(s);
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat cb_close(SMFICTX *ctx)
+{
+    mw_session *s = smfi_getpriv(ctx);
+    if (s) {
+        mw_session_free(&s);
+        smfi_setpriv(ctx, NULL);
+    }
+    return SMFIS_CONTINUE;
+}
+
+static struct smfiDesc desc = {
+    .xxfi_name = "mailwarden",
+    .xxfi_version = SMFI_VERSION,
+    .xxfi_flags = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_QUARANTINE,
+    .xxfi_connect = cb_connect,
+    .xxfi_helo = cb_helo,
+    .xxfi_envfrom = cb_envfrom,
+    .xxfi_envrcpt = cb_envrcpt,
+    .xxfi_header = cb_header,
+    .xxfi_eoh = cb_eoh,
+    .xxfi_body = cb_body,
+    .xxfi_eom = cb_eom,
+    .xxfi_abort = cb_abort,
+    .xxfi_close = cb_close,
+    .xxfi_negotiate = cb_negotiate,
+};
+
+bool mw_milter_open(mw_engine *e, const mw_milter_options *o, char *err, size_t errlen)
+{
+    the_engine = e;
+    char spec[512];
+    snprintf(spec, sizeof spec, "%s", o->socket);
+    if (smfi_setconn(spec) != MI_SUCCESS) {
+        snprintf(err, errlen, "bad milter socket \"%s\"", o->socket);
+        return false;
+    }
+    if (o->timeout)
+        smfi_settimeout((int)o->timeout);
+    smfi_setbacklog(128);
+    if (smfi_register(desc) != MI_SUCCESS) {
+        snprintf(err, errlen, "smfi_register failed");
+        return false;
+    }
+    if (smfi_opensocket(1) != MI_SUCCESS) {
+        snprintf(err, errlen, "cannot listen on %s (in use, or no permission?)", o->socket);
+        return false;
+    }
+    const char *path = NULL;
+    if (strncmp(o->socket, "unix:", 5) == 0)
+        path = o->socket + 5;
+    else if (strncmp(o->socket, "local:", 6) == 0)
+        path = o->socket + 6;
+    if (path && o->socket_mode && chmod(path, (mode_t)o->socket_mode) != 0)
+        mw_warn_errno("chmod %o %s", (unsigned)o->socket_mode, path);
+    return true;
+}
+
+int mw_milter_run(void)
+{
+    return smfi_main() == MI_SUCCESS ? 0 : 1;
+}
+
+void mw_milter_stop(void)
+{
+    smfi_stop();
+}

@@ -1,0 +1,47 @@
+/*
+ * main.c - the mailwarden binary: dispatch to a subcommand.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "tools.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: mailwarden COMMAND [OPTIONS]\n"
+            "\n"
+            "Commands:\n"
+            "  serve        run the milter daemon (Postfix smtpd_milters, Sendmail INPUT_MAIL_FILTER)\n"
+            "  check        run the same engine on one message from stdin and explain the result\n"
+            "  config-test  validate the configuration, print every error as FILE:LINE\n"
+            "\n"
+            "Run 'mailwarden COMMAND --help' for the options of a command.\n"
+            "Options: -h, --help   this text;  -V, --version   print the version\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "-V") == 0 || strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        printf("mailwarden %s\n", MW_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "serve") == 0)
+        return mw_cmd_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "check") == 0)
+        return mw_cmd_check(argc - 1, argv + 1);
+    if (strcmp(cmd, "config-test") == 0)
+        return mw_cmd_config_test(argc - 1, argv + 1);
+    fprintf(stderr, "mailwarden: unknown command \"%s\"\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,311 @@
+/*
+ * check.c - `mailwarden check`: run the daemon's engine on one message from
+ * stdin, with the envelope from flags, and print each check's result, the
+ * verdict, the header edits and a trace of why.  No MTA involved.
+ *
+ * Exit 0 whatever the verdict; 2 for usage errors, 1 for config errors.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "buf.h"
+#include "engine.h"
+#include "json.h"
+#include "log.h"
+#include "tools.h"
+
+#define MAX_RCPT 1000
+#define MAX_HEADER_BYTES (1024 * 1024)
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: mailwarden check [-c FILE] [--dns ADDR@PORT]... [--authserv-id ID]\n"
+            "                        [--internal CIDR]... [--policy NAME] --ip IP [--helo NAME]\n"
+            "                        --from ADDR --rcpt ADDR... [--auth USER] [--daemon-name NAME]\n"
+            "                        [--queue-id ID] [--json] < message\n"
+            "Runs the daemon's engine on one message and explains the result.\n"
+            "--from '' means the null sender.  Exit 0 whatever the verdict.\n");
+}
+
+/* Feed one header to the session: name and value split at the first ':'. */
+static void feed_header(mw_session *s, mw_buf *h)
+{
+    if (h->len == 0)
+        return;
+    char *colon = memchr(h->data, ':', h->len);
+    if (!colon)
+        return;
+    *colon = '\0';
+    const char *v = colon + 1;
+    size_t vlen = h->len - (size_t)(v - h->data);
+    if (vlen && (*v == ' ' || *v == '\t')) {
+        v++;
+        vlen--;
+    }
+    mw_session_header(s, h->data, v, vlen);
+    mw_buf_reset(h);
+}
+
+static void read_message(FILE *in, mw_session *s)
+{
+    mw_buf h = MW_BUF_INIT;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    bool in_headers = true;
+    while ((n = getline(&line, &cap, in)) > 0) {
+        size_t len = (size_t)n;
+        if (in_headers) {
+            size_t l = len;
+            if (l && line[l - 1] == '\n')
+                l--;
+            if (l && line[l - 1] == '\r')
+                l--;
+            if (l == 0) {
+                feed_header(s, &h);
+                mw_session_eoh(s);
+                in_headers = false;
+                continue;
+            }
+            if ((line[0] == ' ' || line[0] == '\t') && h.len) {
+                if (h.len < MAX_HEADER_BYTES) {
+                    mw_buf_putc(&h, '\n');
+                    mw_buf_append(&h, line, l);
+                }
+                continue;
+            }
+            feed_header(s, &h);
+            if (!memchr(line, ':', l)) {
+                /* not a header: the body starts here (as an MTA would treat it) */
+                mw_session_eoh(s);
+                in_headers = false;
+                mw_session_body(s, (const unsigned char *)line, len);
+                continue;
+            }
+            mw_buf_append(&h, line, l);
+        } else {
+            mw_session_body(s, (const unsigned char *)line, len);
+        }
+    }
+    if (in_headers) {
+        feed_header(s, &h);
+        mw_session_eoh(s);
+    }
+    free(line);
+    mw_buf_free(&h);
+}
+
+static void json_spf(mw_json *w, const mw_spf_outcome *o, bool skipped)
+{
+    mw_json_obj_begin(w);
+    mw_json_key(w, "result");
+    if (o->evaluated)
+        mw_json_string(w, mw_spf_result_name(o->result));
+    else
+        mw_json_null(w);
+    mw_json_key(w, "skipped");
+    mw_json_bool(w, skipped || !o->evaluated);
+    mw_json_key(w, "domain");
+    mw_json_string(w, o->domain);
+    mw_json_key(w, "identity");
+    mw_json_string(w, o->identity);
+    mw_json_key(w, "scope");
+    mw_json_string(w, o->evaluated ? (o->scope == MW_SPF_SCOPE_HELO ? "helo" : "mailfrom") : NULL);
+    mw_json_key(w, "reason");
+    mw_json_string(w, o->reason);
+    mw_json_key(w, "explanation");
+    mw_json_string(w, o->explanation);
+    mw_json_obj_end(w);
+}
+
+static void print_json(mw_session *s, const mw_verdict *v)
+{
+    const mw_results *r = mw_session_results(s);
+    mw_buf b = MW_BUF_INIT;
+    mw_json w;
+    mw_json_init(&w, &b);
+    mw_json_obj_begin(&w);
+    mw_json_key(&w, "trust");
+    mw_json_obj_begin(&w);
+    mw_json_key(&w, "class");
+    mw_json_string(&w, mw_trust_name(r->trust));
+    mw_json_key(&w, "reason");
+    mw_json_string(&w, r->trust_reason);
+    mw_json_obj_end(&w);
+    mw_json_key(&w, "spf");
+    json_spf(&w, &r->spf, r->spf_skipped);
+    mw_json_key(&w, "spf_helo");
+    json_spf(&w, &r->spf_helo, r->spf_skipped);
+    mw_json_key(&w, "verdict");
+    mw_json_obj_begin(&w);
+    mw_json_key(&w, "action");
+    mw_json_string(&w, mw_action_name(v->action));
+    mw_json_key(&w, "reply");
+    if (v->text) {
+        mw_buf rep = MW_BUF_INIT;
+        mw_buf_printf(&rep, "%s %s%s%s", v->rcode, v->xcode, v->xcode[0] ? " " : "", v->text);
+        mw_json_string(&w, mw_buf_cstr(&rep));
+        mw_buf_free(&rep);
+    } else {
+        mw_json_null(&w);
+    }
+    mw_json_key(&w, "rule");
+    mw_json_string(&w, v->rule);
+    mw_json_obj_end(&w);
+    mw_json_key(&w, "headers");
+    mw_json_obj_begin(&w);
+    mw_json_key(&w, "add");
+    mw_json_arr_begin(&w);
+    for (size_t i = 0; i < v->nadd; i++) {
+        mw_json_arr_begin(&w);
+        mw_json_string(&w, v->add[i].name);
+        mw_json_string(&w, v->add[i].value);
+        mw_json_arr_end(&w);
+    }
+    mw_json_arr_end(&w);
+    mw_json_key(&w, "remove");
+    mw_json_arr_begin(&w);
+    for (size_t i = 0; i < v->nremove; i++) {
+        mw_json_arr_begin(&w);
+        mw_json_string(&w, v->remove[i].name);
+        mw_json_int(&w, v->remove[i].index);
+        mw_json_arr_end(&w);
+    }
+    mw_json_arr_end(&w);
+    mw_json_obj_end(&w);
+    mw_json_key(&w, "trace");
+    mw_json_arr_begin(&w);
+    for (size_t i = 0; i < mw_session_trace_count(s); i++)
+        mw_json_string(&w, mw_session_trace(s, i));
+    mw_json_arr_end(&w);
+    mw_json_obj_end(&w);
+    printf("%s\n", mw_buf_cstr(&b));
+    mw_buf_free(&b);
+}
+
+static void print_spf_text(const char *label, const mw_spf_outcome *o)
+{
+    if (!o->evaluated) {
+        printf("%-10s not evaluated\n", label);
+        return;
+    }
+    printf("%-10s %s  identity=%s domain=%s", label, mw_spf_result_name(o->result),
+           o->identity ? o->identity : "-", o->domain ? o->domain : "-");
+    if (o->explanation)
+        printf("  explanation=\"%s\"", o->explanation);
+    printf("\n");
+}
+
+static void print_text(mw_session *s, const mw_verdict *v)
+{
+    const mw_results *r = mw_session_results(s);
+    printf("%-10s %s (%s)\n", "trust:", mw_trust_name(r->trust), r->trust_reason ? r->trust_reason : "");
+    print_spf_text("spf:", &r->spf);
+    print_spf_text("spf helo:", &r->spf_helo);
+    printf("%-10s %s (rule %s)", "verdict:", mw_action_name(v->action), v->rule ? v->rule : "-");
+    if (v->text)
+        printf(": %s %s %s", v->rcode, v->xcode, v->text);
+    printf("\n");
+    for (size_t i = 0; i < v->nremove; i++)
+        printf("remove header: %s #%u\n", v->remove[i].name, v->remove[i].index);
+    for (size_t i = 0; i < v->nadd; i++)
+        printf("add header: %s: %s\n", v->add[i].name, v->add[i].value);
+    printf("trace:\n");
+    for (size_t i = 0; i < mw_session_trace_count(s); i++)
+        printf("  %s\n", mw_session_trace(s, i));
+}
+
+int mw_cmd_check(int argc, char **argv)
+{
+    mw_cli cli = {0};
+    const char *ip = NULL, *helo = NULL, *from = NULL, *auth = NULL, *daemon = NULL, *qid = NULL;
+    const char *rcpt[MAX_RCPT];
+    size_t nrcpt = 0;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        int r = mw_cli_common(&cli, argc, argv, &i);
+        if (r < 0)
+            return 2;
+        if (r)
+            continue;
+        const char *a = argv[i];
+        const char **slot = NULL;
+        if (strcmp(a, "--ip") == 0)
+            slot = &ip;
+        else if (strcmp(a, "--helo") == 0)
+            slot = &helo;
+        else if (strcmp(a, "--from") == 0)
+            slot = &from;
+        else if (strcmp(a, "--auth") == 0)
+            slot = &auth;
+        else if (strcmp(a, "--daemon-name") == 0)
+            slot = &daemon;
+        else if (strcmp(a, "--queue-id") == 0)
+            slot = &qid;
+        else if (strcmp(a, "--json") == 0) {
+            json = true;
+            continue;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(a, "--rcpt") == 0) {
+            if (i + 1 >= argc || nrcpt >= MAX_RCPT) {
+                fprintf(stderr, "mailwarden check: --rcpt needs a value (at most %d)\n", MAX_RCPT);
+                return 2;
+            }
+            rcpt[nrcpt++] = argv[++i];
+            continue;
+        } else {
+            fprintf(stderr, "mailwarden check: unknown argument %s\n", a);
+            usage(stderr);
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "mailwarden check: %s needs a value\n", a);
+            return 2;
+        }
+        *slot = argv[++i];
+    }
+    if (!ip || !from || nrcpt == 0) {
+        fprintf(stderr, "mailwarden check: --ip, --from and at least one --rcpt are required\n");
+        usage(stderr);
+        return 2;
+    }
+    cli.ov.log_stderr = 1;
+    mw_config *cfg = mw_cli_load(&cli);
+    if (!cfg)
+        return 1;
+    /* stdout carries the result; the summary log line goes to stderr */
+    mw_log_configure(MW_LOG_TO_STDERR, cfg->log_format, "mailwarden", NULL, MW_LOG_WARN);
+    char err[512];
+    mw_engine *e = mw_engine_create(cfg, err, sizeof err);
+    if (!e) {
+        fprintf(stderr, "mailwarden check: %s\n", err);
+        mw_config_free(&cfg);
+        return 1;
+    }
+    mw_session *s = mw_session_new(e, ip, NULL);
+    if (auth)
+        mw_session_macro(s, "{auth_authen}", auth);
+    if (daemon)
+        mw_session_macro(s, "{daemon_name}", daemon);
+    if (qid)
+        mw_session_macro(s, "i", qid);
+    if (helo)
+        mw_session_helo(s, helo);
+    mw_session_mail(s, from);
+    for (size_t i = 0; i < nrcpt; i++)
+        mw_session_rcpt(s, rcpt[i]);
+    read_message(stdin, s);
+    const mw_verdict *v = mw_session_eom(s);
+    if (json)
+        print_json(s, v);
+    else
+        print_text(s, v);
+    mw_session_free(&s);
+    mw_engine_destroy(&e);
+    return 0;
+}

@@ -1,0 +1,374 @@
+/*
+ * serve.c - `mailwarden serve`: the daemon.
+ *
+ * Process model (why): libmilter's signal thread treats SIGHUP as "stop",
+ * and it cannot be told otherwise, yet postmasters expect SIGHUP to reload.
+ * So serve is two processes:
+ *   supervisor  validates the config (fail fast, FILE:LINE errors), writes
+ *               the pid file, daemonises unless -f, and forwards signals:
+ *               SIGHUP -> SIGUSR1 to the worker (reload), SIGTERM/SIGINT ->
+ *               SIGTERM (graceful stop).  A worker that dies unexpectedly is
+ *               restarted with backoff, so a crash costs seconds of
+ *               milter_default_action, not an outage.
+ *   worker      builds the engine, binds the milter socket, drops
+ *               privileges, and runs libmilter.  A dedicated thread waits
+ *               for SIGUSR1 and reloads atomically (a bad config is logged
+ *               and the running one kept).  On SIGTERM, libmilter stops
+ *               accepting connections and the worker waits for in-flight
+ *               messages (up to shutdown_timeout) before exiting.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "log.h"
+#include "milter.h"
+#include "tools.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: mailwarden serve [-f] [-c FILE] [--socket SPEC] [--dns ADDR@PORT]...\n"
+            "                        [--authserv-id ID] [--internal CIDR]... [--policy NAME]\n"
+            "                        [--pid-file FILE] [--user USER] [--group GROUP]\n"
+            "Runs the milter.  SPEC: inet:PORT@HOST, inet6:PORT@HOST or unix:PATH.\n"
+            "-f stays in the foreground and logs to stderr.  SIGHUP reloads the\n"
+            "configuration; SIGTERM finishes in-flight messages and exits.\n");
+}
+
+static void apply_log(const mw_config *cfg)
+{
+    if (!mw_log_configure(cfg->log_target, cfg->log_format, "mailwarden", cfg->log_facility, cfg->log_level))
+        mw_warn("unknown log facility %s, using mail", cfg->log_facility);
+}
+
+/* ---------------- worker ---------------- */
+
+struct reload_ctx {
+    const mw_cli *cli;
+    mw_engine    *engine;
+};
+
+static void *reload_thread(void *arg)
+{
+    struct reload_ctx *rc = arg;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    for (;;) {
+        int sig;
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        mw_config_errors errs = {0};
+        mw_config *cfg = mw_config_load(rc->cli->config_file, &rc->cli->ov, &errs);
+        if (!cfg) {
+            for (size_t i = 0; i < errs.n; i++)
+                mw_error("reload refused: %s", errs.msg[i]);
+            mw_error("reload refused: configuration has %zu error(s); keeping the running configuration",
+                     errs.n);
+            mw_config_errors_free(&errs);
+            continue;
+        }
+        mw_config_errors_free(&errs);
+        char err[512];
+        mw_config *keep = cfg;
+        mw_log_format fmt = cfg->log_format;
+        (void)fmt;
+        if (!mw_engine_reload(rc->engine, cfg, err, sizeof err)) {
+            mw_error("reload refused: %s; keeping the running configuration", err);
+            mw_config_free(&keep);
+            continue;
+        }
+        mw_info("configuration reloaded (generation %u)", mw_engine_generation(rc->engine));
+    }
+    return NULL;
+}
+
+static int drop_privileges(const char *user, const char *group, char *err, size_t errlen)
+{
+    if ((!user || !*user) && (!group || !*group))
+        return 0;
+    uid_t uid = getuid();
+    gid_t gid = getgid();
+    if (user && *user) {
+        struct passwd *pw = getpwnam(user);
+        if (!pw) {
+            snprintf(err, errlen, "unknown user \"%s\"", user);
+            return -1;
+        }
+        uid = pw->pw_uid;
+        gid = pw->pw_gid;
+    }
+    if (group && *group) {
+        struct group *gr = getgrnam(group);
+        if (!gr) {
+            snprintf(err, errlen, "unknown group \"%s\"", group);
+            return -1;
+        }
+        gid = gr->gr_gid;
+    }
+    if (geteuid() == 0) {
+        if (user && *user && initgroups(user, gid) != 0) {
+            snprintf(err, errlen, "initgroups: %s", strerror(errno));
+            return -1;
+        }
+        if (setresgid(gid, gid, gid) != 0 || setresuid(uid, uid, uid) != 0) {
+            snprintf(err, errlen, "cannot change to uid %u gid %u: %s", (unsigned)uid, (unsigned)gid,
+                     strerror(errno));
+            return -1;
+        }
+        if (uid != 0 && setuid(0) == 0) {
+            snprintf(err, errlen, "privileges could be regained after dropping them");
+            return -1;
+        }
+    } else if (geteuid() != uid) {
+        snprintf(err, errlen, "not root: cannot change user to %s", user ? user : "?");
+        return -1;
+    }
+    return 0;
+}
+
+static int run_worker(const mw_cli *cli)
+{
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    /* SIGUSR1 is ours (reload); block it in every thread created from here
+     * on, so only the reload thread's sigwait receives it. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    mw_config *cfg = mw_cli_load(cli);
+    if (!cfg)
+        return 1;
+    apply_log(cfg);
+    char err[512];
+    mw_milter_options mo = {.socket = cfg->socket, .socket_mode = cfg->socket_mode, .timeout = cfg->milter_timeout};
+    char *user = cfg->user ? strdup(cfg->user) : NULL, *group = cfg->group ? strdup(cfg->group) : NULL;
+    char *sock = strdup(cfg->socket);
+    unsigned shutdown_timeout = cfg->shutdown_timeout;
+    mo.socket = sock;
+    mw_engine *e = mw_engine_create(cfg, err, sizeof err);
+    if (!e) {
+        mw_error("cannot start: %s", err);
+        mw_config_free(&cfg);
+        return 1;
+    }
+    if (!mw_milter_open(e, &mo, err, sizeof err)) {
+        mw_error("cannot start: %s", err);
+        return 1;
+    }
+    if (drop_privileges(user, group, err, sizeof err) != 0) {
+        mw_error("cannot drop privileges: %s", err);
+        return 1;
+    }
+    struct reload_ctx rc = {cli, e};
+    pthread_t th;
+    if (pthread_create(&th, NULL, reload_thread, &rc) != 0) {
+        mw_error("cannot start reload thread");
+        return 1;
+    }
+    pthread_detach(th);
+    mw_info("listening on %s (pid %d)", sock, (int)getpid());
+    int rcode = mw_milter_run();
+    unsigned n = mw_engine_active_messages(e);
+    if (n)
+        mw_info("stopping: waiting up to %us for %u in-flight message(s)", shutdown_timeout, n);
+    if (!mw_engine_wait_idle(e, shutdown_timeout * 1000))
+        mw_warn("stopping with %u message(s) still in flight", mw_engine_active_messages(e));
+    mw_info("stopped");
+    /* The engine is not destroyed: libmilter session threads may still be
+     * unwinding, and process exit frees everything. */
+    free(user);
+    free(group);
+    free(sock);
+    return rcode;
+}
+
+/* ---------------- supervisor ---------------- */
+
+static int write_pid_file(const char *path)
+{
+    if (!path || !*path)
+        return 0;
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "%d\n", (int)getpid());
+    if (write(fd, buf, (size_t)n) != n || close(fd) != 0 || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+static int daemonize(void)
+{
+    pid_t p = fork();
+    if (p < 0)
+        return -1;
+    if (p > 0)
+        _exit(0);
+    setsid();
+    p = fork();
+    if (p < 0)
+        return -1;
+    if (p > 0)
+        _exit(0);
+    if (chdir("/") != 0)
+        return -1;
+    int fd = open("/dev/null", O_RDWR);
+    if (fd >= 0) {
+        dup2(fd, 0);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        if (fd > 2)
+            close(fd);
+    }
+    return 0;
+}
+
+static pid_t spawn_worker(const mw_cli *cli, const sigset_t *oldmask)
+{
+    pid_t p = fork();
+    if (p == 0) {
+        sigprocmask(SIG_SETMASK, oldmask, NULL);
+        signal(SIGCHLD, SIG_DFL);
+        _exit(run_worker(cli));
+    }
+    return p;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int mw_cmd_serve(int argc, char **argv)
+{
+    mw_cli cli = {0};
+    bool foreground = false;
+    for (int i = 1; i < argc; i++) {
+        int r = mw_cli_common(&cli, argc, argv, &i);
+        if (r < 0)
+            return 2;
+        if (r)
+            continue;
+        if (strcmp(argv[i], "-f") == 0 || strcmp(argv[i], "--foreground") == 0) {
+            foreground = true;
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "mailwarden serve: unknown argument %s\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (foreground)
+        cli.ov.log_stderr = 1;
+    /* Fail fast: a bad config never gets as far as forking. */
+    mw_config *cfg = mw_cli_load(&cli);
+    if (!cfg) {
+        fprintf(stderr, "mailwarden: configuration errors, not starting\n");
+        return 1;
+    }
+    apply_log(cfg);
+    char *pid_file = cfg->pid_file && *cfg->pid_file ? strdup(cfg->pid_file) : NULL;
+    mw_config_free(&cfg);
+
+    if (!foreground && daemonize() != 0) {
+        mw_error_errno("cannot daemonise");
+        return 1;
+    }
+    if (pid_file && write_pid_file(pid_file) != 0) {
+        mw_error_errno("cannot write pid file %s", pid_file);
+        return 1;
+    }
+
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &set, &old);
+
+    unsigned backoff = 1;
+    double started = now_s();
+    pid_t worker = spawn_worker(&cli, &old);
+    int status = 0;
+    for (;;) {
+        int sig;
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            if (worker > 0) {
+                mw_info("SIGHUP: reloading configuration");
+                kill(worker, SIGUSR1);
+            }
+        } else if (sig == SIGTERM || sig == SIGINT) {
+            mw_info("%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            if (worker > 0) {
+                kill(worker, SIGTERM);
+                while (waitpid(worker, &status, 0) < 0 && errno == EINTR)
+                    ;
+            }
+            break;
+        } else if (sig == SIGCHLD) {
+            pid_t p;
+            while ((p = waitpid(-1, &status, WNOHANG)) > 0) {
+                if (p != worker)
+                    continue;
+                worker = -1;
+                if (WIFEXITED(status) && WEXITSTATUS(status) == 1 && now_s() - started < 2) {
+                    mw_error("worker failed at start-up; giving up");
+                    goto out;
+                }
+                if (WIFSIGNALED(status))
+                    mw_error("worker died with signal %d; restarting in %us", WTERMSIG(status), backoff);
+                else
+                    mw_error("worker exited with status %d; restarting in %us", WEXITSTATUS(status), backoff);
+                /* sleep with signals still deliverable via sigtimedwait */
+                struct timespec ts = {.tv_sec = backoff, .tv_nsec = 0};
+                siginfo_t si;
+                int s2 = sigtimedwait(&set, &si, &ts);
+                if (s2 == SIGTERM || s2 == SIGINT)
+                    goto out;
+                if (now_s() - started > 60)
+                    backoff = 1;
+                else if (backoff < 30)
+                    backoff *= 2;
+                started = now_s();
+                worker = spawn_worker(&cli, &old);
+            }
+        }
+    }
+out:
+    if (pid_file)
+        unlink(pid_file);
+    free(pid_file);
+    mw_info("exiting");
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    return 0;
+}

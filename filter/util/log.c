@@ -1,0 +1,254 @@
+/*
+ * log.c - one logging module: syslog or stderr, text or JSON.
+ *
+ * Design: the settings and every write are under one mutex, so lines from
+ * libmilter's threads never interleave and a reload may reconfigure logging
+ * while other threads log.  Formatting happens outside the lock.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "json.h"
+#include "log.h"
+#include "strutil.h"
+
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static mw_log_target log_target = MW_LOG_TO_STDERR;
+static mw_log_format log_format = MW_LOG_FMT_TEXT;
+static mw_log_level log_min = MW_LOG_INFO;
+static char log_ident[64] = "mailwarden";
+static int syslog_open;
+
+static const struct { const char *name; int fac; } facilities[] = {
+    {"mail", LOG_MAIL}, {"daemon", LOG_DAEMON}, {"user", LOG_USER},
+    {"local0", LOG_LOCAL0}, {"local1", LOG_LOCAL1}, {"local2", LOG_LOCAL2},
+    {"local3", LOG_LOCAL3}, {"local4", LOG_LOCAL4}, {"local5", LOG_LOCAL5},
+    {"local6", LOG_LOCAL6}, {"local7", LOG_LOCAL7},
+};
+
+static const char *level_names[] = {"debug", "info", "warning", "error"};
+
+bool mw_log_facility_valid(const char *s)
+{
+    for (size_t i = 0; i < sizeof facilities / sizeof facilities[0]; i++)
+        if (s && strcasecmp(s, facilities[i].name) == 0)
+            return true;
+    return false;
+}
+
+bool mw_log_level_parse(const char *s, mw_log_level *out)
+{
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++)
+        if (s && (strcasecmp(s, names[i]) == 0 || strcasecmp(s, level_names[i]) == 0)) {
+            *out = (mw_log_level)i;
+            return true;
+        }
+    return false;
+}
+
+bool mw_log_configure(mw_log_target target, mw_log_format format, const char *ident,
+                      const char *facility, mw_log_level min_level)
+{
+    int fac = LOG_MAIL;
+    if (facility) {
+        size_t i;
+        for (i = 0; i < sizeof facilities / sizeof facilities[0]; i++)
+            if (strcasecmp(facility, facilities[i].name) == 0)
+                break;
+        if (i == sizeof facilities / sizeof facilities[0])
+            return false;
+        fac = facilities[i].fac;
+    }
+    pthread_mutex_lock(&log_lock);
+    if (ident)
+        snprintf(log_ident, sizeof log_ident, "%s", ident);
+    log_target = target;
+    log_format = format;
+    log_min = min_level;
+    if (target == MW_LOG_TO_SYSLOG) {
+        if (syslog_open)
+            closelog();
+        openlog(log_ident, LOG_PID | LOG_NDELAY, fac);
+        syslog_open = 1;
+    }
+    pthread_mutex_unlock(&log_lock);
+    return true;
+}
+
+bool mw_log_debug_enabled(void)
+{
+    pthread_mutex_lock(&log_lock);
+    bool on = log_min <= MW_LOG_DEBUG;
+    pthread_mutex_unlock(&log_lock);
+    return on;
+}
+
+static int syslog_prio(mw_log_level l)
+{
+    switch (l) {
+    case MW_LOG_DEBUG: return LOG_DEBUG;
+    case MW_LOG_INFO: return LOG_INFO;
+    case MW_LOG_WARN: return LOG_WARNING;
+    default: return LOG_ERR;
+    }
+}
+
+/* Write one finished line (msg is the text body, or a JSON object). */
+static void emit(mw_log_level level, const char *msg, bool is_json_obj)
+{
+    pthread_mutex_lock(&log_lock);
+    if (level < log_min) {
+        pthread_mutex_unlock(&log_lock);
+        return;
+    }
+    mw_buf line = MW_BUF_INIT;
+    if (log_format == MW_LOG_FMT_JSON && !is_json_obj) {
+        mw_json w;
+        mw_json_init(&w, &line);
+        mw_json_obj_begin(&w);
+        mw_json_key(&w, "level");
+        mw_json_string(&w, level_names[level]);
+        mw_json_key(&w, "msg");
+        mw_json_string(&w, msg);
+        mw_json_obj_end(&w);
+        msg = mw_buf_cstr(&line);
+    }
+    if (log_target == MW_LOG_TO_SYSLOG) {
+        syslog(syslog_prio(level), "%s", msg);
+    } else {
+        struct timespec ts;
+        struct tm tm;
+        char tbuf[32];
+        clock_gettime(CLOCK_REALTIME, &ts);
+        gmtime_r(&ts.tv_sec, &tm);
+        strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%S", &tm);
+        if (log_format == MW_LOG_FMT_JSON)
+            fprintf(stderr, "%s\n", msg);
+        else
+            fprintf(stderr, "%s.%03ldZ %s[%d]: %s: %s\n", tbuf, ts.tv_nsec / 1000000, log_ident,
+                    (int)getpid(), level_names[level], msg);
+        fflush(stderr);
+    }
+    pthread_mutex_unlock(&log_lock);
+    mw_buf_free(&line);
+}
+
+static void vlog(mw_log_level level, const char *suffix, const char *fmt, va_list ap)
+{
+    mw_buf b = MW_BUF_INIT;
+    mw_buf_vprintf(&b, fmt, ap);
+    if (suffix) {
+        mw_buf_puts(&b, ": ");
+        mw_buf_puts(&b, suffix);
+    }
+    emit(level, mw_buf_cstr(&b), false);
+    mw_buf_free(&b);
+}
+
+void mw_log(mw_log_level level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(level, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void mw_warn_errno(const char *fmt, ...)
+{
+    char eb[128];
+    const char *e = strerror_r(errno, eb, sizeof eb);
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(MW_LOG_WARN, e, fmt, ap);
+    va_end(ap);
+}
+
+void mw_error_errno(const char *fmt, ...)
+{
+    char eb[128];
+    const char *e = strerror_r(errno, eb, sizeof eb);
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(MW_LOG_ERROR, e, fmt, ap);
+    va_end(ap);
+}
+
+void mw_fatal(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(MW_LOG_ERROR, NULL, fmt, ap);
+    va_end(ap);
+    exit(1);
+}
+
+void mw_panic(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(MW_LOG_ERROR, "panic (this is a bug)", fmt, ap);
+    va_end(ap);
+    abort();
+}
+
+static bool needs_quotes(const char *v)
+{
+    if (!*v)
+        return true;
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+        if (*p <= ' ' || *p == '"' || *p == '=' || *p == '\\' || *p >= 0x7f)
+            return true;
+    return false;
+}
+
+void mw_log_fields(mw_log_level level, const char *msg, const mw_log_kv *kv, size_t n)
+{
+    pthread_mutex_lock(&log_lock);
+    mw_log_format fmt = log_format;
+    pthread_mutex_unlock(&log_lock);
+
+    mw_buf b = MW_BUF_INIT;
+    if (fmt == MW_LOG_FMT_JSON) {
+        mw_json w;
+        mw_json_init(&w, &b);
+        mw_json_obj_begin(&w);
+        mw_json_key(&w, "level");
+        mw_json_string(&w, level_names[level]);
+        mw_json_key(&w, "msg");
+        mw_json_string(&w, msg);
+        for (size_t i = 0; i < n; i++) {
+            if (!kv[i].value)
+                continue;
+            mw_json_key(&w, kv[i].key);
+            mw_json_string(&w, kv[i].value);
+        }
+        mw_json_obj_end(&w);
+        emit(level, mw_buf_cstr(&b), true);
+    } else {
+        mw_buf_puts(&b, msg);
+        for (size_t i = 0; i < n; i++) {
+            if (!kv[i].value)
+                continue;
+            mw_buf_printf(&b, " %s=", kv[i].key);
+            if (needs_quotes(kv[i].value)) {
+                mw_buf_putc(&b, '"');
+                mw_str_printable(&b, kv[i].value, strlen(kv[i].value), 512);
+                mw_buf_putc(&b, '"');
+            } else {
+                mw_str_printable(&b, kv[i].value, strlen(kv[i].value), 512);
+            }
+        }
+        emit(level, mw_buf_cstr(&b), false);
+    }
+    mw_buf_free(&b);
+}

@@ -1,0 +1,135 @@
+/*
+ * config.h - the configuration: one libconfig file, validated completely
+ * before use, read-only afterwards.
+ *
+ * Keys are declared once, in a table in config.c (name, type, default,
+ * validator, target, one-line doc); the loader walks the file against that
+ * table, so an unknown key, a wrong type, a bad CIDR or a bad socket spec is
+ * an error reported as "FILE:LINE: message".  Every error is collected (not
+ * just the first) so `config-test` can list them all.
+ *
+ * Command-line overrides (serve/check flags) are applied on top of the file
+ * by the loader itself, so a SIGHUP reload re-applies them too.
+ *
+ * Reload model: a loaded mw_config is immutable.  Reload builds a new one;
+ * the engine swaps it in for new messages (see engine.h).
+ *
+ * Ownership: mw_config_load() returns a config the caller frees with
+ * mw_config_free().  Strings inside belong to the config.
+ */
+#ifndef MW_CORE_CONFIG_H
+#define MW_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "cidr.h"
+#include "log.h"
+
+/* Settings that command-line flags override (NULL/0 = not given).  They are
+ * validated like the file's values; errors name the origin "command line". */
+typedef struct mw_config_overrides {
+    const char        *socket;        /* --socket SPEC */
+    const char *const *dns;           /* --dns ADDR[@PORT] (repeatable): replaces
+                                         dns.forwarders and implies dns.mode "forward" */
+    size_t             ndns;
+    const char        *authserv_id;   /* --authserv-id ID */
+    const char *const *internal;      /* --internal CIDR (repeatable): replaces
+                                         trust.internal_networks (list 127.0.0.0/8
+                                         and ::1/128 again if you still want them) */
+    size_t             ninternal;
+    const char        *policy;        /* --policy NAME|FILE */
+    const char        *pid_file;      /* --pid-file FILE */
+    const char        *user;          /* --user NAME */
+    const char        *group;         /* --group NAME */
+    int                log_stderr;    /* 1: force log.target = stderr (serve -f) */
+} mw_config_overrides;
+
+typedef enum { MW_SPF_POLICY_HELO_IF_NULL, MW_SPF_POLICY_HELO_ALWAYS } mw_spf_helo_mode;
+
+/* dns.mode: where the resolver sends its queries. */
+typedef enum mw_dns_mode {
+    MW_DNS_MODE_RESOLV_CONF = 0,  /* forward to /etc/resolv.conf's nameservers (default) */
+    MW_DNS_MODE_FORWARD,          /* forward to dns_forwarders (non-empty) */
+    MW_DNS_MODE_RECURSIVE         /* full recursion from the root */
+} mw_dns_mode;
+
+typedef struct mw_config {
+    char *path;                 /* file loaded, or NULL for embedded defaults */
+
+    /* daemon */
+    char *socket;               /* milter socket spec: inet:PORT@HOST, inet6:PORT@HOST, unix:PATH */
+    char *pid_file;             /* "" = none */
+    char *user, *group;         /* "" = do not drop privileges */
+    int   socket_mode;          /* unix socket permissions (octal), e.g. 0660 */
+    unsigned shutdown_timeout;  /* s to wait for in-flight messages on SIGTERM */
+    unsigned milter_timeout;    /* s libmilter waits on the MTA (smfi_settimeout) */
+
+    /* identity */
+    char *authserv_id;          /* default: the host name */
+    char *hostname;             /* this host's name (for Received-SPF receiver=) */
+
+    /* logging */
+    mw_log_target log_target;
+    mw_log_format log_format;
+    mw_log_level  log_level;
+    char         *log_facility;
+
+    /* DNS */
+    mw_dns_mode dns_mode;       /* the forwarders are non-empty iff mode is FORWARD */
+    char   **dns_forwarders;    /* NULL-terminated; "ADDR" or "ADDR@PORT" */
+    size_t   ndns_forwarders;
+    bool     dns_resolv_conf;   /* == (dns_mode == MW_DNS_MODE_RESOLV_CONF), for mw_dns_options */
+    bool     dns_tcp;           /* force TCP to upstream servers */
+    unsigned dns_timeout_ms;
+    char    *dns_trust_anchor;  /* "" = no DNSSEC validation */
+
+    /* trust classes */
+    mw_cidr_set *internal_networks;
+    char       **submission_daemons;   /* {daemon_name} values that mean submission */
+    size_t       nsubmission_daemons;
+
+    /* SPF */
+    bool     spf_enabled;
+    bool     spf_helo;              /* evaluate the HELO identity too */
+    bool     spf_received_header;   /* add Received-SPF */
+    unsigned spf_timeout_ms;        /* total evaluation deadline (RFC 7208 §4.6.4: 20 s) */
+
+    /* Authentication-Results */
+    bool     ar_remove_forged;      /* remove A-R headers claiming our authserv-id */
+
+    /* policy */
+    char *policy;                   /* name of a shipped/policy_dir policy, or a file path */
+    char *policy_dir;               /* where named policies are looked up */
+} mw_config;
+
+/* A list of error strings ("FILE:LINE: message"), owned by the caller. */
+typedef struct mw_config_errors {
+    char  **msg;
+    size_t  n;
+} mw_config_errors;
+
+void mw_config_errors_free(mw_config_errors *e);
+/* Append one formatted message (used by the config and policy loaders). */
+void mw_config_errors_addf(mw_config_errors *e, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/*
+ * Load path (NULL: embedded defaults only), apply overrides (may be NULL)
+ * and validate everything.  On success returns the config and leaves
+ * errs empty; on any error returns NULL with every problem in errs.
+ */
+mw_config *mw_config_load(const char *path, const mw_config_overrides *ov, mw_config_errors *errs);
+void mw_config_free(mw_config **cfg);
+
+/* Validate a milter socket spec; false with a reason in why.
+ * Accepted: inet:PORT[@HOST], inet6:PORT[@HOST], unix:/PATH, local:/PATH. */
+bool mw_config_socket_valid(const char *spec, char *why, size_t whylen);
+
+/* Iterate the documented keys (for the man-page test and `config-test --keys`):
+ * returns the i-th dotted key name ("dns.forwarders"), or NULL past the end. */
+const char *mw_config_key_name(size_t i);
+/* The one-line description of the i-th key, or NULL past the end. */
+const char *mw_config_key_doc(size_t i);
+
+#endif

@@ -1,0 +1,118 @@
+/*
+ * engine.h - session and message state, trust class, checks, policy and
+ * verdict.  Knows nothing of libmilter: front ends (milter, `check`) turn
+ * their events into these calls and the verdict into their own actions.
+ *
+ * Lifecycle
+ *   mw_engine_create()  once, with a loaded config (ownership passes in)
+ *   mw_engine_reload()  on SIGHUP: builds a complete new runtime (config,
+ *                       resolver, checkers, policy) and swaps it in
+ *                       atomically; a failure leaves the old one in place
+ *   mw_session_new()    per SMTP connection, from any thread
+ *   ... helo/mail/rcpt/header/eoh/body/eom, abort between messages ...
+ *   mw_session_free()   at connection close (the one cleanup path)
+ *
+ * Reload semantics: a message is evaluated entirely under the runtime that
+ * was current when its MAIL FROM arrived; new messages see the new runtime.
+ * Runtimes are reference counted and freed when the last message using one
+ * ends, so a reload never pulls a config out from under a message.
+ *
+ * Thread safety: the engine is shared; a session belongs to one thread at a
+ * time (libmilter guarantees this per connection).
+ */
+#ifndef MW_ENGINE_ENGINE_H
+#define MW_ENGINE_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
+#include "policy.h"
+#include "spf.h"
+
+typedef struct mw_engine mw_engine;
+typedef struct mw_session mw_session;
+
+/* Create from cfg (owned by the engine on success; on failure the caller
+ * still owns it).  NULL on error with a reason in err. */
+mw_engine *mw_engine_create(mw_config *cfg, char *err, size_t errlen);
+/* Swap in a new config (same ownership rule).  false + reason on error;
+ * the running configuration is then unchanged. */
+bool mw_engine_reload(mw_engine *e, mw_config *cfg, char *err, size_t errlen);
+void mw_engine_destroy(mw_engine **e);
+/* Number of messages currently between MAIL FROM and their end. */
+unsigned mw_engine_active_messages(mw_engine *e);
+/* Wait until no message is in flight or timeout_ms passes; true if idle. */
+bool mw_engine_wait_idle(mw_engine *e, unsigned timeout_ms);
+/* Reload generation (1 for the first config), for logs and tests. */
+unsigned mw_engine_generation(mw_engine *e);
+
+/* ---- verdict ---- */
+
+typedef struct mw_header {
+    char *name;
+    char *value;      /* folded with "\n\t" where long */
+} mw_header;
+
+typedef struct mw_header_ref {
+    char    *name;
+    unsigned index;   /* 1-based occurrence among headers of this name */
+} mw_header_ref;
+
+typedef struct mw_verdict {
+    mw_action   action;
+    char        rcode[4];     /* "550"; "" for accept */
+    char        xcode[10];    /* "5.7.23"; "" when none */
+    char       *text;         /* reply text (no code), NULL for accept */
+    const char *rule;         /* policy rule that decided */
+    char       *quarantine_reason;
+    mw_header     *add;       /* insert at the top, add[0] topmost */
+    size_t         nadd;
+    mw_header_ref *remove;    /* delete; highest index first per name */
+    size_t         nremove;
+} mw_verdict;
+
+/* ---- per-message results (for `check`, logs and later checks) ---- */
+
+typedef struct mw_results {
+    mw_trust        trust;
+    const char     *trust_reason;  /* "client 192.0.2.1 in internal networks", ... */
+    bool            spf_skipped;
+    mw_spf_outcome  spf;           /* MAIL FROM identity (for a null sender: the HELO check) */
+    mw_spf_outcome  spf_helo;      /* HELO identity */
+} mw_results;
+
+/* ---- session ---- */
+
+/* client_ip: textual address or NULL/"" when unknown (unix socket peers);
+ * client_name: the MTA's name for the client (may be NULL). */
+mw_session *mw_session_new(mw_engine *e, const char *client_ip, const char *client_name);
+void mw_session_free(mw_session **s);
+
+/* MTA macros: "{auth_authen}", "{daemon_name}", "i" (queue id),
+ * "{client_ptr}" ...; unknown names are ignored.  Copies the value. */
+void mw_session_macro(mw_session *s, const char *name, const char *value);
+void mw_session_helo(mw_session *s, const char *helo);
+/* Start of a message.  from: envelope sender as given ("<a@b>" or "a@b"). */
+void mw_session_mail(mw_session *s, const char *from);
+void mw_session_rcpt(mw_session *s, const char *rcpt);
+/* One header as received (value unfolded or folded; length-carrying). */
+void mw_session_header(mw_session *s, const char *name, const char *value, size_t vlen);
+void mw_session_eoh(mw_session *s);
+void mw_session_body(mw_session *s, const unsigned char *chunk, size_t len);
+/* End of message: evaluate and return the verdict (owned by the session,
+ * valid until the next message starts or the session is freed).  Also
+ * writes the per-message summary log line. */
+const mw_verdict *mw_session_eom(mw_session *s);
+/* The message was aborted (RSET, connection lost): forget it. */
+void mw_session_abort(mw_session *s);
+
+/* Results of the current/last message (valid like the verdict). */
+const mw_results *mw_session_results(const mw_session *s);
+/* Trace lines of the current/last message, in order. */
+size_t mw_session_trace_count(const mw_session *s);
+const char *mw_session_trace(const mw_session *s, size_t i);
+/* Identifier used in log lines: queue id if known, else a session id. */
+const char *mw_session_id(const mw_session *s);
+
+#endif

@@ -1,0 +1,34 @@
+/*
+ * tools.h - the subcommands of the mailwarden binary.  Each takes the
+ * arguments after the subcommand name (argv[0] is the subcommand) and
+ * returns the process exit status.
+ */
+#ifndef MW_TOOLS_H
+#define MW_TOOLS_H
+
+#include <stddef.h>
+
+#include "config.h"
+
+int mw_cmd_serve(int argc, char **argv);
+int mw_cmd_check(int argc, char **argv);
+int mw_cmd_config_test(int argc, char **argv);
+
+/* Command-line options shared by serve and check (-c and the overrides). */
+typedef struct mw_cli {
+    const char         *config_file;
+    mw_config_overrides ov;
+    const char         *dns[16];
+    const char         *internal[64];
+} mw_cli;
+
+/*
+ * If argv[*i] is a shared option, consume it (and its value), store it in
+ * cli and return 1; return 0 if it is not one; -1 (after printing a message)
+ * for a missing value or too many repeats.
+ */
+int mw_cli_common(mw_cli *cli, int argc, char **argv, int *i);
+/* Load the config named by cli, printing every error to stderr.  NULL on error. */
+mw_config *mw_cli_load(const mw_cli *cli);
+
+#endif
