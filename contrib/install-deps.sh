@@ -1,7 +1,8 @@
 #!/bin/sh
 # install-deps.sh - install every Debian package mailwarden needs to build, run and test.
 # Idempotent: packages already present are skipped by apt; safe to run repeatedly.
-# Usage: contrib/install-deps.sh [--runtime-only]
+# Usage: contrib/install-deps.sh          build + run the daemon
+#        contrib/install-deps.sh --test   also everything the test suite uses
 set -eu
 
 BUILD="build-essential cmake pkg-config clang libclang-rt-14-dev
@@ -11,7 +12,7 @@ TEST="postfix nsd swaks python3-dnslib python3-authres python3-dkim python3-yaml
   python3-dnspython iproute2 libxml2-utils dnsutils procps util-linux"
 
 want="$BUILD"
-[ "${1:-}" = "--runtime-only" ] || want="$want $TEST"
+[ "${1:-}" = "--test" ] && want="$want $TEST"
 
 missing=""
 for p in $want; do

@@ -36,6 +36,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <arpa/inet.h>    /* libspf2 headers need in_addr/in6_addr first */
+#include <netinet/in.h>
 #include <spf2/spf.h>
 
 #include "dns.h"

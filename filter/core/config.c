@@ -272,6 +272,8 @@ bool mw_config_socket_valid(const char *spec, char *why, size_t whylen)
         at++;
         if (*at == '\0')
             return fail(why, whylen, "empty host after '@'");
+        if (at[0] == '[')
+            return fail(why, whylen, "write the IPv6 address without brackets (inet6:PORT@::1)");
         mw_addr a;
         if (mw_addr_parse(at, &a)) {
             if (v6 && a.family != AF_INET6)
@@ -280,8 +282,6 @@ bool mw_config_socket_valid(const char *spec, char *why, size_t whylen)
                 return fail(why, whylen, "inet socket needs an IPv4 address or host name (use inet6: for IPv6)");
             return true;
         }
-        if (at[0] == '[')
-            return fail(why, whylen, "write the IPv6 address without brackets (inet6:PORT@::1)");
         if (!mw_domain_valid(at))
             return fail(why, whylen, "host is neither an address nor a valid host name");
         return true;
@@ -488,16 +488,24 @@ typedef struct loader {
     mw_config        *cfg;
     mw_config_errors *errs;
     const char       *path;
+    const char       *dir;             /* path's directory with '/', or NULL */
+    const mw_config_overrides *ov;
     bool              set[NKEYS];      /* given in the file */
-    const char       *set_file[NKEYS]; /* where (for cross-key errors) */
-    int               set_line[NKEYS];
+    const config_setting_t *where[NKEYS]; /* where (while the file is parsed) */
     bool              bad[NKEYS];      /* given, but with an error already reported */
 } loader;
 
-static const char *setting_file(const loader *ld, const config_setting_t *s)
+/* "FILE:LINE" of a setting.  libconfig names an @include'd file as written
+ * in the directive, relative to the include dir: make that a usable path. */
+static void setting_where(const loader *ld, const config_setting_t *s, mw_buf *out)
 {
     const char *f = config_setting_source_file(s);
-    return f != NULL ? f : ld->path;
+
+    if (f == NULL)
+        f = ld->path;
+    if (f[0] != '/' && ld->dir != NULL && strcmp(f, ld->path) != 0)
+        mw_buf_puts(out, ld->dir);
+    mw_buf_printf(out, "%s:%d", f, (int)config_setting_source_line(s));
 }
 
 static void err_at(loader *ld, const config_setting_t *s, const char *fmt, ...)
@@ -508,11 +516,12 @@ static void err_at(loader *ld, const config_setting_t *s, const char *fmt, ...)
     mw_buf b = MW_BUF_INIT;
     va_list ap;
 
+    setting_where(ld, s, &b);
+    mw_buf_puts(&b, ": ");
     va_start(ap, fmt);
     mw_buf_vprintf(&b, fmt, ap);
     va_end(ap);
-    mw_config_errors_addf(ld->errs, "%s:%d: %s", setting_file(ld, s),
-                          (int)config_setting_source_line(s), mw_buf_cstr(&b));
+    mw_config_errors_addf(ld->errs, "%s", mw_buf_cstr(&b));
     mw_buf_free(&b);
 }
 
@@ -664,8 +673,7 @@ static void key_read(loader *ld, const struct key *k, config_setting_t *s)
     size_t nerr = ld->errs->n;
 
     ld->set[k - keys] = true;
-    ld->set_file[k - keys] = setting_file(ld, s);
-    ld->set_line[k - keys] = (int)config_setting_source_line(s);
+    ld->where[k - keys] = s;
 
     switch (k->type) {
     case KT_STRING:
@@ -779,6 +787,33 @@ static void walk_group(loader *ld, config_setting_t *grp, const char *prefix)
     }
 }
 
+static size_t key_index(const char *name)
+{
+    return (size_t)(key_find(name) - keys);
+}
+
+/* dns.mode against dns.forwarders, while the file's settings still exist
+ * (for their line numbers).  --dns replaces both, so skip then. */
+static void dns_checks(loader *ld)
+{
+    mw_config *cfg = ld->cfg;
+    size_t im = key_index("dns.mode"), ifw = key_index("dns.forwarders");
+
+    if (ld->ov != NULL && ld->ov->ndns > 0)
+        return;
+    /* Forwarders without an explicit mode mean "forward": listing servers
+     * and having them ignored would surprise everyone. */
+    if (ld->set[ifw] && !ld->set[im] && cfg->ndns_forwarders > 0)
+        cfg->dns_mode = MW_DNS_MODE_FORWARD;
+    if (cfg->dns_mode == MW_DNS_MODE_FORWARD && cfg->ndns_forwarders == 0 && !ld->bad[ifw])
+        err_at(ld, ld->where[ld->set[im] ? im : ifw],
+               "dns.mode \"forward\" needs at least one dns.forwarders entry");
+    if (cfg->dns_mode != MW_DNS_MODE_FORWARD && cfg->ndns_forwarders > 0)
+        err_at(ld, ld->where[ifw],
+               "dns.forwarders are only used with dns.mode \"forward\" (dns.mode is \"%s\")",
+               cfg->dns_mode == MW_DNS_MODE_RECURSIVE ? "recursive" : "resolv.conf");
+}
+
 static void load_file(loader *ld, const char *path)
 {
     config_t lc;
@@ -795,6 +830,7 @@ static void load_file(loader *ld, const char *path)
     char *dir = slash != NULL ? mw_strndup(path, (size_t)(slash - path) + 1) : NULL;
     if (dir != NULL)
         config_set_include_dir(&lc, dir);
+    ld->dir = dir;
     if (config_read_file(&lc, path) != CONFIG_TRUE) {
         if (config_error_type(&lc) == CONFIG_ERR_FILE_IO && config_error_file(&lc) == NULL)
             mw_config_errors_addf(ld->errs, "%s: cannot read: %s", path, config_error_text(&lc));
@@ -804,8 +840,10 @@ static void load_file(loader *ld, const char *path)
                                   config_error_line(&lc), config_error_text(&lc));
     } else {
         walk_group(ld, config_root_setting(&lc), "");
+        dns_checks(ld);
     }
     config_destroy(&lc);
+    ld->dir = NULL;
     free(dir);
 }
 
@@ -890,34 +928,11 @@ static char *local_hostname(void)
     return out != NULL ? out : mw_strdup(name);
 }
 
-static size_t key_index(const char *name)
-{
-    return (size_t)(key_find(name) - keys);
-}
-
-static void cross_checks(loader *ld, const mw_config_overrides *ov)
+static void cross_checks(loader *ld)
 {
     mw_config *cfg = ld->cfg;
-    size_t im = key_index("dns.mode"), ifw = key_index("dns.forwarders");
-    bool from_cli = ov != NULL && ov->ndns > 0;
 
-    /* Forwarders without an explicit mode mean "forward": listing servers
-     * and having them ignored would surprise everyone. */
-    if (!from_cli && ld->set[ifw] && !ld->set[im] && cfg->ndns_forwarders > 0)
-        cfg->dns_mode = MW_DNS_MODE_FORWARD;
-    if (!from_cli && cfg->dns_mode == MW_DNS_MODE_FORWARD && cfg->ndns_forwarders == 0 &&
-        !ld->bad[ifw]) {
-        size_t i = ld->set[im] ? im : ifw;
-        mw_config_errors_addf(ld->errs, "%s:%d: dns.mode \"forward\" needs at least one dns.forwarders entry",
-                              ld->set_file[i] ? ld->set_file[i] : "?", ld->set_line[i]);
-    }
-    if (!from_cli && cfg->dns_mode != MW_DNS_MODE_FORWARD && cfg->ndns_forwarders > 0)
-        mw_config_errors_addf(ld->errs,
-                              "%s:%d: dns.forwarders are only used with dns.mode \"forward\" (dns.mode is \"%s\")",
-                              ld->set_file[ifw], ld->set_line[ifw],
-                              cfg->dns_mode == MW_DNS_MODE_RECURSIVE ? "recursive" : "resolv.conf");
     cfg->dns_resolv_conf = cfg->dns_mode == MW_DNS_MODE_RESOLV_CONF;
-
     if (cfg->hostname == NULL)
         cfg->hostname = local_hostname();
     if (cfg->authserv_id == NULL)
@@ -935,6 +950,7 @@ mw_config *mw_config_load(const char *path, const mw_config_overrides *ov, mw_co
     ld.cfg = mw_calloc(1, sizeof *ld.cfg);
     ld.errs = errs;
     ld.path = path;
+    ld.ov = ov;
     ld.cfg->path = mw_strdup(path);
     for (size_t i = 0; i < NKEYS; i++)
         key_set_default(ld.cfg, &keys[i]);
@@ -942,7 +958,7 @@ mw_config *mw_config_load(const char *path, const mw_config_overrides *ov, mw_co
         load_file(&ld, path);
     if (ov != NULL)
         apply_overrides(&ld, ov);
-    cross_checks(&ld, ov);
+    cross_checks(&ld);
     if (errs->n > start)
         mw_config_free(&ld.cfg);
     return ld.cfg;

@@ -29,9 +29,10 @@
  *
  *      libunbound's built-in local zones (localhost., test., invalid.,
  *      onion., 127.in-addr.arpa., the RFC 6303/AS112 reverse zones, ...) are
- *      switched off ("local-zone: NAME nodefault", "unblock-lan-zones:
- *      yes") so that whatever the forwarder serves is resolved: the test
- *      suites publish records under .test and 127.in-addr.arpa.
+ *      switched off (empty transparent zones of our own, and
+ *      "unblock-lan-zones: yes") so that whatever the forwarder serves is
+ *      resolved: the test suites publish records under .test and
+ *      127.in-addr.arpa.
  *
  * Classification (see dns.h): NOERROR with data -> OK, NOERROR without ->
  * NODATA, NXDOMAIN -> NXDOMAIN, SERVFAIL/timeouts/library errors ->
@@ -86,8 +87,8 @@ typedef struct dns_query {
     struct ub_result *res;
 } dns_query;
 
-/* Zones libunbound answers itself unless told "nodefault" (RFC 6303, 6761,
- * 7686, 8375); the AS112 reverse zones go with "unblock-lan-zones". */
+/* Zones libunbound answers itself unless overridden (RFC 6303, 6761, 7686,
+ * 8375); the AS112 reverse zones go with "unblock-lan-zones". */
 static const char *const default_zones[] = {
     "localhost.", "127.in-addr.arpa.",
     "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa.",
@@ -166,10 +167,17 @@ static bool dns_configure(struct ub_ctx *ctx, const mw_dns_options *opt, char *e
     /* Forwarders and test servers on loopback are normal here. */
     if (!ub_opt(ctx, "do-not-query-localhost:", "no", err, errlen))
         return false;
-    /* Resolve what the servers say, not libunbound's built-in answers. */
+    /*
+     * Resolve what the servers say, not libunbound's built-in answers.  An
+     * empty "transparent" zone of our own keeps the built-in one out and
+     * passes every query on.  ("local-zone: NAME nodefault" would be the
+     * documented way, but through ub_ctx_set_option() libunbound 1.17
+     * stores the whole "NAME nodefault" string as the zone name, so it
+     * never matches.)
+     */
     for (const char *const *z = default_zones; *z; z++) {
         char v[128];
-        snprintf(v, sizeof v, "%s nodefault", *z);
+        snprintf(v, sizeof v, "%s transparent", *z);
         if (!ub_opt(ctx, "local-zone:", v, err, errlen))
             return false;
     }
@@ -209,10 +217,10 @@ static bool dns_configure(struct ub_ctx *ctx, const mw_dns_options *opt, char *e
     }
     /*
      * Finalize now, so configuration errors surface at start-up rather
-     * than on the first query.  Removing a zone finalizes the context; the
-     * zone is one we asked to be absent anyway (belt and braces).
+     * than on the first query.  Every local-data call finalizes the
+     * context; removing data that does not exist has no other effect.
      */
-    if ((r = ub_ctx_zone_remove(ctx, "test.")) != 0) {
+    if ((r = ub_ctx_data_remove(ctx, "mailwarden.invalid.")) != 0) {
         snprintf(err, errlen, "resolver set-up: %s", ub_strerror(r));
         return false;
     }

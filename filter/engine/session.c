@@ -373,10 +373,16 @@ static void build_headers(mw_session *s)
     mw_buf_free(&b);
 }
 
-/* Expand %{name} placeholders of a reply template. */
+/* Expand %{name} placeholders (and %% -> %) of a reply template; the
+ * policy loader has already refused unknown placeholders. */
 static void expand_reply(mw_session *s, const char *tpl, const char *rule, mw_buf *out)
 {
     for (const char *p = tpl; *p;) {
+        if (p[0] == '%' && p[1] == '%') {
+            mw_buf_putc(out, '%');
+            p += 2;
+            continue;
+        }
         if (p[0] == '%' && p[1] == '{') {
             const char *end = strchr(p, '}');
             if (end) {

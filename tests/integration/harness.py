@@ -28,6 +28,9 @@ SOURCE_DIR = os.environ.get("MW_SOURCE_DIR") or os.path.dirname(os.path.dirname(
 BUILD_DIR = os.environ.get("MW_BUILD_DIR") or "/tmp/build-main"
 MW_BINARY = os.environ.get("MW_BINARY") or os.path.join(BUILD_DIR, "mailwarden")
 AUTHSERV_ID = "mx.test.example"
+PDEATHSIG = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
+POSTFIX_MASTER = os.path.join(subprocess.run(["postconf", "-h", "daemon_directory"], capture_output=True,
+                                             text=True).stdout.strip() or "/usr/lib/postfix/sbin", "master")
 
 
 class Skip(Exception):
@@ -105,6 +108,8 @@ class Proc:
     def __init__(self, name, argv, log, env=None, cwd=None):
         self.name, self.argv, self.log = name, argv, log
         self.logf = open(log, "ab")
+        if PDEATHSIG:                      # die with the harness even if it is SIGKILLed
+            argv = PDEATHSIG + list(argv)
         self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.logf,
                                       stderr=subprocess.STDOUT, env=env, cwd=cwd,
                                       start_new_session=True)
@@ -622,7 +627,9 @@ class Postfix:
                                    "127.0.0.1:%d" % self.sink_port, "64"])
         wait_port(self.sink_port)
         run(["postfix", "-c", self.etc, "check"], timeout=60)
-        self.proc = self.h.spawn("postfix", ["postfix", "-c", self.etc, "start-fg"])
+        # master -d: stays in the foreground as our child (postfix start-fg would put a
+        # shell in between); `postfix stop` or SIGTERM to it stops every service
+        self.proc = self.h.spawn("postfix", [POSTFIX_MASTER, "-c", self.etc, "-d"])
         self.h.cleanups.append(self.stop)
         for a in self.addrs:
             wait_port(self.port, host=a, proc=self.proc, timeout=20)

@@ -1,0 +1,69 @@
+/*
+ * test_checks_authres.c - Authentication-Results builder and authserv-id parser.
+ */
+#include <string.h>
+
+#include "authres.h"
+#include "mwtest.h"
+
+static void test_build(void)
+{
+    mw_authres *ar = mw_authres_new("mx.example.org");
+    mw_buf b = MW_BUF_INIT;
+    mw_authres_render(ar, &b);
+    MW_TEST_EQ_STR(mw_buf_cstr(&b), "mx.example.org; none");
+    const char *p1[] = {"smtp.mailfrom", "alice@example.com", NULL};
+    mw_authres_add(ar, "spf", "pass", NULL, p1);
+    const char *p2[] = {"smtp.helo", "mail.example.com", "x.empty", "", NULL};
+    mw_authres_add(ar, "spf", "none", "no (record) here\r\n", p2);
+    mw_buf_reset(&b);
+    mw_authres_render(ar, &b);
+    MW_TEST_EQ_STR(mw_buf_cstr(&b), "mx.example.org;\n\tspf=pass smtp.mailfrom=alice@example.com;\n\t"
+                                    "spf=none (no [record] here?" "?) smtp.helo=mail.example.com");
+    MW_TEST_EQ_INT(mw_authres_count(ar), 2);
+    mw_authres_free(&ar);
+    MW_TEST_ASSERT(ar == NULL);
+
+    /* hostile values are quoted, never break the syntax */
+    ar = mw_authres_new("mx");
+    const char *p3[] = {"smtp.mailfrom", "a; dkim=pass\"x\"@evil", NULL};
+    mw_authres_add(ar, "spf", "fail", NULL, p3);
+    mw_buf_reset(&b);
+    mw_authres_render(ar, &b);
+    MW_TEST_EQ_STR(mw_buf_cstr(&b), "mx;\n\tspf=fail smtp.mailfrom=\"a; dkim=pass\\\"x\\\"@evil\"");
+    mw_authres_free(&ar);
+    mw_buf_free(&b);
+}
+
+static void test_parse_id(void)
+{
+    char id[64];
+    MW_TEST_ASSERT(mw_authres_parse_id(" mx.example.org; spf=pass", 25, id, sizeof id));
+    MW_TEST_EQ_STR(id, "mx.example.org");
+    const char *v = "(comment (nested)) \"mx.example.org\" 1; none";
+    MW_TEST_ASSERT(mw_authres_parse_id(v, strlen(v), id, sizeof id));
+    MW_TEST_EQ_STR(id, "mx.example.org");
+    v = "\r\n\tMX.EXAMPLE.ORG;\r\n\tspf=pass";
+    MW_TEST_ASSERT(mw_authres_is_ours(v, strlen(v), "mx.example.org"));
+    v = "mx.example.org.evil; spf=pass";
+    MW_TEST_ASSERT(!mw_authres_is_ours(v, strlen(v), "mx.example.org"));
+    v = "other.example; spf=pass";
+    MW_TEST_ASSERT(!mw_authres_is_ours(v, strlen(v), "mx.example.org"));
+    MW_TEST_ASSERT(!mw_authres_parse_id("", 0, id, sizeof id));
+    MW_TEST_ASSERT(!mw_authres_parse_id("(unterminated", 13, id, sizeof id));
+    MW_TEST_ASSERT(!mw_authres_parse_id("\"unterminated", 13, id, sizeof id));
+    /* an id longer than the buffer is refused, not truncated into a match */
+    char longid[300];
+    memset(longid, 'a', sizeof longid - 1);
+    longid[sizeof longid - 1] = '\0';
+    MW_TEST_ASSERT(!mw_authres_parse_id(longid, strlen(longid), id, sizeof id));
+    /* embedded NUL stops the token */
+    MW_TEST_ASSERT(!mw_authres_is_ours("mx\0.example.org", 15, "mx.example.org"));
+}
+
+int main(void)
+{
+    MW_TEST_RUN(test_build);
+    MW_TEST_RUN(test_parse_id);
+    return MW_TEST_SUMMARY();
+}

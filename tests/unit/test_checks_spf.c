@@ -1,0 +1,666 @@
+/*
+ * test_checks_spf.c - unit tests for mw_spf (checks/spf.c, checks/spf_dns.c)
+ * against a real resolver (mw_dns) and the scriptable test DNS server
+ * (tests/lib/testdns.py) on a loopback port.
+ *
+ * Environment: MW_SOURCE_DIR (source root), MW_TEST_PYTHON (default
+ * /usr/bin/python3).  Without the server the test cannot run and fails.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "dns.h"
+#include "mwtest.h"
+#include "spf.h"
+
+static const char ZONE[] =
+    "{\n"
+    " \"pass.test\": [{\"TXT\": \"v=spf1 ip4:192.0.2.0/24 ip6:2001:db8::/32 -all\"}],\n"
+    " \"soft.test\": [{\"TXT\": \"v=spf1 ip4:192.0.2.0/24 ~all\"}],\n"
+    " \"neutral.test\": [{\"TXT\": \"v=spf1 ip4:192.0.2.0/24 ?all\"}],\n"
+    " \"bare.test\": [{\"TXT\": \"v=spf1\"}],\n"
+    " \"norecord.test\": [{\"A\": \"192.0.2.1\"}, {\"TXT\": \"v=spf10 not a record\"},\n"
+    "                     {\"TXT\": \"google-site-verification=x\"}],\n"
+    " \"syntax.test\": [{\"TXT\": \"v=spf1 ip4:192.0.2.0/24 foo:bar -all\"}],\n"
+    " \"badip.test\": [{\"TXT\": \"v=spf1 ip4:300.1.2.3 -all\"}],\n"
+    " \"two.test\": [{\"TXT\": \"v=spf1 ip4:192.0.2.0/24 -all\"}, {\"TXT\": \"v=spf1 +all\"}],\n"
+    " \"incnone.test\": [{\"TXT\": \"v=spf1 include:nothing.test -all\"}],\n"
+    " \"nothing.test\": [{\"A\": \"192.0.2.1\"}],\n"
+    " \"timeout.test\": [\"TIMEOUT\"],\n"
+    " \"servfail.test\": [\"SERVFAIL\"],\n"
+    " \"inctimeout.test\": [{\"TXT\": \"v=spf1 ip4:203.0.113.0/24 include:timeout.test -all\"}],\n"
+    " \"void2.test\": [{\"TXT\": \"v=spf1 a:v1.nx.test a:v2.nx.test ?all\"}],\n"
+    " \"void3.test\": [{\"TXT\": \"v=spf1 a:v1.nx.test a:v2.nx.test a:v3.nx.test +all\"}],\n"
+    " \"voidmx.test\": [{\"TXT\": \"v=spf1 mx a:v1.nx.test a:v2.nx.test ?all\"},\n"
+    "                   {\"MX\": [10, \"m1.voidmx.test\"]}, {\"MX\": [20, \"m2.voidmx.test\"]},\n"
+    "                   {\"MX\": [30, \"m3.voidmx.test\"]}],\n"
+    " \"m1.voidmx.test\": [{\"TXT\": \"x\"}], \"m2.voidmx.test\": [{\"TXT\": \"x\"}],\n"
+    " \"m3.voidmx.test\": [{\"TXT\": \"x\"}],\n"
+    " \"amx.test\": [{\"TXT\": \"v=spf1 a:host.amx.test mx -all\"},\n"
+    "               {\"MX\": [10, \"mx.amx.test\"]}],\n"
+    " \"host.amx.test\": [{\"A\": \"198.51.100.7\"}, {\"AAAA\": \"2001:db8:7::7\"}],\n"
+    " \"mx.amx.test\": [{\"A\": \"198.51.100.8\"}, {\"AAAA\": \"2001:db8:8::8\"}],\n"
+    " \"redir.test\": [{\"TXT\": \"v=spf1 redirect=pass.test\"}],\n"
+    " \"inc.test\": [{\"TXT\": \"v=spf1 include:pass.test -all\"}],\n"
+    " \"split.test\": [{\"TXT\": [\"v=spf1 ip4:192.0.2.0/24\", \" -all\"]}],\n"
+    " \"expfail.test\": [{\"TXT\": \"v=spf1 ip4:192.0.2.0/24 -all exp=why.expfail.test\"}],\n"
+    " \"why.expfail.test\": [{\"TXT\": \"Mail from this host is not authorized.\"}],\n"
+    " \"expmacro.test\": [{\"TXT\": \"v=spf1 -all exp=why.expmacro.test\"}],\n"
+    " \"why.expmacro.test\": [{\"TXT\": \"%{i} is not one of %{d}'s designated mail servers.\"}],\n"
+    " \"nul.test\": [{\"TXT\": \"v=spf1 ip4:192.0.2.0/24 \\u0000 -all\"}],\n"
+    " \"spf99.test\": [{\"SPF\": \"v=spf1 -all\"}, {\"TXT\": \"v=spf1 ip4:192.0.2.0/24 -all\"}]\n"
+    "}\n";
+
+static char tmpdir[64];
+static pid_t server_pid = -1;
+static int server_port;
+static mw_dns *dns;
+static mw_spf *spf;
+static mw_spf *spf_fast;   /* short deadline, for the timeout cases */
+
+#define RECEIVER "mx.receiver.test"
+
+static bool start_server(void)
+{
+    const char *src = getenv("MW_SOURCE_DIR");
+    const char *py = getenv("MW_TEST_PYTHON");
+    if (!src)
+        src = ".";
+    if (!py)
+        py = "/usr/bin/python3";
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/mwspfXXXXXX");
+    if (!mkdtemp(tmpdir))
+        return false;
+    char zone[128], portfile[128], script[1024];
+    snprintf(zone, sizeof zone, "%s/zone.json", tmpdir);
+    snprintf(portfile, sizeof portfile, "%s/port", tmpdir);
+    snprintf(script, sizeof script, "%s/tests/lib/testdns.py", src);
+    FILE *f = fopen(zone, "w");
+    if (!f)
+        return false;
+    fputs(ZONE, f);
+    fclose(f);
+
+    server_pid = fork();
+    if (server_pid < 0)
+        return false;
+    if (server_pid == 0) {
+        execl(py, py, script, "--port", "0", "--portfile", portfile, "--zone", zone,
+              (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 200; i++) {   /* up to 10 s */
+        f = fopen(portfile, "r");
+        if (f) {
+            int ok = fscanf(f, "%d", &server_port);
+            fclose(f);
+            if (ok == 1 && server_port > 0)
+                return true;
+        }
+        int st;
+        if (waitpid(server_pid, &st, WNOHANG) == server_pid) {
+            server_pid = -1;
+            return false;
+        }
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return false;
+}
+
+static void stop_server(void)
+{
+    if (server_pid > 0) {
+        kill(server_pid, SIGTERM);
+        waitpid(server_pid, NULL, 0);
+        server_pid = -1;
+    }
+    char p[128];
+    snprintf(p, sizeof p, "%s/zone.json", tmpdir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/port", tmpdir);
+    unlink(p);
+    rmdir(tmpdir);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Check one identity, compare the result; returns the outcome (caller clears). */
+static mw_spf_result check(mw_spf *s, const char *ip, const char *helo, const char *from,
+                           mw_spf_scope scope, mw_spf_outcome *o)
+{
+    mw_spf_check(s, ip, helo, from, scope, o);
+    return o->result;
+}
+
+struct expect {
+    const char *domain;
+    const char *ip;
+    mw_spf_result result;
+};
+
+/* The same table through both scopes: user@DOMAIN as MAIL FROM, DOMAIN as HELO. */
+static void test_results_both_scopes(void)
+{
+    static const struct expect cases[] = {
+        {"pass.test", "192.0.2.10", MW_SPF_PASS},
+        {"pass.test", "198.51.100.1", MW_SPF_FAIL},
+        {"soft.test", "198.51.100.1", MW_SPF_SOFTFAIL},
+        {"neutral.test", "198.51.100.1", MW_SPF_NEUTRAL},
+        {"bare.test", "198.51.100.1", MW_SPF_NEUTRAL},
+        {"norecord.test", "192.0.2.10", MW_SPF_NONE},
+        {"nx.test", "192.0.2.10", MW_SPF_NONE},
+        {"syntax.test", "192.0.2.10", MW_SPF_PERMERROR},
+        {"badip.test", "192.0.2.10", MW_SPF_PERMERROR},
+        {"two.test", "192.0.2.10", MW_SPF_PERMERROR},
+        {"incnone.test", "192.0.2.10", MW_SPF_PERMERROR},
+        {"servfail.test", "192.0.2.10", MW_SPF_TEMPERROR},
+        {"void2.test", "192.0.2.10", MW_SPF_NEUTRAL},
+        {"void3.test", "192.0.2.10", MW_SPF_PERMERROR},
+        {"voidmx.test", "192.0.2.10", MW_SPF_NEUTRAL},
+        {"amx.test", "198.51.100.7", MW_SPF_PASS},
+        {"amx.test", "198.51.100.8", MW_SPF_PASS},
+        {"amx.test", "198.51.100.9", MW_SPF_FAIL},
+        {"amx.test", "2001:db8:7::7", MW_SPF_PASS},
+        {"amx.test", "2001:db8:8::8", MW_SPF_PASS},
+        {"amx.test", "2001:db8:9::9", MW_SPF_FAIL},
+        {"redir.test", "192.0.2.10", MW_SPF_PASS},
+        {"redir.test", "198.51.100.1", MW_SPF_FAIL},
+        {"inc.test", "192.0.2.10", MW_SPF_PASS},
+        {"inc.test", "198.51.100.1", MW_SPF_FAIL},
+        {"split.test", "192.0.2.10", MW_SPF_PASS},
+        {"spf99.test", "192.0.2.10", MW_SPF_PASS},
+        {"pass.test", "2001:db8::25", MW_SPF_PASS},
+        {"pass.test", "2001:db9::25", MW_SPF_FAIL},
+        {"pass.test", "::ffff:192.0.2.10", MW_SPF_PASS},
+        {"pass.test", "::ffff:198.51.100.1", MW_SPF_FAIL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const struct expect *c = &cases[i];
+        char from[128];
+        snprintf(from, sizeof from, "user@%s", c->domain);
+        mw_spf_outcome o;
+        mw_spf_result r = check(spf, c->ip, "helo.example.test", from, MW_SPF_SCOPE_MAILFROM, &o);
+        if (!MW_TEST_EQ_STR(mw_spf_result_name(r), mw_spf_result_name(c->result)))
+            fprintf(stderr, "   mailfrom %s ip %s: reason %s\n", from, c->ip, o.reason);
+        MW_TEST_EQ_STR(o.identity, from);
+        MW_TEST_EQ_STR(o.domain, c->domain);
+        MW_TEST_ASSERT(o.reason && *o.reason);
+        MW_TEST_ASSERT(o.evaluated);
+        mw_spf_outcome_clear(&o);
+
+        r = check(spf, c->ip, c->domain, "someone@elsewhere.test", MW_SPF_SCOPE_HELO, &o);
+        if (!MW_TEST_EQ_STR(mw_spf_result_name(r), mw_spf_result_name(c->result)))
+            fprintf(stderr, "   helo %s ip %s: reason %s\n", c->domain, c->ip, o.reason);
+        char pm[128];
+        snprintf(pm, sizeof pm, "postmaster@%s", c->domain);
+        MW_TEST_EQ_STR(o.identity, pm);
+        MW_TEST_EQ_INT(o.scope, MW_SPF_SCOPE_HELO);
+        mw_spf_outcome_clear(&o);
+    }
+}
+
+static void test_reasons(void)
+{
+    mw_spf_outcome o;
+    check(spf, "192.0.2.10", NULL, "a@syntax.test", MW_SPF_SCOPE_MAILFROM, &o);
+    MW_TEST_ASSERT(o.reason && strstr(o.reason, "syntax.test"));
+    mw_spf_outcome_clear(&o);
+
+    check(spf, "192.0.2.10", NULL, "a@two.test", MW_SPF_SCOPE_MAILFROM, &o);
+    MW_TEST_ASSERT(o.reason && strstr(o.reason, "Multiple"));
+    mw_spf_outcome_clear(&o);
+
+    check(spf, "192.0.2.10", NULL, "a@void3.test", MW_SPF_SCOPE_MAILFROM, &o);
+    MW_TEST_ASSERT(o.reason && strstr(o.reason, "void"));
+    mw_spf_outcome_clear(&o);
+
+    check(spf, "192.0.2.10", NULL, "a@servfail.test", MW_SPF_SCOPE_MAILFROM, &o);
+    MW_TEST_ASSERT(o.reason && strstr(o.reason, "servfail.test"));
+    mw_spf_outcome_clear(&o);
+
+    check(spf, "192.0.2.10", NULL, "a@pass.test", MW_SPF_SCOPE_MAILFROM, &o);
+    MW_TEST_ASSERT(o.reason && strstr(o.reason, "pass.test"));
+    MW_TEST_ASSERT(o.explanation == NULL);
+    mw_spf_outcome_clear(&o);
+}
+
+static void test_timeouts(void)
+{
+    mw_spf_outcome o;
+    double t0 = now_s();
+    MW_TEST_EQ_INT(check(spf_fast, "192.0.2.10", NULL, "a@timeout.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_TEMPERROR);
+    MW_TEST_EQ_STR(o.reason, "SPF evaluation deadline exceeded");
+    mw_spf_outcome_clear(&o);
+    MW_TEST_EQ_INT(check(spf_fast, "192.0.2.10", "timeout.test", "", MW_SPF_SCOPE_HELO, &o),
+                   MW_SPF_TEMPERROR);
+    mw_spf_outcome_clear(&o);
+    /* include of a silent domain: the ip4 mechanism before it does not match */
+    MW_TEST_EQ_INT(check(spf_fast, "192.0.2.10", NULL, "a@inctimeout.test",
+                         MW_SPF_SCOPE_MAILFROM, &o), MW_SPF_TEMPERROR);
+    mw_spf_outcome_clear(&o);
+    /* ... but one that matches first never reaches it */
+    MW_TEST_EQ_INT(check(spf_fast, "203.0.113.5", NULL, "a@inctimeout.test",
+                         MW_SPF_SCOPE_MAILFROM, &o), MW_SPF_PASS);
+    mw_spf_outcome_clear(&o);
+    double dt = now_s() - t0;
+    MW_TEST_ASSERT(dt < 3 * 1.2 + 2.0);   /* three deadlines of 1 s, with slack */
+    fprintf(stderr, "   timeouts took %.2f s\n", dt);
+}
+
+static void test_identities(void)
+{
+    mw_spf_outcome o;
+    /* null sender: postmaster@HELO */
+    MW_TEST_EQ_INT(check(spf, "192.0.2.10", "pass.test", "", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_PASS);
+    MW_TEST_EQ_STR(o.identity, "postmaster@pass.test");
+    MW_TEST_EQ_STR(o.domain, "pass.test");
+    MW_TEST_EQ_INT(o.scope, MW_SPF_SCOPE_MAILFROM);
+    mw_spf_outcome_clear(&o);
+    MW_TEST_EQ_INT(check(spf, "198.51.100.1", "pass.test", "", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_FAIL);
+    mw_spf_outcome_clear(&o);
+    /* null sender and no usable HELO */
+    MW_TEST_EQ_INT(check(spf, "192.0.2.10", NULL, "", MW_SPF_SCOPE_MAILFROM, &o), MW_SPF_NONE);
+    mw_spf_outcome_clear(&o);
+    MW_TEST_EQ_INT(check(spf, "192.0.2.10", "[192.0.2.10]", "", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_NONE);
+    mw_spf_outcome_clear(&o);
+    /* HELO scope: address literal, bare word, dotted quad, empty -> none */
+    const char *bad_helo[] = {"[192.0.2.10]", "[IPv6:2001:db8::1]", "localhost", "192.0.2.10",
+                              "", "bad..name.test", "-x.test", NULL};
+    for (int i = 0; bad_helo[i]; i++) {
+        MW_TEST_EQ_INT(check(spf, "192.0.2.10", bad_helo[i], "a@pass.test", MW_SPF_SCOPE_HELO, &o),
+                       MW_SPF_NONE);
+        MW_TEST_ASSERT(o.reason && strstr(o.reason, "not a domain"));
+        mw_spf_outcome_clear(&o);
+    }
+    MW_TEST_EQ_INT(check(spf, "192.0.2.10", NULL, "a@pass.test", MW_SPF_SCOPE_HELO, &o),
+                   MW_SPF_NONE);
+    mw_spf_outcome_clear(&o);
+    /* sender without local part, malformed sender domains */
+    MW_TEST_EQ_INT(check(spf, "192.0.2.10", NULL, "@pass.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_PASS);
+    MW_TEST_EQ_STR(o.identity, "postmaster@pass.test");
+    mw_spf_outcome_clear(&o);
+    MW_TEST_EQ_INT(check(spf, "192.0.2.10", NULL, "a@b..test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_NONE);
+    mw_spf_outcome_clear(&o);
+    char longlabel[128] = "a@";
+    memset(longlabel + 2, 'x', 64);
+    strcpy(longlabel + 66, ".test");
+    MW_TEST_EQ_INT(check(spf, "192.0.2.10", NULL, longlabel, MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_NONE);
+    mw_spf_outcome_clear(&o);
+    MW_TEST_EQ_INT(check(spf, "192.0.2.10", NULL, "a@test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_NONE);
+    mw_spf_outcome_clear(&o);
+    /* unusable client address */
+    MW_TEST_EQ_INT(check(spf, "not-an-ip", "pass.test", "a@pass.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_NONE);
+    MW_TEST_EQ_STR(o.client_ip, "not-an-ip");
+    mw_spf_outcome_clear(&o);
+    /* case does not matter */
+    MW_TEST_EQ_INT(check(spf, "192.0.2.10", "PASS.Test", "", MW_SPF_SCOPE_HELO, &o), MW_SPF_PASS);
+    mw_spf_outcome_clear(&o);
+}
+
+static void test_explanation(void)
+{
+    mw_spf_outcome o;
+    MW_TEST_EQ_INT(check(spf, "198.51.100.1", NULL, "a@expfail.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_FAIL);
+    MW_TEST_EQ_STR(o.explanation, "Mail from this host is not authorized.");
+    mw_spf_outcome_clear(&o);
+    MW_TEST_EQ_INT(check(spf, "192.0.2.10", NULL, "a@expfail.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_PASS);
+    MW_TEST_ASSERT(o.explanation == NULL);
+    mw_spf_outcome_clear(&o);
+    /* macros: left to the full expander */
+    MW_TEST_EQ_INT(check(spf, "198.51.100.1", NULL, "a@expmacro.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_FAIL);
+    MW_TEST_ASSERT(o.explanation == NULL);
+    mw_spf_outcome_clear(&o);
+    /* no exp=: no explanation (libspf2's default text is not used) */
+    MW_TEST_EQ_INT(check(spf, "198.51.100.1", NULL, "a@pass.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_FAIL);
+    MW_TEST_ASSERT(o.explanation == NULL);
+    mw_spf_outcome_clear(&o);
+}
+
+static void test_nul_record(void)
+{
+    /* libspf2 sees the record cut at the NUL ("... 192.0.2.0/24 "): neutral for an
+     * outside host.  The strict validator (later) makes this permerror. */
+    mw_spf_outcome o;
+    mw_spf_result r = check(spf, "198.51.100.1", NULL, "a@nul.test", MW_SPF_SCOPE_MAILFROM, &o);
+    MW_TEST_ASSERT(r == MW_SPF_NEUTRAL || r == MW_SPF_PERMERROR);
+    mw_spf_outcome_clear(&o);
+}
+
+static void test_result_names(void)
+{
+    mw_spf_result r;
+    for (int i = MW_SPF_NONE; i <= MW_SPF_PERMERROR; i++) {
+        MW_TEST_ASSERT(mw_spf_result_parse(mw_spf_result_name((mw_spf_result)i), &r));
+        MW_TEST_EQ_INT(r, i);
+    }
+    MW_TEST_EQ_STR(mw_spf_result_name(MW_SPF_SOFTFAIL), "softfail");
+    MW_TEST_ASSERT(mw_spf_result_parse("TempError", &r) && r == MW_SPF_TEMPERROR);
+    MW_TEST_ASSERT(!mw_spf_result_parse("unknown", &r));
+    MW_TEST_ASSERT(!mw_spf_result_parse("", &r));
+    MW_TEST_ASSERT(!mw_spf_result_parse(NULL, &r));
+    MW_TEST_ASSERT(!mw_spf_result_parse("pass ", &r));
+}
+
+/* ---- Received-SPF: a loose RFC 7208 9.1 parser ---- */
+
+struct rspf {
+    char result[16];
+    char comment[1024];
+    char keys[12][32];
+    char vals[12][1024];
+    int n;
+};
+
+static bool is_atext_c(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("!#$%&'*+-/=?^_`{|}~.", c));
+}
+
+/* Parse result [comment] key=value;... ; false on any syntax error. */
+static bool parse_rspf(const char *s, struct rspf *p)
+{
+    memset(p, 0, sizeof *p);
+    for (const char *q = s; *q; q++)
+        if ((unsigned char)*q < 0x20 || (unsigned char)*q >= 0x7f)
+            return false;                       /* one line, ASCII only */
+    size_t i = 0;
+    while (s[i] >= 'a' && s[i] <= 'z' && i < sizeof p->result - 1) {
+        p->result[i] = s[i];
+        i++;
+    }
+    if (!mw_spf_result_parse(p->result, NULL))
+        return false;
+    while (s[i] == ' ')
+        i++;
+    if (s[i] == '(') {
+        int depth = 1;
+        size_t o = 0;
+        i++;
+        while (s[i] && depth) {
+            if (s[i] == '\\' && s[i + 1]) {
+                if (o < sizeof p->comment - 2)
+                    p->comment[o++] = s[i + 1];
+                i += 2;
+                continue;
+            }
+            if (s[i] == '(')
+                depth++;
+            if (s[i] == ')' && --depth == 0)
+                break;
+            if (o < sizeof p->comment - 1)
+                p->comment[o++] = s[i];
+            i++;
+        }
+        if (s[i] != ')')
+            return false;
+        i++;
+    }
+    for (;;) {
+        while (s[i] == ' ')
+            i++;
+        if (!s[i])
+            return true;
+        if (p->n >= 12)
+            return false;
+        size_t k = 0;
+        while (s[i] && s[i] != '=' && s[i] != ' ' && k < 31)
+            p->keys[p->n][k++] = s[i++];
+        if (s[i] != '=' || k == 0)
+            return false;
+        i++;
+        size_t o = 0;
+        if (s[i] == '"') {
+            i++;
+            while (s[i] && s[i] != '"') {
+                if (s[i] == '\\') {
+                    if (!s[i + 1])
+                        return false;
+                    i++;
+                }
+                if (o < 1023)
+                    p->vals[p->n][o++] = s[i];
+                i++;
+            }
+            if (s[i] != '"')
+                return false;
+            i++;
+        } else {
+            while (is_atext_c(s[i]) && o < 1023)
+                p->vals[p->n][o++] = s[i++];
+            if (o == 0)
+                return false;
+        }
+        p->n++;
+        if (s[i] == ';')
+            i++;
+        else if (s[i])
+            return false;
+    }
+}
+
+static const char *rspf_get(const struct rspf *p, const char *key)
+{
+    for (int i = 0; i < p->n; i++)
+        if (strcmp(p->keys[i], key) == 0)
+            return p->vals[i];
+    return NULL;
+}
+
+static void test_received_spf(void)
+{
+    mw_spf_outcome o;
+    mw_buf b = MW_BUF_INIT;
+    struct rspf p;
+
+    check(spf, "192.0.2.10", "mail.pass.test", "user@pass.test", MW_SPF_SCOPE_MAILFROM, &o);
+    mw_spf_received_spf(&o, RECEIVER, &b);
+    fprintf(stderr, "   %s\n", mw_buf_cstr(&b));
+    MW_TEST_ASSERT(parse_rspf(mw_buf_cstr(&b), &p));
+    MW_TEST_EQ_STR(p.result, "pass");
+    MW_TEST_ASSERT(strstr(p.comment, RECEIVER ": domain of user@pass.test designates 192.0.2.10"));
+    MW_TEST_EQ_STR(rspf_get(&p, "client-ip"), "192.0.2.10");
+    MW_TEST_EQ_STR(rspf_get(&p, "envelope-from"), "user@pass.test");
+    MW_TEST_EQ_STR(rspf_get(&p, "helo"), "mail.pass.test");
+    MW_TEST_EQ_STR(rspf_get(&p, "receiver"), RECEIVER);
+    MW_TEST_EQ_STR(rspf_get(&p, "identity"), "mailfrom");
+    MW_TEST_ASSERT(strstr(mw_buf_cstr(&b), "envelope-from=\"user@pass.test\";"));
+    mw_spf_outcome_clear(&o);
+
+    /* HELO identity, IPv6 client (not a dot-atom: quoted) */
+    mw_buf_reset(&b);
+    check(spf, "2001:db8::25", "pass.test", "", MW_SPF_SCOPE_HELO, &o);
+    mw_spf_received_spf(&o, RECEIVER, &b);
+    fprintf(stderr, "   %s\n", mw_buf_cstr(&b));
+    MW_TEST_ASSERT(parse_rspf(mw_buf_cstr(&b), &p));
+    MW_TEST_EQ_STR(p.result, "pass");
+    MW_TEST_EQ_STR(rspf_get(&p, "client-ip"), "2001:db8::25");
+    MW_TEST_EQ_STR(rspf_get(&p, "identity"), "helo");
+    MW_TEST_ASSERT(rspf_get(&p, "envelope-from") == NULL);
+    mw_spf_outcome_clear(&o);
+
+    /* hostile envelope-from: quote, backslash, CRLF, parentheses, 8-bit */
+    mw_buf_reset(&b);
+    check(spf, "198.51.100.1", "evil\r\nX-Injected: 1",
+          "\"a\\\"b\r\nX-Evil: yes (x) \xff\"@pass.test", MW_SPF_SCOPE_MAILFROM, &o);
+    MW_TEST_EQ_INT(o.result, MW_SPF_FAIL);
+    mw_spf_received_spf(&o, "rcv (x)\r\n", &b);
+    fprintf(stderr, "   %s\n", mw_buf_cstr(&b));
+    MW_TEST_ASSERT(parse_rspf(mw_buf_cstr(&b), &p));
+    MW_TEST_ASSERT(!strchr(mw_buf_cstr(&b), '\r') && !strchr(mw_buf_cstr(&b), '\n'));
+    MW_TEST_EQ_STR(p.result, "fail");
+    MW_TEST_ASSERT(rspf_get(&p, "envelope-from") != NULL);
+    MW_TEST_ASSERT(strstr(rspf_get(&p, "envelope-from"), "X-Evil") != NULL);
+    MW_TEST_ASSERT(rspf_get(&p, "helo") != NULL);
+    MW_TEST_ASSERT(p.n == 5);   /* receiver client-ip envelope-from helo identity */
+    mw_spf_outcome_clear(&o);
+
+    /* errors carry problem=; every result renders; long values are capped */
+    const char *froms[] = {"a@syntax.test", "a@servfail.test", "a@nx.test", "a@neutral.test",
+                           "a@soft.test", NULL};
+    for (int i = 0; froms[i]; i++) {
+        mw_buf_reset(&b);
+        check(spf, "198.51.100.1", "h.test", froms[i], MW_SPF_SCOPE_MAILFROM, &o);
+        mw_spf_received_spf(&o, RECEIVER, &b);
+        MW_TEST_ASSERT(parse_rspf(mw_buf_cstr(&b), &p));
+        MW_TEST_EQ_STR(p.result, mw_spf_result_name(o.result));
+        if (o.result == MW_SPF_PERMERROR || o.result == MW_SPF_TEMPERROR)
+            MW_TEST_ASSERT(rspf_get(&p, "problem") != NULL);
+        mw_spf_outcome_clear(&o);
+    }
+
+    /* worst case: every field long and full of bytes that need escaping */
+    char big[2048];
+    memset(big, '\x01', sizeof big - 20);
+    strcpy(big + sizeof big - 20, "@pass.test");
+    mw_spf_outcome w = {0};
+    w.result = MW_SPF_PERMERROR;
+    w.scope = MW_SPF_SCOPE_MAILFROM;
+    w.identity = big;
+    w.helo = big;
+    w.client_ip = big;
+    w.reason = big;
+    mw_buf_reset(&b);
+    mw_spf_received_spf(&w, big, &b);
+    MW_TEST_ASSERT(parse_rspf(mw_buf_cstr(&b), &p));
+    MW_TEST_ASSERT(b.len + strlen("Received-SPF: ") < 998);
+    fprintf(stderr, "   worst-case header value: %zu bytes\n", b.len);
+
+    /* an outcome never evaluated still renders */
+    mw_spf_outcome z = {0};
+    mw_buf_reset(&b);
+    mw_spf_received_spf(&z, NULL, &b);
+    MW_TEST_ASSERT(parse_rspf(mw_buf_cstr(&b), &p));
+    mw_buf_free(&b);
+}
+
+/* ---- concurrency ---- */
+
+struct conc_case {
+    const char *ip, *helo, *from;
+    mw_spf_scope scope;
+    mw_spf_result want;
+};
+
+static const struct conc_case conc[] = {
+    {"192.0.2.10", "x.test", "a@pass.test", MW_SPF_SCOPE_MAILFROM, MW_SPF_PASS},
+    {"198.51.100.1", "x.test", "a@pass.test", MW_SPF_SCOPE_MAILFROM, MW_SPF_FAIL},
+    {"198.51.100.1", "soft.test", "", MW_SPF_SCOPE_HELO, MW_SPF_SOFTFAIL},
+    {"198.51.100.8", "x.test", "a@amx.test", MW_SPF_SCOPE_MAILFROM, MW_SPF_PASS},
+    {"2001:db8:8::8", "amx.test", "", MW_SPF_SCOPE_MAILFROM, MW_SPF_PASS},
+    {"192.0.2.10", "x.test", "a@void3.test", MW_SPF_SCOPE_MAILFROM, MW_SPF_PERMERROR},
+    {"192.0.2.10", "x.test", "a@void2.test", MW_SPF_SCOPE_MAILFROM, MW_SPF_NEUTRAL},
+    {"192.0.2.10", "x.test", "a@two.test", MW_SPF_SCOPE_MAILFROM, MW_SPF_PERMERROR},
+    {"192.0.2.10", "x.test", "a@norecord.test", MW_SPF_SCOPE_MAILFROM, MW_SPF_NONE},
+    {"192.0.2.10", "x.test", "a@servfail.test", MW_SPF_SCOPE_MAILFROM, MW_SPF_TEMPERROR},
+    {"198.51.100.1", "x.test", "a@expfail.test", MW_SPF_SCOPE_MAILFROM, MW_SPF_FAIL},
+    {"::ffff:192.0.2.10", "redir.test", "", MW_SPF_SCOPE_HELO, MW_SPF_PASS},
+};
+#define NCONC (sizeof conc / sizeof conc[0])
+
+static atomic_uint conc_bad;
+
+static void *conc_thread(void *arg)
+{
+    unsigned seed = (unsigned)(uintptr_t)arg;
+    for (int i = 0; i < 100; i++) {
+        const struct conc_case *c = &conc[(seed + (unsigned)i * 7u) % NCONC];
+        mw_spf_outcome o;
+        mw_spf_check(spf, c->ip, c->helo, c->from, c->scope, &o);
+        if (o.result != c->want) {
+            atomic_fetch_add(&conc_bad, 1);
+            fprintf(stderr, "   thread %u: %s %s -> %s (%s)\n", seed, c->from, c->ip,
+                    mw_spf_result_name(o.result), o.reason);
+        }
+        if (c->want == MW_SPF_FAIL && strstr(c->from, "expfail") &&
+            (!o.explanation || strcmp(o.explanation, "Mail from this host is not authorized.")))
+            atomic_fetch_add(&conc_bad, 1);
+        mw_buf b = MW_BUF_INIT;
+        mw_spf_received_spf(&o, RECEIVER, &b);
+        mw_buf_free(&b);
+        mw_spf_outcome_clear(&o);
+    }
+    return NULL;
+}
+
+static void test_concurrency(void)
+{
+    pthread_t t[8];
+    double t0 = now_s();
+    for (unsigned i = 0; i < 8; i++)
+        MW_TEST_ASSERT(pthread_create(&t[i], NULL, conc_thread, (void *)(uintptr_t)i) == 0);
+    for (unsigned i = 0; i < 8; i++)
+        pthread_join(t[i], NULL);
+    MW_TEST_EQ_INT(atomic_load(&conc_bad), 0);
+    fprintf(stderr, "   800 checks in %.2f s\n", now_s() - t0);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    test_result_names();
+    if (!MW_TEST_ASSERT(start_server())) {
+        stop_server();
+        return MW_TEST_SUMMARY();
+    }
+    char fwd[64], err[256] = "";
+    snprintf(fwd, sizeof fwd, "127.0.0.1@%d", server_port);
+    const char *fwds[] = {fwd};
+    mw_dns_options dopt = {.forwarders = fwds, .nforwarders = 1, .timeout_ms = 3000};
+    dns = mw_dns_create(&dopt, err, sizeof err);
+    if (!MW_TEST_ASSERT(dns != NULL)) {
+        fprintf(stderr, "mw_dns_create: %s\n", err);
+        stop_server();
+        return MW_TEST_SUMMARY();
+    }
+    mw_spf_options sopt = {.timeout_ms = 5000, .receiver = RECEIVER};
+    spf = mw_spf_create(dns, &sopt, err, sizeof err);
+    mw_spf_options fopt = {.timeout_ms = 1000, .receiver = RECEIVER};
+    spf_fast = mw_spf_create(dns, &fopt, err, sizeof err);
+    MW_TEST_ASSERT(spf && spf_fast);
+    MW_TEST_ASSERT(mw_spf_create(NULL, &sopt, err, sizeof err) == NULL);
+
+    MW_TEST_RUN(test_results_both_scopes);
+    MW_TEST_RUN(test_reasons);
+    MW_TEST_RUN(test_identities);
+    MW_TEST_RUN(test_explanation);
+    MW_TEST_RUN(test_nul_record);
+    MW_TEST_RUN(test_received_spf);
+    MW_TEST_RUN(test_timeouts);
+    MW_TEST_RUN(test_concurrency);
+
+    mw_spf_destroy(&spf);
+    mw_spf_destroy(&spf_fast);
+    MW_TEST_ASSERT(spf == NULL);
+    mw_dns_destroy(&dns);
+    stop_server();
+    return MW_TEST_SUMMARY();
+}
