@@ -413,6 +413,9 @@ void mw_spf_check(mw_spf *spf, const char *ip, const char *helo, const char *mai
     SPF_server_t *server = SPF_server_new_dns(mw_spf_dns_layer_new(&ev), 0);
     if (!server)
         mw_panic("spf: out of memory");
+    /* libspf2 1.2.10's SPF_server_new_dns() does not take ownership of the
+     * layer (destroy_resolver = 0); hand it over so SPF_server_free() frees it. */
+    server->destroy_resolver = 1;
     if (spf->receiver)
         SPF_server_set_rec_dom(server, spf->receiver);
     SPF_request_t *req = SPF_request_new(server);
@@ -428,8 +431,9 @@ void mw_spf_check(mw_spf *spf, const char *ip, const char *helo, const char *mai
         memcpy(&a6, addr.bytes, 16);
         SPF_request_set_ipv6(req, a6);
     }
-    if (helo && *helo)
-        SPF_request_set_helo_dom(req, helo);
+    /* Without a HELO libspf2 cannot expand %{h} and turns that into temperror,
+     * which would defer the mail forever: expand it to "unknown" instead. */
+    SPF_request_set_helo_dom(req, helo && *helo ? helo : "unknown");
     SPF_request_set_env_from(req, out->identity);
 
     SPF_response_t *resp = NULL;

@@ -275,7 +275,8 @@ static SPF_errcode_t layer_get_spf(SPF_server_t *server, SPF_request_t *req,
     case MW_DNS_PERMFAIL:
         mw_dns_answer_free(&a);
         set_result(resp, SPF_RESULT_NONE, SPF_E_NOT_SPF);
-        SPF_response_add_error(resp, SPF_E_NOT_SPF, "%s for '%s'",
+        SPF_response_add_error(resp, SPF_E_NOT_SPF, "%s%s for '%s'",
+                               ev->records ? "include/redirect target: " : "",
                                st == MW_DNS_NXDOMAIN ? "Domain does not exist"
                                : st == MW_DNS_NODATA ? "No TXT records"
                                                      : "Unusable domain name",
@@ -306,7 +307,8 @@ static SPF_errcode_t layer_get_spf(SPF_server_t *server, SPF_request_t *req,
     SPF_errcode_t err;
     if (found == 0) {
         err = set_result(resp, SPF_RESULT_NONE, SPF_E_NOT_SPF);
-        SPF_response_add_error(resp, err, "No SPF record for '%s'", dom);
+        SPF_response_add_error(resp, err, "%sNo SPF record for '%s'",
+                               ev->records ? "include/redirect target: " : "", dom);
     } else if (found > 1) {
         err = set_result(resp, SPF_RESULT_PERMERROR, SPF_E_MULTIPLE_RECORDS);
         SPF_response_add_error(resp, err, "Multiple SPF records for '%s'", dom);

@@ -80,8 +80,9 @@ void mw_spf_eval_fini(mw_spf_eval *ev);
 unsigned mw_spf_eval_remaining(const mw_spf_eval *ev);
 
 /*
- * A new libspf2 DNS layer bound to ev (which must outlive it).  Freed by
- * SPF_server_free() of the server it is given to (it has a destructor).
+ * A new libspf2 DNS layer bound to ev (which must outlive it).  Free it
+ * with SPF_dns_free(), or set the server's destroy_resolver so that
+ * SPF_server_free() does (libspf2 1.2.10 does not by default).
  */
 SPF_dns_server_t *mw_spf_dns_layer_new(mw_spf_eval *ev);
 

@@ -188,6 +188,18 @@ static bool dns_configure(struct ub_ctx *ctx, const mw_dns_options *opt, char *e
      * probing it (our own deadline bounds every caller's wait anyway). */
     if (!ub_opt(ctx, "infra-keep-probing:", "yes", err, errlen))
         return false;
+    { /* EXPERIMENT-REMOVE */
+        const char *e = getenv("MW_DNS_EXP");
+        char buf[512];
+        if (e) {
+            snprintf(buf, sizeof buf, "%s", e);
+            for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+                char *v = strchr(tok, '=');
+                *v++ = 0;
+                if (!ub_opt(ctx, tok, v, err, errlen)) return false;
+            }
+        }
+    }
     if (opt->use_tcp && !ub_opt(ctx, "tcp-upstream:", "yes", err, errlen))
         return false;
 

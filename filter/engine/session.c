@@ -488,6 +488,7 @@ const mw_verdict *mw_session_eom(mw_session *s)
     f.spf = s->res.spf.result;
     f.helo_spf_done = s->res.spf_helo.evaluated;
     f.helo_spf = s->res.spf_helo.result;
+    f.null_sender = s->mail_from && !*s->mail_from;
 
     mw_policy_decision d;
     mw_policy_eval(s->rt->policy, &f, &d);

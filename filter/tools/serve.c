@@ -145,11 +145,17 @@ static int run_worker(const mw_cli *cli)
 {
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     /* SIGUSR1 is ours (reload); block it in every thread created from here
-     * on, so only the reload thread's sigwait receives it. */
+     * on, so only the reload thread's sigwait receives it.  SIGTERM, SIGINT
+     * and SIGHUP are blocked too: libmilter's signal thread sigwaits them,
+     * and a thread we start before smfi_main (resolver, reload) must not
+     * take one with the default (terminate) disposition. */
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGUSR1);
     sigaddset(&set, SIGPIPE);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     mw_config *cfg = mw_cli_load(cli);

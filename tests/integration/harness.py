@@ -28,7 +28,6 @@ SOURCE_DIR = os.environ.get("MW_SOURCE_DIR") or os.path.dirname(os.path.dirname(
 BUILD_DIR = os.environ.get("MW_BUILD_DIR") or "/tmp/build-main"
 MW_BINARY = os.environ.get("MW_BINARY") or os.path.join(BUILD_DIR, "mailwarden")
 AUTHSERV_ID = "mx.test.example"
-PDEATHSIG = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
 POSTFIX_MASTER = os.path.join(subprocess.run(["postconf", "-h", "daemon_directory"], capture_output=True,
                                              text=True).stdout.strip() or "/usr/lib/postfix/sbin", "master")
 
@@ -102,14 +101,56 @@ def wait_for(pred, timeout=10.0, step=0.05):
         time.sleep(step)
 
 
+
+# Reaper: a small separate process that outlives a SIGKILLed harness. The harness
+# tells it, over a pipe, each process group and namespace it creates; when the pipe
+# closes without "done" (the harness died), it kills those groups and deletes the
+# namespaces. Normal cleanup happens in Harness.cleanup() and then sends "done".
+REAPER = r"""
+import os, signal, subprocess, sys
+os.setsid()
+pgids, nets = [], []
+for line in sys.stdin:
+    kind, _, arg = line.strip().partition(" ")
+    if kind == "done":
+        sys.exit(0)
+    (pgids if kind == "pgid" else nets).append(arg)
+for g in reversed(pgids):
+    try:
+        os.killpg(int(g), signal.SIGKILL)
+    except OSError:
+        pass
+for n in nets:
+    subprocess.run(["ip", "netns", "del", n], capture_output=True, timeout=20)
+"""
+
+
+class Reaper:
+    def __init__(self):
+        self.p = subprocess.Popen(["/usr/bin/python3", "-c", REAPER], stdin=subprocess.PIPE, text=True,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def tell(self, kind, arg):
+        try:
+            self.p.stdin.write("%s %s\n" % (kind, arg)); self.p.stdin.flush()
+        except OSError:
+            pass
+
+    def done(self):
+        self.tell("done", "")
+        try:
+            self.p.stdin.close()
+        except OSError:
+            pass
+        self.p.wait()
+
+
 class Proc:
     """A child process of the harness (own session so its whole group can be killed)."""
 
     def __init__(self, name, argv, log, env=None, cwd=None):
         self.name, self.argv, self.log = name, argv, log
         self.logf = open(log, "ab")
-        if PDEATHSIG:                      # die with the harness even if it is SIGKILLed
-            argv = PDEATHSIG + list(argv)
         self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.logf,
                                       stderr=subprocess.STDOUT, env=env, cwd=cwd,
                                       start_new_session=True)
@@ -377,6 +418,7 @@ class Harness:
         self.tmp = tempfile.mkdtemp(prefix="mw-it-%s." % name)
         os.chmod(self.tmp, 0o755)         # postfix and nobody (virtual, smtp-sink) traverse it
         self.procs, self.cleanups, self.failed = [], [], False
+        self.reaper = Reaper()
         self._done = False
         atexit.register(self.cleanup)
 
@@ -394,6 +436,7 @@ class Harness:
     def spawn(self, name, argv, **kw):
         os.makedirs(self.path("logs"), exist_ok=True)
         p = Proc(name, argv, self.path("logs", name + ".log"), **kw)
+        self.reaper.tell("pgid", p.pid)
         self.procs.append(p)
         return p
 
@@ -411,6 +454,7 @@ class Harness:
                 p.stop(timeout=5)
             except Exception as e:
                 print("cleanup %s: %s" % (p.name, e), file=sys.stderr)
+        self.reaper.done()
         if os.environ.get("MW_KEEP_TMP"):
             print("kept scratch dir %s" % self.tmp, file=sys.stderr)
         else:
@@ -479,6 +523,7 @@ class Harness:
         except Exception as e:
             raise Skip("cannot create a network namespace: %s" % e)
         self.cleanups.append(lambda: run(["ip", "netns", "del", name], timeout=20, check=False))
+        self.reaper.tell("netns", name)
         try:
             _, used = run(["ip", "-4", "-o", "addr"], timeout=10)
             slots = [("192.0.2", i) for i in range(0, 256, 4)] + [("198.51.100", i) for i in range(0, 256, 4)]
@@ -512,8 +557,11 @@ class Harness:
         return ns
 
     # ---- Postfix
-    def start_postfix(self, milter_port, netns=None, default_action="tempfail", main_extra=None):
-        pf = Postfix(self, milter_port, netns, default_action, main_extra or {})
+    def start_postfix(self, milter_port, netns=None, default_action="tempfail", main_extra=None,
+                      submission=False):
+        """submission=True adds a SASL submission listener (pf.sub_port, any user with
+        password "secret", {daemon_name}=ORIGINATING) backed by fakedovecotauth.py."""
+        pf = Postfix(self, milter_port, netns, default_action, main_extra or {}, submission)
         pf.start()
         return pf
 
@@ -572,10 +620,13 @@ postlog    unix-dgram n - n -  1  postlogd
 
 class Postfix:
     """Private Postfix instance (recipe §3). Mail to *@dest.test lands in maildir
-    self.maildir; mail to *@sink.test goes to an smtp-sink that dumps to self.sinkdir."""
+    self.maildir; mail to *@sink.test (and any other domain, e.g. relayed from the
+    submission port) goes to an smtp-sink that dumps to self.sinkdir."""
 
-    def __init__(self, h, milter_port, netns, default_action, main_extra):
-        self.h, self.netns = h, netns
+    def __init__(self, h, milter_port, netns, default_action, main_extra, submission=False):
+        self.h, self.netns, self.submission = h, netns, submission
+        self.sub_port = free_port() if submission else None
+        self.auth_port = free_port() if submission else None
         self.dir = h.path("pf")
         self.etc, self.maildir, self.sinkdir = self.dir + "/etc", self.dir + "/mail/sink", h.path("sink")
         self.port, self.sink_port = free_port(), free_port()
@@ -609,7 +660,10 @@ class Postfix:
             "virtual_mailbox_maps": "static:sink/", "virtual_uid_maps": "static:65534",
             "virtual_gid_maps": "static:65534", "relay_domains": "sink.test",
             "transport_maps": "inline:{ sink.test=smtp:[127.0.0.1]:%d }" % self.sink_port,
+            "default_transport": "smtp:[127.0.0.1]:%d" % self.sink_port,   # outbound mail -> sink too
             "delay_warning_time": "0", "queue_run_delay": "30s",
+            "smtpd_sasl_type": "dovecot", "smtpd_sasl_path": "inet:127.0.0.1:%d" % (self.auth_port or 1),
+            "smtpd_sasl_auth_enable": "no",
         }
         self.main.update(main_extra)
 
@@ -618,6 +672,14 @@ class Postfix:
             for k, v in self.main.items():
                 f.write("%s = %s\n" % (k, v))
         listen = "\n".join("%s:%d inet n - n - - smtpd" % (a, self.port) for a in self.addrs)
+        if self.submission:
+            for a in self.addrs:
+                listen += ("\n%s:%d inet n - n - - smtpd\n  -o syslog_name=postfix-mwtest/submission\n"
+                           "  -o smtpd_sasl_auth_enable=yes\n  -o smtpd_client_restrictions=permit_sasl_authenticated,reject\n"
+                           "  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject\n"
+                           "  -o milter_macro_daemon_name=ORIGINATING\n  -o cleanup_service_name=subcleanup"
+                           % (a, self.sub_port))
+            listen += "\nsubcleanup unix n - n - 0 cleanup\n  -o milter_macro_daemon_name=ORIGINATING"
         with open(self.etc + "/master.cf", "w") as f:
             f.write(MASTER_CF.format(listen=listen))
 
@@ -626,6 +688,10 @@ class Postfix:
         self.h.spawn("smtp-sink", ["smtp-sink", "-u", "nobody", "-d", self.sinkdir + "/%Y%m%d%H%M%S.",
                                    "127.0.0.1:%d" % self.sink_port, "64"])
         wait_port(self.sink_port)
+        if self.submission:
+            auth = self.h.spawn("dovecot-auth", ["/usr/bin/python3", os.path.join(HERE, "fakedovecotauth.py"),
+                                                 str(self.auth_port), "secret"])
+            wait_port(self.auth_port, proc=auth)
         run(["postfix", "-c", self.etc, "check"], timeout=60)
         # master -d: stays in the foreground as our child (postfix start-fg would put a
         # shell in between); `postfix stop` or SIGTERM to it stops every service
@@ -659,6 +725,12 @@ class Postfix:
         if external and self.netns:
             return swaks(self.netns.host_addr, self.port, mail_from, rcpt, netns=self.netns, **kw)
         return swaks("127.0.0.1", self.port, mail_from, rcpt, **kw)
+
+    def submit(self, user, mail_from, rcpt, password="secret", external=True, **kw):
+        """SASL (PLAIN) submission through the submission listener."""
+        extra = ["--auth", "PLAIN", "--auth-user", user, "--auth-password", password] + list(kw.pop("extra", ()))
+        host, ns = (self.netns.host_addr, self.netns) if external and self.netns else ("127.0.0.1", None)
+        return swaks(host, self.sub_port, mail_from, rcpt, netns=ns, extra=extra, **kw)
 
     def messages(self):
         out = []

@@ -57,6 +57,13 @@ static const char ZONE[] =
     " \"expmacro.test\": [{\"TXT\": \"v=spf1 -all exp=why.expmacro.test\"}],\n"
     " \"why.expmacro.test\": [{\"TXT\": \"%{i} is not one of %{d}'s designated mail servers.\"}],\n"
     " \"nul.test\": [{\"TXT\": \"v=spf1 ip4:192.0.2.0/24 \\u0000 -all\"}],\n"
+    " \"hmacro.test\": [{\"TXT\": \"v=spf1 exists:%{h}.ok.hmacro.test -all\"}],\n"
+    " \"pass.test.ok.hmacro.test\": [{\"A\": \"127.0.0.2\"}],\n"
+    " \"pmacro.test\": [{\"TXT\": \"v=spf1 exists:%{p}.pm.test ?all\"}],\n"
+    " \"ptr.test\": [{\"TXT\": \"v=spf1 ptr -all\"}],\n"
+    " \"77.100.51.198.in-addr.arpa\": [{\"PTR\": \"host.ptr.test\"}],\n"
+    " \"78.100.51.198.in-addr.arpa\": [{\"PTR\": \"other.test\"}],\n"
+    " \"host.ptr.test\": [{\"A\": \"198.51.100.77\"}],\n"
     " \"spf99.test\": [{\"SPF\": \"v=spf1 -all\"}, {\"TXT\": \"v=spf1 ip4:192.0.2.0/24 -all\"}]\n"
     "}\n";
 
@@ -212,6 +219,31 @@ static void test_results_both_scopes(void)
         MW_TEST_EQ_INT(o.scope, MW_SPF_SCOPE_HELO);
         mw_spf_outcome_clear(&o);
     }
+}
+
+/* Macros and ptr: libspf2 paths that look at the HELO or the client's name. */
+static void test_macros_ptr(void)
+{
+    mw_spf_outcome o;
+    MW_TEST_EQ_INT(check(spf, "192.0.2.10", "pass.test", "a@hmacro.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_PASS);
+    mw_spf_outcome_clear(&o);
+    /* no HELO at all: %{h} must not crash; no match */
+    MW_TEST_EQ_INT(check(spf, "192.0.2.10", NULL, "a@hmacro.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_FAIL);
+    mw_spf_outcome_clear(&o);
+    mw_spf_result r = check(spf, "192.0.2.10", NULL, "a@pmacro.test", MW_SPF_SCOPE_MAILFROM, &o);
+    MW_TEST_ASSERT(r == MW_SPF_NEUTRAL);
+    mw_spf_outcome_clear(&o);
+    MW_TEST_EQ_INT(check(spf, "198.51.100.77", NULL, "a@ptr.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_PASS);
+    mw_spf_outcome_clear(&o);
+    MW_TEST_EQ_INT(check(spf, "198.51.100.78", NULL, "a@ptr.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_FAIL);
+    mw_spf_outcome_clear(&o);
+    MW_TEST_EQ_INT(check(spf, "198.51.100.79", NULL, "a@ptr.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_FAIL);
+    mw_spf_outcome_clear(&o);
 }
 
 static void test_reasons(void)
@@ -650,6 +682,7 @@ int main(void)
 
     MW_TEST_RUN(test_results_both_scopes);
     MW_TEST_RUN(test_reasons);
+    MW_TEST_RUN(test_macros_ptr);
     MW_TEST_RUN(test_identities);
     MW_TEST_RUN(test_explanation);
     MW_TEST_RUN(test_nul_record);

@@ -22,9 +22,15 @@ static size_t ntmp;
 /* Write text into a new temporary file; returns its path (removed at exit). */
 static const char *write_tmp(const char *text)
 {
-    char *path = tmp_paths[ntmp++];
+    char *path;
     int fd;
     size_t len = strlen(text);
+
+    if (ntmp == sizeof tmp_paths / sizeof tmp_paths[0]) {
+        fprintf(stderr, "too many temporary files\n");
+        exit(2);
+    }
+    path = tmp_paths[ntmp++];
 
     snprintf(path, sizeof tmp_paths[0], "/tmp/mw-test-config-XXXXXX");
     fd = mkstemp(path);
