@@ -23,6 +23,7 @@ struct mw_engine {
     unsigned        generation;
     unsigned        active;       /* messages in flight */
     unsigned long   next_session;
+    bool            draining;
 };
 
 mw_engine *mw_engine_create(mw_config *cfg, char *err, size_t errlen)
@@ -70,6 +71,21 @@ void mw_engine_destroy(mw_engine **pe)
     pthread_mutex_destroy(&e->lock);
     free(e);
     *pe = NULL;
+}
+
+void mw_engine_set_draining(mw_engine *e)
+{
+    pthread_mutex_lock(&e->lock);
+    e->draining = true;
+    pthread_mutex_unlock(&e->lock);
+}
+
+bool mw_engine_draining(mw_engine *e)
+{
+    pthread_mutex_lock(&e->lock);
+    bool d = e->draining;
+    pthread_mutex_unlock(&e->lock);
+    return d;
 }
 
 unsigned mw_engine_generation(mw_engine *e)

@@ -71,6 +71,10 @@ static sfsistat cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, u
 
 static sfsistat cb_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *sa)
 {
+    /* Shutting down: let this connection be retried rather than start
+     * work we may not finish (the MTA answers 4xx; nothing is lost). */
+    if (mw_engine_draining(the_engine))
+        return SMFIS_TEMPFAIL;
     char ip[INET6_ADDRSTRLEN] = "";
     if (sa && sa->sa_family == AF_INET)
         inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)sa)->sin_addr, ip, sizeof ip);

@@ -7,15 +7,16 @@
  *   supervisor  validates the config (fail fast, FILE:LINE errors), writes
  *               the pid file, daemonises unless -f, and forwards signals:
  *               SIGHUP -> SIGUSR1 to the worker (reload), SIGTERM/SIGINT ->
- *               SIGTERM (graceful stop).  A worker that dies unexpectedly is
+ *               SIGUSR2 (graceful stop: drain, then stop libmilter).  A worker that dies unexpectedly is
  *               restarted with backoff, so a crash costs seconds of
  *               milter_default_action, not an outage.
  *   worker      builds the engine, binds the milter socket, drops
  *               privileges, and runs libmilter.  A dedicated thread waits
  *               for SIGUSR1 and reloads atomically (a bad config is logged
- *               and the running one kept).  On SIGTERM, libmilter stops
- *               accepting connections and the worker waits for in-flight
- *               messages (up to shutdown_timeout) before exiting.
+ *               and the running one kept).  On SIGUSR2 it refuses new
+ *               connections (tempfail), waits for in-flight messages (up to
+ *               shutdown_timeout), then stops libmilter.  libmilter's own
+ *               stop abandons open sessions, hence this order.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -60,18 +61,42 @@ static void apply_log(const mw_config *cfg)
 struct reload_ctx {
     const mw_cli *cli;
     mw_engine    *engine;
+    unsigned      shutdown_timeout;
 };
 
-static void *reload_thread(void *arg)
+/*
+ * Graceful stop (SIGUSR2 from the supervisor).  libmilter's own stop
+ * (smfi_stop, or SIGTERM to the worker) abandons sessions in progress, so we
+ * drain first: refuse new connections with a temporary failure, wait for the
+ * messages in flight to get their verdicts, and only then stop libmilter.
+ */
+static void drain_and_stop(struct reload_ctx *rc)
+{
+    mw_engine_set_draining(rc->engine);
+    unsigned n = mw_engine_active_messages(rc->engine);
+    if (n)
+        mw_info("stopping: waiting up to %us for %u in-flight message(s)", rc->shutdown_timeout, n);
+    if (!mw_engine_wait_idle(rc->engine, rc->shutdown_timeout * 1000))
+        mw_warn("stopping with %u message(s) still in flight after %us",
+                mw_engine_active_messages(rc->engine), rc->shutdown_timeout);
+    mw_milter_stop();
+}
+
+static void *control_thread(void *arg)
 {
     struct reload_ctx *rc = arg;
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
     for (;;) {
         int sig;
         if (sigwait(&set, &sig) != 0)
             continue;
+        if (sig == SIGUSR2) {
+            drain_and_stop(rc);
+            return NULL;
+        }
         mw_config_errors errs = {0};
         mw_config *cfg = mw_config_load(rc->cli->config_file, &rc->cli->ov, &errs);
         if (!cfg) {
@@ -84,12 +109,9 @@ static void *reload_thread(void *arg)
         }
         mw_config_errors_free(&errs);
         char err[512];
-        mw_config *keep = cfg;
-        mw_log_format fmt = cfg->log_format;
-        (void)fmt;
         if (!mw_engine_reload(rc->engine, cfg, err, sizeof err)) {
             mw_error("reload refused: %s; keeping the running configuration", err);
-            mw_config_free(&keep);
+            mw_config_free(&cfg);   /* still ours: reload takes it only on success */
             continue;
         }
         mw_info("configuration reloaded (generation %u)", mw_engine_generation(rc->engine));
@@ -144,7 +166,7 @@ static int drop_privileges(const char *user, const char *group, char *err, size_
 static int run_worker(const mw_cli *cli)
 {
     prctl(PR_SET_PDEATHSIG, SIGTERM);
-    /* SIGUSR1 is ours (reload); block it in every thread created from here
+    /* SIGUSR1 (reload) and SIGUSR2 (graceful stop) are ours; block them in every thread created from here
      * on, so only the reload thread's sigwait receives it.  SIGTERM, SIGINT
      * and SIGHUP are blocked too: libmilter's signal thread sigwaits them,
      * and a thread we start before smfi_main (resolver, reload) must not
@@ -152,6 +174,7 @@ static int run_worker(const mw_cli *cli)
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
     sigaddset(&set, SIGPIPE);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
@@ -182,20 +205,15 @@ static int run_worker(const mw_cli *cli)
         mw_error("cannot drop privileges: %s", err);
         return 1;
     }
-    struct reload_ctx rc = {cli, e};
+    struct reload_ctx rc = {cli, e, shutdown_timeout};
     pthread_t th;
-    if (pthread_create(&th, NULL, reload_thread, &rc) != 0) {
-        mw_error("cannot start reload thread");
+    if (pthread_create(&th, NULL, control_thread, &rc) != 0) {
+        mw_error("cannot start control thread");
         return 1;
     }
     pthread_detach(th);
     mw_info("listening on %s (pid %d)", sock, (int)getpid());
     int rcode = mw_milter_run();
-    unsigned n = mw_engine_active_messages(e);
-    if (n)
-        mw_info("stopping: waiting up to %us for %u in-flight message(s)", shutdown_timeout, n);
-    if (!mw_engine_wait_idle(e, shutdown_timeout * 1000))
-        mw_warn("stopping with %u message(s) still in flight", mw_engine_active_messages(e));
     mw_info("stopped");
     /* The engine is not destroyed: libmilter session threads may still be
      * unwinding, and process exit frees everything. */
@@ -335,7 +353,7 @@ int mw_cmd_serve(int argc, char **argv)
         } else if (sig == SIGTERM || sig == SIGINT) {
             mw_info("%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
             if (worker > 0) {
-                kill(worker, SIGTERM);
+                kill(worker, SIGUSR2);   /* graceful: drain, then stop */
                 while (waitpid(worker, &status, 0) < 0 && errno == EINTR)
                     ;
             }

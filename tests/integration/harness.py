@@ -13,12 +13,15 @@ SIGTERM/SIGINT or the watchdog firing):
   Harness.start_nsd()      NSD serving zone texts (recipe §2)
   Harness.start_testdns()  tests/lib/testdns.py scriptable server (TIMEOUT/SERVFAIL/...)
   Harness.create_netns()   namespace + veth pair; NetNS.swaks() sends from inside it
-  Harness.start_postfix()  private instance, smtpd_milters -> the daemon, maildir + smtp-sink
+  Harness.start_postfix()  private instance, smtpd_milters -> the daemon, maildir + smtp-sink;
+                           submission=True adds a SASL port (fakedovecotauth.py) -> pf.submit()
   Harness.start_daemon()   `mailwarden serve -f ...` with stderr captured
   swaks(), Message, ar_headers(), parse_ar()   sending and reading delivered mail
+  StepClient (smtpstep.py) an SMTP session paused inside DATA; Background: a send in a thread
   run_test(fn, timeout)    wrapper: Checker + Harness + exit code 0/1/77
 Environment: MW_BINARY, MW_SOURCE_DIR, MW_BUILD_DIR (set by ctest), MW_KEEP_TMP=1
-keeps the scratch directory for post-mortem.
+keeps the scratch directory for post-mortem. A separate reaper process kills every
+process group and namespace the harness created if the harness itself is SIGKILLed.
 """
 import atexit, json, os, queue, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time, traceback
 

@@ -112,6 +112,25 @@ def test(h, chk):
     rc = daemon.wait(40)
     chk.equal("sigterm: daemon exited with status 0", rc, 0)
 
+    # 5b. SIGTERM while a session sits inside DATA (MAIL/RCPT done, no lookup pending)
+    daemon = h.start_daemon(dns=dns, port=daemon.port)
+    t = tok()
+    c = H.StepClient(h, ns.host_addr, pf.port, GOOD, "bob@dest.test", t, helo=HELO, netns=ns)
+    chk.check("sigterm/data: session paused inside DATA", c.wait_paused(), c.lines)
+    daemon.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    final = c.resume() or ""
+    c.close()
+    if chk.check("sigterm/data: in-flight message accepted", final.startswith("250"), final):
+        accepted.append(t)
+        m = pf.wait_delivered(t)
+        ours = H.ar_headers(m) if m else []
+        chk.check("sigterm/data: in-flight message has our A-R with spf=pass",
+                  len(ours) == 1 and "spf=pass" in ours[0], m and m.get_all("Authentication-Results"))
+    else:
+        refused.append(t)
+    chk.equal("sigterm/data: daemon exited with status 0", daemon.wait(40), 0)
+
     # 6. SIGHUP reload from a config file
     conf = h.path("mw.conf")
     h.write("mw.conf", 'authserv_id = "hup-one.test.example";\n')

@@ -44,6 +44,10 @@ void mw_engine_destroy(mw_engine **e);
 unsigned mw_engine_active_messages(mw_engine *e);
 /* Wait until no message is in flight or timeout_ms passes; true if idle. */
 bool mw_engine_wait_idle(mw_engine *e, unsigned timeout_ms);
+/* Graceful stop: once draining, front ends refuse new connections with a
+ * temporary failure while messages in flight finish. */
+void mw_engine_set_draining(mw_engine *e);
+bool mw_engine_draining(mw_engine *e);
 /* Reload generation (1 for the first config), for logs and tests. */
 unsigned mw_engine_generation(mw_engine *e);
 
