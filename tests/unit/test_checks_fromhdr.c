@@ -1,0 +1,97 @@
+/*
+ * test_checks_fromhdr.c - header From parsing, including the hostile forms
+ * that bypassed or crashed OpenDMARC.
+ */
+#include <string.h>
+
+#include "fromhdr.h"
+#include "mwtest.h"
+
+static void expect(const char *v, size_t len, mw_from_status st, const char *domain)
+{
+    mw_from f;
+    mw_from_status got = mw_from_parse(v, len, &f);
+    if (!MW_TEST_EQ_INT(got, st))
+        fprintf(stderr, "  value: [%.*s] why=%s\n", (int)len, v, f.why ? f.why : "-");
+    if (st == MW_FROM_OK && got == MW_FROM_OK)
+        MW_TEST_EQ_STR(f.domain[0], domain);
+    mw_from_clear(&f);
+}
+#define E(v, st, d) expect((v), strlen(v), (st), (d))
+
+static void test_plain(void)
+{
+    E("alice@example.com", MW_FROM_OK, "example.com");
+    E(" Alice <alice@Example.COM>", MW_FROM_OK, "example.com");
+    E("\"Alice Smith\" <alice@example.com>", MW_FROM_OK, "example.com");
+    E("alice@example.com (Alice)", MW_FROM_OK, "example.com");
+    E("(comment (nested \\) paren)) <alice@example.com.>", MW_FROM_OK, "example.com");
+    E("Alice\r\n\t<alice@example.com>", MW_FROM_OK, "example.com");
+    E("=?utf-8?q?J=C3=B6rg?= <jorg@example.de>", MW_FROM_OK, "example.de");
+    E("\"quoted@evil.example\" <alice@good.example>", MW_FROM_OK, "good.example");
+    E("\"a\\\"b\" <x@good.example>", MW_FROM_OK, "good.example");
+    E("\"odd local\"@example.com", MW_FROM_OK, "example.com");
+    E("<@route.example:user@final.example>", MW_FROM_OK, "final.example");
+    E("friends: alice@example.com;", MW_FROM_OK, "example.com");
+}
+
+static void test_bad(void)
+{
+    E("", MW_FROM_EMPTY, NULL);
+    E("   ", MW_FROM_EMPTY, NULL);
+    E("undisclosed-recipients:;", MW_FROM_EMPTY, NULL);
+    E("alice@example.com, bob@example.org", MW_FROM_MULTIPLE, NULL);
+    E("friends: a@x.example, b@y.example;", MW_FROM_MULTIPLE, NULL);
+    E("alice", MW_FROM_NODOMAIN, NULL);
+    E("Alice <alice>", MW_FROM_NODOMAIN, NULL);
+    E("user@[192.0.2.1]", MW_FROM_NODOMAIN, NULL);
+    /* ambiguity and syntax errors: never guess */
+    E("user@good.example <evil@bad.example>", MW_FROM_UNPARSABLE, NULL);
+    E("Alice <alice@example.com", MW_FROM_UNPARSABLE, NULL);
+    E("Alice alice@example.com>", MW_FROM_UNPARSABLE, NULL);
+    E("<a@x.example> <b@y.example>", MW_FROM_UNPARSABLE, NULL);
+    E("\"unterminated <a@x.example>", MW_FROM_UNPARSABLE, NULL);
+    E("(unterminated a@x.example", MW_FROM_UNPARSABLE, NULL);
+    E("a@x.example)", MW_FROM_UNPARSABLE, NULL);
+    E("a@@x.example", MW_FROM_UNPARSABLE, NULL);
+    E("a@b@x.example", MW_FROM_UNPARSABLE, NULL);
+    E("a@x..example", MW_FROM_UNPARSABLE, NULL);
+    E("a@-x.example", MW_FROM_UNPARSABLE, NULL);
+    E("a@x.example; b@y.example", MW_FROM_UNPARSABLE, NULL);
+    E("group: a@x.example", MW_FROM_UNPARSABLE, NULL);
+    E("g1: g2: a@x.example;;", MW_FROM_UNPARSABLE, NULL);
+    E("a@\xc3\xa9xample.com", MW_FROM_UNPARSABLE, NULL);
+    E("Alice <a@x.example> trailing", MW_FROM_UNPARSABLE, NULL);
+    E("a b@x.example", MW_FROM_UNPARSABLE, NULL);
+    /* embedded NUL: the length is authoritative */
+    expect("a@good.example\0@evil.example", 28, MW_FROM_UNPARSABLE, NULL);
+}
+
+static void test_huge(void)
+{
+    /* many addresses, deep comments, a long value: bounded, no crash */
+    static char big[200000];
+    size_t n = 0;
+    while (n + 20 < sizeof big) {
+        memcpy(big + n, "a@x.example, ", 13);
+        n += 13;
+    }
+    expect(big, n, MW_FROM_UNPARSABLE, NULL);   /* token limit */
+    mw_from f;
+    MW_TEST_EQ_INT(mw_from_parse(big, 13 * 100, &f), MW_FROM_MULTIPLE);
+    MW_TEST_EQ_INT(f.naddr, 100);
+    mw_from_clear(&f);
+    memset(big, '(', 100000);
+    expect(big, 100000, MW_FROM_UNPARSABLE, NULL);
+    memset(big, 'a', 100000);
+    memcpy(big + 100000, "@x.example", 10);
+    expect(big, 100010, MW_FROM_OK, "x.example");
+}
+
+int main(void)
+{
+    MW_TEST_RUN(test_plain);
+    MW_TEST_RUN(test_bad);
+    MW_TEST_RUN(test_huge);
+    return MW_TEST_SUMMARY();
+}
