@@ -54,7 +54,10 @@ typedef enum key_type {
     KT_MODE,      /* int, octal string "0660", within [min, max]  */
     KT_ENUM,      /* int-sized enum, one of words[]               */
     KT_STRLIST,   /* char ** (NULL-terminated) + size_t count     */
-    KT_CIDRLIST   /* mw_cidr_set *                                */
+    KT_CIDRLIST,  /* mw_cidr_set *                                */
+    KT_GROUPLIST  /* array of structs + size_t count: a list of   */
+                  /* groups ( { a = "x"; b = [..]; }, ... ) whose */
+                  /* members are described by fields[]            */
 } key_type;
 
 /* Validates one string value (or one list element); reason into why. */
@@ -63,6 +66,16 @@ typedef bool (*str_check_fn)(const char *s, char *why, size_t whylen);
 struct enum_word {
     const char *word;
     int         value;
+};
+
+/* One member of a KT_GROUPLIST element (every member is required). */
+typedef enum { GF_STRING, GF_STRLIST } gfield_type;
+struct gfield {
+    const char  *name;       /* NULL ends the array */
+    gfield_type  type;
+    size_t       off;        /* char * or char ** within the element */
+    size_t       off_n;      /* GF_STRLIST: size_t count within the element */
+    str_check_fn check;      /* each string (or list element) */
 };
 
 struct key {
@@ -77,6 +90,9 @@ struct key {
     long long               min, max;   /* KT_UINT / KT_MODE bounds */
     const struct enum_word *words;      /* KT_ENUM, NULL-terminated */
     str_check_fn            check;      /* KT_STRING / KT_STRLIST validator */
+    const struct gfield    *fields;     /* KT_GROUPLIST: the members of an element */
+    size_t                  elem_size;  /* KT_GROUPLIST: sizeof one element */
+    size_t                  off_where;  /* KT_GROUPLIST: char * "FILE:LINE" in the element */
     const char             *doc;
 };
 
@@ -89,12 +105,19 @@ static bool check_authserv_id(const char *s, char *why, size_t whylen);
 static bool check_hostname(const char *s, char *why, size_t whylen);
 static bool check_facility(const char *s, char *why, size_t whylen);
 static bool check_forwarder(const char *s, char *why, size_t whylen);
+static bool check_domain(const char *s, char *why, size_t whylen);
+static bool check_selector(const char *s, char *why, size_t whylen);
+static bool check_header_name(const char *s, char *why, size_t whylen);
+static bool check_canon(const char *s, char *why, size_t whylen);
+static bool check_key_table(const char *s, char *why, size_t whylen);
+static bool check_signing_table(const char *s, char *why, size_t whylen);
 
 /* The enum fields are written through int *; make sure that is their size. */
 _Static_assert(sizeof(mw_log_target) == sizeof(int), "enum size");
 _Static_assert(sizeof(mw_log_format) == sizeof(int), "enum size");
 _Static_assert(sizeof(mw_log_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(mw_dns_mode) == sizeof(int), "enum size");
+_Static_assert(sizeof(mw_dkim_identity) == sizeof(int), "enum size");
 
 static const struct enum_word w_log_target[] = {
     {"stderr", MW_LOG_TO_STDERR}, {"syslog", MW_LOG_TO_SYSLOG}, {NULL, 0}};
@@ -107,13 +130,41 @@ static const struct enum_word w_dns_mode[] = {
     {"resolv.conf", MW_DNS_MODE_RESOLV_CONF}, {"forward", MW_DNS_MODE_FORWARD},
     {"recursive", MW_DNS_MODE_RECURSIVE}, {NULL, 0}};
 
+static const struct enum_word w_dkim_identity[] = {
+    {"header-from", MW_DKIM_ID_HEADER_FROM}, {"envelope", MW_DKIM_ID_ENVELOPE},
+    {"auth", MW_DKIM_ID_AUTH}, {NULL, 0}};
+
 static const char *const def_none[] = {NULL};
 static const char *const def_internal[] = {"127.0.0.0/8", "::1/128", NULL};
 /* Postfix's submission service sets {daemon_name} to whatever master.cf
  * says (ORIGINATING in the stock file); Sendmail's submission port is MSA. */
 static const char *const def_submission[] = {"ORIGINATING", "MSA", NULL};
 
+/* What a signature covers by default: the originator and recipient fields,
+ * the subject and threading fields and the MIME fields (RFC 6376 §5.4.1). */
+static const char *const def_sign_headers[] = {
+    "From", "Reply-To", "Subject", "Date", "To", "Cc", "Message-ID", "In-Reply-To",
+    "References", "MIME-Version", "Content-Type", "Content-Transfer-Encoding",
+    "Content-Disposition", "Content-Language", "Sender", "List-Id", "List-Unsubscribe",
+    "List-Unsubscribe-Post", NULL};
+/* Listed once more than they occur, so none can be added after signing. */
+static const char *const def_oversign_headers[] = {"From", "To", "Subject", NULL};
+
 #define F(field) offsetof(mw_config, field)
+#define KF(field) offsetof(mw_config_dkim_key, field)
+#define RF(field) offsetof(mw_config_dkim_rule, field)
+
+static const struct gfield dkim_key_fields[] = {
+    {.name = "name", .type = GF_STRING, .off = KF(name), .check = check_nonempty},
+    {.name = "domain", .type = GF_STRING, .off = KF(domain), .check = check_domain},
+    {.name = "selector", .type = GF_STRING, .off = KF(selector), .check = check_selector},
+    {.name = "file", .type = GF_STRING, .off = KF(file), .check = check_abs_path},
+    {.name = NULL}};
+static const struct gfield dkim_rule_fields[] = {
+    {.name = "pattern", .type = GF_STRING, .off = RF(pattern), .check = check_nonempty},
+    {.name = "keys", .type = GF_STRLIST, .off = RF(keys), .off_n = RF(nkeys),
+     .check = check_nonempty},
+    {.name = NULL}};
 
 static const struct key keys[] = {
     /* daemon */
@@ -179,6 +230,39 @@ static const struct key keys[] = {
      .doc = "add a Received-SPF header"},
     {.name = "spf.timeout", .type = KT_UINT, .off = F(spf_timeout_ms), .def_int = 20000,
      .min = 1000, .max = 120000, .doc = "total SPF evaluation deadline in milliseconds"},
+    /* DKIM */
+    {.name = "dkim.verify", .type = KT_BOOL, .off = F(dkim_verify), .def_int = 1,
+     .doc = "verify the DKIM signatures of inbound mail"},
+    {.name = "dkim.min_key_bits", .type = KT_UINT, .off = F(dkim_min_key_bits), .def_int = 1024,
+     .min = 512, .max = 16384, .doc = "smallest RSA key accepted; smaller keys give dkim=policy"},
+    {.name = "dkim.max_signatures", .type = KT_UINT, .off = F(dkim_max_signatures), .def_int = 10,
+     .min = 1, .max = 100, .doc = "signatures verified per message; more are not evaluated"},
+    {.name = "dkim.sign", .type = KT_BOOL, .off = F(dkim_sign), .def_int = 1,
+     .doc = "sign outbound mail when the signing table has a match"},
+    {.name = "dkim.keys", .type = KT_GROUPLIST, .off = F(dkim_keys), .off_n = F(ndkim_keys),
+     .fields = dkim_key_fields, .elem_size = sizeof(mw_config_dkim_key),
+     .off_where = KF(where), .doc = "key table: ( { name, domain, selector, file }, ... )"},
+    {.name = "dkim.signing", .type = KT_GROUPLIST, .off = F(dkim_rules), .off_n = F(ndkim_rules),
+     .fields = dkim_rule_fields, .elem_size = sizeof(mw_config_dkim_rule),
+     .off_where = RF(where), .doc = "signing table: ( { pattern, keys = [ ... ] }, ... ), first match wins"},
+    {.name = "dkim.key_table", .type = KT_STRING, .off = F(dkim_key_table), .def_str = "",
+     .check = check_key_table, .doc = "OpenDKIM-format KeyTable file; \"\" for none"},
+    {.name = "dkim.signing_table", .type = KT_STRING, .off = F(dkim_signing_table), .def_str = "",
+     .check = check_signing_table,
+     .doc = "OpenDKIM-format SigningTable file (\"refile:PATH\" for patterns); \"\" for none"},
+    {.name = "dkim.canonicalization", .type = KT_STRING, .off = F(dkim_canon),
+     .def_str = "relaxed/relaxed", .check = check_canon,
+     .doc = "header/body canonicalization of our signatures: relaxed or simple"},
+    {.name = "dkim.sign_headers", .type = KT_STRLIST, .off = F(dkim_sign_headers),
+     .off_n = F(ndkim_sign_headers), .def_list = def_sign_headers, .check = check_header_name,
+     .doc = "header fields our signatures cover (must include From)"},
+    {.name = "dkim.oversign_headers", .type = KT_STRLIST, .off = F(dkim_oversign_headers),
+     .off_n = F(ndkim_oversign_headers), .def_list = def_oversign_headers,
+     .check = check_header_name, .doc = "header fields signed once more than present"},
+    {.name = "dkim.identity", .type = KT_ENUM, .off = F(dkim_identity), .def_str = "header-from",
+     .words = w_dkim_identity, .doc = "address looked up in the signing table: header-from, envelope or auth"},
+    {.name = "dkim.allow_unsafe_keys", .type = KT_BOOL, .off = F(dkim_allow_unsafe_keys),
+     .def_int = 0, .doc = "accept private key files readable by group or others"},
     /* Authentication-Results */
     {.name = "authres.remove_forged", .type = KT_BOOL, .off = F(ar_remove_forged), .def_int = 1,
      .doc = "remove incoming Authentication-Results headers that claim our authserv_id"},
@@ -363,6 +447,90 @@ static bool check_forwarder(const char *s, char *why, size_t whylen)
     return true;
 }
 
+static bool check_domain(const char *s, char *why, size_t whylen)
+{
+    if (!mw_domain_valid(s))
+        return fail(why, whylen, "not a valid domain name");
+    return true;
+}
+
+/* A DKIM selector: dot-separated labels of letters, digits, '-' and '_'. */
+static bool check_selector(const char *s, char *why, size_t whylen)
+{
+    size_t label = 0, total = 0;
+
+    for (const char *p = s;; p++, total++) {
+        if (*p == '.' || *p == '\0') {
+            if (label == 0)
+                return fail(why, whylen, "empty label in selector");
+            if (label > 63)
+                return fail(why, whylen, "selector label longer than 63 characters");
+            if (*p == '\0')
+                break;
+            label = 0;
+            continue;
+        }
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_')
+            return fail(why, whylen, "selector may contain only letters, digits, '-', '_' and '.'");
+        label++;
+    }
+    if (total > 200)
+        return fail(why, whylen, "selector is too long");
+    return true;
+}
+
+/* RFC 5322 field name: printable ASCII except ':'. */
+static bool check_header_name(const char *s, char *why, size_t whylen)
+{
+    if (s[0] == '\0')
+        return fail(why, whylen, "empty header name");
+    for (const char *p = s; *p != '\0'; p++)
+        if (*p < 33 || *p > 126 || *p == ':')
+            return fail(why, whylen, "not a header field name (printable ASCII, no ':' or blanks)");
+    return true;
+}
+
+/* "relaxed/relaxed", "simple/relaxed", ...; one word means header/simple. */
+static bool check_canon(const char *s, char *why, size_t whylen)
+{
+    static const char *const ok[] = {"relaxed/relaxed", "relaxed/simple", "simple/relaxed",
+                                     "simple/simple", "relaxed", "simple", NULL};
+
+    for (const char *const *p = ok; *p != NULL; p++)
+        if (strcasecmp(*p, s) == 0)
+            return true;
+    return fail(why, whylen, "expected HEADER/BODY canonicalization, each relaxed or simple "
+                             "(\"relaxed/relaxed\")");
+}
+
+/* "" or [PREFIX]ABSPATH, PREFIX one of prefixes (NULL-terminated). */
+static bool check_table_file(const char *s, const char *const *prefixes, char *why, size_t whylen)
+{
+    if (s[0] == '\0')
+        return true;
+    for (const char *const *p = prefixes; *p != NULL; p++)
+        if (strncmp(s, *p, strlen(*p)) == 0) {
+            s += strlen(*p);
+            break;
+        }
+    if (s[0] != '/')
+        return fail(why, whylen, "must be an absolute path (OpenDKIM-style \"file:\" and "
+                                 "\"refile:\" prefixes allowed; no databases)");
+    return true;
+}
+
+static bool check_key_table(const char *s, char *why, size_t whylen)
+{
+    static const char *const pre[] = {"file:", NULL};
+    return check_table_file(s, pre, why, whylen);
+}
+
+static bool check_signing_table(const char *s, char *why, size_t whylen)
+{
+    static const char *const pre[] = {"file:", "refile:", NULL};
+    return check_table_file(s, pre, why, whylen);
+}
+
 /* ---- defaults and freeing ------------------------------------------------------ */
 
 static char **strlist_dup(const char *const *src, size_t *n)
@@ -452,7 +620,30 @@ static void key_set_default(mw_config *cfg, const struct key *k)
         *FIELD(cfg, k, mw_cidr_set *) = set;
         break;
     }
+    case KT_GROUPLIST:
+        *FIELD(cfg, k, void *) = NULL;   /* default: an empty list */
+        *COUNT(cfg, k) = 0;
+        break;
     }
+}
+
+/* Typed access to a member of a KT_GROUPLIST element. */
+#define MEMBER(elem, off, T) ((T *)(void *)((char *)(elem) + (off)))
+
+/* Free the members of n elements of a group list, then the array. */
+static void grouplist_free(const struct key *k, void *arr, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char *e = (char *)arr + i * k->elem_size;
+        for (const struct gfield *f = k->fields; f->name != NULL; f++) {
+            if (f->type == GF_STRING)
+                MW_FREE(MEMBER(e, f->off, char *));
+            else
+                strlist_free(MEMBER(e, f->off, char **));
+        }
+        MW_FREE(MEMBER(e, k->off_where, char *));
+    }
+    free(arr);
 }
 
 static void key_free(mw_config *cfg, const struct key *k)
@@ -466,6 +657,11 @@ static void key_free(mw_config *cfg, const struct key *k)
         break;
     case KT_CIDRLIST:
         mw_cidr_set_free(FIELD(cfg, k, mw_cidr_set *));
+        break;
+    case KT_GROUPLIST:
+        grouplist_free(k, *FIELD(cfg, k, void *), *COUNT(cfg, k));
+        *FIELD(cfg, k, void *) = NULL;
+        *COUNT(cfg, k) = 0;
         break;
     default:
         break;
@@ -664,6 +860,114 @@ static mw_cidr_set *read_cidrlist(loader *ld, const struct key *k, config_settin
     return set;
 }
 
+static const struct gfield *gfield_find(const struct gfield *f, const char *name)
+{
+    for (; f->name != NULL; f++)
+        if (name != NULL && strcmp(f->name, name) == 0)
+            return f;
+    return NULL;
+}
+
+/* One member of one group-list element into its field; false after reporting. */
+static bool read_member(loader *ld, const struct key *k, size_t idx, const struct gfield *f,
+                        config_setting_t *ms, char *elem)
+{
+    char why[160], full[160];
+
+    snprintf(full, sizeof full, "%s entry %zu: %s", k->name, idx + 1, f->name);
+    if (f->type == GF_STRING) {
+        const char *str = config_setting_type(ms) == CONFIG_TYPE_STRING
+                              ? config_setting_get_string(ms) : NULL;
+        if (str == NULL) {
+            err_at(ld, ms, "%s: expected a string, got %s", full,
+                   type_name(config_setting_type(ms)));
+            return false;
+        }
+        if (f->check != NULL && !f->check(str, why, sizeof why)) {
+            err_at(ld, ms, "%s: \"%s\": %s", full, str, why);
+            return false;
+        }
+        free(*MEMBER(elem, f->off, char *));
+        *MEMBER(elem, f->off, char *) = mw_strdup(str);
+        return true;
+    }
+    struct key tmp = {.name = full, .check = f->check};
+    size_t n = 0;
+    char **v = read_strlist(ld, &tmp, ms, &n);
+    if (v == NULL)
+        return false;
+    if (n == 0) {
+        err_at(ld, ms, "%s: must not be empty", full);
+        strlist_free(&v);
+        return false;
+    }
+    strlist_free(MEMBER(elem, f->off, char **));
+    *MEMBER(elem, f->off, char **) = v;
+    *MEMBER(elem, f->off_n, size_t) = n;
+    return true;
+}
+
+/* A list of groups ( { ... }, { ... } ) against k->fields. */
+static void read_grouplist(loader *ld, const struct key *k, config_setting_t *s)
+{
+    int t = config_setting_type(s);
+    size_t cnt;
+    char *arr;
+    bool ok = true;
+
+    if (t != CONFIG_TYPE_LIST) {
+        err_at(ld, s, "%s: expected a list of groups ( { ... }, { ... } ), got %s", k->name,
+               type_name(t));
+        return;
+    }
+    cnt = (size_t)config_setting_length(s);
+    arr = mw_calloc(cnt + 1, k->elem_size);
+    for (size_t i = 0; i < cnt; i++) {
+        config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+        char *elem = arr + i * k->elem_size;
+        mw_buf where = MW_BUF_INIT;
+
+        setting_where(ld, e, &where);
+        *MEMBER(elem, k->off_where, char *) = mw_buf_steal(&where);
+        if (!config_setting_is_group(e)) {
+            err_at(ld, e, "%s entry %zu: expected a group { ... }, got %s", k->name, i + 1,
+                   type_name(config_setting_type(e)));
+            ok = false;
+            continue;
+        }
+        int m = config_setting_length(e);
+        for (int j = 0; j < m; j++) {
+            config_setting_t *ms = config_setting_get_elem(e, (unsigned)j);
+            const struct gfield *f = gfield_find(k->fields, config_setting_name(ms));
+            if (f == NULL) {
+                mw_buf exp = MW_BUF_INIT;
+                for (const struct gfield *g = k->fields; g->name != NULL; g++)
+                    mw_buf_printf(&exp, "%s%s", g == k->fields ? "" : ", ", g->name);
+                err_at(ld, ms, "%s entry %zu: unknown member \"%s\" (expected %s)", k->name,
+                       i + 1, config_setting_name(ms) ? config_setting_name(ms) : "?",
+                       mw_buf_cstr(&exp));
+                mw_buf_free(&exp);
+                ok = false;
+            } else if (!read_member(ld, k, i, f, ms, elem)) {
+                ok = false;
+            }
+        }
+        for (const struct gfield *f = k->fields; f->name != NULL; f++) {
+            if (*MEMBER(elem, f->off, void *) == NULL && config_setting_get_member(e, f->name) == NULL) {
+                err_at(ld, e, "%s entry %zu: missing \"%s\"", k->name, i + 1, f->name);
+                ok = false;
+            }
+        }
+    }
+    if (!ok) {
+        grouplist_free(k, arr, cnt);
+        return;
+    }
+    grouplist_free(k, *FIELD(ld->cfg, k, void *), *COUNT(ld->cfg, k));
+    *FIELD(ld->cfg, k, void *) = arr;
+    *COUNT(ld->cfg, k) = cnt;
+}
+
 static void key_read(loader *ld, const struct key *k, config_setting_t *s)
 {
     mw_config *cfg = ld->cfg;
@@ -751,6 +1055,9 @@ static void key_read(loader *ld, const struct key *k, config_setting_t *s)
         }
         break;
     }
+    case KT_GROUPLIST:
+        read_grouplist(ld, k, s);
+        break;
     }
     ld->bad[k - keys] = ld->errs->n > nerr;
 }
@@ -769,7 +1076,9 @@ static void walk_group(loader *ld, config_setting_t *grp, const char *prefix)
         if ((k = key_find(full)) != NULL) {
             if (config_setting_is_group(s))
                 err_at(ld, s, "%s: expected %s, got a group", full,
-                       k->type == KT_STRLIST || k->type == KT_CIDRLIST ? "a list" : "a value");
+                       k->type == KT_STRLIST || k->type == KT_CIDRLIST ? "a list"
+                       : k->type == KT_GROUPLIST ? "a list of groups ( { ... }, ... )"
+                                                  : "a value");
             else
                 key_read(ld, k, s);
         } else if (group_known(full)) {
@@ -814,6 +1123,8 @@ static void dns_checks(loader *ld)
                cfg->dns_mode == MW_DNS_MODE_RECURSIVE ? "recursive" : "resolv.conf");
 }
 
+static void dkim_file_checks(loader *ld);
+
 static void load_file(loader *ld, const char *path)
 {
     config_t lc;
@@ -841,6 +1152,7 @@ static void load_file(loader *ld, const char *path)
     } else {
         walk_group(ld, config_root_setting(&lc), "");
         dns_checks(ld);
+        dkim_file_checks(ld);
     }
     config_destroy(&lc);
     ld->dir = NULL;
@@ -862,6 +1174,88 @@ static void ov_string(loader *ld, const char *flag, const char *keyname, const c
     }
     free(*FIELD(ld->cfg, k, char *));
     *FIELD(ld->cfg, k, char *) = mw_strdup(val);
+}
+
+/* --sign DOMAIN:SELECTOR:KEYFILE: one key and rules for DOMAIN and *.DOMAIN,
+ * ahead of the file's rules (the command line is the more specific wish). */
+static void ov_sign(loader *ld, const char *spec, size_t *nrules_added)
+{
+    mw_config *cfg = ld->cfg;
+    const char *c1 = strchr(spec, ':'), *c2 = c1 != NULL ? strchr(c1 + 1, ':') : NULL;
+    char why[160], *domain, *selector, *file;
+    mw_buf name = MW_BUF_INIT;
+
+    if (c1 == NULL || c2 == NULL) {
+        mw_config_errors_addf(ld->errs, "command line: --sign \"%s\": expected "
+                              "DOMAIN:SELECTOR:KEYFILE", spec);
+        return;
+    }
+    domain = mw_strndup(spec, (size_t)(c1 - spec));
+    selector = mw_strndup(c1 + 1, (size_t)(c2 - c1 - 1));
+    file = NULL;
+    if (!check_domain(domain, why, sizeof why)) {
+        mw_config_errors_addf(ld->errs, "command line: --sign \"%s\": domain \"%s\": %s", spec,
+                              domain, why);
+    } else if (!check_selector(selector, why, sizeof why)) {
+        mw_config_errors_addf(ld->errs, "command line: --sign \"%s\": selector \"%s\": %s",
+                              spec, selector, why);
+    } else if (c2[1] == '\0') {
+        mw_config_errors_addf(ld->errs, "command line: --sign \"%s\": empty key file name", spec);
+    } else if (c2[1] == '/') {
+        file = mw_strdup(c2 + 1);
+    } else {
+        char cwd[4096];
+        if (getcwd(cwd, sizeof cwd) == NULL)
+            mw_config_errors_addf(ld->errs, "command line: --sign \"%s\": cannot resolve the "
+                                  "relative key file: %s", spec, strerror(errno));
+        else {
+            mw_buf b = MW_BUF_INIT;
+            mw_buf_printf(&b, "%s/%s", cwd, c2 + 1);
+            file = mw_buf_steal(&b);
+        }
+    }
+    if (file == NULL) {
+        free(domain);
+        free(selector);
+        return;
+    }
+    mw_str_lower(domain);
+    mw_buf_printf(&name, "%s._domainkey.%s", selector, domain);
+    for (size_t i = 0; i < cfg->ndkim_keys; i++) {
+        if (strcasecmp(cfg->dkim_keys[i].name, mw_buf_cstr(&name)) == 0) {
+            mw_config_errors_addf(ld->errs, "command line: --sign \"%s\": key %s given twice",
+                                  spec, mw_buf_cstr(&name));
+            mw_buf_free(&name);
+            free(domain);
+            free(selector);
+            free(file);
+            return;
+        }
+    }
+    cfg->dkim_keys = mw_reallocarray(cfg->dkim_keys, cfg->ndkim_keys + 1, sizeof *cfg->dkim_keys);
+    cfg->dkim_keys[cfg->ndkim_keys++] = (mw_config_dkim_key){
+        .name = mw_strdup(mw_buf_cstr(&name)), .domain = mw_strdup(domain),
+        .selector = selector, .file = file, .where = mw_strdup("command line")};
+
+    /* Two rules: the domain itself and its subdomains, inserted after the
+     * rules earlier --sign flags added. */
+    cfg->dkim_rules = mw_reallocarray(cfg->dkim_rules, cfg->ndkim_rules + 2, sizeof *cfg->dkim_rules);
+    memmove(cfg->dkim_rules + *nrules_added + 2, cfg->dkim_rules + *nrules_added,
+            (cfg->ndkim_rules - *nrules_added) * sizeof *cfg->dkim_rules);
+    for (int i = 0; i < 2; i++) {
+        mw_config_dkim_rule *r = &cfg->dkim_rules[*nrules_added + (size_t)i];
+        mw_buf pat = MW_BUF_INIT;
+        mw_buf_printf(&pat, "%s%s", i == 0 ? "" : "*.", domain);
+        r->pattern = mw_buf_steal(&pat);
+        r->keys = mw_calloc(2, sizeof *r->keys);
+        r->keys[0] = mw_strdup(mw_buf_cstr(&name));
+        r->nkeys = 1;
+        r->where = mw_strdup("command line");
+    }
+    cfg->ndkim_rules += 2;
+    *nrules_added += 2;
+    mw_buf_free(&name);
+    free(domain);
 }
 
 static void apply_overrides(loader *ld, const mw_config_overrides *ov)
@@ -901,6 +1295,9 @@ static void apply_overrides(loader *ld, const mw_config_overrides *ov)
         mw_cidr_set_free(&cfg->internal_networks);
         cfg->internal_networks = set;
     }
+    size_t nrules_added = 0;
+    for (size_t i = 0; i < ov->nsign; i++)
+        ov_sign(ld, ov->sign[i], &nrules_added);
 }
 
 /* This host's name: gethostname(), made fully qualified through the
@@ -928,11 +1325,53 @@ static char *local_hostname(void)
     return out != NULL ? out : mw_strdup(name);
 }
 
+/* Key names unique; rules name known keys (when every key is inline);
+ * the signed header list has From (RFC 6376 §5.4: From MUST be signed). */
+static void dkim_checks(loader *ld)
+{
+    mw_config *cfg = ld->cfg;
+
+    for (size_t i = 0; i < cfg->ndkim_keys; i++)
+        for (size_t j = 0; j < i; j++)
+            if (strcasecmp(cfg->dkim_keys[i].name, cfg->dkim_keys[j].name) == 0)
+                mw_config_errors_addf(ld->errs, "%s: dkim.keys: key name \"%s\" already used at %s",
+                                      cfg->dkim_keys[i].where, cfg->dkim_keys[i].name,
+                                      cfg->dkim_keys[j].where);
+    if (cfg->dkim_key_table[0] == '\0') {
+        for (size_t i = 0; i < cfg->ndkim_rules; i++) {
+            for (size_t k = 0; k < cfg->dkim_rules[i].nkeys; k++) {
+                const char *kn = cfg->dkim_rules[i].keys[k];
+                bool found = false;
+                for (size_t j = 0; j < cfg->ndkim_keys && !found; j++)
+                    found = strcasecmp(cfg->dkim_keys[j].name, kn) == 0;
+                if (!found)
+                    mw_config_errors_addf(ld->errs, "%s: dkim.signing: unknown key \"%s\" "
+                                          "(not in dkim.keys)", cfg->dkim_rules[i].where, kn);
+            }
+        }
+    }
+}
+
+/* Only the file can drop From (the default has it): checked while the
+ * file's settings (and their lines) exist. */
+static void dkim_file_checks(loader *ld)
+{
+    mw_config *cfg = ld->cfg;
+    size_t k = key_index("dkim.sign_headers");
+    bool from = false;
+
+    for (size_t i = 0; i < cfg->ndkim_sign_headers; i++)
+        from = from || strcasecmp(cfg->dkim_sign_headers[i], "From") == 0;
+    if (!from && ld->set[k] && !ld->bad[k])
+        err_at(ld, ld->where[k], "dkim.sign_headers must include From (RFC 6376 section 5.4)");
+}
+
 static void cross_checks(loader *ld)
 {
     mw_config *cfg = ld->cfg;
 
     cfg->dns_resolv_conf = cfg->dns_mode == MW_DNS_MODE_RESOLV_CONF;
+    dkim_checks(ld);
     if (cfg->hostname == NULL)
         cfg->hostname = local_hostname();
     if (cfg->authserv_id == NULL)

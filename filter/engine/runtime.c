@@ -37,7 +37,26 @@ mw_runtime *mw_runtime_build(mw_config *cfg, unsigned generation, char *err, siz
         snprintf(err, errlen, "SPF: %s", why);
         goto fail;
     }
+    if (cfg->dkim_verify) {
+        mw_dkim_verify_options vo = {.min_key_bits = cfg->dkim_min_key_bits,
+                                     .max_signatures = cfg->dkim_max_signatures,
+                                     .timeout_ms = cfg->dns_timeout_ms,
+                                     .dnssec = cfg->dns_trust_anchor && *cfg->dns_trust_anchor};
+        rt->dkim_verifier = mw_dkim_verifier_create(rt->dns, &vo, why, sizeof why);
+        if (!rt->dkim_verifier) {
+            snprintf(err, errlen, "DKIM verifier: %s", why);
+            goto fail;
+        }
+    }
     mw_config_errors errs = {0};
+    rt->dkim_signer = mw_dkim_signer_create(cfg, &errs);
+    if (!rt->dkim_signer) {
+        snprintf(err, errlen, "DKIM signing keys: %s%s", errs.n ? errs.msg[0] : "cannot load",
+                 errs.n > 1 ? " (and more)" : "");
+        mw_config_errors_free(&errs);
+        goto fail;
+    }
+    mw_config_errors_free(&errs);
     rt->policy = mw_policy_load(cfg->policy, cfg->policy_dir, &errs);
     if (!rt->policy) {
         snprintf(err, errlen, "policy \"%s\": %s", cfg->policy, errs.n ? errs.msg[0] : "cannot load");
@@ -48,6 +67,8 @@ mw_runtime *mw_runtime_build(mw_config *cfg, unsigned generation, char *err, siz
     rt->cfg = cfg;
     return rt;
 fail:
+    mw_dkim_signer_destroy(&rt->dkim_signer);
+    mw_dkim_verifier_destroy(&rt->dkim_verifier);
     mw_spf_destroy(&rt->spf);
     mw_dns_destroy(&rt->dns);
     free(rt);
@@ -68,6 +89,8 @@ void mw_runtime_unref(mw_runtime **prt)
     if (atomic_fetch_sub(&rt->refs, 1) != 1)
         return;
     mw_policy_free(&rt->policy);
+    mw_dkim_signer_destroy(&rt->dkim_signer);
+    mw_dkim_verifier_destroy(&rt->dkim_verifier);
     mw_spf_destroy(&rt->spf);
     mw_dns_destroy(&rt->dns);
     mw_config_free(&rt->cfg);

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 
 #include "config.h"
+#include "dkim.h"
 #include "dns.h"
 #include "policy.h"
 #include "spf.h"
@@ -18,6 +19,8 @@ typedef struct mw_runtime {
     mw_config   *cfg;
     mw_dns      *dns;
     mw_spf      *spf;
+    mw_dkim_verifier *dkim_verifier;   /* NULL when dkim.verify is off */
+    mw_dkim_signer   *dkim_signer;     /* always set; may hold no keys */
     mw_policy   *policy;
 } mw_runtime;
 

@@ -27,6 +27,16 @@
 #define MAX_TRACE 200
 #define MAX_REPLY_TEXT 400
 #define MAX_AR_REMOVE 1000
+#define MAX_HELD_HEADERS 10000          /* headers held until end of headers */
+#define MAX_HELD_BYTES (2 * 1024 * 1024)
+#define MAX_SIGN_KEYS 8
+
+/* A header held until end of headers (signing keys depend on From). */
+typedef struct held_header {
+    char  *name;
+    char  *value;
+    size_t vlen;
+} held_header;
 
 struct mw_session {
     mw_engine  *engine;
@@ -56,6 +66,19 @@ struct mw_session {
     mw_verdict    verdict;
     char        **trace;
     size_t        ntrace;
+
+    /* DKIM */
+    held_header  *held;
+    size_t        nheld, held_bytes;
+    bool          held_overflow;
+    bool          eoh_done;
+    mw_dkim_msg  *dkim;
+    bool          dkim_verifying;
+    size_t        sign_keys[MAX_SIGN_KEYS];
+    size_t        nsign_keys;
+    char        **dkim_sigs;
+    size_t        ndkim_sigs;
+    char          not_signed[256];
 };
 
 /* ---- trace ---- */
@@ -103,8 +126,30 @@ static void verdict_clear(mw_verdict *v)
     memset(v, 0, sizeof *v);
 }
 
+static void held_clear(mw_session *s)
+{
+    for (size_t i = 0; i < s->nheld; i++) {
+        free(s->held[i].name);
+        free(s->held[i].value);
+    }
+    MW_FREE(&s->held);
+    s->nheld = s->held_bytes = 0;
+    s->held_overflow = false;
+}
+
 static void message_clear(mw_session *s)
 {
+    held_clear(s);
+    mw_dkim_msg_free(&s->dkim);
+    mw_dkim_sigs_free(s->dkim_sigs, s->ndkim_sigs);
+    s->dkim_sigs = NULL;
+    s->ndkim_sigs = 0;
+    s->nsign_keys = 0;
+    s->dkim_verifying = false;
+    s->eoh_done = false;
+    s->not_signed[0] = '\0';
+    mw_dkim_results_clear(&s->res.dkim);
+    mw_from_clear(&s->res.from);
     if (s->in_message || s->rt)
         mw_engine_release(s->engine, &s->rt, s->in_message);
     s->in_message = false;
@@ -289,9 +334,52 @@ void mw_session_rcpt(mw_session *s, const char *rcpt)
     s->nrcpt++;
 }
 
+static void hold_header(mw_session *s, const char *name, const char *value, size_t vlen)
+{
+    if (s->held_overflow || s->eoh_done)
+        return;
+    size_t nlen = strlen(name);
+    if (s->nheld >= MAX_HELD_HEADERS || s->held_bytes + nlen + vlen > MAX_HELD_BYTES) {
+        s->held_overflow = true;
+        trace(s, "dkim: more than %d headers or %d bytes of headers: DKIM skipped for this message",
+              MAX_HELD_HEADERS, MAX_HELD_BYTES);
+        return;
+    }
+    if (s->nheld % 64 == 0)
+        s->held = mw_reallocarray(s->held, s->nheld + 64, sizeof *s->held);
+    held_header *h = &s->held[s->nheld++];
+    h->name = mw_strndup(name, nlen);
+    h->value = mw_malloc(vlen + 1);
+    memcpy(h->value, value, vlen);
+    h->value[vlen] = '\0';
+    h->vlen = vlen;
+    s->held_bytes += nlen + vlen;
+}
+
+static void note_from(mw_session *s, const char *value, size_t vlen)
+{
+    if (++s->res.nfrom == 1) {
+        mw_from_parse(value, vlen, &s->res.from);
+        if (s->res.from.status != MW_FROM_OK) {
+            mw_buf b = MW_BUF_INIT;
+            mw_str_printable(&b, value, vlen, 120);
+            trace(s, "from: header From \"%s\" is %s (%s)", mw_buf_cstr(&b),
+                  mw_from_status_name(s->res.from.status), s->res.from.why);
+            mw_buf_free(&b);
+        }
+    } else if (s->res.nfrom == 2) {
+        trace(s, "from: more than one From header");
+    }
+}
+
 void mw_session_header(mw_session *s, const char *name, const char *value, size_t vlen)
 {
-    if (!s->rt || strcasecmp(name, "Authentication-Results") != 0)
+    if (!s->rt)
+        return;
+    hold_header(s, name, value, vlen);
+    if (strcasecmp(name, "From") == 0)
+        note_from(s, value, vlen);
+    if (strcasecmp(name, "Authentication-Results") != 0)
         return;
     s->ar_seen++;
     const mw_config *cfg = s->rt->cfg;
@@ -306,15 +394,138 @@ void mw_session_header(mw_session *s, const char *name, const char *value, size_
     trace(s, "authres: header #%u claims our authserv-id %s: will be removed", s->ar_seen, cfg->authserv_id);
 }
 
+/* Which keys sign this message?  Sets s->sign_keys or s->not_signed. */
+static void decide_signing(mw_session *s)
+{
+    const mw_config *cfg = s->rt->cfg;
+    const mw_dkim_signer *signer = s->rt->dkim_signer;
+    mw_buf b = MW_BUF_INIT;
+    const char *identity = NULL;
+    if (!mw_trust_outbound(s->res.trust)) {
+        snprintf(s->not_signed, sizeof s->not_signed, "inbound mail: %s", s->trust_reason);
+    } else if (!cfg->dkim_sign) {
+        snprintf(s->not_signed, sizeof s->not_signed, "dkim.sign is off");
+    } else if (mw_dkim_signer_nkeys(signer) == 0) {
+        snprintf(s->not_signed, sizeof s->not_signed, "no signing keys configured");
+    } else if (cfg->dkim_identity == MW_DKIM_ID_ENVELOPE) {
+        if (s->mail_from && *s->mail_from)
+            identity = s->mail_from;
+        else
+            snprintf(s->not_signed, sizeof s->not_signed, "null envelope sender (dkim.identity = envelope)");
+    } else if (cfg->dkim_identity == MW_DKIM_ID_AUTH) {
+        if (s->auth_authen)
+            identity = s->auth_authen;
+        else
+            snprintf(s->not_signed, sizeof s->not_signed, "not SMTP-authenticated (dkim.identity = auth)");
+    } else if (s->res.nfrom != 1) {
+        snprintf(s->not_signed, sizeof s->not_signed, "%s header From", s->res.nfrom ? "more than one" : "no");
+    } else if (s->res.from.status != MW_FROM_OK) {
+        snprintf(s->not_signed, sizeof s->not_signed, "header From is %s (%s)",
+                 mw_from_status_name(s->res.from.status), s->res.from.why);
+    } else {
+        identity = s->res.from.addr[0];
+    }
+    if (identity) {
+        char why[200] = "";
+        s->nsign_keys = mw_dkim_signer_lookup(signer, identity, s->sign_keys, MAX_SIGN_KEYS, why, sizeof why);
+        if (s->nsign_keys == 0)
+            snprintf(s->not_signed, sizeof s->not_signed, "%s", why[0] ? why : "no signing-table match");
+    }
+    if (s->nsign_keys == 0) {
+        s->res.not_signed = s->not_signed;
+        trace(s, "dkim: not signed: %s", safe(&b, s->not_signed));
+    } else {
+        for (size_t i = 0; i < s->nsign_keys; i++) {
+            mw_dkim_key_info ki;
+            if (mw_dkim_signer_key(signer, s->sign_keys[i], &ki))
+                trace(s, "dkim: will sign for %s with key %s (d=%s s=%s %s)", safe(&b, identity), ki.name,
+                      ki.domain, ki.selector, ki.algorithm);
+        }
+    }
+    mw_buf_free(&b);
+}
+
 void mw_session_eoh(mw_session *s)
 {
-    (void)s;
+    if (!s->rt || s->eoh_done)
+        return;
+    s->eoh_done = true;
+    mw_runtime *rt = s->rt;
+    s->dkim_verifying = !mw_trust_outbound(s->res.trust) && rt->dkim_verifier != NULL;
+    decide_signing(s);
+    if (!s->dkim_verifying && s->nsign_keys == 0) {
+        held_clear(s);
+        return;
+    }
+    if (s->held_overflow) {
+        s->dkim_verifying = false;
+        s->nsign_keys = 0;
+        snprintf(s->not_signed, sizeof s->not_signed, "too many or too large headers");
+        s->res.not_signed = s->not_signed;
+        held_clear(s);
+        return;
+    }
+    s->dkim = mw_dkim_msg_begin(s->dkim_verifying ? rt->dkim_verifier : NULL, rt->dkim_signer, s->sign_keys,
+                                s->nsign_keys, mw_session_id(s));
+    for (size_t i = 0; s->dkim && i < s->nheld; i++)
+        mw_dkim_msg_header(s->dkim, s->held[i].name, s->held[i].value, s->held[i].vlen);
+    if (s->dkim)
+        mw_dkim_msg_eoh(s->dkim);
+    held_clear(s);
 }
 
 void mw_session_body(mw_session *s, const unsigned char *chunk, size_t len)
 {
-    (void)chunk;
     s->body_bytes += len;
+    if (s->dkim)
+        mw_dkim_msg_body(s->dkim, chunk, len);
+}
+
+static const char *dnssec_name(mw_dkim_dnssec d)
+{
+    switch (d) {
+    case MW_DKIM_DNSSEC_SECURE: return "secure";
+    case MW_DKIM_DNSSEC_BOGUS: return "bogus";
+    case MW_DKIM_DNSSEC_UNPROTECTED: return "unprotected";
+    default: return NULL;
+    }
+}
+
+/* End of message for DKIM: collect verification results and signatures. */
+static void dkim_finish(mw_session *s)
+{
+    if (!s->dkim)
+        return;
+    mw_dkim_msg_end(s->dkim, s->dkim_verifying ? &s->res.dkim : NULL, &s->dkim_sigs, &s->ndkim_sigs);
+    mw_dkim_msg_free(&s->dkim);
+    mw_buf a = MW_BUF_INIT, b = MW_BUF_INIT;
+    if (s->dkim_verifying) {
+        s->res.dkim_verified = true;
+        if (s->res.dkim.nsig == 0)
+            trace(s, "dkim: no signature");
+        for (size_t i = 0; i < s->res.dkim.nsig; i++) {
+            const mw_dkim_sig *g = &s->res.dkim.sig[i];
+            trace(s, "dkim: %s d=%s s=%s a=%s (%s)", mw_dkim_result_name(g->result), safe(&a, g->domain),
+                  safe(&b, g->selector), g->algorithm ? g->algorithm : "?", g->reason ? g->reason : "");
+        }
+        if (s->res.dkim.nskipped)
+            trace(s, "dkim: %zu more signature(s) not evaluated (dkim.max_signatures)", s->res.dkim.nskipped);
+    }
+    if (s->nsign_keys) {
+        for (size_t i = 0; i < s->nsign_keys && s->res.nsigned < 8; i++)
+            if (mw_dkim_signer_key(s->rt->dkim_signer, s->sign_keys[i], &s->res.signed_with[s->res.nsigned]))
+                s->res.nsigned++;
+        if (s->ndkim_sigs != s->nsign_keys) {
+            snprintf(s->not_signed, sizeof s->not_signed, "signing failed for %zu of %zu key(s) (see log)",
+                     s->nsign_keys - s->ndkim_sigs, s->nsign_keys);
+            s->res.not_signed = s->not_signed;
+            s->res.nsigned = s->ndkim_sigs < s->res.nsigned ? s->ndkim_sigs : s->res.nsigned;
+            trace(s, "dkim: %s", s->not_signed);
+        }
+        trace(s, "dkim: added %zu signature(s)", s->ndkim_sigs);
+    }
+    mw_buf_free(&a);
+    mw_buf_free(&b);
 }
 
 void mw_session_abort(mw_session *s)
@@ -344,10 +555,31 @@ static void build_headers(mw_session *s)
         v->remove[v->nremove].index = s->ar_remove[i].index;
         v->nremove++;
     }
-    if (mw_trust_outbound(s->res.trust) || s->res.spf_skipped)
+    for (size_t i = 0; i < s->ndkim_sigs; i++)
+        add_header(v, "DKIM-Signature", s->dkim_sigs[i]);
+    if (mw_trust_outbound(s->res.trust) || (s->res.spf_skipped && !s->res.dkim_verified))
         return;
 
     mw_authres *ar = mw_authres_new(cfg->authserv_id);
+    if (s->res.dkim_verified) {
+        if (s->res.dkim.nsig == 0)
+            mw_authres_add(ar, "dkim", "none", NULL, NULL);
+        for (size_t i = 0; i < s->res.dkim.nsig; i++) {
+            const mw_dkim_sig *g = &s->res.dkim.sig[i];
+            mw_buf c = MW_BUF_INIT;
+            if (g->bits)
+                mw_buf_printf(&c, "%u-bit key", g->bits);
+            const char *dn = dnssec_name(g->dnssec);
+            if (dn)
+                mw_buf_printf(&c, "%s%s", c.len ? "; " : "", dn);
+            if (g->result != MW_DKIM_PASS && g->reason && *g->reason)
+                mw_buf_printf(&c, "%s%s", c.len ? "; " : "", g->reason);
+            const char *props[] = {"header.d", g->domain,   "header.i", g->identity, "header.s", g->selector,
+                                   "header.a", g->algorithm, "header.b", g->b_prefix, NULL};
+            mw_authres_add(ar, "dkim", mw_dkim_result_name(g->result), c.len ? mw_buf_cstr(&c) : NULL, props);
+            mw_buf_free(&c);
+        }
+    }
     if (s->res.spf.evaluated) {
         const mw_spf_outcome *o = &s->res.spf;
         if (o->scope == MW_SPF_SCOPE_MAILFROM) {
@@ -451,6 +683,26 @@ static void summary_log(mw_session *s)
     const mw_verdict *v = &s->verdict;
     char nrcpt[16];
     snprintf(nrcpt, sizeof nrcpt, "%u", s->nrcpt);
+    char dkim_summary[256] = "", signed_summary[256] = "";
+    size_t off = 0;
+    for (size_t i = 0; s->res.dkim_verified && i < s->res.dkim.nsig && off < sizeof dkim_summary - 1; i++) {
+        int n = snprintf(dkim_summary + off, sizeof dkim_summary - off, "%s%s:%s", i ? "," : "",
+                         mw_dkim_result_name(s->res.dkim.sig[i].result),
+                         s->res.dkim.sig[i].domain ? s->res.dkim.sig[i].domain : "?");
+        if (n < 0)
+            break;
+        off += (size_t)n;
+    }
+    if (s->res.dkim_verified && s->res.dkim.nsig == 0)
+        snprintf(dkim_summary, sizeof dkim_summary, "none");
+    off = 0;
+    for (size_t i = 0; i < s->res.nsigned && off < sizeof signed_summary - 1; i++) {
+        int n = snprintf(signed_summary + off, sizeof signed_summary - off, "%s%s/%s", i ? "," : "",
+                         s->res.signed_with[i].domain, s->res.signed_with[i].selector);
+        if (n < 0)
+            break;
+        off += (size_t)n;
+    }
     char reply[512] = "";
     if (v->text)
         snprintf(reply, sizeof reply, "%s %s %s", v->rcode, v->xcode, v->text);
@@ -463,6 +715,9 @@ static void summary_log(mw_session *s)
         {"trust", mw_trust_name(s->res.trust)},
         {"spf", s->res.spf.evaluated ? mw_spf_result_name(s->res.spf.result) : NULL},
         {"spf_helo", s->res.spf_helo.evaluated ? mw_spf_result_name(s->res.spf_helo.result) : NULL},
+        {"dkim", dkim_summary[0] ? dkim_summary : NULL},
+        {"signed", signed_summary[0] ? signed_summary : NULL},
+        {"not_signed", mw_trust_outbound(s->res.trust) ? s->res.not_signed : NULL},
         {"action", mw_action_name(v->action)},
         {"rule", v->rule},
         {"reply", v->text ? reply : NULL},
@@ -477,6 +732,9 @@ const mw_verdict *mw_session_eom(mw_session *s)
         /* end of message without MAIL FROM (should not happen): evaluate anyway */
         mw_session_mail(s, "");
     }
+    if (!s->eoh_done)
+        mw_session_eoh(s);
+    dkim_finish(s);
     mw_verdict *v = &s->verdict;
     verdict_clear(v);
 

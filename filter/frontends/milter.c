@@ -55,9 +55,10 @@ static sfsistat cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, u
     *pf0 = want & f0;
     if (f0 & SMFIF_SETSYMLIST)
         *pf0 |= SMFIF_SETSYMLIST;
-    /* Steps we do not use (yet): body, unknown commands, DATA. */
-    unsigned long skip = SMFIP_NOUNKNOWN | SMFIP_NODATA | SMFIP_NOBODY;
-    *pf1 = skip & f1;
+    /* Steps we do not use: unknown commands, DATA.  Headers are wanted
+     * byte-exact (leading space kept) for DKIM simple canonicalization. */
+    unsigned long want1 = SMFIP_NOUNKNOWN | SMFIP_NODATA | SMFIP_HDR_LEADSPC;
+    *pf1 = want1 & f1;
     *pf2 = 0;
     *pf3 = 0;
     if (*pf0 & SMFIF_SETSYMLIST) {

@@ -25,7 +25,7 @@ static void usage(FILE *f)
             "usage: mailwarden check [-c FILE] [--dns ADDR@PORT]... [--authserv-id ID]\n"
             "                        [--internal CIDR]... [--policy NAME] --ip IP [--helo NAME]\n"
             "                        --from ADDR --rcpt ADDR... [--auth USER] [--daemon-name NAME]\n"
-            "                        [--queue-id ID] [--json] < message\n"
+            "                        [--queue-id ID] [--sign DOMAIN:SELECTOR:KEYFILE]... [--json] < message\n"
             "Runs the daemon's engine on one message and explains the result.\n"
             "--from '' means the null sender.  Exit 0 whatever the verdict.\n");
 }
@@ -39,12 +39,10 @@ static void feed_header(mw_session *s, mw_buf *h)
     if (!colon)
         return;
     *colon = '\0';
+    /* value byte-exact after the colon, as the milter delivers it with
+     * SMFIP_HDR_LEADSPC (DKIM simple canonicalization needs the blanks) */
     const char *v = colon + 1;
     size_t vlen = h->len - (size_t)(v - h->data);
-    if (vlen && (*v == ' ' || *v == '\t')) {
-        v++;
-        vlen--;
-    }
     mw_session_header(s, h->data, v, vlen);
     mw_buf_reset(h);
 }
@@ -139,6 +137,58 @@ static void print_json(mw_session *s, const mw_verdict *v)
     json_spf(&w, &r->spf, r->spf_skipped);
     mw_json_key(&w, "spf_helo");
     json_spf(&w, &r->spf_helo, r->spf_skipped);
+    mw_json_key(&w, "from");
+    mw_json_obj_begin(&w);
+    mw_json_key(&w, "count");
+    mw_json_int(&w, r->nfrom);
+    mw_json_key(&w, "status");
+    mw_json_string(&w, r->nfrom ? mw_from_status_name(r->from.status) : "missing");
+    mw_json_key(&w, "domain");
+    mw_json_string(&w, r->from.status == MW_FROM_OK ? r->from.domain[0] : NULL);
+    mw_json_obj_end(&w);
+    mw_json_key(&w, "dkim");
+    mw_json_arr_begin(&w);
+    for (size_t i = 0; r->dkim_verified && i < r->dkim.nsig; i++) {
+        const mw_dkim_sig *g = &r->dkim.sig[i];
+        mw_json_obj_begin(&w);
+        mw_json_key(&w, "result");
+        mw_json_string(&w, mw_dkim_result_name(g->result));
+        mw_json_key(&w, "domain");
+        mw_json_string(&w, g->domain);
+        mw_json_key(&w, "selector");
+        mw_json_string(&w, g->selector);
+        mw_json_key(&w, "identity");
+        mw_json_string(&w, g->identity);
+        mw_json_key(&w, "algorithm");
+        mw_json_string(&w, g->algorithm);
+        mw_json_key(&w, "bits");
+        mw_json_int(&w, g->bits);
+        mw_json_key(&w, "b");
+        mw_json_string(&w, g->b_prefix);
+        mw_json_key(&w, "reason");
+        mw_json_string(&w, g->reason);
+        mw_json_obj_end(&w);
+    }
+    mw_json_arr_end(&w);
+    mw_json_key(&w, "dkim_verified");
+    mw_json_bool(&w, r->dkim_verified);
+    mw_json_key(&w, "signatures_added");
+    mw_json_arr_begin(&w);
+    for (size_t i = 0; i < r->nsigned; i++) {
+        mw_json_obj_begin(&w);
+        mw_json_key(&w, "domain");
+        mw_json_string(&w, r->signed_with[i].domain);
+        mw_json_key(&w, "selector");
+        mw_json_string(&w, r->signed_with[i].selector);
+        mw_json_key(&w, "algorithm");
+        mw_json_string(&w, r->signed_with[i].algorithm);
+        mw_json_key(&w, "key");
+        mw_json_string(&w, r->signed_with[i].name);
+        mw_json_obj_end(&w);
+    }
+    mw_json_arr_end(&w);
+    mw_json_key(&w, "not_signed");
+    mw_json_string(&w, r->not_signed);
     mw_json_key(&w, "verdict");
     mw_json_obj_begin(&w);
     mw_json_key(&w, "action");
@@ -205,6 +255,19 @@ static void print_text(mw_session *s, const mw_verdict *v)
     printf("%-10s %s (%s)\n", "trust:", mw_trust_name(r->trust), r->trust_reason ? r->trust_reason : "");
     print_spf_text("spf:", &r->spf);
     print_spf_text("spf helo:", &r->spf_helo);
+    if (r->dkim_verified && r->dkim.nsig == 0)
+        printf("%-10s none (no signature)\n", "dkim:");
+    for (size_t i = 0; r->dkim_verified && i < r->dkim.nsig; i++) {
+        const mw_dkim_sig *g = &r->dkim.sig[i];
+        printf("%-10s %s  d=%s s=%s a=%s bits=%u%s%s\n", "dkim:", mw_dkim_result_name(g->result),
+               g->domain ? g->domain : "-", g->selector ? g->selector : "-", g->algorithm ? g->algorithm : "-",
+               g->bits, g->reason ? "  " : "", g->reason ? g->reason : "");
+    }
+    for (size_t i = 0; i < r->nsigned; i++)
+        printf("%-10s d=%s s=%s %s (key %s)\n", "signed:", r->signed_with[i].domain, r->signed_with[i].selector,
+               r->signed_with[i].algorithm, r->signed_with[i].name);
+    if (r->not_signed)
+        printf("%-10s %s\n", "not signed:", r->not_signed);
     printf("%-10s %s (rule %s)", "verdict:", mw_action_name(v->action), v->rule ? v->rule : "-");
     if (v->text)
         printf(": %s %s %s", v->rcode, v->xcode, v->text);

@@ -50,6 +50,17 @@ int mw_cli_common(mw_cli *cli, int argc, char **argv, int *i)
         cli->ov.dns = cli->dns;
         return 1;
     }
+    if (strcmp(a, "--sign") == 0) {
+        if (need(argc, argv, *i) < 0)
+            return -1;
+        if (cli->ov.nsign >= sizeof cli->sign / sizeof cli->sign[0]) {
+            fprintf(stderr, "mailwarden: too many --sign options\n");
+            return -1;
+        }
+        cli->sign[cli->ov.nsign++] = argv[++*i];
+        cli->ov.sign = cli->sign;
+        return 1;
+    }
     if (strcmp(a, "--internal") == 0) {
         if (need(argc, argv, *i) < 0)
             return -1;

@@ -75,6 +75,10 @@ typedef struct mw_dkim_verify_options {
     unsigned max_signatures;   /* default 10: more are counted in nskipped */
     unsigned timeout_ms;       /* per key lookup (0: the resolver default) */
     long     fixed_time;       /* tests: "now" for x= checks (0: real time) */
+    unsigned deadline_ms;      /* all key lookups of one message together (0: 15000);
+                                  lookups past it are temperror without a query */
+    bool     dnssec;           /* the resolver validates (has a trust anchor): report
+                                  unprotected answers as such, else DNSSEC unknown */
 } mw_dkim_verify_options;
 
 /* dns is borrowed. NULL + reason on error. */
@@ -104,6 +108,27 @@ bool mw_dkim_signer_key(const mw_dkim_signer *s, size_t i, mw_dkim_key_info *out
 size_t mw_dkim_signer_lookup(const mw_dkim_signer *s, const char *identity, size_t *keys, size_t max,
                              char *why, size_t whylen);
 
+/*
+ * The DNS p= value (base64) of signer key i's public half; false if i is out
+ * of range.  For dns-check.
+ */
+bool mw_dkim_signer_pubkey(const mw_dkim_signer *s, size_t i, mw_buf *p_b64);
+
+/*
+ * Generate a key: type "rsa" (bits 1024..8192, 0 -> 2048) or "ed25519".
+ * PEM (PKCS#8) into pem, the DNS p= value into p_b64 (RSA: SubjectPublicKeyInfo
+ * DER; Ed25519: the raw 32-byte key, RFC 8463).  false + reason on error.
+ * The caller wipes pem (explicit_bzero) and frees it.
+ */
+bool mw_dkim_keygen(const char *type, unsigned bits, mw_buf *pem, mw_buf *p_b64, char *err,
+                    size_t errlen);
+
+/*
+ * Key size of a published key: k= ("rsa" or "ed25519") and the p= base64
+ * (blanks allowed).  false when p= does not decode to such a key.
+ */
+bool mw_dkim_pubkey_bits(const char *k, const char *p_b64, unsigned *bits);
+
 /* ---- per message ---- */
 
 typedef struct mw_dkim_msg mw_dkim_msg;
@@ -115,7 +140,9 @@ typedef struct mw_dkim_msg mw_dkim_msg;
  */
 mw_dkim_msg *mw_dkim_msg_begin(mw_dkim_verifier *verifier, const mw_dkim_signer *signer,
                                const size_t *keys, size_t nkeys, const char *id);
-/* One header as received: name and raw value (folding kept, no CRLF at the end). */
+/* One header as received: name and raw value (folding kept, no CRLF at the
+ * end; LF line ends are made CRLF).  A value without leading blank (milter
+ * strips it) is fed as "Name: value", as OpenDKIM does. */
 void mw_dkim_msg_header(mw_dkim_msg *m, const char *name, const char *value, size_t vlen);
 void mw_dkim_msg_eoh(mw_dkim_msg *m);
 /* Body bytes in SMTP form (CRLF line ends); LF-only input is converted. */
@@ -128,5 +155,7 @@ void mw_dkim_msg_body(mw_dkim_msg *m, const unsigned char *chunk, size_t len);
  */
 void mw_dkim_msg_end(mw_dkim_msg *m, mw_dkim_results *res, char ***sigs, size_t *nsigs);
 void mw_dkim_msg_free(mw_dkim_msg **m);
+/* Free the array mw_dkim_msg_end returned (NULL-safe). */
+void mw_dkim_sigs_free(char **sigs, size_t nsigs);
 
 #endif

@@ -43,9 +43,37 @@ typedef struct mw_config_overrides {
     const char        *user;          /* --user NAME */
     const char        *group;         /* --group NAME */
     int                log_stderr;    /* 1: force log.target = stderr (serve -f) */
+    const char *const *sign;          /* --sign DOMAIN:SELECTOR:KEYFILE (repeatable): adds
+                                         a key ("SELECTOR._domainkey.DOMAIN") and, ahead
+                                         of the file's rules, signing rules for DOMAIN
+                                         and its subdomains; a relative KEYFILE is made
+                                         absolute against the current directory */
+    size_t             nsign;
 } mw_config_overrides;
 
 typedef enum { MW_SPF_POLICY_HELO_IF_NULL, MW_SPF_POLICY_HELO_ALWAYS } mw_spf_helo_mode;
+
+/* dkim.identity: which address selects the signing keys. */
+typedef enum mw_dkim_identity {
+    MW_DKIM_ID_HEADER_FROM = 0,   /* the header From address (default) */
+    MW_DKIM_ID_ENVELOPE,          /* the envelope sender (MAIL FROM) */
+    MW_DKIM_ID_AUTH               /* the SASL login name ({auth_authen}) */
+} mw_dkim_identity;
+
+/* One dkim.keys entry (or one --sign key).  where is "FILE:LINE" of the
+ * entry ("command line" for --sign), for the signer's error messages. */
+typedef struct mw_config_dkim_key {
+    char *name, *domain, *selector, *file;
+    char *where;
+} mw_config_dkim_key;
+
+/* One dkim.signing rule: pattern -> key names (signed with every one). */
+typedef struct mw_config_dkim_rule {
+    char   *pattern;
+    char  **keys;       /* NULL-terminated */
+    size_t  nkeys;
+    char   *where;
+} mw_config_dkim_rule;
 
 /* dns.mode: where the resolver sends its queries. */
 typedef enum mw_dns_mode {
@@ -94,6 +122,25 @@ typedef struct mw_config {
     bool     spf_helo;              /* evaluate the HELO identity too */
     bool     spf_received_header;   /* add Received-SPF */
     unsigned spf_timeout_ms;        /* total evaluation deadline (RFC 7208 §4.6.4: 20 s) */
+
+    /* DKIM */
+    bool     dkim_verify;           /* verify signatures of inbound mail */
+    unsigned dkim_min_key_bits;     /* smaller RSA keys -> policy */
+    unsigned dkim_max_signatures;   /* signatures verified per message */
+    bool     dkim_sign;             /* sign outbound mail when a key matches */
+    mw_config_dkim_key  *dkim_keys;      /* inline key table (+ --sign keys) */
+    size_t               ndkim_keys;
+    mw_config_dkim_rule *dkim_rules;     /* inline signing table (--sign rules first) */
+    size_t               ndkim_rules;
+    char    *dkim_key_table;        /* OpenDKIM KeyTable file ("" none; "file:" prefix ok) */
+    char    *dkim_signing_table;    /* OpenDKIM SigningTable ("" none; "refile:" = patterns) */
+    char    *dkim_canon;            /* "relaxed/relaxed", "simple/simple", "relaxed", ... */
+    char   **dkim_sign_headers;     /* NULL-terminated; contains From */
+    size_t   ndkim_sign_headers;
+    char   **dkim_oversign_headers;
+    size_t   ndkim_oversign_headers;
+    mw_dkim_identity dkim_identity;
+    bool     dkim_allow_unsafe_keys; /* accept group/world-readable key files */
 
     /* Authentication-Results */
     bool     ar_remove_forged;      /* remove A-R headers claiming our authserv-id */

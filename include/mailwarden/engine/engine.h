@@ -27,6 +27,8 @@
 #include <stddef.h>
 
 #include "config.h"
+#include "dkim.h"
+#include "fromhdr.h"
 #include "policy.h"
 #include "spf.h"
 
@@ -84,6 +86,15 @@ typedef struct mw_results {
     bool            spf_skipped;
     mw_spf_outcome  spf;           /* MAIL FROM identity (for a null sender: the HELO check) */
     mw_spf_outcome  spf_helo;      /* HELO identity */
+    /* header From */
+    unsigned        nfrom;         /* From headers seen */
+    mw_from         from;          /* parse of the first one */
+    /* DKIM */
+    bool            dkim_verified; /* verification ran (inbound) */
+    mw_dkim_results dkim;          /* one entry per signature */
+    size_t          nsigned;       /* signatures we added */
+    mw_dkim_key_info signed_with[8];
+    const char     *not_signed;    /* why not signed (outbound or inbound), NULL if signed */
 } mw_results;
 
 /* ---- session ---- */

@@ -20,6 +20,7 @@ typedef struct mw_cli {
     mw_config_overrides ov;
     const char         *dns[16];
     const char         *internal[64];
+    const char         *sign[16];
 } mw_cli;
 
 /*
