@@ -6,9 +6,9 @@
 set -eu
 
 BUILD="build-essential cmake pkg-config clang libclang-rt-14-dev
-  libmilter-dev libspf2-dev libunbound-dev libconfig-dev libopendkim-dev
+  libmilter-dev libspf2-dev libunbound-dev libevent-dev libconfig-dev libopendkim-dev
   libopendmarc-dev libhiredis-dev libssl-dev libxml2-dev zlib1g-dev"
-TEST="postfix nsd swaks python3-dnslib python3-authres python3-dkim python3-yaml
+TEST="postfix nsd swaks python3-dnslib python3-authres python3-dkim python3-yaml opendkim opendkim-tools
   python3-dnspython iproute2 libxml2-utils dnsutils procps util-linux"
 
 want="$BUILD"

@@ -184,22 +184,18 @@ static bool dns_configure(struct ub_ctx *ctx, const mw_dns_options *opt, char *e
     if (!ub_opt(ctx, "unblock-lan-zones:", "yes", err, errlen) ||
         !ub_opt(ctx, "insecure-lan-zones:", "yes", err, errlen))
         return false;
-    /* A silent name must not get the whole forwarder declared dead: keep
-     * probing it (our own deadline bounds every caller's wait anyway). */
+    /*
+     * A server marked down after timeouts is still probed, not skipped
+     * until infra-host-ttl expires.  Known limit: libunbound keeps working
+     * on a query we cancelled, and each of its timeouts raises the
+     * server's retransmit timer (shared by all names on that server), so a
+     * burst of names the forwarder never answers slows the others down for
+     * a while (measured: ~60 silent queries -> later answers up to ~1-3 s).
+     * Lowering infra-cache-max-rtt or raising infra-cache-min-rtt made it
+     * worse (the forwarder got declared down: instant SERVFAILs).
+     */
     if (!ub_opt(ctx, "infra-keep-probing:", "yes", err, errlen))
         return false;
-    { /* EXPERIMENT-REMOVE */
-        const char *e = getenv("MW_DNS_EXP");
-        char buf[512];
-        if (e) {
-            snprintf(buf, sizeof buf, "%s", e);
-            for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-                char *v = strchr(tok, '=');
-                *v++ = 0;
-                if (!ub_opt(ctx, tok, v, err, errlen)) return false;
-            }
-        }
-    }
     if (opt->use_tcp && !ub_opt(ctx, "tcp-upstream:", "yes", err, errlen))
         return false;
 

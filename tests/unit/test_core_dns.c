@@ -680,6 +680,29 @@ static void test_deadline_race(void)
     MW_TEST_EQ_INT(bad_total, 0);
 }
 
+/* use_tcp: every query over TCP; no options: recursion set-up (no query made). */
+static void test_options(void)
+{
+    char fwd[64], err[256];
+    const char *fwds[1] = { fwd };
+    mw_dns_options o = { .forwarders = fwds, .nforwarders = 1, .use_tcp = true };
+    mw_dns_answer *a = NULL;
+    mw_dns *d;
+
+    snprintf(fwd, sizeof fwd, "127.0.0.1@%d", server_port);
+    d = mw_dns_create(&o, err, sizeof err);
+    if (!MW_TEST_ASSERT(d != NULL))
+        return;
+    MW_TEST_EQ_INT(mw_dns_query(d, "nodata.example.com", MW_DNS_T_A, 2000, &a), MW_DNS_OK);
+    mw_dns_answer_free(&a);
+    MW_TEST_ASSERT(server_saw("tcp nodata.example.com"));
+    mw_dns_destroy(&d);
+
+    d = mw_dns_create(NULL, err, sizeof err);
+    MW_TEST_ASSERT(d != NULL);
+    mw_dns_destroy(&d);
+}
+
 int main(void)
 {
     char fwd[64], err[256];
@@ -722,6 +745,7 @@ int main(void)
     MW_TEST_RUN(test_reload);
     MW_TEST_RUN(test_concurrent);
     MW_TEST_RUN(test_deadline_race);
+    MW_TEST_RUN(test_options);
     mw_dns_destroy(&dns);
     MW_TEST_ASSERT(dns == NULL);
     return MW_TEST_SUMMARY();
