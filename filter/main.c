@@ -15,6 +15,8 @@ static void usage(FILE *f)
             "  serve        run the milter daemon (Postfix smtpd_milters, Sendmail INPUT_MAIL_FILTER)\n"
             "  check        run the same engine on one message from stdin and explain the result\n"
             "  config-test  validate the configuration, print every error as FILE:LINE\n"
+            "  keygen       make a DKIM key and print the DNS record to publish\n"
+            "  dns-check    check the signing keys, SPF and DMARC records in DNS\n"
             "\n"
             "Run 'mailwarden COMMAND --help' for the options of a command.\n"
             "Options: -h, --help   this text;  -V, --version   print the version\n");
@@ -41,6 +43,10 @@ int main(int argc, char **argv)
         return mw_cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "config-test") == 0)
         return mw_cmd_config_test(argc - 1, argv + 1);
+    if (strcmp(cmd, "keygen") == 0)
+        return mw_cmd_keygen(argc - 1, argv + 1);
+    if (strcmp(cmd, "dns-check") == 0)
+        return mw_cmd_dns_check(argc - 1, argv + 1);
     fprintf(stderr, "mailwarden: unknown command \"%s\"\n", cmd);
     usage(stderr);
     return 2;

@@ -62,8 +62,7 @@ static int no_passphrase(char *buf, int size, int rwflag, void *u)
     return -1;
 }
 
-EVP_PKEY *mw_dkim_pem_parse(const unsigned char *pem, size_t len);
-EVP_PKEY *mw_dkim_pem_parse(const unsigned char *pem, size_t len)
+static EVP_PKEY *pem_parse(const unsigned char *pem, size_t len)
 {
     BIO *bio = BIO_new_mem_buf(pem, (int)len);
     EVP_PKEY *pk = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL) : NULL;
@@ -131,7 +130,7 @@ static bool key_load(struct mw_dkim_key *k, bool allow_unsafe, char *why, size_t
     k->pem = key_file_read(k->file, allow_unsafe, &k->pemlen, why, whylen);
     if (k->pem == NULL)
         return false;
-    pk = mw_dkim_pem_parse(k->pem, k->pemlen);
+    pk = pem_parse(k->pem, k->pemlen);
     if (pk == NULL) {
         snprintf(why, whylen, "key file %s: not a PEM private key (or encrypted)", k->file);
         return false;
@@ -509,7 +508,7 @@ bool mw_dkim_signer_pubkey(const mw_dkim_signer *s, size_t i, mw_buf *p_b64)
 
     if (s == NULL || i >= s->nkeys)
         return false;
-    pk = mw_dkim_pem_parse(s->key[i].pem, s->key[i].pemlen);
+    pk = pem_parse(s->key[i].pem, s->key[i].pemlen);
     ok = pk != NULL && pubkey_b64(pk, p_b64);
     EVP_PKEY_free(pk);
     return ok;

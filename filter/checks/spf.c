@@ -13,16 +13,28 @@
  * What we correct in libspf2 1.2.10 (see shared notes, conformance §1):
  *   - a record that does not compile, or two records, is permerror (libspf2
  *     leaves SPF_RESULT_INVALID); a DNS failure is temperror;
- *   - more than two void lookups is permerror (libspf2 has no counter);
- *   - the total evaluation has a deadline (temperror when it passes);
+ *   - every record passes our strict RFC 7208 parser first (spf_record.c):
+ *     domain-spec ends, numeric top labels, macro syntax, duplicate
+ *     exp=/redirect=, NULs, non-ASCII, cidr syntax -> permerror;
+ *   - the record libspf2 compiles is rewritten (spf_dns.c): macros are
+ *     expanded by our expander (aliases), ptr and a/mx with /0 are evaluated
+ *     by our code, ip4/ip6 /0 become two /1 halves, unknown modifiers are
+ *     dropped, redirect is dropped when "all" is present;
+ *   - the 10 DNS-term limit is counted across include/redirect, the void
+ *     lookup limit (2) and the MX/PTR limits are enforced in our DNS layer;
+ *   - the total evaluation has a deadline (temperror when it passes), each
+ *     query a timeout cap;
  *   - record selection follows RFC 7208 4.5 ("v=spf1" alone is a record);
  *   - IPv4-mapped IPv6 clients are evaluated as IPv4;
  *   - a domain that is not a multi-label LDH name gives none (RFC 7208 4.3);
- *   - the explanation is built here, only for fail, and only for exp= texts
- *     without macros (libspf2 garbles expansion; full expansion comes later).
- * Not (yet) corrected: libspf2 passes loopback clients without evaluation,
- * the 10-lookup limit is not carried across include:, /0 prefixes are
- * refused, embedded NULs truncate the record (visible in eval.txt_nul).
+ *   - the explanation (exp=) is built and macro-expanded here, only for fail;
+ *   - libspf2's SPF_request_query_mailfrom() passes loopback clients without
+ *     looking at the record ("localhost is always allowed", no switch to
+ *     turn it off); we call the two exported steps it wraps
+ *     (SPF_server_get_record + SPF_record_interpret) ourselves, so loopback
+ *     clients are evaluated like any other.  Whether loopback mail is
+ *     checked at all is the engine's trust decision (internal networks).
+ * Results are cached (see spf.h) for the smallest TTL seen.
  *
  * Threat notes: identity, HELO, DNS text and libspf2 messages are outside
  * data.  Reasons are made printable (mw_str_printable) and length-capped;
@@ -44,14 +56,39 @@
 #include "spf_dns.h"
 #include "strutil.h"
 
-#define DEFAULT_TIMEOUT_MS 20000u
-#define MAX_REASON_IN      300     /* input bytes of a reason kept */
-#define MAX_EXPLANATION    1024
+#define DEFAULT_TIMEOUT_MS       20000u
+#define DEFAULT_QUERY_TIMEOUT_MS 5000u
+#define DEFAULT_CACHE_ENTRIES    4096u
+#define CACHE_MAX_TTL_S          3600u
+#define MAX_REASON_IN            300     /* input bytes of a reason kept */
+#define MAX_EXPLANATION          1024
+
+typedef struct cache_ent {
+    char             *key;
+    uint64_t          hash;
+    uint64_t          expires_ms;
+    mw_spf_result     result;
+    char             *explanation;
+    char             *reason;
+    struct cache_ent *hnext;          /* bucket chain */
+    struct cache_ent *prev, *next;    /* LRU list, most recent first */
+} cache_ent;
+
+typedef struct spf_cache {
+    pthread_mutex_t lock;
+    cache_ent     **buckets;
+    size_t          nbuckets;
+    size_t          n, max;
+    cache_ent      *head, *tail;
+    mw_spf_cache_stats st;
+} spf_cache;
 
 struct mw_spf {
-    mw_dns  *dns;
-    unsigned timeout_ms;
-    char    *receiver;
+    mw_dns   *dns;
+    unsigned  timeout_ms;
+    unsigned  query_timeout_ms;
+    char     *receiver;
+    spf_cache *cache;                 /* NULL: disabled */
 };
 
 /* ---- result names ---------------------------------------------------------- */
@@ -120,6 +157,199 @@ static void install_handlers(void)
     SPF_debug_handler = spf_debug_handler;
 }
 
+/* ---- result cache ------------------------------------------------------------- */
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static spf_cache *cache_new(size_t max)
+{
+    spf_cache *c = mw_calloc(1, sizeof *c);
+    pthread_mutex_init(&c->lock, NULL);
+    c->max = max;
+    c->nbuckets = 64;
+    while (c->nbuckets < max && c->nbuckets < (1u << 20))
+        c->nbuckets <<= 1;
+    c->buckets = mw_calloc(c->nbuckets, sizeof *c->buckets);
+    c->st.capacity = max;
+    return c;
+}
+
+static void ent_free(cache_ent *e)
+{
+    free(e->key);
+    free(e->explanation);
+    free(e->reason);
+    free(e);
+}
+
+static void cache_free(spf_cache *c)
+{
+    if (!c)
+        return;
+    for (cache_ent *e = c->head; e;) {
+        cache_ent *nx = e->next;
+        ent_free(e);
+        e = nx;
+    }
+    free(c->buckets);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+/* Unlink e from its bucket and the LRU list (lock held). */
+static void cache_unlink(spf_cache *c, cache_ent *e)
+{
+    cache_ent **pp = &c->buckets[e->hash & (c->nbuckets - 1)];
+    while (*pp && *pp != e)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = e->hnext;
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        c->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        c->tail = e->prev;
+    c->n--;
+}
+
+static void lru_front(spf_cache *c, cache_ent *e)
+{
+    e->prev = NULL;
+    e->next = c->head;
+    if (c->head)
+        c->head->prev = e;
+    c->head = e;
+    if (!c->tail)
+        c->tail = e;
+}
+
+/* Look key up; on a live hit fill o (result, explanation, reason) and return true. */
+static bool cache_get(spf_cache *c, const char *key, mw_spf_outcome *o)
+{
+    uint64_t h = fnv1a(key), now = mw_spf_now_ms();
+    bool hit = false;
+    pthread_mutex_lock(&c->lock);
+    cache_ent *e = c->buckets[h & (c->nbuckets - 1)];
+    while (e && !(e->hash == h && strcmp(e->key, key) == 0))
+        e = e->hnext;
+    if (e && e->expires_ms <= now) {
+        cache_unlink(c, e);
+        ent_free(e);
+        e = NULL;
+    }
+    if (e) {
+        /* move to the front */
+        if (e->prev) {
+            e->prev->next = e->next;
+            if (e->next)
+                e->next->prev = e->prev;
+            else
+                c->tail = e->prev;
+            lru_front(c, e);
+        }
+        o->result = e->result;
+        o->explanation = mw_strdup(e->explanation);
+        o->reason = mw_strdup(e->reason);
+        hit = true;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return hit;
+}
+
+static void cache_put(spf_cache *c, const char *key, const mw_spf_outcome *o, unsigned ttl_s)
+{
+    cache_ent *ne = mw_calloc(1, sizeof *ne);
+    ne->key = mw_strdup(key);
+    ne->hash = fnv1a(key);
+    ne->expires_ms = mw_spf_now_ms() + (uint64_t)ttl_s * 1000u;
+    ne->result = o->result;
+    ne->explanation = mw_strdup(o->explanation);
+    ne->reason = mw_strdup(o->reason);
+    pthread_mutex_lock(&c->lock);
+    cache_ent **bp = &c->buckets[ne->hash & (c->nbuckets - 1)];
+    for (cache_ent *e = *bp; e; e = e->hnext) {
+        if (e->hash == ne->hash && strcmp(e->key, key) == 0) {
+            cache_unlink(c, e);       /* replace (another thread evaluated it too) */
+            ent_free(e);
+            break;
+        }
+    }
+    while (c->n >= c->max && c->tail) {
+        cache_ent *old = c->tail;
+        cache_unlink(c, old);
+        ent_free(old);
+        c->st.evictions++;
+    }
+    bp = &c->buckets[ne->hash & (c->nbuckets - 1)];
+    ne->hnext = *bp;
+    *bp = ne;
+    lru_front(c, ne);
+    c->n++;
+    c->st.inserts++;
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void cache_count(spf_cache *c, bool hit)
+{
+    pthread_mutex_lock(&c->lock);
+    if (hit)
+        c->st.hits++;
+    else
+        c->st.misses++;
+    pthread_mutex_unlock(&c->lock);
+}
+
+void mw_spf_cache_get_stats(mw_spf *spf, mw_spf_cache_stats *st)
+{
+    memset(st, 0, sizeof *st);
+    if (!spf || !spf->cache)
+        return;
+    pthread_mutex_lock(&spf->cache->lock);
+    *st = spf->cache->st;
+    st->entries = spf->cache->n;
+    pthread_mutex_unlock(&spf->cache->lock);
+}
+
+/*
+ * Cache key: fields separated by a byte that cannot occur in them (\x01);
+ * lp is the sender's local part, or NULL for "the result did not depend on
+ * it".  Domain and HELO compare case-insensitively (lower-cased here).
+ */
+static char *cache_key(mw_spf_scope scope, const mw_addr *ip, const char *helo,
+                       const char *domain, const char *lp)
+{
+    char ipb[64];
+    mw_buf b = MW_BUF_INIT;
+    mw_buf_printf(&b, "%c\x01%s\x01", scope == MW_SPF_SCOPE_HELO ? 'h' : 'm',
+                  mw_addr_format(ip, ipb, sizeof ipb));
+    size_t st = b.len;
+    mw_buf_puts(&b, helo ? helo : "");
+    mw_buf_putc(&b, '\x01');
+    mw_buf_puts(&b, domain ? domain : "");
+    for (size_t i = st; i < b.len; i++)
+        if (b.data[i] >= 'A' && b.data[i] <= 'Z')
+            b.data[i] = (char)(b.data[i] - 'A' + 'a');
+    mw_buf_putc(&b, '\x01');
+    if (lp) {
+        mw_buf_putc(&b, 'L');
+        mw_buf_puts(&b, lp);
+    } else {
+        mw_buf_putc(&b, '*');
+    }
+    return mw_buf_steal(&b);
+}
+
 /* ---- lifecycle --------------------------------------------------------------- */
 
 mw_spf *mw_spf_create(mw_dns *dns, const mw_spf_options *opt, char *err, size_t errlen)
@@ -133,7 +363,12 @@ mw_spf *mw_spf_create(mw_dns *dns, const mw_spf_options *opt, char *err, size_t 
     mw_spf *spf = mw_calloc(1, sizeof *spf);
     spf->dns = dns;
     spf->timeout_ms = (opt && opt->timeout_ms) ? opt->timeout_ms : DEFAULT_TIMEOUT_MS;
+    spf->query_timeout_ms = (opt && opt->query_timeout_ms) ? opt->query_timeout_ms
+                                                          : DEFAULT_QUERY_TIMEOUT_MS;
     spf->receiver = mw_strdup(opt && opt->receiver && *opt->receiver ? opt->receiver : NULL);
+    if (!opt || !opt->no_cache)
+        spf->cache = cache_new(opt && opt->cache_entries ? opt->cache_entries
+                                                         : DEFAULT_CACHE_ENTRIES);
     return spf;
 }
 
@@ -141,6 +376,7 @@ void mw_spf_destroy(mw_spf **pspf)
 {
     if (!pspf || !*pspf)
         return;
+    cache_free((*pspf)->cache);
     free((*pspf)->receiver);
     free(*pspf);
     *pspf = NULL;
@@ -218,53 +454,6 @@ static void spf_messages(SPF_response_t *resp, mw_buf *out)
     }
 }
 
-/*
- * The explanation for a fail: TXT at the exp= domain, exactly one record,
- * printable ASCII.  A text with macros is left for the full expander (NULL).
- */
-static char *fetch_explanation(mw_spf_eval *ev, const char *domain)
-{
-    unsigned left = mw_spf_eval_remaining(ev);
-    if (left == 0 || !domain || !*domain)
-        return NULL;
-    mw_dns_answer *a = NULL;
-    char *res = NULL;
-    if (mw_dns_query(ev->dns, domain, MW_DNS_T_TXT, left, &a) == MW_DNS_OK) {
-        mw_buf txt = MW_BUF_INIT;
-        size_t n = 0;
-        for (size_t i = 0; i < a->nrr; i++)
-            if (a->rr[i].type == MW_DNS_T_TXT)
-                n++;
-        for (size_t i = 0; n == 1 && i < a->nrr; i++) {
-            if (a->rr[i].type != MW_DNS_T_TXT || !mw_dns_rr_txt(&a->rr[i], &txt))
-                continue;
-            bool ok = txt.len > 0 && txt.len <= MAX_EXPLANATION;
-            for (size_t j = 0; ok && j < txt.len; j++) {
-                unsigned char c = (unsigned char)txt.data[j];
-                ok = c >= 0x20 && c < 0x7f && c != '%';
-            }
-            if (ok)
-                res = mw_strndup(txt.data, txt.len);
-        }
-        mw_buf_free(&txt);
-    }
-    mw_dns_answer_free(&a);
-    return res;
-}
-
-static char *explanation_of(mw_spf_eval *ev, SPF_response_t *resp)
-{
-    const char *e = SPF_response_get_explanation(resp);
-    size_t ml = strlen(MW_SPF_EXP_MARKER);
-    if (!e || strncmp(e, MW_SPF_EXP_MARKER, ml) != 0)
-        return NULL;    /* no exp=: libspf2's default text, which we do not use */
-    char *end;
-    unsigned long idx = strtoul(e + ml, &end, 10);
-    if (*end || idx >= ev->nexp)
-        return NULL;
-    return fetch_explanation(ev, ev->exp_domains[idx]);
-}
-
 static mw_spf_result map_result(SPF_result_t r)
 {
     switch (r) {
@@ -283,15 +472,26 @@ static mw_spf_result map_result(SPF_result_t r)
 /* Map libspf2's answer plus our own evaluation state to a result and reason. */
 static void finish(mw_spf_outcome *o, mw_spf_eval *ev, SPF_response_t *resp, SPF_errcode_t err)
 {
-    if (ev->abort == MW_SPF_ABORT_DEADLINE) {
+    switch (ev->abort) {
+    case MW_SPF_ABORT_DEADLINE:
         o->result = MW_SPF_TEMPERROR;
         set_reason(o, "SPF evaluation deadline exceeded");
         return;
-    }
-    if (ev->abort == MW_SPF_ABORT_VOID) {
+    case MW_SPF_ABORT_VOID:
         o->result = MW_SPF_PERMERROR;
         set_reason(o, "more than %d void DNS lookups (RFC 7208 4.6.4)", MW_SPF_VOID_LIMIT);
         return;
+    case MW_SPF_ABORT_TERMS:
+        o->result = MW_SPF_PERMERROR;
+        set_reason(o, "more than %d DNS-querying terms, includes and redirects counted "
+                      "(RFC 7208 4.6.4)", MW_SPF_TERM_LIMIT);
+        return;
+    case MW_SPF_ABORT_PERM:
+        o->result = MW_SPF_PERMERROR;
+        set_reason(o, "%s", ev->abort_why ? ev->abort_why : "permanent error");
+        return;
+    case MW_SPF_ABORT_NONE:
+        break;
     }
     SPF_result_t r = resp ? SPF_response_result(resp) : SPF_RESULT_INVALID;
     SPF_errcode_t rerr = resp ? SPF_response_errcode(resp) : err;
@@ -320,9 +520,6 @@ static void finish(mw_spf_outcome *o, mw_spf_eval *ev, SPF_response_t *resp, SPF
         break;
     default:
         switch (SPF_response_reason(resp)) {
-        case SPF_REASON_LOCALHOST:
-            set_reason(o, "loopback client (libspf2 always allows localhost)");
-            break;
         case SPF_REASON_DEFAULT:
             set_reason(o, "no mechanism matched: default result %s",
                        mw_spf_result_name(o->result));
@@ -336,8 +533,38 @@ static void finish(mw_spf_outcome *o, mw_spf_eval *ev, SPF_response_t *resp, SPF
         break;
     }
     mw_buf_free(&msg);
-    if (o->result == MW_SPF_FAIL && resp)
-        o->explanation = explanation_of(ev, resp);
+    if (o->result == MW_SPF_FAIL) {
+        char *e = mw_spf_eval_explanation(ev);
+        if (e && strlen(e) > MAX_EXPLANATION)
+            e[MAX_EXPLANATION] = '\0';
+        o->explanation = e;
+    }
+}
+
+/*
+ * SPF_request_query_mailfrom() without its "localhost is always allowed"
+ * shortcut: the same two exported steps, in the same order.
+ */
+static SPF_errcode_t query(SPF_server_t *server, SPF_request_t *req, SPF_response_t **respp)
+{
+    SPF_response_t *resp = SPF_response_new(req);
+    if (!resp)
+        mw_panic("spf: out of memory");
+    *respp = resp;
+    req->cur_dom = req->env_from_dp;    /* what SPF_request_prepare() does */
+    SPF_record_t *rec = NULL;
+    SPF_errcode_t err = SPF_server_get_record(server, req, resp, &rec);
+    if (err != SPF_E_SUCCESS) {
+        if (rec)
+            SPF_record_free(rec);
+        SPF_i_done(resp, resp->result, resp->reason, resp->err);
+        return err;
+    }
+    resp->spf_record_exp = rec;
+    err = SPF_record_interpret(rec, req, resp, 0);
+    SPF_record_free(rec);
+    resp->spf_record_exp = NULL;
+    return err;
 }
 
 /* Decide the identity; false (with result none and a reason) if there is nothing to check. */
@@ -408,8 +635,33 @@ void mw_spf_check(mw_spf *spf, const char *ip, const char *helo, const char *mai
     }
     mw_addr_unmap(&addr);
 
+    /* l and o of the identity ("postmaster@dom" when there was no local part) */
+    const char *at = strrchr(out->identity, '@');
+    char *local = at ? mw_strndup(out->identity, (size_t)(at - out->identity))
+                     : mw_strdup("postmaster");
+    const char *sdom = at ? at + 1 : out->domain;
+
+    char *key_any = NULL, *key_lp = NULL;
+    if (spf->cache) {
+        key_any = cache_key(scope, &addr, helo, out->domain, NULL);
+        key_lp = cache_key(scope, &addr, helo, out->domain, local);
+        bool hit = cache_get(spf->cache, key_any, out) || cache_get(spf->cache, key_lp, out);
+        cache_count(spf->cache, hit);
+        if (hit) {
+            free(key_any);
+            free(key_lp);
+            free(local);
+            if (mw_log_debug_enabled())
+                mw_debug("spf: %s identity=%s result=%s (cached)",
+                         scope == MW_SPF_SCOPE_HELO ? "helo" : "mailfrom", out->identity,
+                         mw_spf_result_name(out->result));
+            return;
+        }
+    }
+
     mw_spf_eval ev;
-    mw_spf_eval_init(&ev, spf->dns, spf->timeout_ms);
+    mw_spf_eval_init(&ev, spf->dns, spf->timeout_ms, spf->query_timeout_ms, &addr, local, sdom,
+                     helo, spf->receiver);
     SPF_server_t *server = SPF_server_new_dns(mw_spf_dns_layer_new(&ev), 0);
     if (!server)
         mw_panic("spf: out of memory");
@@ -431,24 +683,30 @@ void mw_spf_check(mw_spf *spf, const char *ip, const char *helo, const char *mai
         memcpy(&a6, addr.bytes, 16);
         SPF_request_set_ipv6(req, a6);
     }
-    /* Without a HELO libspf2 cannot expand %{h} and turns that into temperror,
-     * which would defer the mail forever: expand it to "unknown" instead. */
+    /* libspf2 expands no macro of ours any more, but keep %{h} defined */
     SPF_request_set_helo_dom(req, helo && *helo ? helo : "unknown");
     SPF_request_set_env_from(req, out->identity);
 
     SPF_response_t *resp = NULL;
-    SPF_errcode_t err = SPF_request_query_mailfrom(req, &resp);
+    SPF_errcode_t err = query(server, req, &resp);
     finish(out, &ev, resp, err);
 
+    if (spf->cache && out->result != MW_SPF_TEMPERROR && ev.ttl_seen && ev.min_ttl > 0) {
+        unsigned ttl = ev.min_ttl < CACHE_MAX_TTL_S ? ev.min_ttl : CACHE_MAX_TTL_S;
+        cache_put(spf->cache, ev.mctx.used_local ? key_lp : key_any, out, ttl);
+    }
     if (mw_log_debug_enabled())
-        mw_debug("spf: %s identity=%s result=%s queries=%u voids=%u",
+        mw_debug("spf: %s identity=%s result=%s queries=%u terms=%u voids=%u",
                  scope == MW_SPF_SCOPE_HELO ? "helo" : "mailfrom", out->identity,
-                 mw_spf_result_name(out->result), ev.queries, ev.voids);
+                 mw_spf_result_name(out->result), ev.queries, ev.terms, ev.voids);
     if (resp)
         SPF_response_free(resp);
     SPF_request_free(req);
     SPF_server_free(server);    /* frees the layer too */
     mw_spf_eval_fini(&ev);
+    free(key_any);
+    free(key_lp);
+    free(local);
 }
 
 /* ---- Received-SPF ------------------------------------------------------------------ */

@@ -1,5 +1,6 @@
 /*
- * spf_dns.c - libspf2 DNS layer on top of mw_dns (see spf_dns.h).
+ * spf_dns.c - libspf2 DNS layer on top of mw_dns, record preprocessing and
+ * the mechanisms we evaluate ourselves (see spf_dns.h).
  *
  * Design: the layer's hook points at one mw_spf_eval, i.e. at the state of a
  * single evaluation; a layer (and the SPF_server_t using it) is created per
@@ -7,19 +8,15 @@
  *
  * Threat notes: everything in an answer is attacker-controlled.  Rdata is
  * decoded with mw_dns's bounds-checked helpers; malformed RRs are skipped.
- * TXT data keeps embedded NULs (see spf_dns.h) instead of being silently cut.
- * The number of queries is bounded by libspf2's limits and by the deadline.
- *
- * Void lookups (RFC 7208 4.6.4): NXDOMAIN/NODATA answers to the lookups made
- * for a term (a, mx, ptr, exists, include, redirect, and the record itself)
- * count; the address lookups of the names an MX or PTR answer returned do not
- * (they are part of one term, and ptr validation of unrelated names must not
- * push a domain over the limit).  Type-99 questions are never asked.
+ * Records are parsed by spf_record.c, which bounds all expansions.  The
+ * number of queries is bounded by the term, void, MX and PTR limits and by
+ * the deadline; the alias table by the record sizes (one per term).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "alloc.h"
@@ -34,11 +31,25 @@ uint64_t mw_spf_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-void mw_spf_eval_init(mw_spf_eval *ev, mw_dns *dns, unsigned timeout_ms)
+static const char *get_p(void *arg, const char *domain);
+
+void mw_spf_eval_init(mw_spf_eval *ev, mw_dns *dns, unsigned timeout_ms, unsigned query_cap_ms,
+                      const mw_addr *ip, const char *local, const char *sender_dom,
+                      const char *helo, const char *receiver)
 {
     memset(ev, 0, sizeof *ev);
     ev->dns = dns;
     ev->deadline_ms = mw_spf_now_ms() + timeout_ms;
+    ev->query_cap_ms = query_cap_ms ? query_cap_ms : timeout_ms;
+    ev->exp_alias = -1;
+    ev->mctx.local = local;
+    ev->mctx.sender_dom = sender_dom;
+    ev->mctx.helo = helo;
+    ev->mctx.receiver = receiver;
+    if (ip)
+        ev->mctx.ip = *ip;
+    ev->mctx.get_p = get_p;
+    ev->mctx.arg = ev;
 }
 
 static void free_names(char ***v, size_t *n)
@@ -52,9 +63,19 @@ static void free_names(char ***v, size_t *n)
 
 void mw_spf_eval_fini(mw_spf_eval *ev)
 {
-    free_names(&ev->exp_domains, &ev->nexp);
+    for (size_t i = 0; i < ev->nalias; i++) {
+        free(ev->alias[i].spec);
+        free(ev->alias[i].context);
+        free(ev->alias[i].expanded);
+    }
+    free(ev->alias);
+    ev->alias = NULL;
+    ev->nalias = 0;
     free_names(&ev->aux_names, &ev->naux);
+    free_names(&ev->pnames, &ev->npnames);
+    MW_FREE(&ev->p_value);
     MW_FREE(&ev->dns_why);
+    MW_FREE(&ev->abort_why);
 }
 
 unsigned mw_spf_eval_remaining(const mw_spf_eval *ev)
@@ -63,23 +84,63 @@ unsigned mw_spf_eval_remaining(const mw_spf_eval *ev)
     return now >= ev->deadline_ms ? 0 : (unsigned)(ev->deadline_ms - now);
 }
 
-static bool is_aux_name(const mw_spf_eval *ev, const char *name)
+static void set_abort_perm(mw_spf_eval *ev, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_abort_perm(mw_spf_eval *ev, const char *fmt, ...)
 {
-    size_t n = strlen(name);
-    if (n && name[n - 1] == '.')
-        n--;
-    for (size_t i = 0; i < ev->naux; i++)
-        if (strlen(ev->aux_names[i]) == n && strncasecmp(ev->aux_names[i], name, n) == 0)
+    if (ev->abort != MW_SPF_ABORT_NONE)
+        return;
+    ev->abort = MW_SPF_ABORT_PERM;
+    mw_buf b = MW_BUF_INIT;
+    va_list ap;
+    va_start(ap, fmt);
+    mw_buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    ev->abort_why = mw_buf_steal(&b);
+}
+
+/* One more DNS-querying term; false (and abort) beyond the limit. */
+static bool count_term(mw_spf_eval *ev)
+{
+    if (ev->abort != MW_SPF_ABORT_NONE)
+        return false;
+    if (++ev->terms > MW_SPF_TERM_LIMIT) {
+        ev->abort = MW_SPF_ABORT_TERMS;
+        return false;
+    }
+    return true;
+}
+
+/* Name equality ignoring case and one trailing dot. */
+static bool name_eq(const char *a, const char *b)
+{
+    size_t na = strlen(a), nb = strlen(b);
+    if (na && a[na - 1] == '.')
+        na--;
+    if (nb && b[nb - 1] == '.')
+        nb--;
+    return na == nb && strncasecmp(a, b, na) == 0;
+}
+
+/* An MX target being looked up by the mx term that returned it: consume it. */
+static bool consume_aux(mw_spf_eval *ev, const char *name)
+{
+    for (size_t i = 0; i < ev->naux; i++) {
+        if (name_eq(ev->aux_names[i], name)) {
+            free(ev->aux_names[i]);
+            ev->aux_names[i] = ev->aux_names[--ev->naux];
             return true;
+        }
+    }
     return false;
 }
 
 /*
- * One query on behalf of libspf2: deadline, void counting, error flags.
- * Returns the status; *out is set (free with mw_dns_answer_free) unless the
- * evaluation is aborted, in which case *out is NULL and TEMPFAIL returned.
+ * One query on behalf of the evaluation: deadline, void counting (when
+ * count_void), TTL, error flags.  Returns the status; *out is set (free with
+ * mw_dns_answer_free) unless the evaluation is aborted, in which case *out
+ * is NULL and TEMPFAIL returned.
  */
-static mw_dns_status eval_query(mw_spf_eval *ev, const char *name, uint16_t type,
+static mw_dns_status eval_query(mw_spf_eval *ev, const char *name, uint16_t type, bool count_void,
                                 mw_dns_answer **out)
 {
     *out = NULL;
@@ -90,14 +151,19 @@ static mw_dns_status eval_query(mw_spf_eval *ev, const char *name, uint16_t type
         ev->abort = MW_SPF_ABORT_DEADLINE;
         return MW_DNS_TEMPFAIL;
     }
+    if (left > ev->query_cap_ms)
+        left = ev->query_cap_ms;
     ev->queries++;
     mw_dns_status st = mw_dns_query(ev->dns, name, type, left, out);
+    if ((st == MW_DNS_OK || st == MW_DNS_NXDOMAIN || st == MW_DNS_NODATA) && *out) {
+        if (!ev->ttl_seen || (*out)->ttl < ev->min_ttl)
+            ev->min_ttl = (*out)->ttl;
+        ev->ttl_seen = true;
+    }
     switch (st) {
     case MW_DNS_NXDOMAIN:
     case MW_DNS_NODATA:
-        if ((type == MW_DNS_T_A || type == MW_DNS_T_AAAA) && is_aux_name(ev, name))
-            break;
-        if (++ev->voids > MW_SPF_VOID_LIMIT) {
+        if (count_void && ++ev->voids > MW_SPF_VOID_LIMIT) {
             ev->abort = MW_SPF_ABORT_VOID;
             mw_dns_answer_free(out);
             return MW_DNS_TEMPFAIL;
@@ -135,6 +201,245 @@ static SPF_dns_stat_t herrno_of(mw_dns_status st)
     return NO_RECOVERY;
 }
 
+/* ---- aliases ------------------------------------------------------------------ */
+
+static size_t alias_new(mw_spf_eval *ev, mw_spf_alias_kind kind, const char *spec,
+                        const char *context, int cidr4, int cidr6)
+{
+    ev->alias = mw_reallocarray(ev->alias, ev->nalias + 1, sizeof *ev->alias);
+    mw_spf_alias *a = &ev->alias[ev->nalias];
+    memset(a, 0, sizeof *a);
+    a->kind = kind;
+    a->spec = mw_strdup(spec);
+    a->context = mw_strdup(context ? context : "");
+    a->cidr4 = cidr4;
+    a->cidr6 = cidr6;
+    return ev->nalias++;
+}
+
+/* Index of the alias named name, or -1. */
+static long alias_index(const mw_spf_eval *ev, const char *name)
+{
+    size_t pl = strlen(MW_SPF_ALIAS_PREFIX);
+    if (!name || strncasecmp(name, MW_SPF_ALIAS_PREFIX, pl) != 0)
+        return -1;
+    const char *p = name + pl;
+    if (*p < '0' || *p > '9')
+        return -1;
+    char *end;
+    unsigned long idx = strtoul(p, &end, 10);
+    if (strcasecmp(end, MW_SPF_ALIAS_SUFFIX) != 0 && strcasecmp(end, MW_SPF_ALIAS_SUFFIX ".") != 0)
+        return -1;
+    if (idx >= ev->nalias)
+        return -1;
+    return (long)idx;
+}
+
+/* The real name behind an alias (expanded once, with our macro expander). */
+static const char *alias_target(mw_spf_eval *ev, mw_spf_alias *a)
+{
+    if (!a->expanded) {
+        if (a->spec) {
+            const char *save = ev->mctx.domain;
+            ev->mctx.domain = a->context;
+            a->expanded = mw_spf_expand_domain(&ev->mctx, a->spec);
+            ev->mctx.domain = save;
+        } else {
+            a->expanded = mw_strdup(a->context);
+        }
+    }
+    return a->expanded;
+}
+
+/* ---- validated client names (p macro, ptr mechanism) ---------------------------- */
+
+static void reverse_name(const mw_addr *ip, mw_buf *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (ip->family == AF_INET) {
+        mw_buf_printf(out, "%u.%u.%u.%u.in-addr.arpa", ip->bytes[3], ip->bytes[2], ip->bytes[1],
+                      ip->bytes[0]);
+        return;
+    }
+    for (int i = 15; i >= 0; i--) {
+        mw_buf_putc(out, hex[ip->bytes[i] & 15]);
+        mw_buf_putc(out, '.');
+        mw_buf_putc(out, hex[ip->bytes[i] >> 4]);
+        mw_buf_putc(out, '.');
+    }
+    mw_buf_puts(out, "ip6.arpa");
+}
+
+/* Does a (4 or 16 bytes) match the client within plen bits? */
+static bool prefix_match(const mw_addr *client, const uint8_t *a, size_t alen, int plen)
+{
+    size_t clen = client->family == AF_INET ? 4 : 16;
+    if (alen != clen)
+        return false;
+    int full = plen / 8, rem = plen % 8;
+    if (memcmp(client->bytes, a, (size_t)full) != 0)
+        return false;
+    if (rem) {
+        uint8_t mask = (uint8_t)(0xff << (8 - rem));
+        if ((client->bytes[full] & mask) != (a[full] & mask))
+            return false;
+    }
+    return true;
+}
+
+/*
+ * Any address record of name matching the client within plen bits?
+ * 1 match, 0 no match (incl. NXDOMAIN/NODATA/unusable name), -1 temporary
+ * error or abort.
+ */
+static int match_addrs(mw_spf_eval *ev, const char *name, bool count_void, int plen)
+{
+    uint16_t type = ev->mctx.ip.family == AF_INET ? MW_DNS_T_A : MW_DNS_T_AAAA;
+    mw_dns_answer *a = NULL;
+    mw_dns_status st = eval_query(ev, name, type, count_void, &a);
+    int r = 0;
+    if (st == MW_DNS_TEMPFAIL) {
+        r = -1;
+    } else if (st == MW_DNS_OK) {
+        uint8_t addr[16];
+        for (size_t i = 0; i < a->nrr && r == 0; i++) {
+            if (a->rr[i].type != type)
+                continue;
+            size_t n = mw_dns_rr_addr(&a->rr[i], addr);
+            if (n && prefix_match(&ev->mctx.ip, addr, n, plen))
+                r = 1;
+        }
+    }
+    mw_dns_answer_free(&a);
+    return r;
+}
+
+/*
+ * The client's validated names (RFC 7208 5.5): PTR names (at most 10, the
+ * rest ignored) whose own addresses include the client.  A failing address
+ * lookup just skips that name.  Returns -1 when the evaluation aborted.
+ */
+static int validated_names(mw_spf_eval *ev, bool count_void)
+{
+    if (ev->pnames_done)
+        return 0;
+    ev->pnames_done = true;
+    mw_buf rn = MW_BUF_INIT;
+    reverse_name(&ev->mctx.ip, &rn);
+    mw_dns_answer *a = NULL;
+    mw_dns_status st = eval_query(ev, mw_buf_cstr(&rn), MW_DNS_T_PTR, count_void, &a);
+    mw_buf_free(&rn);
+    if (st != MW_DNS_OK) {
+        mw_dns_answer_free(&a);
+        return ev->abort != MW_SPF_ABORT_NONE ? -1 : 0;
+    }
+    char name[1025];
+    size_t seen = 0;
+    for (size_t i = 0; i < a->nrr && seen < MW_SPF_PTR_LIMIT; i++) {
+        if (a->rr[i].type != MW_DNS_T_PTR || !mw_dns_rr_name(&a->rr[i], name, sizeof name))
+            continue;
+        seen++;
+        int m = match_addrs(ev, name, false, ev->mctx.ip.family == AF_INET ? 32 : 128);
+        if (ev->abort != MW_SPF_ABORT_NONE)
+            break;
+        if (m == 1) {
+            ev->pnames = mw_reallocarray(ev->pnames, ev->npnames + 1, sizeof *ev->pnames);
+            ev->pnames[ev->npnames++] = mw_strdup(name);
+        }
+    }
+    mw_dns_answer_free(&a);
+    return ev->abort != MW_SPF_ABORT_NONE ? -1 : 0;
+}
+
+/* name is target or a subdomain of it (case-insensitive, trailing dots ignored) */
+static bool in_domain(const char *name, const char *target)
+{
+    size_t n = strlen(name), t = strlen(target);
+    if (n && name[n - 1] == '.')
+        n--;
+    if (t && target[t - 1] == '.')
+        t--;
+    if (t == 0 || n < t)
+        return false;
+    if (strncasecmp(name + n - t, target, t) != 0)
+        return false;
+    return n == t || name[n - t - 1] == '.';
+}
+
+static const char *get_p(void *arg, const char *domain)
+{
+    mw_spf_eval *ev = arg;
+    validated_names(ev, false);
+    const char *pick = NULL;
+    for (size_t i = 0; i < ev->npnames && !pick; i++)
+        if (domain && name_eq(ev->pnames[i], domain))
+            pick = ev->pnames[i];
+    for (size_t i = 0; i < ev->npnames && !pick; i++)
+        if (domain && in_domain(ev->pnames[i], domain))
+            pick = ev->pnames[i];
+    if (!pick && ev->npnames)
+        pick = ev->pnames[0];
+    free(ev->p_value);
+    ev->p_value = mw_strdup(pick ? pick : "unknown");
+    return ev->p_value;
+}
+
+/* ---- proxied mechanisms ------------------------------------------------------- */
+
+/* Evaluate a proxied a / mx / ptr term: 1 match, 0 no match, -1 error/abort. */
+static int run_proxy(mw_spf_eval *ev, mw_spf_alias *al)
+{
+    if (!count_term(ev))
+        return -1;
+    const char *target = alias_target(ev, al);
+    bool v4 = ev->mctx.ip.family == AF_INET;
+    int plen = v4 ? (al->cidr4 >= 0 ? al->cidr4 : 32) : (al->cidr6 >= 0 ? al->cidr6 : 128);
+    switch (al->kind) {
+    case MW_SPF_ALIAS_A:
+        return match_addrs(ev, target, true, plen);
+    case MW_SPF_ALIAS_MX: {
+        mw_dns_answer *a = NULL;
+        mw_dns_status st = eval_query(ev, target, MW_DNS_T_MX, true, &a);
+        if (st != MW_DNS_OK) {
+            mw_dns_answer_free(&a);
+            return st == MW_DNS_TEMPFAIL ? -1 : 0;
+        }
+        size_t nmx = 0;
+        for (size_t i = 0; i < a->nrr; i++)
+            if (a->rr[i].type == MW_DNS_T_MX)
+                nmx++;
+        if (nmx > MW_SPF_MX_LIMIT) {
+            mw_dns_answer_free(&a);
+            set_abort_perm(ev, "%s has more than %d MX records (RFC 7208 4.6.4)", target,
+                           MW_SPF_MX_LIMIT);
+            return -1;
+        }
+        int r = 0;
+        char name[1025];
+        uint16_t pref;
+        for (size_t i = 0; i < a->nrr && r == 0; i++) {
+            if (a->rr[i].type != MW_DNS_T_MX || !mw_dns_rr_mx(&a->rr[i], &pref, name, sizeof name))
+                continue;
+            r = match_addrs(ev, name, false, plen);
+        }
+        mw_dns_answer_free(&a);
+        return r;
+    }
+    case MW_SPF_ALIAS_PTR: {
+        if (validated_names(ev, true) < 0)
+            return -1;
+        for (size_t i = 0; i < ev->npnames; i++)
+            if (in_domain(ev->pnames[i], target))
+                return 1;
+        return 0;
+    }
+    default:
+        return 0;
+    }
+}
+
+/* ---- the libspf2 layer ------------------------------------------------------------ */
+
 /* Store len bytes (+ NUL) as RR idx, with rr_buf_len[idx] == len + 1 exactly. */
 static void rr_put(SPF_dns_rr_t *rr, int idx, const void *data, size_t len)
 {
@@ -144,6 +449,13 @@ static void rr_put(SPF_dns_rr_t *rr, int idx, const void *data, size_t len)
     rr->rr[idx] = (SPF_dns_rr_data_t *)(void *)p;
     rr->rr_buf_len[idx] = len + 1;
     rr->num_rr = idx + 1;
+}
+
+static void rr_alloc(SPF_dns_rr_t *rr, size_t n)
+{
+    rr->rr = mw_calloc(n, sizeof *rr->rr);
+    rr->rr_buf_len = mw_calloc(n, sizeof *rr->rr_buf_len);
+    rr->rr_buf_num = (int)n;
 }
 
 static void remember_aux(mw_spf_eval *ev, const char *name)
@@ -157,10 +469,8 @@ static int rr_fill(mw_spf_eval *ev, SPF_dns_rr_t *rr, const mw_dns_answer *a, ui
 {
     if (a->nrr == 0 || a->nrr > 1000)
         return 0;
-    rr->rr = mw_calloc(a->nrr, sizeof *rr->rr);
-    rr->rr_buf_len = mw_calloc(a->nrr, sizeof *rr->rr_buf_len);
-    rr->rr_buf_num = (int)a->nrr;
-    if (type == MW_DNS_T_MX || type == MW_DNS_T_PTR)
+    rr_alloc(rr, a->nrr);
+    if (type == MW_DNS_T_MX)
         free_names(&ev->aux_names, &ev->naux);
 
     mw_buf txt = MW_BUF_INIT;
@@ -193,10 +503,8 @@ static int rr_fill(mw_spf_eval *ev, SPF_dns_rr_t *rr, const mw_dns_answer *a, ui
             break;
         }
         case MW_DNS_T_PTR:
-            if (mw_dns_rr_name(r, name, sizeof name)) {
+            if (mw_dns_rr_name(r, name, sizeof name))
                 rr_put(rr, n++, name, strlen(name));
-                remember_aux(ev, name);
-            }
             break;
         default:
             break;
@@ -207,6 +515,15 @@ static int rr_fill(mw_spf_eval *ev, SPF_dns_rr_t *rr, const mw_dns_answer *a, ui
     return n;
 }
 
+static SPF_dns_rr_t *rr_new(SPF_dns_server_t *server, const char *domain, ns_type type,
+                            SPF_dns_stat_t herrno)
+{
+    SPF_dns_rr_t *rr = SPF_dns_rr_new_init(server, domain, type, 0, herrno);
+    if (!rr)
+        mw_panic("spf: out of memory");
+    return rr;
+}
+
 static SPF_dns_rr_t *layer_lookup(SPF_dns_server_t *server, const char *domain, ns_type type,
                                   int should_cache)
 {
@@ -214,16 +531,43 @@ static SPF_dns_rr_t *layer_lookup(SPF_dns_server_t *server, const char *domain, 
     (void)should_cache;
 
     if (type == ns_t_spf)       /* RFC 7208 3.1: type 99 is not used; save the round trip */
-        return SPF_dns_rr_new_init(server, domain, type, 0, NO_DATA);
+        return rr_new(server, domain, type, NO_DATA);
     if (type != ns_t_a && type != ns_t_aaaa && type != ns_t_txt && type != ns_t_mx &&
         type != ns_t_ptr)
-        return SPF_dns_rr_new_init(server, domain, type, 0, NO_RECOVERY);
+        return rr_new(server, domain, type, NO_RECOVERY);
+
+    const char *name = domain ? domain : "";
+    long ai = alias_index(ev, name);
+    if (ai >= 0) {
+        mw_spf_alias *al = &ev->alias[ai];
+        if (al->kind == MW_SPF_ALIAS_A || al->kind == MW_SPF_ALIAS_MX ||
+            al->kind == MW_SPF_ALIAS_PTR) {
+            /* "exists:<alias>": our own evaluation of the mechanism */
+            if (type != ns_t_a)
+                return rr_new(server, domain, type, NO_DATA);
+            int m = run_proxy(ev, al);
+            if (m < 0)
+                return rr_new(server, domain, type, TRY_AGAIN);
+            if (m == 0)
+                return rr_new(server, domain, type, NO_DATA);
+            SPF_dns_rr_t *rr = rr_new(server, domain, type, NETDB_SUCCESS);
+            static const uint8_t match_addr[4] = {127, 0, 0, 2};
+            rr_alloc(rr, 1);
+            rr_put(rr, 0, match_addr, 4);
+            return rr;
+        }
+        if (al->kind == MW_SPF_ALIAS_EXP)
+            return rr_new(server, domain, type, NO_DATA);
+        name = alias_target(ev, al);
+    }
+
+    bool aux = (type == ns_t_a || type == ns_t_aaaa) && consume_aux(ev, name);
+    if (!aux && !count_term(ev))
+        return rr_new(server, domain, type, TRY_AGAIN);
 
     mw_dns_answer *a = NULL;
-    mw_dns_status st = eval_query(ev, domain ? domain : "", (uint16_t)type, &a);
-    SPF_dns_rr_t *rr = SPF_dns_rr_new_init(server, domain, type, 0, herrno_of(st));
-    if (!rr)
-        mw_panic("spf: out of memory");
+    mw_dns_status st = eval_query(ev, name, (uint16_t)type, !aux, &a);
+    SPF_dns_rr_t *rr = rr_new(server, domain, type, herrno_of(st));
     if (st == MW_DNS_OK && a) {
         if (rr_fill(ev, rr, a, (uint16_t)type) == 0)
             rr->herrno = NO_DATA;
@@ -234,12 +578,6 @@ static SPF_dns_rr_t *layer_lookup(SPF_dns_server_t *server, const char *domain, 
     return rr;
 }
 
-/* RFC 7208 4.5: "v=spf1" (any case) followed by a space or the end. */
-static bool is_spf_record(const char *s, size_t len)
-{
-    return len >= 6 && strncasecmp(s, "v=spf1", 6) == 0 && (len == 6 || s[6] == ' ');
-}
-
 static SPF_errcode_t set_result(SPF_response_t *resp, SPF_result_t res, SPF_errcode_t err)
 {
     resp->result = res;
@@ -248,10 +586,123 @@ static SPF_errcode_t set_result(SPF_response_t *resp, SPF_result_t res, SPF_errc
     return err;
 }
 
+/* A name libspf2 can take as it is: LDH/'_' labels, no macros, no odd characters. */
+static bool plain_name(const char *s)
+{
+    size_t n = strlen(s), lab = 0;
+    if (n == 0 || n > 253 || s[0] == '.' || s[n - 1] == '.')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '.') {
+            if (lab == 0)
+                return false;
+            lab = 0;
+            continue;
+        }
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_'))
+            return false;
+        if (++lab > 63)
+            return false;
+    }
+    return true;
+}
+
+static void put_alias(mw_buf *out, size_t idx)
+{
+    mw_buf_printf(out, MW_SPF_ALIAS_PREFIX "%zu" MW_SPF_ALIAS_SUFFIX, idx);
+}
+
+static void put_target(mw_spf_eval *ev, mw_buf *out, const char *spec, const char *context)
+{
+    if (plain_name(spec))
+        mw_buf_puts(out, spec);
+    else
+        put_alias(out, alias_new(ev, MW_SPF_ALIAS_NAME, spec, context, -1, -1));
+}
+
+/* The macro-free text libspf2 compiles for a record that passed our parser. */
+static void rewrite(mw_spf_eval *ev, const mw_spf_record *rec, const char *domain, mw_buf *out)
+{
+    char ip[64];
+    mw_buf_puts(out, "v=spf1");
+    for (size_t i = 0; i < rec->n; i++) {
+        const mw_spf_term *t = &rec->t[i];
+        char q[2] = {t->qual, '\0'};
+        switch (t->kind) {
+        case MW_SPF_T_ALL:
+            mw_buf_printf(out, " %sall", q);
+            break;
+        case MW_SPF_T_INCLUDE:
+        case MW_SPF_T_EXISTS:
+            mw_buf_printf(out, " %s%s:", q, t->kind == MW_SPF_T_INCLUDE ? "include" : "exists");
+            put_target(ev, out, t->spec, domain);
+            break;
+        case MW_SPF_T_A:
+        case MW_SPF_T_MX:
+            if (t->cidr4 == 0 || t->cidr6 == 0) {
+                mw_buf_printf(out, " %sexists:", q);
+                put_alias(out, alias_new(ev, t->kind == MW_SPF_T_A ? MW_SPF_ALIAS_A
+                                                                 : MW_SPF_ALIAS_MX,
+                                         t->spec, domain, t->cidr4, t->cidr6));
+                break;
+            }
+            mw_buf_printf(out, " %s%s", q, t->kind == MW_SPF_T_A ? "a" : "mx");
+            if (t->spec) {
+                mw_buf_putc(out, ':');
+                put_target(ev, out, t->spec, domain);
+            }
+            if (t->cidr4 >= 0)
+                mw_buf_printf(out, "/%d", t->cidr4);
+            if (t->cidr6 >= 0)
+                mw_buf_printf(out, "//%d", t->cidr6);
+            break;
+        case MW_SPF_T_PTR:
+            mw_buf_printf(out, " %sexists:", q);
+            put_alias(out, alias_new(ev, MW_SPF_ALIAS_PTR, t->spec, domain, -1, -1));
+            break;
+        case MW_SPF_T_IP4:
+            if (t->cidr4 == 0) {
+                mw_buf_printf(out, " %sip4:0.0.0.0/1 %sip4:128.0.0.0/1", q, q);
+                break;
+            }
+            inet_ntop(AF_INET, t->net, ip, sizeof ip);
+            mw_buf_printf(out, " %sip4:%s", q, ip);
+            if (t->cidr4 > 0)
+                mw_buf_printf(out, "/%d", t->cidr4);
+            break;
+        case MW_SPF_T_IP6:
+            if (t->cidr6 == 0) {
+                mw_buf_printf(out, " %sip6:::/1 %sip6:8000::/1", q, q);
+                break;
+            }
+            inet_ntop(AF_INET6, t->net, ip, sizeof ip);
+            mw_buf_printf(out, " %sip6:%s", q, ip);
+            if (t->cidr6 > 0)
+                mw_buf_printf(out, "/%d", t->cidr6);
+            break;
+        case MW_SPF_T_REDIRECT:
+            if (rec->has_all)
+                break;            /* RFC 7208 6.1: ignored when "all" is present */
+            mw_buf_puts(out, " redirect=");
+            put_target(ev, out, t->spec, domain);
+            break;
+        case MW_SPF_T_EXP:
+            mw_buf_puts(out, " exp=");
+            put_alias(out, alias_new(ev, MW_SPF_ALIAS_EXP, t->spec, domain, -1, -1));
+            break;
+        case MW_SPF_T_UNKNOWN_MOD:
+            break;                /* ignored (RFC 7208 6); libspf2 refuses some */
+        }
+    }
+}
+
 /*
- * get_spf: fetch and compile the record of spf_request->cur_dom.  Errors
- * follow libspf2's convention: SPF_E_DNS_ERROR makes an include temperror,
- * any other error permerror; at the top level the caller maps the result.
+ * get_spf: fetch, check and compile the record of spf_request->cur_dom.
+ * Errors follow libspf2's convention: SPF_E_DNS_ERROR makes an include
+ * temperror, any other error permerror; at the top level the caller maps
+ * the result.
  */
 static SPF_errcode_t layer_get_spf(SPF_server_t *server, SPF_request_t *req,
                                    SPF_response_t *resp, SPF_record_t **recp)
@@ -259,14 +710,22 @@ static SPF_errcode_t layer_get_spf(SPF_server_t *server, SPF_request_t *req,
     mw_spf_eval *ev = server->resolver->hook;
     const char *dom = req->cur_dom;
     *recp = NULL;
+    bool top = ev->fetches++ == 0;
     if (!dom || !*dom) {
         set_result(resp, SPF_RESULT_PERMERROR, SPF_E_NOT_CONFIG);
         SPF_response_add_error(resp, SPF_E_NOT_CONFIG, "No domain to look up");
         return SPF_E_NOT_CONFIG;
     }
+    long ai = alias_index(ev, dom);
+    if (ai >= 0)
+        dom = alias_target(ev, &ev->alias[ai]);
+    if (!top && !count_term(ev)) {
+        set_result(resp, SPF_RESULT_TEMPERROR, SPF_E_DNS_ERROR);
+        return SPF_E_DNS_ERROR;
+    }
 
     mw_dns_answer *a = NULL;
-    mw_dns_status st = eval_query(ev, dom, MW_DNS_T_TXT, &a);
+    mw_dns_status st = eval_query(ev, dom, MW_DNS_T_TXT, !top, &a);
     switch (st) {
     case MW_DNS_OK:
         break;
@@ -276,7 +735,7 @@ static SPF_errcode_t layer_get_spf(SPF_server_t *server, SPF_request_t *req,
         mw_dns_answer_free(&a);
         set_result(resp, SPF_RESULT_NONE, SPF_E_NOT_SPF);
         SPF_response_add_error(resp, SPF_E_NOT_SPF, "%s%s for '%s'",
-                               ev->records ? "include/redirect target: " : "",
+                               top ? "" : "include/redirect target: ",
                                st == MW_DNS_NXDOMAIN ? "Domain does not exist"
                                : st == MW_DNS_NODATA ? "No TXT records"
                                                      : "Unusable domain name",
@@ -294,7 +753,7 @@ static SPF_errcode_t layer_get_spf(SPF_server_t *server, SPF_request_t *req,
     for (size_t i = 0; i < a->nrr; i++) {
         if (a->rr[i].type != MW_DNS_T_TXT || !mw_dns_rr_txt(&a->rr[i], &txt))
             continue;
-        if (!is_spf_record(txt.len ? txt.data : "", txt.len))
+        if (!mw_spf_is_record(txt.len ? txt.data : "", txt.len))
             continue;
         if (found++ == 0) {
             mw_buf_reset(&rec);
@@ -308,23 +767,31 @@ static SPF_errcode_t layer_get_spf(SPF_server_t *server, SPF_request_t *req,
     if (found == 0) {
         err = set_result(resp, SPF_RESULT_NONE, SPF_E_NOT_SPF);
         SPF_response_add_error(resp, err, "%sNo SPF record for '%s'",
-                               ev->records ? "include/redirect target: " : "", dom);
+                               top ? "" : "include/redirect target: ", dom);
     } else if (found > 1) {
         err = set_result(resp, SPF_RESULT_PERMERROR, SPF_E_MULTIPLE_RECORDS);
         SPF_response_add_error(resp, err, "Multiple SPF records for '%s'", dom);
     } else {
-        ev->records++;
-        /* libspf2 sees the record up to the first NUL; keep the fact visible. */
-        if (memchr(rec.data, '\0', rec.len))
-            ev->txt_nul = true;
-        err = SPF_record_compile(server, resp, recp, mw_buf_cstr(&rec));
-        if (err != SPF_E_SUCCESS) {
-            if (*recp) {
-                SPF_record_free(*recp);
-                *recp = NULL;
+        mw_spf_record parsed;
+        char why[256];
+        if (!mw_spf_record_parse(rec.data, rec.len, &parsed, why, sizeof why)) {
+            err = set_result(resp, SPF_RESULT_PERMERROR, SPF_E_SYNTAX);
+            SPF_response_add_error(resp, err, "SPF record of '%s': %s", dom, why);
+        } else {
+            mw_buf out = MW_BUF_INIT;
+            rewrite(ev, &parsed, dom, &out);
+            mw_spf_record_free(&parsed);
+            ev->records++;
+            err = SPF_record_compile(server, resp, recp, mw_buf_cstr(&out));
+            if (err != SPF_E_SUCCESS) {
+                if (*recp) {
+                    SPF_record_free(*recp);
+                    *recp = NULL;
+                }
+                set_result(resp, SPF_RESULT_PERMERROR, err);
+                SPF_response_add_error(resp, err, "Failed to compile SPF record for '%s'", dom);
             }
-            set_result(resp, SPF_RESULT_PERMERROR, err);
-            SPF_response_add_error(resp, err, "Failed to compile SPF record for '%s'", dom);
+            mw_buf_free(&out);
         }
     }
     mw_buf_free(&rec);
@@ -332,24 +799,58 @@ static SPF_errcode_t layer_get_spf(SPF_server_t *server, SPF_request_t *req,
 }
 
 /*
- * get_exp: remember the (expanded) exp= domain and hand back a marker.  No
- * DNS here: the caller fetches the text only when the final result is fail.
+ * get_exp: libspf2 hands us the exp= of the record whose explanation counts
+ * (our alias); remember which one and hand back a placeholder.  No DNS
+ * here: the caller builds the text only when the final result is fail.
  */
 static SPF_errcode_t layer_get_exp(SPF_server_t *server, const char *domain, char **bufp,
                                    size_t *buflenp)
 {
     mw_spf_eval *ev = server->resolver->hook;
-    ev->exp_domains = mw_reallocarray(ev->exp_domains, ev->nexp + 1, sizeof *ev->exp_domains);
-    ev->exp_domains[ev->nexp] = mw_strdup(domain);   /* domain may alias *bufp */
-    char marker[64];
-    int n = snprintf(marker, sizeof marker, MW_SPF_EXP_MARKER "%zu", ev->nexp);
-    ev->nexp++;
-    if (*buflenp < (size_t)n + 1) {
-        *bufp = mw_realloc(*bufp, (size_t)n + 1);
-        *buflenp = (size_t)n + 1;
+    long ai = alias_index(ev, domain);
+    if (ai >= 0 && ev->alias[ai].kind == MW_SPF_ALIAS_EXP)
+        ev->exp_alias = ai;
+    static const char marker[] = "mailwarden-exp";
+    if (*buflenp < sizeof marker) {
+        *bufp = mw_realloc(*bufp, sizeof marker);
+        *buflenp = sizeof marker;
     }
-    memcpy(*bufp, marker, (size_t)n + 1);
+    memcpy(*bufp, marker, sizeof marker);
     return SPF_E_SUCCESS;
+}
+
+char *mw_spf_eval_explanation(mw_spf_eval *ev)
+{
+    if (ev->exp_alias < 0 || (size_t)ev->exp_alias >= ev->nalias)
+        return NULL;
+    mw_spf_alias *al = &ev->alias[ev->exp_alias];
+    const char *dom = alias_target(ev, al);
+    unsigned left = mw_spf_eval_remaining(ev);
+    if (left == 0 || !*dom)
+        return NULL;
+    if (left > ev->query_cap_ms)
+        left = ev->query_cap_ms;
+    mw_dns_answer *a = NULL;
+    char *res = NULL;
+    if (mw_dns_query(ev->dns, dom, MW_DNS_T_TXT, left, &a) == MW_DNS_OK) {
+        size_t n = 0, which = 0;
+        for (size_t i = 0; i < a->nrr; i++)
+            if (a->rr[i].type == MW_DNS_T_TXT) {
+                n++;
+                which = i;
+            }
+        mw_buf txt = MW_BUF_INIT;
+        if (n == 1 && mw_dns_rr_txt(&a->rr[which], &txt) && txt.len > 0) {
+            const char *save = ev->mctx.domain;
+            ev->mctx.domain = al->context;
+            /* non-ASCII and control bytes fail the explain-string syntax */
+            res = mw_spf_expand_explain(&ev->mctx, txt.data, txt.len);
+            ev->mctx.domain = save;
+        }
+        mw_buf_free(&txt);
+    }
+    mw_dns_answer_free(&a);
+    return res;
 }
 
 static void layer_destroy(SPF_dns_server_t *server)

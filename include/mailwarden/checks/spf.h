@@ -7,7 +7,13 @@
  * a record libspf2 cannot compile -> permerror; a DNS failure -> temperror.
  *
  * Thread safety: one mw_spf is shared by all threads; mw_spf_check() may be
- * called concurrently (libspf2 server objects are per call or per thread).
+ * called concurrently (libspf2 server objects are per call; the result cache
+ * has its own lock).
+ *
+ * Every record is checked by our strict RFC 7208 parser and rewritten into a
+ * macro-free form before libspf2 sees it; macros, explanations, the ptr
+ * mechanism, /0 prefixes and all processing limits are handled by our code
+ * (filter/checks/spf_record.c, spf_dns.c), libspf2 evaluates the rest.
  */
 #ifndef MW_CHECKS_SPF_H
 #define MW_CHECKS_SPF_H
@@ -38,6 +44,10 @@ typedef enum mw_spf_scope { MW_SPF_SCOPE_MAILFROM, MW_SPF_SCOPE_HELO } mw_spf_sc
 typedef struct mw_spf_options {
     unsigned timeout_ms;       /* total evaluation deadline (0 -> 20000) */
     const char *receiver;      /* our host name, for %{r} and Received-SPF */
+    unsigned query_timeout_ms; /* cap per DNS query (0 -> 5000, dns.timeout's default);
+                                  the deadline still bounds every query */
+    unsigned cache_entries;    /* result cache size (0 -> 4096) */
+    bool     no_cache;         /* disable the result cache */
 } mw_spf_options;
 
 typedef struct mw_spf mw_spf;
@@ -74,6 +84,19 @@ typedef struct mw_spf_outcome {
 void mw_spf_check(mw_spf *spf, const char *ip, const char *helo, const char *mailfrom,
                   mw_spf_scope scope, mw_spf_outcome *out);
 void mw_spf_outcome_clear(mw_spf_outcome *out);
+
+/*
+ * Result cache: outcomes are kept per (scope, client IP, HELO, domain, and
+ * the sender's local part only when the record used %{l}/%{s}) for the
+ * smallest TTL of the DNS answers the evaluation used (at most an hour).
+ * temperror is never cached.  Bounded (least recently used entries go),
+ * shared by all threads under one mutex.  Counters for tests and stats.
+ */
+typedef struct mw_spf_cache_stats {
+    unsigned long hits, misses, inserts, evictions;
+    size_t entries, capacity;
+} mw_spf_cache_stats;
+void mw_spf_cache_get_stats(mw_spf *spf, mw_spf_cache_stats *st);
 
 /*
  * Render the value of a Received-SPF header (RFC 7208 §9.1) for o into out

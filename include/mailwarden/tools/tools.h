@@ -13,6 +13,10 @@
 int mw_cmd_serve(int argc, char **argv);
 int mw_cmd_check(int argc, char **argv);
 int mw_cmd_config_test(int argc, char **argv);
+/* mailwarden keygen --domain D --selector S [--type rsa|ed25519] [--bits N] [--out DIR] */
+int mw_cmd_keygen(int argc, char **argv);
+/* mailwarden dns-check [-c FILE] [--dns ADDR[@PORT]]... [--sign D:S:KEYFILE]... */
+int mw_cmd_dns_check(int argc, char **argv);
 
 /* Command-line options shared by serve and check (-c and the overrides). */
 typedef struct mw_cli {
