@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -133,7 +134,10 @@ int mw_cmd_keygen(int argc, char **argv)
         return 2;
     }
     mw_buf_printf(&path, "%s/%s.private", out, selector);
-    if (write_private(path.data, &pem)) {
+    /* Create the key directory if it is missing: private to its owner. */
+    if (mkdir(out, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "mailwarden keygen: cannot create %s: %s\n", out, strerror(errno));
+    } else if (write_private(path.data, &pem)) {
         fprintf(stderr, "mailwarden keygen: private key written to %s (mode 0600); publish:\n",
                 path.data);
         print_record(selector, domain, strcasecmp(type, "ed25519") == 0 ? "ed25519" : "rsa", p.data);
