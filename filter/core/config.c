@@ -106,6 +106,7 @@ static bool check_hostname(const char *s, char *why, size_t whylen);
 static bool check_facility(const char *s, char *why, size_t whylen);
 static bool check_forwarder(const char *s, char *why, size_t whylen);
 static bool check_domain(const char *s, char *why, size_t whylen);
+static bool check_socket_or_empty(const char *s, char *why, size_t whylen);
 static bool check_selector(const char *s, char *why, size_t whylen);
 static bool check_header_name(const char *s, char *why, size_t whylen);
 static bool check_canon(const char *s, char *why, size_t whylen);
@@ -266,6 +267,13 @@ static const struct key keys[] = {
     /* Authentication-Results */
     {.name = "authres.remove_forged", .type = KT_BOOL, .off = F(ar_remove_forged), .def_int = 1,
      .doc = "remove incoming Authentication-Results headers that claim our authserv_id"},
+    /* Exim front end */
+    {.name = "exim.listen", .type = KT_STRING, .off = F(exim_listen), .def_str = "",
+     .check = check_socket_or_empty,
+     .doc = "Exim end-of-DATA scanner (rspamd protocol) socket: inet:PORT@HOST or unix:/PATH; \"\" = off"},
+    {.name = "exim.rcpt_listen", .type = KT_STRING, .off = F(exim_rcpt_listen), .def_str = "",
+     .check = check_socket_or_empty,
+     .doc = "Exim ${readsocket} RCPT-time policy socket: inet:PORT@HOST or unix:/PATH; \"\" = off"},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -1401,4 +1409,9 @@ mw_config *mw_config_load(const char *path, const mw_config_overrides *ov, mw_co
     if (errs->n > start)
         mw_config_free(&ld.cfg);
     return ld.cfg;
+}
+
+static bool check_socket_or_empty(const char *s, char *why, size_t whylen)
+{
+    return *s == '\0' || check_socket(s, why, whylen);
 }

@@ -145,6 +145,10 @@ typedef struct mw_config {
     /* Authentication-Results */
     bool     ar_remove_forged;      /* remove A-R headers claiming our authserv-id */
 
+    /* Exim front end ("" = off) */
+    char    *exim_listen;           /* rspamd-protocol scanner socket (end of DATA) */
+    char    *exim_rcpt_listen;      /* ${readsocket} line-protocol socket (RCPT time) */
+
     /* policy */
     char *policy;                   /* name of a shipped/policy_dir policy, or a file path */
     char *policy_dir;               /* where named policies are looked up */
