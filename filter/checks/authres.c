@@ -68,8 +68,10 @@ static bool bare_ok(const char *v)
             return false;
     }
     if (at) {
-        /* local-part and domain must be non-empty dot-atoms (no empty labels) */
-        if (at == v || !at[1] || v[0] == '.' || at[-1] == '.' || at[1] == '.' || v[n - 1] == '.')
+        /* [local-part] "@" domain: the local part may be empty ("@example.com",
+         * the usual header.i when i= is absent); otherwise both sides are
+         * dot-atoms without empty labels */
+        if (!at[1] || v[0] == '.' || (at > v && at[-1] == '.') || at[1] == '.' || v[n - 1] == '.')
             return false;
         if (strstr(v, ".."))
             return false;

@@ -26,15 +26,35 @@
  * read-only afterwards. */
 static mw_engine *the_engine;
 
+/* Per-connection state hung on smfi_setpriv. */
+typedef struct mconn {
+    mw_session *s;
+    bool        leadspc;   /* SMFIP_HDR_LEADSPC agreed: header values carry
+                              their leading blank, in both directions */
+} mconn;
+
+static mconn *conn(SMFICTX *ctx)
+{
+    mconn *c = smfi_getpriv(ctx);
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c)
+            return NULL;
+        smfi_setpriv(ctx, c);
+    }
+    return c;
+}
+
 static mw_session *sess(SMFICTX *ctx)
 {
-    mw_session *s = smfi_getpriv(ctx);
-    if (!s) {
+    mconn *c = conn(ctx);
+    if (!c)
+        return NULL;
+    if (!c->s) {
         const char *ip = smfi_getsymval(ctx, "{client_addr}");
-        s = mw_session_new(the_engine, ip, smfi_getsymval(ctx, "{client_name}"));
-        smfi_setpriv(ctx, s);
+        c->s = mw_session_new(the_engine, ip, smfi_getsymval(ctx, "{client_name}"));
     }
-    return s;
+    return c->s;
 }
 
 static void copy_macros(SMFICTX *ctx, mw_session *s)
@@ -59,6 +79,9 @@ static sfsistat cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, u
      * byte-exact (leading space kept) for DKIM simple canonicalization. */
     unsigned long want1 = SMFIP_NOUNKNOWN | SMFIP_NODATA | SMFIP_HDR_LEADSPC;
     *pf1 = want1 & f1;
+    mconn *c = conn(ctx);
+    if (c)
+        c->leadspc = (*pf1 & SMFIP_HDR_LEADSPC) != 0;
     *pf2 = 0;
     *pf3 = 0;
     if (*pf0 & SMFIF_SETSYMLIST) {
@@ -81,21 +104,31 @@ static sfsistat cb_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *sa)
         inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)sa)->sin_addr, ip, sizeof ip);
     else if (sa && sa->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)(void *)sa)->sin6_addr, ip, sizeof ip);
-    mw_session *s = mw_session_new(the_engine, ip[0] ? ip : NULL, hostname);
-    smfi_setpriv(ctx, s);
-    copy_macros(ctx, s);
+    mconn *c = conn(ctx);
+    if (!c)
+        return SMFIS_TEMPFAIL;
+    mw_session_free(&c->s);
+    c->s = mw_session_new(the_engine, ip[0] ? ip : NULL, hostname);
+    copy_macros(ctx, c->s);
     return SMFIS_CONTINUE;
 }
 
+/* Allocation failure is the only way to have no session: tempfail. */
+#define SESSION_OR_TEMPFAIL(s)      \
+    mw_session *s = sess(ctx);      \
+    if (!s)                         \
+        return SMFIS_TEMPFAIL
+
 static sfsistat cb_helo(SMFICTX *ctx, char *helo)
 {
-    mw_session_helo(sess(ctx), helo);
+    SESSION_OR_TEMPFAIL(s);
+    mw_session_helo(s, helo);
     return SMFIS_CONTINUE;
 }
 
 static sfsistat cb_envfrom(SMFICTX *ctx, char **argv)
 {
-    mw_session *s = sess(ctx);
+    SESSION_OR_TEMPFAIL(s);
     copy_macros(ctx, s);
     mw_session_mail(s, argv && argv[0] ? argv[0] : "");
     return SMFIS_CONTINUE;
@@ -103,25 +136,29 @@ static sfsistat cb_envfrom(SMFICTX *ctx, char **argv)
 
 static sfsistat cb_envrcpt(SMFICTX *ctx, char **argv)
 {
-    mw_session_rcpt(sess(ctx), argv && argv[0] ? argv[0] : "");
+    SESSION_OR_TEMPFAIL(s);
+    mw_session_rcpt(s, argv && argv[0] ? argv[0] : "");
     return SMFIS_CONTINUE;
 }
 
 static sfsistat cb_header(SMFICTX *ctx, char *name, char *value)
 {
-    mw_session_header(sess(ctx), name, value ? value : "", value ? strlen(value) : 0);
+    SESSION_OR_TEMPFAIL(s);
+    mw_session_header(s, name, value ? value : "", value ? strlen(value) : 0);
     return SMFIS_CONTINUE;
 }
 
 static sfsistat cb_eoh(SMFICTX *ctx)
 {
-    mw_session_eoh(sess(ctx));
+    SESSION_OR_TEMPFAIL(s);
+    mw_session_eoh(s);
     return SMFIS_CONTINUE;
 }
 
 static sfsistat cb_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
 {
-    mw_session_body(sess(ctx), chunk, len);
+    SESSION_OR_TEMPFAIL(s);
+    mw_session_body(s, chunk, len);
     return SMFIS_CONTINUE;
 }
 
@@ -142,7 +179,8 @@ static void set_reply(SMFICTX *ctx, const mw_verdict *v)
 
 static sfsistat cb_eom(SMFICTX *ctx)
 {
-    mw_session *s = sess(ctx);
+    SESSION_OR_TEMPFAIL(s);
+    bool leadspc = conn(ctx)->leadspc;
     copy_macros(ctx, s);
     const mw_verdict *v = mw_session_eom(s);
     switch (v->action) {
@@ -161,10 +199,19 @@ static sfsistat cb_eom(SMFICTX *ctx)
         if (smfi_chgheader(ctx, v->remove[i].name, (int)v->remove[i].index, NULL) != MI_SUCCESS)
             mw_warn("%s: cannot remove header %s #%u", mw_session_id(s), v->remove[i].name,
                     v->remove[i].index);
-    /* insert bottom-most first at index 0, so add[0] ends up on top */
-    for (size_t i = v->nadd; i-- > 0;)
-        if (smfi_insheader(ctx, 0, v->add[i].name, v->add[i].value) != MI_SUCCESS)
+    /* insert bottom-most first at index 0, so add[0] ends up on top; with
+     * SMFIP_HDR_LEADSPC the MTA writes "Name:" + value, so the value must
+     * bring its own blank (DKIM simple canonicalization sees it) */
+    mw_buf hv = MW_BUF_INIT;
+    for (size_t i = v->nadd; i-- > 0;) {
+        mw_buf_reset(&hv);
+        if (leadspc)
+            mw_buf_putc(&hv, ' ');
+        mw_buf_puts(&hv, v->add[i].value);
+        if (smfi_insheader(ctx, 0, v->add[i].name, (char *)mw_buf_cstr(&hv)) != MI_SUCCESS)
             mw_warn("%s: cannot add header %s", mw_session_id(s), v->add[i].name);
+    }
+    mw_buf_free(&hv);
     if (v->action == MW_ACTION_QUARANTINE &&
         smfi_quarantine(ctx, v->quarantine_reason ? v->quarantine_reason : (char *)"mailwarden") != MI_SUCCESS)
         mw_warn("%s: quarantine request failed", mw_session_id(s));
@@ -173,17 +220,19 @@ static sfsistat cb_eom(SMFICTX *ctx)
 
 static sfsistat cb_abort(SMFICTX *ctx)
 {
-    mw_session *s = smfi_getpriv(ctx);
-    if (s)
-        mw_session_abort(s);
+    mconn *c = smfi_getpriv(ctx);
+    if (c && c->s)
+        mw_session_abort(c->s);
     return SMFIS_CONTINUE;
 }
 
+/* The one cleanup path for a connection. */
 static sfsistat cb_close(SMFICTX *ctx)
 {
-    mw_session *s = smfi_getpriv(ctx);
-    if (s) {
-        mw_session_free(&s);
+    mconn *c = smfi_getpriv(ctx);
+    if (c) {
+        mw_session_free(&c->s);
+        free(c);
         smfi_setpriv(ctx, NULL);
     }
     return SMFIS_CONTINUE;

@@ -32,6 +32,15 @@ static void test_build(void)
     mw_authres_render(ar, &b);
     MW_TEST_EQ_STR(mw_buf_cstr(&b), "mx;\n\tspf=fail smtp.mailfrom=\"a; dkim=pass\\\"x\\\"@evil\"");
     mw_authres_free(&ar);
+
+    /* header.i without a local part stays bare (RFC 8601 pvalue) */
+    ar = mw_authres_new("mx");
+    const char *p4[] = {"header.i", "@example.com", "header.d", "example.com", NULL};
+    mw_authres_add(ar, "dkim", "pass", NULL, p4);
+    mw_buf_reset(&b);
+    mw_authres_render(ar, &b);
+    MW_TEST_EQ_STR(mw_buf_cstr(&b), "mx;\n\tdkim=pass header.i=@example.com header.d=example.com");
+    mw_authres_free(&ar);
     mw_buf_free(&b);
 }
 
