@@ -670,6 +670,11 @@ void mw_spf_check(mw_spf *spf, const char *ip, const char *helo, const char *mai
     server->destroy_resolver = 1;
     if (spf->receiver)
         SPF_server_set_rec_dom(server, spf->receiver);
+    /* Our layer counts DNS terms across the whole evaluation (RFC 7208
+     * 4.6.4); libspf2's own per-response count would also see the
+     * continuation redirects of long records (spf_dns.h): keep it out of
+     * the way. */
+    server->max_dns_mech = 1000;
     SPF_request_t *req = SPF_request_new(server);
     if (!req)
         mw_panic("spf: out of memory");

@@ -67,6 +67,7 @@ void mw_spf_eval_fini(mw_spf_eval *ev)
         free(ev->alias[i].spec);
         free(ev->alias[i].context);
         free(ev->alias[i].expanded);
+        free(ev->alias[i].text);
     }
     free(ev->alias);
     ev->alias = NULL;
@@ -567,6 +568,20 @@ static SPF_dns_rr_t *layer_lookup(SPF_dns_server_t *server, const char *domain, 
 
     mw_dns_answer *a = NULL;
     mw_dns_status st = eval_query(ev, name, (uint16_t)type, !aux, &a);
+    if (st == MW_DNS_OK && type == ns_t_mx) {
+        /* RFC 7208 4.6.4: more than 10 MX records is a permerror, whether or
+         * not one of the first ten would match (libspf2 checks ten first). */
+        size_t nmx = 0;
+        for (size_t i = 0; i < a->nrr; i++)
+            if (a->rr[i].type == MW_DNS_T_MX)
+                nmx++;
+        if (nmx > MW_SPF_MX_LIMIT) {
+            mw_dns_answer_free(&a);
+            set_abort_perm(ev, "%s has more than %d MX records (RFC 7208 4.6.4)", name,
+                           MW_SPF_MX_LIMIT);
+            return rr_new(server, domain, type, TRY_AGAIN);
+        }
+    }
     SPF_dns_rr_t *rr = rr_new(server, domain, type, herrno_of(st));
     if (st == MW_DNS_OK && a) {
         if (rr_fill(ev, rr, a, (uint16_t)type) == 0)
@@ -622,80 +637,143 @@ static void put_target(mw_spf_eval *ev, mw_buf *out, const char *spec, const cha
         put_alias(out, alias_new(ev, MW_SPF_ALIAS_NAME, spec, context, -1, -1));
 }
 
+typedef struct pieces {
+    char  **v;
+    size_t  n;
+} pieces;
+
+static void piece_add(pieces *p, mw_buf *b)
+{
+    p->v = mw_reallocarray(p->v, p->n + 1, sizeof *p->v);
+    p->v[p->n++] = mw_buf_steal(b);
+}
+
 /* The macro-free text libspf2 compiles for a record that passed our parser. */
 static void rewrite(mw_spf_eval *ev, const mw_spf_record *rec, const char *domain, mw_buf *out)
 {
     char ip[64];
-    mw_buf_puts(out, "v=spf1");
+    pieces mech = {0};
+    mw_buf t = MW_BUF_INIT, redirect = MW_BUF_INIT, exp = MW_BUF_INIT;
     for (size_t i = 0; i < rec->n; i++) {
-        const mw_spf_term *t = &rec->t[i];
-        char q[2] = {t->qual, '\0'};
-        switch (t->kind) {
+        const mw_spf_term *m = &rec->t[i];
+        char q[2] = {m->qual, '\0'};
+        switch (m->kind) {
         case MW_SPF_T_ALL:
-            mw_buf_printf(out, " %sall", q);
+            mw_buf_printf(&t, "%sall", q);
             break;
         case MW_SPF_T_INCLUDE:
         case MW_SPF_T_EXISTS:
-            mw_buf_printf(out, " %s%s:", q, t->kind == MW_SPF_T_INCLUDE ? "include" : "exists");
-            put_target(ev, out, t->spec, domain);
+            mw_buf_printf(&t, "%s%s:", q, m->kind == MW_SPF_T_INCLUDE ? "include" : "exists");
+            put_target(ev, &t, m->spec, domain);
             break;
         case MW_SPF_T_A:
         case MW_SPF_T_MX:
-            if (t->cidr4 == 0 || t->cidr6 == 0) {
-                mw_buf_printf(out, " %sexists:", q);
-                put_alias(out, alias_new(ev, t->kind == MW_SPF_T_A ? MW_SPF_ALIAS_A
-                                                                 : MW_SPF_ALIAS_MX,
-                                         t->spec, domain, t->cidr4, t->cidr6));
+            if (m->cidr4 == 0 || m->cidr6 == 0) {
+                mw_buf_printf(&t, "%sexists:", q);
+                put_alias(&t, alias_new(ev, m->kind == MW_SPF_T_A ? MW_SPF_ALIAS_A
+                                                                : MW_SPF_ALIAS_MX,
+                                        m->spec, domain, m->cidr4, m->cidr6));
                 break;
             }
-            mw_buf_printf(out, " %s%s", q, t->kind == MW_SPF_T_A ? "a" : "mx");
-            if (t->spec) {
-                mw_buf_putc(out, ':');
-                put_target(ev, out, t->spec, domain);
+            mw_buf_printf(&t, "%s%s", q, m->kind == MW_SPF_T_A ? "a" : "mx");
+            if (m->spec) {
+                mw_buf_putc(&t, ':');
+                put_target(ev, &t, m->spec, domain);
             }
-            if (t->cidr4 >= 0)
-                mw_buf_printf(out, "/%d", t->cidr4);
-            if (t->cidr6 >= 0)
-                mw_buf_printf(out, "//%d", t->cidr6);
+            if (m->cidr4 >= 0)
+                mw_buf_printf(&t, "/%d", m->cidr4);
+            if (m->cidr6 >= 0)
+                mw_buf_printf(&t, "//%d", m->cidr6);
             break;
         case MW_SPF_T_PTR:
-            mw_buf_printf(out, " %sexists:", q);
-            put_alias(out, alias_new(ev, MW_SPF_ALIAS_PTR, t->spec, domain, -1, -1));
+            mw_buf_printf(&t, "%sexists:", q);
+            put_alias(&t, alias_new(ev, MW_SPF_ALIAS_PTR, m->spec, domain, -1, -1));
             break;
         case MW_SPF_T_IP4:
-            if (t->cidr4 == 0) {
-                mw_buf_printf(out, " %sip4:0.0.0.0/1 %sip4:128.0.0.0/1", q, q);
+            if (m->cidr4 == 0) {
+                mw_buf_printf(&t, "%sip4:0.0.0.0/1", q);
+                piece_add(&mech, &t);
+                mw_buf_printf(&t, "%sip4:128.0.0.0/1", q);
                 break;
             }
-            inet_ntop(AF_INET, t->net, ip, sizeof ip);
-            mw_buf_printf(out, " %sip4:%s", q, ip);
-            if (t->cidr4 > 0)
-                mw_buf_printf(out, "/%d", t->cidr4);
+            inet_ntop(AF_INET, m->net, ip, sizeof ip);
+            mw_buf_printf(&t, "%sip4:%s", q, ip);
+            if (m->cidr4 > 0)
+                mw_buf_printf(&t, "/%d", m->cidr4);
             break;
         case MW_SPF_T_IP6:
-            if (t->cidr6 == 0) {
-                mw_buf_printf(out, " %sip6:::/1 %sip6:8000::/1", q, q);
+            if (m->cidr6 == 0) {
+                mw_buf_printf(&t, "%sip6:::/1", q);
+                piece_add(&mech, &t);
+                mw_buf_printf(&t, "%sip6:8000::/1", q);
                 break;
             }
-            inet_ntop(AF_INET6, t->net, ip, sizeof ip);
-            mw_buf_printf(out, " %sip6:%s", q, ip);
-            if (t->cidr6 > 0)
-                mw_buf_printf(out, "/%d", t->cidr6);
+            inet_ntop(AF_INET6, m->net, ip, sizeof ip);
+            mw_buf_printf(&t, "%sip6:%s", q, ip);
+            if (m->cidr6 > 0)
+                mw_buf_printf(&t, "/%d", m->cidr6);
             break;
         case MW_SPF_T_REDIRECT:
-            if (rec->has_all)
-                break;            /* RFC 7208 6.1: ignored when "all" is present */
-            mw_buf_puts(out, " redirect=");
-            put_target(ev, out, t->spec, domain);
+            if (!rec->has_all) {  /* RFC 7208 6.1: ignored when "all" is present */
+                mw_buf_puts(&redirect, " redirect=");
+                put_target(ev, &redirect, m->spec, domain);
+            }
             break;
         case MW_SPF_T_EXP:
-            mw_buf_puts(out, " exp=");
-            put_alias(out, alias_new(ev, MW_SPF_ALIAS_EXP, t->spec, domain, -1, -1));
+            mw_buf_puts(&exp, " exp=");
+            put_alias(&exp, alias_new(ev, MW_SPF_ALIAS_EXP, m->spec, domain, -1, -1));
             break;
         case MW_SPF_T_UNKNOWN_MOD:
             break;                /* ignored (RFC 7208 6); libspf2 refuses some */
         }
+        if (t.len)
+            piece_add(&mech, &t);
     }
+
+    /* chunks of at most MW_SPF_CHUNK_BUDGET estimated compiled bytes */
+    size_t *starts = mw_calloc(mech.n + 2, sizeof *starts);
+    size_t nchunks = 1, used = 0;
+    for (size_t i = 0; i < mech.n; i++) {
+        size_t cost = strlen(mech.v[i]) + 8;
+        if (used && used + cost > MW_SPF_CHUNK_BUDGET) {
+            starts[nchunks++] = i;
+            used = 0;
+        }
+        used += cost;
+    }
+    starts[nchunks] = mech.n;
+    size_t *ids = mw_calloc(nchunks, sizeof *ids);
+    for (size_t c = 1; c < nchunks; c++)
+        ids[c] = alias_new(ev, MW_SPF_ALIAS_CONT, NULL, domain, -1, -1);
+    for (size_t c = 0; c < nchunks; c++) {
+        mw_buf b = MW_BUF_INIT;
+        mw_buf_puts(&b, "v=spf1");
+        for (size_t i = starts[c]; i < starts[c + 1]; i++) {
+            mw_buf_putc(&b, ' ');
+            mw_buf_puts(&b, mech.v[i]);
+        }
+        if (c + 1 < nchunks) {
+            mw_buf_puts(&b, " redirect=");
+            put_alias(&b, ids[c + 1]);
+        } else {
+            mw_buf_append(&b, redirect.data ? redirect.data : "", redirect.len);
+        }
+        mw_buf_append(&b, exp.data ? exp.data : "", exp.len);
+        if (c == 0) {
+            mw_buf_append(out, b.data, b.len);
+            mw_buf_free(&b);
+        } else {
+            ev->alias[ids[c]].text = mw_buf_steal(&b);
+        }
+    }
+    free(ids);
+    free(starts);
+    for (size_t i = 0; i < mech.n; i++)
+        free(mech.v[i]);
+    free(mech.v);
+    mw_buf_free(&t);
+    mw_buf_free(&redirect);
+    mw_buf_free(&exp);
 }
 
 /*
@@ -717,6 +795,20 @@ static SPF_errcode_t layer_get_spf(SPF_server_t *server, SPF_request_t *req,
         return SPF_E_NOT_CONFIG;
     }
     long ai = alias_index(ev, dom);
+    if (ai >= 0 && ev->alias[ai].kind == MW_SPF_ALIAS_CONT && ev->alias[ai].text) {
+        /* the next chunk of a long record: no DNS, not a term */
+        SPF_errcode_t err = SPF_record_compile(server, resp, recp, ev->alias[ai].text);
+        if (err != SPF_E_SUCCESS) {
+            if (*recp) {
+                SPF_record_free(*recp);
+                *recp = NULL;
+            }
+            set_result(resp, SPF_RESULT_PERMERROR, err);
+            SPF_response_add_error(resp, err, "Failed to compile SPF record for '%s'",
+                                   ev->alias[ai].context);
+        }
+        return err;
+    }
     if (ai >= 0)
         dom = alias_target(ev, &ev->alias[ai]);
     if (!top && !count_term(ev)) {

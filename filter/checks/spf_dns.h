@@ -24,7 +24,13 @@
  *   - unknown modifiers are dropped (libspf2 refuses some legal ones), and
  *     redirect= is dropped when the record has "all" (RFC 7208 6.1);
  *   - exp= points at an alias; get_exp records which one libspf2 chose, the
- *     caller builds the explanation (libspf2 1.2.10 garbles it).
+ *     caller builds the explanation (libspf2 1.2.10 garbles it);
+ *   - a long record is split: libspf2 1.2.10 silently drops the mechanisms
+ *     after about 511 bytes of compiled data (some 22 ip6 or 64 ip4 terms),
+ *     so the mechanisms go in chunks of at most MW_SPF_CHUNK_BUDGET bytes,
+ *     each chunk ending in "redirect=" to an alias whose record is the next
+ *     chunk (the original exp= in every chunk, the original redirect= in the
+ *     last).  Continuations do not count as DNS terms.
  *
  * The layer answers:
  *   - A, AAAA, MX, TXT through mw_dns_query() with the time left until the
@@ -64,6 +70,9 @@
 #define MW_SPF_MX_LIMIT    10
 #define MW_SPF_PTR_LIMIT   10
 
+/* Estimated compiled bytes per chunk of a rewritten record (libspf2: 511). */
+#define MW_SPF_CHUNK_BUDGET 384
+
 typedef enum mw_spf_abort {
     MW_SPF_ABORT_NONE = 0,
     MW_SPF_ABORT_DEADLINE,   /* evaluation deadline passed -> temperror */
@@ -77,7 +86,8 @@ typedef enum mw_spf_alias_kind {
     MW_SPF_ALIAS_EXP,        /* the exp= domain-spec */
     MW_SPF_ALIAS_A,          /* proxied "a" mechanism */
     MW_SPF_ALIAS_MX,         /* proxied "mx" mechanism */
-    MW_SPF_ALIAS_PTR         /* proxied "ptr" mechanism */
+    MW_SPF_ALIAS_PTR,        /* proxied "ptr" mechanism */
+    MW_SPF_ALIAS_CONT        /* continuation of a long record (text) */
 } mw_spf_alias_kind;
 
 typedef struct mw_spf_alias {
@@ -86,6 +96,7 @@ typedef struct mw_spf_alias {
     char *context;     /* current domain of the record it came from (%{d}) */
     int   cidr4, cidr6;
     char *expanded;    /* spec expanded (lazily) */
+    char *text;        /* MW_SPF_ALIAS_CONT: the record text libspf2 compiles */
 } mw_spf_alias;
 
 typedef struct mw_spf_eval {

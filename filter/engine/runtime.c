@@ -31,7 +31,8 @@ mw_runtime *mw_runtime_build(mw_config *cfg, unsigned generation, char *err, siz
         snprintf(err, errlen, "DNS resolver: %s", why);
         goto fail;
     }
-    mw_spf_options sopt = {.timeout_ms = cfg->spf_timeout_ms, .receiver = cfg->hostname};
+    mw_spf_options sopt = {.timeout_ms = cfg->spf_timeout_ms, .receiver = cfg->hostname,
+                           .query_timeout_ms = cfg->dns_timeout_ms};
     rt->spf = mw_spf_create(rt->dns, &sopt, why, sizeof why);
     if (!rt->spf) {
         snprintf(err, errlen, "SPF: %s", why);

@@ -14,7 +14,8 @@ case-insensitively, with or without a trailing dot.  Entries:
 
     {"A": "192.0.2.1"}              {"AAAA": "2001:db8::1"}
     {"TXT": "text"}                 one RR, one character-string (split at 255 bytes)
-    {"TXT": ["s1", "s2"]}           one RR, several character-strings (each split at 255)
+    {"TXT": ["s1", "s2"]}           one RR, several character-strings (each split at 255);
+                                    [] is served as one empty string
     {"SPF": ...}                    type 99, same forms as TXT; also served as TXT
                                     unless the name has its own TXT entry (openspf rule)
     {"TXT": "NONE"}, {"SPF": "NONE"}  publishes nothing but counts as an entry
@@ -47,7 +48,7 @@ import struct
 import sys
 import threading
 
-from dnslib import A, AAAA, CNAME, DNSHeader, DNSRecord, EDNS0, MX, NS, PTR, QTYPE, RCODE, RR, SOA, TXT
+from dnslib import A, AAAA, CNAME, DNSHeader, DNSLabel, DNSRecord, EDNS0, MX, NS, PTR, QTYPE, RCODE, RR, SOA, TXT
 
 T_SPF = 99
 SPECIAL = ("TIMEOUT", "SERVFAIL", "TRUNCATE")
@@ -59,8 +60,17 @@ class ZoneError(Exception):
 
 
 def norm(name):
-    name = str(name).lower()
-    return name[:-1] if name.endswith(".") and name != "." else name
+    """Owner-name key: the name's bytes, ASCII letters lower-cased (DNS case
+    rules; other bytes untouched), no trailing dot.  A query name (DNSLabel) is
+    keyed by its raw label bytes, so names with spaces, '%', ':' or '/' (the
+    openspf suite has them) match the zone file's spelling; str(DNSLabel)
+    would give the escaped presentation form ("\\032") instead."""
+    if isinstance(name, DNSLabel):
+        return b".".join(name.label).lower()
+    name = str(name)
+    if name.endswith(".") and name != ".":
+        name = name[:-1]
+    return name.encode("utf-8").lower()
 
 
 def to_bytes(s, enc):
@@ -72,6 +82,11 @@ def to_bytes(s, enc):
 def txt_strings(value, enc):
     """A TXT/SPF entry value -> list of <=255-byte character-strings."""
     items = value if isinstance(value, list) else [value]
+    if not items:
+        # A TXT RR without any character-string is not valid DNS (resolvers
+        # reject the answer); serve one empty string, which is what pyspf's
+        # driver effectively does for the suite's "SPF: [ ]".
+        return [b""]
     out = []
     for item in items:
         b = to_bytes(item, enc)
@@ -98,10 +113,10 @@ class Zone:
             if not isinstance(entries, list):
                 entries = [entries]
             for e in entries:
-                self._add(node, key, e, default_ttl)
-            labels = key.split(".")
+                self._add(node, str(name), e, default_ttl)
+            labels = key.split(b".")
             for i in range(1, len(labels)):
-                self.parents.add(".".join(labels[i:]))
+                self.parents.add(b".".join(labels[i:]))
         # SPF is also served as TXT when the name has no TXT entry of its own.
         for node in self.names.values():
             if "SPF" in node["has"] and "TXT" not in node["has"]:

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -21,6 +22,8 @@
 #include "dns.h"
 #include "mwtest.h"
 #include "spf.h"
+/* private to filter/checks: the strict parser and the macro expander */
+#include "../../filter/checks/spf_record.h"
 
 static const char ZONE[] =
     "{\n"
@@ -36,6 +39,7 @@ static const char ZONE[] =
     " \"incnone.test\": [{\"TXT\": \"v=spf1 include:nothing.test -all\"}],\n"
     " \"nothing.test\": [{\"A\": \"192.0.2.1\"}],\n"
     " \"timeout.test\": [\"TIMEOUT\"],\n"
+    " \"timeout2.test\": [\"TIMEOUT\"],\n"
     " \"servfail.test\": [\"SERVFAIL\"],\n"
     " \"inctimeout.test\": [{\"TXT\": \"v=spf1 ip4:203.0.113.0/24 include:timeout.test -all\"}],\n"
     " \"void2.test\": [{\"TXT\": \"v=spf1 a:v1.nx.test a:v2.nx.test ?all\"}],\n"
@@ -64,8 +68,42 @@ static const char ZONE[] =
     " \"77.100.51.198.in-addr.arpa\": [{\"PTR\": \"host.ptr.test\"}],\n"
     " \"78.100.51.198.in-addr.arpa\": [{\"PTR\": \"other.test\"}],\n"
     " \"host.ptr.test\": [{\"A\": \"198.51.100.77\"}],\n"
-    " \"spf99.test\": [{\"SPF\": \"v=spf1 -all\"}, {\"TXT\": \"v=spf1 ip4:192.0.2.0/24 -all\"}]\n"
-    "}\n";
+    " \"spf99.test\": [{\"SPF\": \"v=spf1 -all\"}, {\"TXT\": \"v=spf1 ip4:192.0.2.0/24 -all\"}],\n"
+    /* macros everywhere, explanation with every letter */
+    " \"expall.test\": [{\"TXT\": \"v=spf1 ip4:192.0.2.0/24 -all exp=why.%{d}\"}],\n"
+    " \"why.expall.test\": [{\"TXT\": \"c=%{c} i=%{i} ir=%{ir} r=%{r} v=%{v} l=%{l} o=%{o} d=%{d} "
+    "h=%{h} p=%{p} t=%{t} L=%{L}\"}],\n"
+    " \"explong.test\": [{\"TXT\": \"v=spf1 -all exp=why.explong.test\"}],\n"
+    " \"expbad.test\": [{\"TXT\": \"v=spf1 -all exp=why.expbad.test\"}],\n"
+    " \"why.expbad.test\": [{\"TXT\": \"broken %{x} macro\"}],\n"
+    " \"expcrlf.test\": [{\"TXT\": \"v=spf1 -all exp=why.expcrlf.test\"}],\n"
+    " \"why.expcrlf.test\": [{\"TXT\": \"line\\r\\n550 injected\"}],\n"
+    " \"lp.test\": [{\"TXT\": \"v=spf1 exists:%{l}.lp.test -all\"}],\n"
+    " \"alice.lp.test\": [{\"A\": \"127.0.0.2\"}],\n"
+    " \"rev.test\": [{\"TXT\": \"v=spf1 exists:%{ir}.%{v}.rev.test -all\"}],\n"
+    " \"10.2.0.192.in-addr.rev.test\": [{\"A\": \"127.0.0.2\"}],\n"
+    " \"5.2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.rev.test\": [{\"A\": \"127.0.0.2\"}],\n"
+    " \"strict1.test\": [{\"TXT\": \"v=spf1 a:example.123 -all\"}],\n"
+    " \"strict2.test\": [{\"TXT\": \"v=spf1 exp=a.test exp=b.test -all\"}],\n"
+    " \"strict3.test\": [{\"TXT\": \"v=spf1 exists:%{q}.test -all\"}],\n"
+    " \"strict4.test\": [{\"TXT\": \"v=spf1 ip4:192.0.2.0/024 -all\"}],\n"
+    " \"strict5.test\": [{\"TXT\": \"v=spf1 ip4:192.0.2.0/24 \\u00e9 -all\", \"encoding\": \"latin-1\"}],\n"
+    " \"modok.test\": [{\"TXT\": \"v=spf1 x.y-z_w=%{d}/a:b ip4:192.0.2.0/24 -all\"}],\n"
+    " \"redirall.test\": [{\"TXT\": \"v=spf1 redirect=pass.test ~all\"}],\n"
+    " \"zero4.test\": [{\"TXT\": \"v=spf1 a:host.amx.test/0 -all\"}],\n"
+    " \"zero6.test\": [{\"TXT\": \"v=spf1 a:host.amx.test//0 -all\"}],\n"
+    " \"zeromx.test\": [{\"TXT\": \"v=spf1 mx:amx.test/0//0 -all\"}],\n"
+    " \"zeroip.test\": [{\"TXT\": \"v=spf1 ip4:203.0.113.0/0 ?ip6:2001:db8::/0 -all\"}],\n"
+    " \"ptr6.test\": [{\"TXT\": \"v=spf1 ptr -all\"}],\n"
+    " \"7.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.7.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa\": [{\"PTR\": \"h6.ptr6.test\"}],\n"
+    " \"h6.ptr6.test\": [{\"AAAA\": \"2001:db8:7::7\"}],\n"
+    " \"manymx.test\": [{\"TXT\": \"v=spf1 mx -all\"},\n"
+    "   {\"MX\": [1, \"host.amx.test\"]}, {\"MX\": [2, \"m2.test\"]}, {\"MX\": [3, \"m3.test\"]},\n"
+    "   {\"MX\": [4, \"m4.test\"]}, {\"MX\": [5, \"m5.test\"]}, {\"MX\": [6, \"m6.test\"]},\n"
+    "   {\"MX\": [7, \"m7.test\"]}, {\"MX\": [8, \"m8.test\"]}, {\"MX\": [9, \"m9.test\"]},\n"
+    "   {\"MX\": [10, \"m10.test\"]}, {\"MX\": [11, \"m11.test\"]}],\n"
+    " \"ttl1.test\": [{\"TXT\": \"v=spf1 ip4:192.0.2.0/24 -all\", \"ttl\": 1}],\n"
+    " \"trunc.test\": [\"TRUNCATE\", {\"TXT\": \"v=spf1 ip4:192.0.2.0/24 -all\"}],\n";
 
 static char tmpdir[64];
 static pid_t server_pid = -1;
@@ -95,6 +133,26 @@ static bool start_server(void)
     if (!f)
         return false;
     fputs(ZONE, f);
+    /* include chain: cN includes cN+1 (N = 0..11), c12 lists the network */
+    for (int i = 0; i < 12; i++)
+        fprintf(f, " \"c%d.chain.test\": [{\"TXT\": \"v=spf1 include:c%d.chain.test -all\"}],\n", i,
+                i + 1);
+    fputs(" \"c12.chain.test\": [{\"TXT\": \"v=spf1 ip4:192.0.2.0/24 -all\"}],\n", f);
+    /* a record longer than any UDP answer here (1232): must come over TCP */
+    fputs(" \"long.test\": [{\"TXT\": \"v=spf1", f);
+    for (int i = 0; i < 90; i++)
+        fprintf(f, " ip4:203.0.113.%d", i);
+    fputs(" ip4:192.0.2.0/24 -all\"}],\n", f);
+    /* > 511 bytes of compiled mechanisms: libspf2 alone drops the tail */
+    fputs(" \"long6.test\": [{\"A\": \"198.51.100.50\"}, {\"TXT\": \"v=spf1", f);
+    for (int i = 0; i < 40; i++)
+        fprintf(f, " ip6:2001:db8:%x::/48", i);
+    fputs(" a -all exp=why.expfail.test\"}],\n", f);
+    /* an explanation far beyond the cap */
+    fputs(" \"why.explong.test\": [{\"TXT\": \"", f);
+    for (int i = 0; i < 300; i++)
+        fputs("%{d} ", f);
+    fputs("\"}]\n}\n", f);
     fclose(f);
 
     server_pid = fork();
@@ -364,10 +422,10 @@ static void test_explanation(void)
                    MW_SPF_PASS);
     MW_TEST_ASSERT(o.explanation == NULL);
     mw_spf_outcome_clear(&o);
-    /* macros: left to the full expander */
+    /* macros: expanded by our own expander */
     MW_TEST_EQ_INT(check(spf, "198.51.100.1", NULL, "a@expmacro.test", MW_SPF_SCOPE_MAILFROM, &o),
                    MW_SPF_FAIL);
-    MW_TEST_ASSERT(o.explanation == NULL);
+    MW_TEST_EQ_STR(o.explanation, "198.51.100.1 is not one of expmacro.test's designated mail servers.");
     mw_spf_outcome_clear(&o);
     /* no exp=: no explanation (libspf2's default text is not used) */
     MW_TEST_EQ_INT(check(spf, "198.51.100.1", NULL, "a@pass.test", MW_SPF_SCOPE_MAILFROM, &o),
@@ -378,12 +436,404 @@ static void test_explanation(void)
 
 static void test_nul_record(void)
 {
-    /* libspf2 sees the record cut at the NUL ("... 192.0.2.0/24 "): neutral for an
-     * outside host.  The strict validator (later) makes this permerror. */
+    /* libspf2 would see the record cut at the NUL; our parser sees it all */
     mw_spf_outcome o;
-    mw_spf_result r = check(spf, "198.51.100.1", NULL, "a@nul.test", MW_SPF_SCOPE_MAILFROM, &o);
-    MW_TEST_ASSERT(r == MW_SPF_NEUTRAL || r == MW_SPF_PERMERROR);
+    MW_TEST_EQ_INT(check(spf, "198.51.100.1", NULL, "a@nul.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_PERMERROR);
+    MW_TEST_ASSERT(o.reason && strstr(o.reason, "NUL"));
     mw_spf_outcome_clear(&o);
+    MW_TEST_EQ_INT(check(spf, "192.0.2.10", NULL, "a@nul.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_PERMERROR);
+    mw_spf_outcome_clear(&o);
+}
+
+
+/* ---- strict parser and macro expander (spf_record.c), no DNS ---- */
+
+static void test_record_syntax(void)
+{
+    static const char *const good[] = {
+        "v=spf1", "V=SPF1 -ALL", "v=spf1 ", "v=spf1  a  -all ", "v=spf1 a mx ptr ?all",
+        "v=spf1 a:foo.example.com/24//64 mx:%{d}/0 ~all", "v=spf1 a/0 a//0 ip4:1.2.3.4/0",
+        "v=spf1 ip6:::1.1.1.1/0 ip6:2001:db8::/32 ip4:192.0.2.0/24",
+        "v=spf1 include:_spf.%{d2} exists:%{ir}.%{l1r-}.lp._spf.%{d2} -all",
+        "v=spf1 moo.cow-far_out=man:dog/cat ip4:1.2.3.4 -all", "v=spf1 default=+",
+        "v=spf1 a:foo:bar/baz.example.com", "v=spf1 a:foo.example.xn--zckzah -all",
+        "v=spf1 exp=%{d}", "v=spf1 redirect=%{d}.d.spf.example.com.",
+        "v=spf1 a:macro%%percent%_%_space%-url-space.example.com -all",
+        "v=spf1 exists:%{p}.ok.example.com", "v=spf1 a:123-456.example.12-3",
+        "v=spf1 unknown=%{c}%{r}%{t}",
+    };
+    static const char *const bad[] = {
+        "v=spf1 ip4:1.2.3.4 -all moo", "v=spf1 moo.cow/far_out=man:dog/cat", "v=spf1 =all",
+        "v=spf1 1up=foo", "v=spf1 a:example.123", "v=spf1 a:museum", "v=spf1 a:museum.",
+        "v=spf1 a:111.222.33.44", "v=spf1 a:example.-com", "v=spf1 a:", "v=spf1 mx:",
+        "v=spf1 a/33", "v=spf1 a//129", "v=spf1 a/24/64", "v=spf1 ip4:1.2.3.4/032",
+        "v=spf1 ip4:1.2.3.4/33", "v=spf1 ip4:1.2.3", "v=spf1 ip4:01.2.3.4", "v=spf1 ip4",
+        "v=spf1 ip4:1.2.3.4//32", "v=spf1 ip6::CAFE::BABE", "v=spf1 ip6:::1/129",
+        "v=spf1 -all.", "v=spf1 -all:foo", "v=spf1 -all/8", "v=spf1 ptr/24", "v=spf1 ptr:",
+        "v=spf1 include", "v=spf1 include:", "v=spf1 include:a.example.com/24",
+        "v=spf1 exists", "v=spf1 exists:", "v=spf1 exists:mail.example.com/24",
+        "v=spf1 exp= -all", "v=spf1 exp=-all", "v=spf1 redirect=", "v=spf1 redirect=-all",
+        "v=spf1 redirect:x.example.com", "v=spf1 exp=a.example.com exp=b.example.com",
+        "v=spf1 redirect=a.example.com redirect=a.example.com", "v=spf1 -all foo=%abc",
+        "v=spf1 exists:%(ir).sbl.example.com", "v=spf1 exists:foo%.sbl.example.com",
+        "v=spf1 exp=%{r}.example.com", "v=spf1 a:%{a}.example.com", "v=spf1 a:%{d0}.x.com",
+        "v=spf1 a:%{d", "v=spf1 exists:%{c}.example.com", "v=spf1 mx:abc.123",
+        "v=spf1 ip4:192.0.2.5\n", "v=spf1 a:x.example.com\rptr", "v=spf10", "v=spf1x",
+        "spf1 -all", "",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        mw_spf_record r;
+        char why[256] = "";
+        bool ok = mw_spf_record_parse(good[i], strlen(good[i]), &r, why, sizeof why);
+        if (!MW_TEST_ASSERT(ok))
+            fprintf(stderr, "   refused \"%s\": %s\n", good[i], why);
+        mw_spf_record_free(&r);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        mw_spf_record r;
+        char why[256] = "";
+        bool ok = mw_spf_record_parse(bad[i], strlen(bad[i]), &r, why, sizeof why);
+        if (!MW_TEST_ASSERT(!ok))
+            fprintf(stderr, "   accepted \"%s\"\n", bad[i]);
+        else
+            MW_TEST_ASSERT(why[0] != '\0');
+        mw_spf_record_free(&r);
+    }
+    /* NUL, 8-bit: counted bytes, not C strings */
+    mw_spf_record r;
+    char why[256];
+    MW_TEST_ASSERT(!mw_spf_record_parse("v=spf1 a:foo.example.com\0", 25, &r, why, sizeof why));
+    MW_TEST_ASSERT(strstr(why, "NUL") != NULL);
+    MW_TEST_ASSERT(!mw_spf_record_parse("v=spf1 \x80" "a -all", 13, &r, why, sizeof why));
+    /* parsed structure */
+    const char *rec = "v=spf1 -a:%{d}/24//64 ~mx ip4:192.0.2.0/24 exp=e.%{d} redirect=r.test";
+    MW_TEST_ASSERT(mw_spf_record_parse(rec, strlen(rec), &r, why, sizeof why));
+    MW_TEST_EQ_INT((long)r.n, 5);
+    MW_TEST_EQ_INT(r.t[0].kind, MW_SPF_T_A);
+    MW_TEST_EQ_INT(r.t[0].qual, '-');
+    MW_TEST_EQ_STR(r.t[0].spec, "%{d}");
+    MW_TEST_EQ_INT(r.t[0].cidr4, 24);
+    MW_TEST_EQ_INT(r.t[0].cidr6, 64);
+    MW_TEST_EQ_INT(r.t[1].qual, '~');
+    MW_TEST_ASSERT(r.t[1].spec == NULL);
+    MW_TEST_EQ_INT(r.t[2].cidr4, 24);
+    MW_TEST_EQ_INT(r.exp, 3);
+    MW_TEST_EQ_INT(r.redirect, 4);
+    MW_TEST_ASSERT(!r.has_all);
+    mw_spf_record_free(&r);
+}
+
+/* RFC 7208 7.4's examples, plus the suite's trickier ones. */
+static void test_macro_expansion(void)
+{
+    mw_spf_macro_ctx c = {.local = "strong-bad", .sender_dom = "email.example.com",
+                          .domain = "email.example.com", .helo = "mx.example.org",
+                          .receiver = "rcv.example.net"};
+    MW_TEST_ASSERT(mw_addr_parse("192.0.2.3", &c.ip));
+    static const struct { const char *in, *out; } t[] = {
+        {"%{s}", "strong-bad@email.example.com"}, {"%{o}", "email.example.com"},
+        {"%{d}", "email.example.com"}, {"%{d4}", "email.example.com"},
+        {"%{d3}", "email.example.com"}, {"%{d2}", "example.com"}, {"%{d1}", "com"},
+        {"%{dr}", "com.example.email"}, {"%{d2r}", "example.email"}, {"%{l}", "strong-bad"},
+        {"%{l-}", "strong.bad"}, {"%{lr}", "strong-bad"}, {"%{lr-}", "bad.strong"},
+        {"%{l1r-}", "strong"},
+        {"%{ir}.%{v}._spf.%{d2}", "3.2.0.192.in-addr._spf.example.com"},
+        {"%{lr-}.lp._spf.%{d2}", "bad.strong.lp._spf.example.com"},
+        {"%{lr-}.lp.%{ir}.%{v}._spf.%{d2}", "bad.strong.lp.3.2.0.192.in-addr._spf.example.com"},
+        {"%{ir}.%{v}.%{l1r-}.lp._spf.%{d2}", "3.2.0.192.in-addr.strong.lp._spf.example.com"},
+        {"%{d2}.trusted-domains.example.net", "example.com.trusted-domains.example.net"},
+        {"%{h}.x.test", "mx.example.org.x.test"}, {"a%%b%_c%-d.test", "a%b c%20d.test"},
+        {"%{l2r+-}.user.%{d2}", "bad.strong.user.example.com"},
+        {"%{p}.p.test", "unknown.p.test"}, {"trail.test.", "trail.test"},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        MW_TEST_ASSERT(mw_spf_domain_spec_ok(t[i].in, strlen(t[i].in)));
+        char *e = mw_spf_expand_domain(&c, t[i].in);
+        if (!MW_TEST_EQ_STR(e, t[i].out))
+            fprintf(stderr, "   expanding %s\n", t[i].in);
+        free(e);
+    }
+    MW_TEST_ASSERT(c.used_local);
+    /* IPv6: nibbles (RFC 7208 7.4's example; the suite spells them in upper case) */
+    MW_TEST_ASSERT(mw_addr_parse("2001:db8::cb01", &c.ip));
+    char *e = mw_spf_expand_domain(&c, "%{ir}.%{v}._spf.%{d2}");
+    MW_TEST_ASSERT(strcasecmp(e, "1.0.b.c.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2"
+                                 ".ip6._spf.example.com") == 0);
+    free(e);
+    /* explanation-only letters, URL escaping of upper-case letters */
+    c.local = "~jack&jill=up-a_b3.c";
+    e = mw_spf_expand_explain(&c, "l=%{L} c=%{c} r=%{r}", 20);
+    MW_TEST_EQ_STR(e, "l=~jack%26jill%3Dup-a_b3.c c=2001:db8::cb01 r=rcv.example.net");
+    free(e);
+    MW_TEST_ASSERT(mw_spf_expand_explain(&c, "The %{x}-files.", 15) == NULL);
+    MW_TEST_ASSERT(mw_spf_expand_explain(&c, "100%", 4) == NULL);
+    MW_TEST_ASSERT(mw_spf_expand_explain(&c, "\xEF\xBB\xBFtext", 7) == NULL);
+    /* 7.3: over 253 bytes, labels are dropped from the left */
+    c.sender_dom = "somewhat.long.exp.example.com";
+    e = mw_spf_expand_domain(&c, "foobar.%{o}.%{o}.%{o}.%{o}.%{o}.%{o}.%{o}.%{o}.example.com");
+    MW_TEST_ASSERT(strlen(e) <= 253);
+    MW_TEST_ASSERT(strncmp(e, "somewhat.long.exp.example.com.", 30) == 0);
+    free(e);
+    /* bounded: a huge expansion is cut */
+    mw_buf big = MW_BUF_INIT;
+    for (int i = 0; i < 400; i++)
+        mw_buf_puts(&big, "%{s}");
+    e = mw_spf_expand_explain(&c, big.data, big.len);
+    MW_TEST_ASSERT(e && strlen(e) <= MW_SPF_MAX_EXPANSION);
+    free(e);
+    mw_buf_free(&big);
+}
+
+/* ---- behaviour libspf2 alone gets wrong, through the real resolver ---- */
+
+static void test_strict_records(void)
+{
+    static const char *const perm[] = {"strict1.test", "strict2.test", "strict3.test",
+                                       "strict4.test", "strict5.test", NULL};
+    for (int i = 0; perm[i]; i++) {
+        char from[64];
+        snprintf(from, sizeof from, "a@%s", perm[i]);
+        mw_spf_outcome o;
+        if (!MW_TEST_EQ_INT(check(spf, "192.0.2.10", NULL, from, MW_SPF_SCOPE_MAILFROM, &o),
+                            MW_SPF_PERMERROR))
+            fprintf(stderr, "   %s: %s\n", from, o.reason);
+        MW_TEST_ASSERT(o.reason && strstr(o.reason, perm[i]));
+        mw_spf_outcome_clear(&o);
+    }
+    mw_spf_outcome o;
+    /* a legal unknown modifier libspf2 would refuse */
+    MW_TEST_EQ_INT(check(spf, "192.0.2.10", NULL, "a@modok.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_PASS);
+    mw_spf_outcome_clear(&o);
+    /* redirect ignored when "all" is present (libspf2: recursion error) */
+    MW_TEST_EQ_INT(check(spf, "198.51.100.1", NULL, "a@redirall.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_SOFTFAIL);
+    mw_spf_outcome_clear(&o);
+}
+
+static void test_limits(void)
+{
+    mw_spf_outcome o;
+    /* 12 includes deep: over the limit of 10 DNS terms */
+    MW_TEST_EQ_INT(check(spf, "192.0.2.10", NULL, "a@c0.chain.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_PERMERROR);
+    MW_TEST_ASSERT(o.reason && strstr(o.reason, "10"));
+    mw_spf_outcome_clear(&o);
+    /* 10 includes: at the limit */
+    MW_TEST_EQ_INT(check(spf, "192.0.2.10", NULL, "a@c2.chain.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_PASS);
+    mw_spf_outcome_clear(&o);
+    MW_TEST_EQ_INT(check(spf, "192.0.2.10", NULL, "a@c3.chain.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_PASS);
+    mw_spf_outcome_clear(&o);
+    /* more than 10 MX records: permerror even though the first one matches */
+    MW_TEST_EQ_INT(check(spf, "198.51.100.7", NULL, "a@manymx.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_PERMERROR);
+    MW_TEST_ASSERT(o.reason && strstr(o.reason, "MX"));
+    mw_spf_outcome_clear(&o);
+}
+
+static void test_zero_cidr_and_families(void)
+{
+    static const struct expect cases[] = {
+        {"zero4.test", "203.0.113.99", MW_SPF_PASS},     /* a/0: any A record matches */
+        {"zero4.test", "2001:db8:7::7", MW_SPF_PASS},    /* ip6 length is still /128 */
+        {"zero4.test", "2001:db8:7::8", MW_SPF_FAIL},
+        {"zero4.test", "::ffff:203.0.113.99", MW_SPF_PASS},
+        {"zero6.test", "2001:db9::1", MW_SPF_PASS},      /* a//0: any AAAA record */
+        {"zero6.test", "198.51.100.7", MW_SPF_PASS},     /* ip4 length /32, exact */
+        {"zero6.test", "198.51.100.8", MW_SPF_FAIL},
+        {"zeromx.test", "203.0.113.99", MW_SPF_PASS},
+        {"zeromx.test", "2001:db9::1", MW_SPF_PASS},
+        {"zeroip.test", "203.0.114.1", MW_SPF_PASS},
+        {"zeroip.test", "2001:db9::1", MW_SPF_NEUTRAL},
+        {"rev.test", "192.0.2.10", MW_SPF_PASS},         /* %{ir}.%{v} */
+        {"rev.test", "2001:db8::25", MW_SPF_PASS},
+        {"rev.test", "::ffff:192.0.2.10", MW_SPF_PASS},  /* IPv4-mapped is IPv4 */
+        {"rev.test", "192.0.2.11", MW_SPF_FAIL},
+        {"ptr6.test", "2001:db8:7::7", MW_SPF_PASS},
+        {"ptr6.test", "2001:db8:7::8", MW_SPF_FAIL},
+        {"pass.test", "127.0.0.1", MW_SPF_FAIL},         /* no "localhost is always allowed" */
+        {"pass.test", "::1", MW_SPF_FAIL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char from[64];
+        snprintf(from, sizeof from, "u@%s", cases[i].domain);
+        mw_spf_outcome o;
+        mw_spf_result r = check(spf, cases[i].ip, "h.test", from, MW_SPF_SCOPE_MAILFROM, &o);
+        if (!MW_TEST_EQ_STR(mw_spf_result_name(r), mw_spf_result_name(cases[i].result)))
+            fprintf(stderr, "   %s from %s: %s\n", from, cases[i].ip, o.reason);
+        mw_spf_outcome_clear(&o);
+    }
+}
+
+static void test_explanation_macros(void)
+{
+    mw_spf_outcome o;
+    time_t t0 = time(NULL);
+    MW_TEST_EQ_INT(check(spf, "198.51.100.77", "helo.example.test", "Some.One@expall.test",
+                         MW_SPF_SCOPE_MAILFROM, &o), MW_SPF_FAIL);
+    char want[512];
+    snprintf(want, sizeof want, "c=198.51.100.77 i=198.51.100.77 ir=77.100.51.198 r=" RECEIVER
+             " v=in-addr l=Some.One o=expall.test d=expall.test h=helo.example.test "
+             "p=host.ptr.test t=");
+    MW_TEST_ASSERT(o.explanation && strncmp(o.explanation, want, strlen(want)) == 0);
+    if (o.explanation) {
+        long long t = atoll(o.explanation + strlen(want));
+        MW_TEST_ASSERT(t >= (long long)t0 && t <= (long long)time(NULL) + 1);
+        MW_TEST_ASSERT(strstr(o.explanation, " L=Some.One"));
+    }
+    fprintf(stderr, "   %s\n", o.explanation ? o.explanation : "(null)");
+    mw_spf_outcome_clear(&o);
+    /* IPv6 client */
+    MW_TEST_EQ_INT(check(spf, "2001:db8::25", "h.test", "x@expall.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_FAIL);
+    MW_TEST_ASSERT(o.explanation && strstr(o.explanation, "c=2001:db8::25 ") &&
+                   strstr(o.explanation, " v=ip6 ") && strstr(o.explanation, " p=unknown "));
+    mw_spf_outcome_clear(&o);
+    /* bad macro in the text: as if there were no exp= */
+    MW_TEST_EQ_INT(check(spf, "198.51.100.1", NULL, "a@expbad.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_FAIL);
+    MW_TEST_ASSERT(o.explanation == NULL);
+    mw_spf_outcome_clear(&o);
+    /* control characters: not an explain-string either */
+    MW_TEST_EQ_INT(check(spf, "198.51.100.1", NULL, "a@expcrlf.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_FAIL);
+    MW_TEST_ASSERT(o.explanation == NULL);
+    mw_spf_outcome_clear(&o);
+    /* capped */
+    MW_TEST_EQ_INT(check(spf, "198.51.100.1", NULL, "a@explong.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_FAIL);
+    MW_TEST_ASSERT(o.explanation && strlen(o.explanation) <= 1024 && strlen(o.explanation) > 900);
+    mw_spf_outcome_clear(&o);
+}
+
+/* > 512 bytes (and > the EDNS size): libunbound retries over TCP. */
+static void test_tcp(void)
+{
+    mw_spf_outcome o;
+    MW_TEST_EQ_INT(check(spf, "192.0.2.10", NULL, "a@long.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_PASS);
+    mw_spf_outcome_clear(&o);
+    MW_TEST_EQ_INT(check(spf, "203.0.113.89", NULL, "a@long.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_PASS);
+    mw_spf_outcome_clear(&o);
+    MW_TEST_EQ_INT(check(spf, "198.51.100.1", NULL, "a@long.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_FAIL);
+    mw_spf_outcome_clear(&o);
+    /* many ip6 terms: the record is evaluated in chunks (spf_dns.h) */
+    MW_TEST_EQ_INT(check(spf, "2001:db8:27::1", NULL, "a@long6.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_PASS);
+    mw_spf_outcome_clear(&o);
+    MW_TEST_EQ_INT(check(spf, "198.51.100.50", NULL, "a@long6.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_PASS);         /* "a" (implicit domain) in the last chunk */
+    mw_spf_outcome_clear(&o);
+    MW_TEST_EQ_INT(check(spf, "198.51.100.51", NULL, "a@long6.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_FAIL);
+    MW_TEST_EQ_STR(o.explanation, "Mail from this host is not authorized.");
+    mw_spf_outcome_clear(&o);
+    MW_TEST_EQ_INT(check(spf, "2001:db9::1", NULL, "a@long6.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_FAIL);
+    mw_spf_outcome_clear(&o);
+    /* the server truncates every UDP answer for this name */
+    MW_TEST_EQ_INT(check(spf, "192.0.2.10", NULL, "a@trunc.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_PASS);
+    mw_spf_outcome_clear(&o);
+}
+
+/* A DNS timeout is temperror after the per-query cap, not the whole deadline. */
+static void test_query_cap(void)
+{
+    char err[256];
+    mw_spf_options opt = {.timeout_ms = 20000, .query_timeout_ms = 700, .receiver = RECEIVER,
+                          .no_cache = true};
+    mw_spf *s = mw_spf_create(dns, &opt, err, sizeof err);
+    MW_TEST_ASSERT(s != NULL);
+    mw_spf_outcome o;
+    double t0 = now_s();
+    MW_TEST_EQ_INT(check(s, "192.0.2.10", NULL, "a@timeout2.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_TEMPERROR);
+    double dt = now_s() - t0;
+    MW_TEST_ASSERT(dt >= 0.6 && dt < 2.5);
+    MW_TEST_ASSERT(o.reason && strstr(o.reason, "timeout2.test"));
+    fprintf(stderr, "   timeout after %.2f s: %s\n", dt, o.reason);
+    mw_spf_outcome_clear(&o);
+    mw_spf_destroy(&s);
+}
+
+static void test_cache(void)
+{
+    char err[256];
+    mw_spf_options opt = {.timeout_ms = 5000, .receiver = RECEIVER, .cache_entries = 4};
+    mw_spf *s = mw_spf_create(dns, &opt, err, sizeof err);
+    MW_TEST_ASSERT(s != NULL);
+    mw_spf_cache_stats st0, st;
+    mw_spf_outcome o;
+
+    /* same (ip, domain, helo, scope), another local part: a hit */
+    MW_TEST_EQ_INT(check(s, "198.51.100.1", "h.test", "a@expfail.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_FAIL);
+    mw_spf_outcome_clear(&o);
+    mw_spf_cache_get_stats(s, &st0);
+    MW_TEST_EQ_INT((long)st0.inserts, 1);
+    MW_TEST_EQ_INT(check(s, "198.51.100.1", "h.test", "b@expfail.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_FAIL);
+    MW_TEST_EQ_STR(o.explanation, "Mail from this host is not authorized.");
+    MW_TEST_EQ_STR(o.identity, "b@expfail.test");
+    mw_spf_outcome_clear(&o);
+    mw_spf_cache_get_stats(s, &st);
+    MW_TEST_EQ_INT((long)(st.hits - st0.hits), 1);
+    /* other IP, other HELO, other scope: misses */
+    check(s, "198.51.100.2", "h.test", "a@expfail.test", MW_SPF_SCOPE_MAILFROM, &o);
+    mw_spf_outcome_clear(&o);
+    check(s, "198.51.100.1", "h2.test", "a@expfail.test", MW_SPF_SCOPE_MAILFROM, &o);
+    mw_spf_outcome_clear(&o);
+    mw_spf_cache_get_stats(s, &st0);
+    MW_TEST_EQ_INT((long)(st0.hits - st.hits), 0);
+
+    /* a record using %{l}: the local part is part of the key */
+    MW_TEST_EQ_INT(check(s, "192.0.2.10", "h.test", "alice@lp.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_PASS);
+    mw_spf_outcome_clear(&o);
+    MW_TEST_EQ_INT(check(s, "192.0.2.10", "h.test", "bob@lp.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_FAIL);
+    mw_spf_outcome_clear(&o);
+    MW_TEST_EQ_INT(check(s, "192.0.2.10", "h.test", "alice@lp.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_PASS);
+    mw_spf_outcome_clear(&o);
+
+    /* bounded */
+    mw_spf_cache_get_stats(s, &st);
+    MW_TEST_ASSERT(st.entries <= 4);
+    MW_TEST_ASSERT(st.evictions >= 1);
+
+    /* temperror is not cached */
+    mw_spf_cache_get_stats(s, &st0);
+    check(s, "192.0.2.10", "h.test", "a@servfail.test", MW_SPF_SCOPE_MAILFROM, &o);
+    mw_spf_outcome_clear(&o);
+    mw_spf_cache_get_stats(s, &st);
+    MW_TEST_EQ_INT((long)(st.inserts - st0.inserts), 0);
+
+    /* the record's TTL bounds the entry's life */
+    check(s, "192.0.2.10", "h.test", "a@ttl1.test", MW_SPF_SCOPE_MAILFROM, &o);
+    mw_spf_outcome_clear(&o);
+    mw_spf_cache_get_stats(s, &st0);
+    check(s, "192.0.2.10", "h.test", "a@ttl1.test", MW_SPF_SCOPE_MAILFROM, &o);
+    mw_spf_outcome_clear(&o);
+    mw_spf_cache_get_stats(s, &st);
+    MW_TEST_EQ_INT((long)(st.hits - st0.hits), 1);
+    struct timespec ts = {1, 600 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    MW_TEST_EQ_INT(check(s, "192.0.2.10", "h.test", "a@ttl1.test", MW_SPF_SCOPE_MAILFROM, &o),
+                   MW_SPF_PASS);
+    mw_spf_outcome_clear(&o);
+    mw_spf_cache_get_stats(s, &st0);
+    MW_TEST_EQ_INT((long)(st0.hits - st.hits), 0);
+    fprintf(stderr, "   cache: %lu hits, %lu misses, %lu inserts, %lu evictions, %zu/%zu\n",
+            st0.hits, st0.misses, st0.inserts, st0.evictions, st0.entries, st0.capacity);
+    mw_spf_destroy(&s);
 }
 
 static void test_result_names(void)
@@ -620,13 +1070,16 @@ static const struct conc_case conc[] = {
 
 static atomic_uint conc_bad;
 
+static mw_spf *spf_nocache;   /* half of the threads: every check evaluates */
+
 static void *conc_thread(void *arg)
 {
     unsigned seed = (unsigned)(uintptr_t)arg;
+    mw_spf *s = (seed & 1) ? spf_nocache : spf;
     for (int i = 0; i < 100; i++) {
         const struct conc_case *c = &conc[(seed + (unsigned)i * 7u) % NCONC];
         mw_spf_outcome o;
-        mw_spf_check(spf, c->ip, c->helo, c->from, c->scope, &o);
+        mw_spf_check(s, c->ip, c->helo, c->from, c->scope, &o);
         if (o.result != c->want) {
             atomic_fetch_add(&conc_bad, 1);
             fprintf(stderr, "   thread %u: %s %s -> %s (%s)\n", seed, c->from, c->ip,
@@ -645,6 +1098,10 @@ static void *conc_thread(void *arg)
 
 static void test_concurrency(void)
 {
+    char err[256];
+    mw_spf_options nopt = {.timeout_ms = 5000, .receiver = RECEIVER, .no_cache = true};
+    spf_nocache = mw_spf_create(dns, &nopt, err, sizeof err);
+    MW_TEST_ASSERT(spf_nocache != NULL);
     pthread_t t[8];
     double t0 = now_s();
     for (unsigned i = 0; i < 8; i++)
@@ -652,13 +1109,16 @@ static void test_concurrency(void)
     for (unsigned i = 0; i < 8; i++)
         pthread_join(t[i], NULL);
     MW_TEST_EQ_INT(atomic_load(&conc_bad), 0);
-    fprintf(stderr, "   800 checks in %.2f s\n", now_s() - t0);
+    fprintf(stderr, "   800 checks (400 uncached) in %.2f s\n", now_s() - t0);
+    mw_spf_destroy(&spf_nocache);
 }
 
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     test_result_names();
+    MW_TEST_RUN(test_record_syntax);
+    MW_TEST_RUN(test_macro_expansion);
     if (!MW_TEST_ASSERT(start_server())) {
         stop_server();
         return MW_TEST_SUMMARY();
@@ -688,6 +1148,13 @@ int main(void)
     MW_TEST_RUN(test_nul_record);
     MW_TEST_RUN(test_received_spf);
     MW_TEST_RUN(test_timeouts);
+    MW_TEST_RUN(test_strict_records);
+    MW_TEST_RUN(test_limits);
+    MW_TEST_RUN(test_zero_cidr_and_families);
+    MW_TEST_RUN(test_explanation_macros);
+    MW_TEST_RUN(test_tcp);
+    MW_TEST_RUN(test_query_cap);
+    MW_TEST_RUN(test_cache);
     MW_TEST_RUN(test_concurrency);
 
     mw_spf_destroy(&spf);
