@@ -404,7 +404,9 @@ static align_t aligned(ectx *c, const char *ident, const char *from, const char 
         return AL_NO;
     if (strcmp(n, from) == 0) {
         r = AL_YES;
-    } else if (mode == 'r' && from_org != NULL && at_or_below(n, from_org)) {
+    } else if (mode == 'r' && from_org == NULL) {
+        r = AL_UNKNOWN;   /* the From's org domain could not be found */
+    } else if (mode == 'r' && at_or_below(n, from_org)) {
         /* Only a name at or below the From's Organizational Domain can have
          * the same one; anything else needs no lookups. */
         const char *org = org_of(c, n, &tf);
@@ -500,11 +502,14 @@ void mw_dmarc_evaluate(mw_dmarc *d, const mw_dmarc_input *in, mw_dmarc_outcome *
         }
     } else {
         tree_walk(&c, from, &w);
+        /* A DNS failure above a From domain that has its own record leaves
+         * the policy known and only the org domain unknown: relaxed
+         * alignment of other names is then undecided (see aligned()). */
+        if (w.step[0].have)
+            pol = &w.step[0];
         if (!w.tempfail) {
             org = walk_org(&w, from);
-            if (w.step[0].have) {
-                pol = &w.step[0];
-            } else {
+            if (pol == NULL) {
                 for (size_t i = 1; i < w.n && pol == NULL; i++)
                     if (w.step[i].have && strcmp(w.step[i].domain, org) == 0)
                         pol = &w.step[i];
@@ -513,7 +518,7 @@ void mw_dmarc_evaluate(mw_dmarc *d, const mw_dmarc_input *in, mw_dmarc_outcome *
             }
         }
     }
-    if (w.tempfail) {
+    if (w.tempfail && pol == NULL) {
         out->result = MW_DMARC_TEMPERROR;
         mw_buf_printf(&why, "policy discovery for %s failed: %s", from, w.tempwhy);
         goto done;
@@ -542,7 +547,10 @@ void mw_dmarc_evaluate(mw_dmarc *d, const mw_dmarc_input *in, mw_dmarc_outcome *
                   c.queries);
     if (pol->why[0] != '\0')
         mw_buf_printf(&why, "; %s", pol->why);
-    mw_buf_printf(&why, "), org domain %s; ", out->org_domain ? out->org_domain : "?");
+    if (w.tempfail)
+        mw_buf_printf(&why, "), org domain unknown: %s; ", w.tempwhy);
+    else
+        mw_buf_printf(&why, "), org domain %s; ", out->org_domain);
 
     /* 2. Alignment. */
     bool unknown = false;
@@ -651,4 +659,21 @@ done:
     walk_free(&w);
     ectx_free(&c);
     free(from);
+}
+
+bool mw_dmarc_domain_enforcing(mw_dmarc *d, const char *domain, bool *temperror)
+{
+    mw_dmarc_input in;
+    mw_dmarc_outcome o;
+    bool enforcing;
+
+    memset(&in, 0, sizeof in);
+    in.from_domain = domain;
+    mw_dmarc_evaluate(d, &in, &o);   /* no identifiers: fail whenever a record applies */
+    if (temperror != NULL)
+        *temperror = o.result == MW_DMARC_TEMPERROR;
+    enforcing = o.result == MW_DMARC_FAIL &&
+                (o.policy == MW_DMARC_P_QUARANTINE || o.policy == MW_DMARC_P_REJECT);
+    mw_dmarc_outcome_clear(&o);
+    return enforcing;
 }

@@ -39,6 +39,7 @@
                         (1u << MW_TRUST_SUBMISSION))
 #define POLICY_MAX_SIZE (1024 * 1024)
 #define REPLY_MAX 450   /* an SMTP reply line is at most 512 octets with CRLF */
+#define OVR_NONE  (1u << 31)   /* dmarc_override = [ "none" ]: no override flag set */
 
 typedef struct rule {
     char        *name;
@@ -50,6 +51,14 @@ typedef struct rule {
     mw_cidr_set *network;      /* NULL = not a condition */
     mw_cidr_set *not_network;
     int          null_sender;  /* -1 = not a condition, else 0/1 */
+    unsigned     dmarc;        /* bit per mw_dmarc_result; 0 = not a condition */
+    unsigned     dmarc_disp;   /* bit per mw_dmarc_policy */
+    unsigned     dmarc_pol;
+    unsigned     dmarc_ovr;    /* MW_DMARC_OVR_* bits, OVR_NONE for "none" */
+    unsigned     from_status;  /* bit per mw_from_status */
+    char       **from_domains; /* NULL = not a condition */
+    size_t       nfrom_domains;
+    int          from_enforcing;   /* -1 = not a condition, else 0/1 */
     mw_action    action;
     char        *reply;        /* NULL = the engine's default for the action */
 } rule;
@@ -187,8 +196,9 @@ static bool add_result(pctx *c, const config_setting_t *e, const char *s, void *
 }
 
 struct strvec {
-    char  **v;
-    size_t  n;
+    char      **v;
+    size_t      n;
+    const char *key;
 };
 
 static bool add_domain(pctx *c, const config_setting_t *e, const char *s, void *arg)
@@ -196,8 +206,8 @@ static bool add_domain(pctx *c, const config_setting_t *e, const char *s, void *
     struct strvec *sv = arg;
 
     if (*s == '\0' || strchr(s, '@') != NULL || strchr(s, ' ') != NULL) {
-        perr(c, e, "sender_domain: \"%s\" is not a domain pattern (e.g. \"example.com\", "
-                   "\"*.example.com\")", s);
+        perr(c, e, "%s: \"%s\" is not a domain pattern (e.g. \"example.com\", "
+                   "\"*.example.com\")", sv->key, s);
         return false;
     }
     sv->v = mw_reallocarray(sv->v, sv->n + 2, sizeof *sv->v);
@@ -216,6 +226,66 @@ static bool add_cidr(pctx *c, const config_setting_t *e, const char *s, void *ar
         return false;
     }
     return true;
+}
+
+static bool add_dmarc_result(pctx *c, const config_setting_t *e, const char *s, void *arg)
+{
+    unsigned *mask = arg;
+    mw_dmarc_result r;
+
+    if (!mw_dmarc_result_parse(s, &r)) {
+        perr(c, e, "dmarc: unknown DMARC result \"%s\" (none, pass, fail, temperror, permerror)", s);
+        return false;
+    }
+    *mask |= 1u << r;
+    return true;
+}
+
+static bool add_dmarc_policy(pctx *c, const config_setting_t *e, const char *s, void *arg)
+{
+    unsigned *mask = arg;
+    mw_dmarc_policy p;
+
+    if (!mw_dmarc_policy_parse(s, &p)) {
+        perr(c, e, "unknown DMARC policy \"%s\" (none, quarantine, reject)", s);
+        return false;
+    }
+    *mask |= 1u << p;
+    return true;
+}
+
+static const struct { const char *name; unsigned bit; } ovr_names[] = {
+    {"never_reject", MW_DMARC_OVR_NEVER_REJECT}, {"always_enforce", MW_DMARC_OVR_ALWAYS_ENFORCE},
+    {"allow_network", MW_DMARC_OVR_ALLOW_NETWORK}, {"none", OVR_NONE},
+};
+
+static bool add_override(pctx *c, const config_setting_t *e, const char *s, void *arg)
+{
+    unsigned *mask = arg;
+
+    for (size_t i = 0; i < sizeof ovr_names / sizeof ovr_names[0]; i++) {
+        if (strcasecmp(s, ovr_names[i].name) == 0) {
+            *mask |= ovr_names[i].bit;
+            return true;
+        }
+    }
+    perr(c, e, "dmarc_override: unknown override \"%s\" (never_reject, always_enforce, "
+               "allow_network, none)", s);
+    return false;
+}
+
+static bool add_from_status(pctx *c, const config_setting_t *e, const char *s, void *arg)
+{
+    unsigned *mask = arg;
+
+    for (unsigned i = MW_FROM_OK; i <= MW_FROM_UNPARSABLE; i++) {
+        if (strcasecmp(s, mw_from_status_name((mw_from_status)i)) == 0) {
+            *mask |= 1u << i;
+            return true;
+        }
+    }
+    perr(c, e, "from_status: unknown status \"%s\" (ok, empty, multiple, nodomain, unparsable)", s);
+    return false;
 }
 
 /* RFC 3463 subject/detail: "0" or 1..3 digits without a leading zero. */
@@ -265,7 +335,8 @@ static bool reply_valid(const char *r, mw_action a, char *why, size_t whylen)
             p++;
             continue;
         }
-        static const char *const ph[] = {"spf_explanation", "sender_domain", "client_ip", "rule"};
+        static const char *const ph[] = {"spf_explanation", "sender_domain", "client_ip", "rule",
+                                         "from_domain", "dmarc_policy"};
         bool known = false;
         if (p[1] == '{') {
             const char *end = strchr(p, '}');
@@ -280,10 +351,20 @@ static bool reply_valid(const char *r, mw_action a, char *why, size_t whylen)
             }
         }
         return BAD("unknown placeholder at \"%.20s\" (%%{spf_explanation}, %%{sender_domain}, "
-                   "%%{client_ip}, %%{rule}; write %%%% for a literal %%)", p);
+                   "%%{client_ip}, %%{rule}, %%{from_domain}, %%{dmarc_policy}; write %%%% for a "
+                   "literal %%)", p);
     }
     return true;
 #undef BAD
+}
+
+bool mw_policy_reply_valid(const char *reply, mw_action a, char *why, size_t whylen)
+{
+    if (reply == NULL || (a != MW_ACTION_REJECT && a != MW_ACTION_TEMPFAIL)) {
+        snprintf(why, whylen, "a reply is only used with action reject or tempfail");
+        return false;
+    }
+    return reply_valid(reply, a, why, whylen);
 }
 
 static bool name_valid(const char *s)
@@ -302,13 +383,18 @@ static void rule_free(rule *r)
     for (size_t i = 0; i < r->ndomains; i++)
         free(r->domains[i]);
     free(r->domains);
+    for (size_t i = 0; i < r->nfrom_domains; i++)
+        free(r->from_domains[i]);
+    free(r->from_domains);
     mw_cidr_set_free(&r->network);
     mw_cidr_set_free(&r->not_network);
     free(r->reply);
 }
 
 static const char *const rule_keys[] = {"name", "trust", "spf", "helo_spf", "sender_domain",
-                                        "network", "not_network", "null_sender", "action",
+                                        "network", "not_network", "null_sender", "dmarc",
+                                        "dmarc_disposition", "dmarc_policy", "dmarc_override",
+                                        "from_status", "from_domain", "from_enforcing", "action",
                                         "reply", NULL};
 
 static bool key_listed(const char *const *list, const char *k)
@@ -344,6 +430,7 @@ static void rule_parse(pctx *c, const config_setting_t *g, int idx, rule *r)
     memset(r, 0, sizeof *r);
     r->trust = TRUST_ALL;
     r->null_sender = -1;
+    r->from_enforcing = -1;
 
     if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
         perr(c, g, "rules: element %d must be a group { name = ...; action = ...; }", idx);
@@ -353,7 +440,8 @@ static void rule_parse(pctx *c, const config_setting_t *g, int idx, rule *r)
         const config_setting_t *m = config_setting_get_elem(g, (unsigned)i);
         if (!key_listed(rule_keys, config_setting_name(m)))
             perr(c, m, "rule %d: unknown key \"%s\" (name, trust, spf, helo_spf, sender_domain, "
-                       "network, not_network, null_sender, action, reply)",
+                       "network, not_network, null_sender, dmarc, dmarc_disposition, dmarc_policy, "
+                       "dmarc_override, from_status, from_domain, from_enforcing, action, reply)",
                  idx, config_setting_name(m));
     }
 
@@ -376,7 +464,7 @@ static void rule_parse(pctx *c, const config_setting_t *g, int idx, rule *r)
     if ((s = config_setting_get_member(g, "helo_spf")) != NULL)
         each_string(c, s, "helo_spf", add_result, &r->helo_spf);
     if ((s = config_setting_get_member(g, "sender_domain")) != NULL) {
-        struct strvec sv = {NULL, 0};
+        struct strvec sv = {NULL, 0, "sender_domain"};
         each_string(c, s, "sender_domain", add_domain, &sv);
         r->domains = sv.v;
         r->ndomains = sv.n;
@@ -396,6 +484,30 @@ static void rule_parse(pctx *c, const config_setting_t *g, int idx, rule *r)
             perr(c, s, "%s: null_sender: expected true or false", label);
         else
             r->null_sender = config_setting_get_bool(s) ? 1 : 0;
+    }
+    if ((s = config_setting_get_member(g, "dmarc")) != NULL)
+        each_string(c, s, "dmarc", add_dmarc_result, &r->dmarc);
+    if ((s = config_setting_get_member(g, "dmarc_disposition")) != NULL)
+        each_string(c, s, "dmarc_disposition", add_dmarc_policy, &r->dmarc_disp);
+    if ((s = config_setting_get_member(g, "dmarc_policy")) != NULL)
+        each_string(c, s, "dmarc_policy", add_dmarc_policy, &r->dmarc_pol);
+    if ((s = config_setting_get_member(g, "dmarc_override")) != NULL)
+        each_string(c, s, "dmarc_override", add_override, &r->dmarc_ovr);
+    if ((s = config_setting_get_member(g, "from_status")) != NULL)
+        each_string(c, s, "from_status", add_from_status, &r->from_status);
+    if ((s = config_setting_get_member(g, "from_domain")) != NULL) {
+        struct strvec sv = {NULL, 0, "from_domain"};
+        each_string(c, s, "from_domain", add_domain, &sv);
+        r->from_domains = sv.v;
+        r->nfrom_domains = sv.n;
+        if (r->from_domains == NULL)   /* all bad: keep the condition (never matches) */
+            r->from_domains = mw_calloc(1, sizeof *r->from_domains);
+    }
+    if ((s = config_setting_get_member(g, "from_enforcing")) != NULL) {
+        if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+            perr(c, s, "%s: from_enforcing: expected true or false", label);
+        else
+            r->from_enforcing = config_setting_get_bool(s) ? 1 : 0;
     }
 
     str = get_string(c, g, "action", &s);
@@ -616,7 +728,7 @@ mw_policy *mw_policy_load(const char *name, const char *policy_dir, mw_config_er
 
 /* ---- evaluation ------------------------------------------------------------------ */
 
-static bool domain_matches(const rule *r, const char *domain)
+static bool domain_matches(char *const *globs, size_t n, const char *domain)
 {
     char buf[256];
     size_t len;
@@ -629,8 +741,8 @@ static bool domain_matches(const rule *r, const char *domain)
         buf[len - 1] = '\0';
         domain = buf;
     }
-    for (size_t i = 0; i < r->ndomains; i++)
-        if (mw_glob_match(r->domains[i], domain))
+    for (size_t i = 0; i < n; i++)
+        if (mw_glob_match(globs[i], domain))
             return true;
     return false;
 }
@@ -639,9 +751,13 @@ static bool rule_matches(const rule *r, const mw_policy_facts *f)
 {
     /* Out-of-range enums would be our own bug; never shift by them. */
     if ((unsigned)f->trust > MW_TRUST_SUBMISSION || (unsigned)f->spf > MW_SPF_PERMERROR ||
-        (unsigned)f->helo_spf > MW_SPF_PERMERROR)
-        mw_panic("policy: bad facts (trust %d, spf %d, helo_spf %d)", (int)f->trust,
-                 (int)f->spf, (int)f->helo_spf);
+        (unsigned)f->helo_spf > MW_SPF_PERMERROR || (unsigned)f->dmarc > MW_DMARC_PERMERROR ||
+        (unsigned)f->dmarc_policy > MW_DMARC_P_REJECT ||
+        (unsigned)f->dmarc_disposition > MW_DMARC_P_REJECT ||
+        (unsigned)f->from_status > MW_FROM_UNPARSABLE)
+        mw_panic("policy: bad facts (trust %d, spf %d, helo_spf %d, dmarc %d/%d/%d, from %d)",
+                 (int)f->trust, (int)f->spf, (int)f->helo_spf, (int)f->dmarc,
+                 (int)f->dmarc_policy, (int)f->dmarc_disposition, (int)f->from_status);
     if (!(r->trust & (1u << f->trust)))
         return false;
     if (r->spf != 0 && !(f->spf_done && (r->spf & (1u << f->spf))))
@@ -650,7 +766,25 @@ static bool rule_matches(const rule *r, const mw_policy_facts *f)
         return false;
     if (r->null_sender >= 0 && (r->null_sender != 0) != f->null_sender)
         return false;
-    if (r->domains != NULL && !domain_matches(r, f->sender_domain))
+    if (r->domains != NULL && !domain_matches(r->domains, r->ndomains, f->sender_domain))
+        return false;
+    if (r->dmarc != 0 && !(f->dmarc_done && (r->dmarc & (1u << f->dmarc))))
+        return false;
+    /* UNSPEC is bit 0, which no word sets: an unspecified policy never matches. */
+    if (r->dmarc_disp != 0 && !(f->dmarc_done && (r->dmarc_disp & (1u << f->dmarc_disposition))))
+        return false;
+    if (r->dmarc_pol != 0 && !(f->dmarc_done && (r->dmarc_pol & (1u << f->dmarc_policy))))
+        return false;
+    if (r->dmarc_ovr != 0) {
+        unsigned set = f->dmarc_override & ~OVR_NONE;
+        if (!f->dmarc_done || !((r->dmarc_ovr & set) || ((r->dmarc_ovr & OVR_NONE) && set == 0)))
+            return false;
+    }
+    if (r->from_status != 0 && !(f->from_done && (r->from_status & (1u << f->from_status))))
+        return false;
+    if (r->from_domains != NULL && !domain_matches(r->from_domains, r->nfrom_domains, f->from_domain))
+        return false;
+    if (r->from_enforcing >= 0 && (r->from_enforcing != 0) != f->from_enforcing)
         return false;
     if (r->network != NULL && (f->client == NULL || !mw_cidr_set_contains(r->network, f->client)))
         return false;

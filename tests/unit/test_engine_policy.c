@@ -518,6 +518,233 @@ static void test_all_conditions(void)
     mw_policy_free(&p);
 }
 
+
+/* ---- DMARC and header From ------------------------------------------------------- */
+
+static mw_policy_facts dfacts(mw_dmarc_result r, mw_dmarc_policy pol, mw_dmarc_policy disp)
+{
+    mw_policy_facts f = facts(MW_TRUST_INBOUND, MW_SPF_PASS);
+
+    f.dmarc_done = true;
+    f.dmarc = r;
+    f.dmarc_policy = pol;
+    f.dmarc_disposition = disp;
+    f.from_done = true;
+    f.from_status = MW_FROM_OK;
+    f.from_domain = "paypal.example";
+    return f;
+}
+
+static void test_default_policy_dmarc(void)
+{
+    mw_policy *p = load_builtin("default");
+    mw_policy_facts f;
+    mw_policy_decision d;
+
+    if (!MW_TEST_ASSERT(p != NULL))
+        return;
+    /* Failing DMARC, the domain asks reject: 550 5.7.1 naming the domain. */
+    f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_REJECT, MW_DMARC_P_REJECT);
+    d = eval(p, &f);
+    MW_TEST_EQ_INT(d.action, MW_ACTION_REJECT);
+    MW_TEST_EQ_STR(d.rule, "dmarc-reject");
+    MW_TEST_ASSERT(d.reply != NULL && strncmp(d.reply, "550 5.7.1 ", 10) == 0 &&
+                   strstr(d.reply, "%{from_domain}") != NULL);
+    /* ... quarantine: quarantine; t=y lowered reject to quarantine: quarantine. */
+    f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_QUARANTINE, MW_DMARC_P_QUARANTINE);
+    d = eval(p, &f);
+    MW_TEST_EQ_INT(d.action, MW_ACTION_QUARANTINE);
+    MW_TEST_EQ_STR(d.rule, "dmarc-quarantine");
+    f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_REJECT, MW_DMARC_P_QUARANTINE);
+    MW_TEST_EQ_INT(eval(p, &f).action, MW_ACTION_QUARANTINE);
+    /* p=none, pass, none, temperror, permerror: accepted. */
+    f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_NONE, MW_DMARC_P_NONE);
+    MW_TEST_EQ_STR(eval(p, &f).rule, "inbound-record-only");
+    f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_QUARANTINE, MW_DMARC_P_NONE);   /* t=y quarantine */
+    MW_TEST_EQ_STR(eval(p, &f).rule, "inbound-record-only");
+    f = dfacts(MW_DMARC_PASS, MW_DMARC_P_REJECT, MW_DMARC_P_NONE);
+    MW_TEST_EQ_STR(eval(p, &f).rule, "inbound-record-only");
+    f = dfacts(MW_DMARC_NONE, MW_DMARC_P_UNSPEC, MW_DMARC_P_UNSPEC);
+    MW_TEST_EQ_STR(eval(p, &f).rule, "inbound-record-only");
+    f = dfacts(MW_DMARC_TEMPERROR, MW_DMARC_P_UNSPEC, MW_DMARC_P_UNSPEC);
+    MW_TEST_EQ_STR(eval(p, &f).rule, "inbound-record-only");
+    /* DMARC not evaluated: the fields mean nothing. */
+    f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_REJECT, MW_DMARC_P_REJECT);
+    f.dmarc_done = false;
+    MW_TEST_EQ_STR(eval(p, &f).rule, "inbound-record-only");
+    /* Outbound mail is never refused. */
+    f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_REJECT, MW_DMARC_P_REJECT);
+    f.trust = MW_TRUST_AUTHENTICATED;
+    MW_TEST_EQ_STR(eval(p, &f).rule, "outbound");
+
+    /* Overrides. */
+    f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_REJECT, MW_DMARC_P_REJECT);
+    f.dmarc_override = MW_DMARC_OVR_NEVER_REJECT;
+    d = eval(p, &f);
+    MW_TEST_EQ_INT(d.action, MW_ACTION_ACCEPT);
+    MW_TEST_EQ_STR(d.rule, "dmarc-override-deliver");
+    f.dmarc_override = MW_DMARC_OVR_ALLOW_NETWORK;
+    MW_TEST_EQ_STR(eval(p, &f).rule, "dmarc-override-deliver");
+    f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_NONE, MW_DMARC_P_NONE);
+    f.dmarc_override = MW_DMARC_OVR_ALWAYS_ENFORCE;
+    d = eval(p, &f);
+    MW_TEST_EQ_INT(d.action, MW_ACTION_REJECT);
+    MW_TEST_EQ_STR(d.rule, "dmarc-always-enforce");
+    f = dfacts(MW_DMARC_PASS, MW_DMARC_P_NONE, MW_DMARC_P_NONE);
+    f.dmarc_override = MW_DMARC_OVR_ALWAYS_ENFORCE;
+    MW_TEST_EQ_STR(eval(p, &f).rule, "inbound-record-only");
+
+    /* Malformed From: rejected when a domain involved enforces, else not. */
+    static const mw_from_status bad[] = {MW_FROM_EMPTY, MW_FROM_MULTIPLE, MW_FROM_NODOMAIN,
+                                         MW_FROM_UNPARSABLE};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        f = dfacts(MW_DMARC_PERMERROR, MW_DMARC_P_UNSPEC, MW_DMARC_P_UNSPEC);
+        f.from_status = bad[i];
+        f.from_domain = NULL;
+        f.from_enforcing = true;
+        d = eval(p, &f);
+        MW_TEST_EQ_INT(d.action, MW_ACTION_REJECT);
+        MW_TEST_EQ_STR(d.rule, "from-malformed-enforcing");
+        MW_TEST_ASSERT(d.reply != NULL && strncmp(d.reply, "550 5.7.1 ", 10) == 0);
+        f.from_enforcing = false;
+        MW_TEST_EQ_STR(eval(p, &f).rule, "inbound-record-only");
+        f.from_enforcing = true;
+        f.from_done = false;
+        MW_TEST_EQ_STR(eval(p, &f).rule, "inbound-record-only");
+        /* allowed network: delivered */
+        f.from_done = true;
+        f.dmarc_override = MW_DMARC_OVR_ALLOW_NETWORK;
+        MW_TEST_EQ_STR(eval(p, &f).rule, "dmarc-override-deliver");
+    }
+    f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_NONE, MW_DMARC_P_NONE);
+    f.from_enforcing = true;   /* a well-formed From is DMARC's business */
+    MW_TEST_EQ_STR(eval(p, &f).rule, "inbound-record-only");
+    mw_policy_free(&p);
+}
+
+static void test_other_policies_dmarc(void)
+{
+    mw_policy *m = load_builtin("monitor-only"), *s = load_builtin("strict"),
+              *o = load_builtin("outbound");
+    mw_policy_facts f;
+    mw_policy_decision d;
+
+    if (!MW_TEST_ASSERT(m && s && o))
+        goto out;
+    /* monitor-only never refuses. */
+    for (int r = MW_DMARC_NONE; r <= MW_DMARC_PERMERROR; r++) {
+        for (int pol = MW_DMARC_P_UNSPEC; pol <= MW_DMARC_P_REJECT; pol++) {
+            for (unsigned ovr = 0; ovr < 8; ovr++) {
+                f = dfacts((mw_dmarc_result)r, (mw_dmarc_policy)pol, (mw_dmarc_policy)pol);
+                f.dmarc_override = ovr;
+                f.from_status = (mw_from_status)(ovr % 5);
+                f.from_enforcing = ovr & 1;
+                f.spf = MW_SPF_FAIL;
+                MW_TEST_EQ_INT(eval(m, &f).action, MW_ACTION_ACCEPT);
+            }
+        }
+    }
+    /* strict: any DMARC fail from an enforcing domain, even t=y lowered. */
+    f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_REJECT, MW_DMARC_P_QUARANTINE);
+    d = eval(s, &f);
+    MW_TEST_EQ_INT(d.action, MW_ACTION_REJECT);
+    MW_TEST_EQ_STR(d.rule, "dmarc-fail-enforcing");
+    f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_QUARANTINE, MW_DMARC_P_NONE);
+    MW_TEST_EQ_STR(eval(s, &f).rule, "dmarc-fail-enforcing");
+    f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_NONE, MW_DMARC_P_NONE);
+    MW_TEST_EQ_STR(eval(s, &f).rule, "default");
+    f = dfacts(MW_DMARC_TEMPERROR, MW_DMARC_P_UNSPEC, MW_DMARC_P_UNSPEC);
+    d = eval(s, &f);
+    MW_TEST_EQ_INT(d.action, MW_ACTION_TEMPFAIL);
+    MW_TEST_EQ_STR(d.rule, "dmarc-temperror");
+    f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_REJECT, MW_DMARC_P_REJECT);
+    f.dmarc_override = MW_DMARC_OVR_NEVER_REJECT;
+    MW_TEST_EQ_STR(eval(s, &f).rule, "dmarc-override-deliver");
+    f = dfacts(MW_DMARC_PERMERROR, MW_DMARC_P_UNSPEC, MW_DMARC_P_UNSPEC);
+    f.from_status = MW_FROM_MULTIPLE;
+    f.from_enforcing = true;
+    MW_TEST_EQ_STR(eval(s, &f).rule, "from-malformed-enforcing");
+    /* strict still rejects SPF fail of DMARC-passing mail. */
+    f = dfacts(MW_DMARC_PASS, MW_DMARC_P_REJECT, MW_DMARC_P_NONE);
+    f.spf = MW_SPF_FAIL;
+    MW_TEST_EQ_STR(eval(s, &f).rule, "spf-fail");
+    /* outbound.conf: inbound like the default. */
+    f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_REJECT, MW_DMARC_P_REJECT);
+    MW_TEST_EQ_STR(eval(o, &f).rule, "dmarc-reject");
+    f.trust = MW_TRUST_SUBMISSION;
+    MW_TEST_EQ_STR(eval(o, &f).rule, "submission");
+out:
+    mw_policy_free(&m);
+    mw_policy_free(&s);
+    mw_policy_free(&o);
+}
+
+static void test_dmarc_conditions(void)
+{
+    mw_policy *p = parse_ok(
+        "rules = (\n"
+        " { name = \"d\"; dmarc = [ \"fail\", \"TempError\" ]; dmarc_policy = \"reject\";\n"
+        "   dmarc_disposition = [ \"quarantine\", \"reject\" ]; dmarc_override = \"none\";\n"
+        "   from_status = \"ok\"; from_domain = [ \"*.bank.example\", \"bank.example\" ];\n"
+        "   from_enforcing = false; action = \"reject\";\n"
+        "   reply = \"550 5.7.1 %{from_domain} says %{dmarc_policy}\"; },\n"
+        " { name = \"ovr\"; dmarc_override = [ \"always_enforce\", \"never_reject\" ]; action = \"discard\"; }\n"
+        ");\n");
+    mw_policy_facts f, g;
+    mw_policy_decision d;
+
+    if (!MW_TEST_ASSERT(p != NULL))
+        return;
+    f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_REJECT, MW_DMARC_P_QUARANTINE);
+    f.from_domain = "www.bank.example.";
+    d = eval(p, &f);
+    MW_TEST_EQ_STR(d.rule, "d");
+    MW_TEST_EQ_STR(d.reply, "550 5.7.1 %{from_domain} says %{dmarc_policy}");
+    g = f; g.dmarc = MW_DMARC_TEMPERROR;             MW_TEST_EQ_STR(eval(p, &g).rule, "d");
+    g = f; g.dmarc = MW_DMARC_PASS;                  MW_TEST_EQ_STR(eval(p, &g).rule, "default");
+    g = f; g.dmarc_done = false;                     MW_TEST_EQ_STR(eval(p, &g).rule, "default");
+    g = f; g.dmarc_policy = MW_DMARC_P_QUARANTINE;   MW_TEST_EQ_STR(eval(p, &g).rule, "default");
+    g = f; g.dmarc_disposition = MW_DMARC_P_NONE;    MW_TEST_EQ_STR(eval(p, &g).rule, "default");
+    g = f; g.dmarc_disposition = MW_DMARC_P_UNSPEC;  MW_TEST_EQ_STR(eval(p, &g).rule, "default");
+    g = f; g.from_status = MW_FROM_MULTIPLE;         MW_TEST_EQ_STR(eval(p, &g).rule, "default");
+    g = f; g.from_done = false;                      MW_TEST_EQ_STR(eval(p, &g).rule, "default");
+    g = f; g.from_domain = "evilbank.example";       MW_TEST_EQ_STR(eval(p, &g).rule, "default");
+    g = f; g.from_domain = NULL;                     MW_TEST_EQ_STR(eval(p, &g).rule, "default");
+    g = f; g.from_domain = "BANK.example";           MW_TEST_EQ_STR(eval(p, &g).rule, "d");
+    g = f; g.from_enforcing = true;                  MW_TEST_EQ_STR(eval(p, &g).rule, "default");
+    g = f; g.dmarc_override = MW_DMARC_OVR_ALLOW_NETWORK;   MW_TEST_EQ_STR(eval(p, &g).rule, "default");
+    g = f; g.dmarc_override = MW_DMARC_OVR_NEVER_REJECT;    MW_TEST_EQ_STR(eval(p, &g).rule, "ovr");
+    g = f; g.dmarc_override = MW_DMARC_OVR_ALWAYS_ENFORCE | MW_DMARC_OVR_ALLOW_NETWORK;
+    MW_TEST_EQ_STR(eval(p, &g).rule, "ovr");
+    g = f; g.dmarc_override = MW_DMARC_OVR_NEVER_REJECT; g.dmarc_done = false;
+    MW_TEST_EQ_STR(eval(p, &g).rule, "default");
+    mw_policy_free(&p);
+
+    expect_one_error("rules = (\n { name = \"a\"; dmarc = \"softfail\"; action = \"accept\"; }\n);\n",
+                     2, "dmarc: unknown DMARC result \"softfail\"");
+    expect_one_error("rules = (\n { name = \"a\"; dmarc_disposition = \"unspecified\"; action = \"accept\"; }\n);\n",
+                     2, "unknown DMARC policy \"unspecified\"");
+    expect_one_error("rules = (\n { name = \"a\"; dmarc_policy = [ \"none\", \"hold\" ]; action = \"accept\"; }\n);\n",
+                     2, "unknown DMARC policy \"hold\"");
+    expect_one_error("rules = (\n { name = \"a\"; dmarc_override = \"forwarder\"; action = \"accept\"; }\n);\n",
+                     2, "dmarc_override: unknown override \"forwarder\"");
+    expect_one_error("rules = (\n { name = \"a\"; from_status = \"broken\"; action = \"accept\"; }\n);\n",
+                     2, "from_status: unknown status \"broken\"");
+    expect_one_error("rules = (\n { name = \"a\"; from_domain = \"a@b.example\"; action = \"accept\"; }\n);\n",
+                     2, "from_domain: \"a@b.example\" is not a domain pattern");
+    expect_one_error("rules = (\n { name = \"a\"; from_enforcing = 1; action = \"accept\"; }\n);\n",
+                     2, "rule \"a\": from_enforcing: expected true or false");
+    expect_one_error("rules = (\n { name = \"a\"; dmarc = [ ]; action = \"accept\"; }\n);\n",
+                     2, "dmarc: empty list");
+    expect_one_error("rules = (\n { name = \"a\"; action = \"reject\"; reply = \"550 5.7.1 %{dmarc_result}\"; }\n);\n",
+                     2, "rule \"a\": unknown placeholder");
+    char why[200];
+    MW_TEST_ASSERT(mw_policy_reply_valid("550 5.7.1 %{from_domain} rejected", MW_ACTION_REJECT, why, sizeof why));
+    MW_TEST_ASSERT(!mw_policy_reply_valid("451 4.7.1 later", MW_ACTION_REJECT, why, sizeof why));
+    MW_TEST_ASSERT(!mw_policy_reply_valid("550 5.7.1 x", MW_ACTION_ACCEPT, why, sizeof why));
+    MW_TEST_ASSERT(!mw_policy_reply_valid("550 5.7.1 %{nope}", MW_ACTION_REJECT, why, sizeof why));
+}
+
 /* ---- errors ----------------------------------------------------------------------- */
 
 static void test_parse_errors(void)
@@ -769,6 +996,9 @@ int main(void)
     MW_TEST_RUN(test_sender_domain);
     MW_TEST_RUN(test_networks);
     MW_TEST_RUN(test_all_conditions);
+    MW_TEST_RUN(test_default_policy_dmarc);
+    MW_TEST_RUN(test_other_policies_dmarc);
+    MW_TEST_RUN(test_dmarc_conditions);
     MW_TEST_RUN(test_parse_errors);
     MW_TEST_RUN(test_reply_errors);
     MW_TEST_RUN(test_errors_collected);

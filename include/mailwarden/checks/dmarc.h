@@ -131,6 +131,15 @@ typedef struct mw_dmarc_outcome {
 void mw_dmarc_evaluate(mw_dmarc *d, const mw_dmarc_input *in, mw_dmarc_outcome *out);
 void mw_dmarc_outcome_clear(mw_dmarc_outcome *o);
 
+/*
+ * Does domain publish an enforcing policy (the p/sp/np that would apply to
+ * mail from it is quarantine or reject, before t=y)?  For a malformed
+ * header From with several domains: the engine's from_enforcing fact.
+ * *temperror (may be NULL) is set when discovery failed temporarily (then
+ * false is returned).
+ */
+bool mw_dmarc_domain_enforcing(mw_dmarc *d, const char *domain, bool *temperror);
+
 /* Organizational domain of name by the configured method (tree walk or
  * PSL); for alignment and reports.  Caller frees.  NULL on DNS trouble. */
 char *mw_dmarc_org_domain(mw_dmarc *d, const char *name);

@@ -50,7 +50,9 @@ typedef struct mw_history_options {
 
 typedef struct mw_history mw_history;
 
-/* Open (create) the directory for appending.  NULL + reason on error. */
+/* Open (create, one level, mode 0750) the directory for appending and open
+ * the current period's file; starts the flusher thread when
+ * fsync_interval_ms > 0.  o may be NULL (defaults).  NULL + reason on error. */
 mw_history *mw_history_open(const char *dir, const mw_history_options *o, char *err, size_t errlen);
 /* Append one record.  false (with errno-style reason logged once per
  * interval) when the disk refuses (ENOSPC, EIO): the caller applies the
@@ -58,6 +60,10 @@ mw_history *mw_history_open(const char *dir, const mw_history_options *o, char *
 bool mw_history_append(mw_history *h, const mw_history_record *r);
 /* Flush and fsync now (shutdown, rotation). */
 void mw_history_sync(mw_history *h);
+/* How many records this writer appended are known to be on disk (synced
+ * by the flusher, a rotation, mw_history_sync() or, with
+ * fsync_interval_ms 0, the append itself).  For tests and metrics. */
+uint64_t mw_history_synced(mw_history *h);
 void mw_history_close(mw_history **h);
 
 /* Reader statistics. */
@@ -66,7 +72,12 @@ typedef struct mw_history_stats {
 } mw_history_stats;
 
 /* Call cb for every intact record in dir with time in [from, to) (files
- * outside the window are skipped by name).  cb returns false to stop. */
+ * outside the window are skipped by name).  cb returns false to stop.
+ * The record passed to cb is freed after cb returns.  stats (may be NULL)
+ * is reset first: records = delivered to cb; torn = incomplete or
+ * undecodable lines; bad_checksum; bad_version = intact lines of another
+ * format version; files = files read.  false + err on an I/O error (the
+ * other files are still read). */
 bool mw_history_read(const char *dir, time_t from, time_t to,
                      bool (*cb)(const mw_history_record *r, void *arg), void *arg,
                      mw_history_stats *stats, char *err, size_t errlen);

@@ -17,6 +17,13 @@
  *       network = [ "192.0.2.0/24" ];      # client address in one of these
  *       not_network = [ "198.51.100.0/24" ];
  *       null_sender = true;                # MAIL FROM:<> (true) or not (false)
+ *       dmarc = [ "fail" ];                # DMARC result(s): none pass fail temperror permerror
+ *       dmarc_disposition = [ "reject" ];  # what the domain asks, after t=y: none quarantine reject
+ *       dmarc_policy = [ "reject" ];       # the applicable p/sp/np before t=y
+ *       dmarc_override = [ "never_reject" ];   # local overrides in effect (see below)
+ *       from_status = [ "multiple" ];      # header From: ok empty multiple nodomain unparsable
+ *       from_domain = [ "*.example.com" ]; # header From domain globs
+ *       from_enforcing = true;             # a From domain involved publishes quarantine/reject
  *       action = "reject";                 # accept|reject|tempfail|quarantine|discard
  *       reply = "550 5.7.23 %{spf_explanation}";   # optional SMTP reply
  *     }
@@ -34,6 +41,13 @@
  *     matches exactly that domain; "*.example.com" matches its subdomains
  *     but not example.com itself (list both for both).  A trailing dot on
  *     the sender's domain is ignored.  No domain: no match.
+ *   - dmarc, dmarc_disposition, dmarc_policy and dmarc_override hold only
+ *     when DMARC was evaluated (dmarc_done) and the value is listed; an
+ *     unspecified policy/disposition (no record, temperror) matches no word.
+ *     dmarc_override words: never_reject, always_enforce, allow_network
+ *     (any listed flag set), and "none" (no override flag set).
+ *   - from_status holds only when the header From was parsed (from_done);
+ *     from_domain is matched like sender_domain; from_enforcing is a bool.
  *   - network: the client address is in one of the CIDRs (unknown client:
  *     no match); not_network: the client is in none of them (unknown
  *     client: holds).
@@ -43,7 +57,9 @@
  *     any other %{...} than the placeholders below is an error.
  *
  * Reply placeholders: %{spf_explanation} (the expanded SPF exp= text, or a
- * default sentence), %{sender_domain}, %{client_ip}, %{rule}.  Without a
+ * default sentence), %{sender_domain}, %{client_ip}, %{rule},
+ * %{from_domain} (header From domain) and %{dmarc_policy} (the applicable
+ * policy word, mw_dmarc_policy_name()).  Without a
  * reply the engine uses the action's default (reject 550 5.7.1, tempfail
  * 451 4.7.1).
  *
@@ -61,6 +77,8 @@
 
 #include "cidr.h"
 #include "config.h"
+#include "dmarc.h"
+#include "fromhdr.h"
 #include "spf.h"
 
 /* Trust classes (DESIGN §1).  The last three are "outbound". */
@@ -85,7 +103,15 @@ typedef enum mw_action {
 const char *mw_action_name(mw_action a);
 bool mw_action_parse(const char *s, mw_action *out);
 
-/* What the engine knows when it asks the policy. */
+/* Local DMARC overrides in effect for a message (mw_policy_facts.dmarc_override). */
+enum {
+    MW_DMARC_OVR_NEVER_REJECT   = 1u << 0,   /* dmarc.never_reject matched (forwarder, list) */
+    MW_DMARC_OVR_ALWAYS_ENFORCE = 1u << 1,   /* dmarc.always_enforce lists the From domain */
+    MW_DMARC_OVR_ALLOW_NETWORK  = 1u << 2    /* client in dmarc.allow_networks */
+};
+
+/* What the engine knows when it asks the policy.  Zero-initialise: every
+ * later field then means "not evaluated". */
 typedef struct mw_policy_facts {
     mw_trust       trust;
     const mw_addr *client;           /* NULL if unknown (unix socket, no address) */
@@ -95,6 +121,17 @@ typedef struct mw_policy_facts {
     bool           helo_spf_done;    /* HELO SPF evaluated */
     mw_spf_result  helo_spf;
     bool           null_sender;      /* MAIL FROM:<> (bounces, DSNs) */
+    /* DMARC (inbound) */
+    bool            dmarc_done;         /* DMARC evaluated (result below is meaningful) */
+    mw_dmarc_result dmarc;
+    mw_dmarc_policy dmarc_policy;       /* applicable p/sp/np, before t=y */
+    mw_dmarc_policy dmarc_disposition;  /* what the domain asks, after t=y (and pct) */
+    unsigned        dmarc_override;     /* MW_DMARC_OVR_* bits */
+    /* header From */
+    bool            from_done;          /* the header From was parsed */
+    mw_from_status  from_status;
+    const char     *from_domain;        /* the (first) From domain; may be NULL */
+    bool            from_enforcing;     /* a From domain involved publishes p=quarantine/reject */
 } mw_policy_facts;
 
 typedef struct mw_policy_decision {
@@ -124,6 +161,10 @@ void mw_policy_free(mw_policy **p);
 const char *mw_policy_name(const mw_policy *p);
 /* The policy's description ("" if none); owned by the policy. */
 const char *mw_policy_description(const mw_policy *p);
+/* Is reply a valid reply for action a (reject: 5xx, tempfail: 4xx), by the
+ * rules above (codes, enhanced code class, printable, placeholders)?  For
+ * config keys holding replies (dmarc.reject_text).  false + why if not. */
+bool mw_policy_reply_valid(const char *reply, mw_action a, char *why, size_t whylen);
 /* First matching rule decides; never fails. */
 void mw_policy_eval(const mw_policy *p, const mw_policy_facts *f, mw_policy_decision *out);
 
