@@ -53,6 +53,8 @@ typedef enum key_type {
     KT_UINT,      /* unsigned, within [min, max]                  */
     KT_MODE,      /* int, octal string "0660", within [min, max]  */
     KT_ENUM,      /* int-sized enum, one of words[]               */
+    KT_DURATION,  /* unsigned seconds: "90s", "15m", "6h", "7d" or */
+                  /* an integer of seconds, within [min, max]     */
     KT_STRLIST,   /* char ** (NULL-terminated) + size_t count     */
     KT_CIDRLIST,  /* mw_cidr_set *                                */
     KT_GROUPLIST  /* array of structs + size_t count: a list of   */
@@ -68,14 +70,16 @@ struct enum_word {
     int         value;
 };
 
-/* One member of a KT_GROUPLIST element (every member is required). */
-typedef enum { GF_STRING, GF_STRLIST } gfield_type;
+/* One member of a KT_GROUPLIST element (required unless optional). */
+typedef enum { GF_STRING, GF_STRLIST, GF_UINT } gfield_type;
 struct gfield {
     const char  *name;       /* NULL ends the array */
     gfield_type  type;
-    size_t       off;        /* char * or char ** within the element */
+    size_t       off;        /* char *, char ** or unsigned within the element */
     size_t       off_n;      /* GF_STRLIST: size_t count within the element */
     str_check_fn check;      /* each string (or list element) */
+    bool         optional;   /* may be left out (NULL / 0 then) */
+    long long    min, max;   /* GF_UINT bounds */
 };
 
 struct key {
@@ -112,6 +116,18 @@ static bool check_header_name(const char *s, char *why, size_t whylen);
 static bool check_canon(const char *s, char *why, size_t whylen);
 static bool check_key_table(const char *s, char *why, size_t whylen);
 static bool check_signing_table(const char *s, char *why, size_t whylen);
+static bool check_host_port(const char *s, char *why, size_t whylen);
+static bool check_redis_host(const char *s, char *why, size_t whylen);
+static bool check_printable(const char *s, char *why, size_t whylen);
+static bool check_rl_name(const char *s, char *why, size_t whylen);
+static bool check_rl_selector(const char *s, char *why, size_t whylen);
+static bool check_rl_rate(const char *s, char *why, size_t whylen);
+static bool check_rl_cost(const char *s, char *why, size_t whylen);
+static bool check_rl_stage(const char *s, char *why, size_t whylen);
+static bool check_rl_trust(const char *s, char *why, size_t whylen);
+static bool check_rl_action(const char *s, char *why, size_t whylen);
+static bool check_rl_reply(const char *s, char *why, size_t whylen);
+static bool check_cidr(const char *s, char *why, size_t whylen);
 
 /* The enum fields are written through int *; make sure that is their size. */
 _Static_assert(sizeof(mw_log_target) == sizeof(int), "enum size");
@@ -119,6 +135,8 @@ _Static_assert(sizeof(mw_log_format) == sizeof(int), "enum size");
 _Static_assert(sizeof(mw_log_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(mw_dns_mode) == sizeof(int), "enum size");
 _Static_assert(sizeof(mw_dkim_identity) == sizeof(int), "enum size");
+_Static_assert(sizeof(mw_state_backend) == sizeof(int), "enum size");
+_Static_assert(sizeof(mw_state_failure) == sizeof(int), "enum size");
 
 static const struct enum_word w_log_target[] = {
     {"stderr", MW_LOG_TO_STDERR}, {"syslog", MW_LOG_TO_SYSLOG}, {NULL, 0}};
@@ -131,9 +149,22 @@ static const struct enum_word w_dns_mode[] = {
     {"resolv.conf", MW_DNS_MODE_RESOLV_CONF}, {"forward", MW_DNS_MODE_FORWARD},
     {"recursive", MW_DNS_MODE_RECURSIVE}, {NULL, 0}};
 
+static const struct enum_word w_dmarc_mode[] = {
+    {"rfc9989", MW_CFG_DMARC_RFC9989}, {"rfc7489", MW_CFG_DMARC_RFC7489}, {NULL, 0}};
+static const struct enum_word w_quarantine[] = {
+    {"hold", MW_QUARANTINE_HOLD}, {"header", MW_QUARANTINE_HEADER},
+    {"deliver", MW_QUARANTINE_DELIVER}, {NULL, 0}};
+static const struct enum_word w_history_err[] = {
+    {"accept", MW_HISTORY_ERR_ACCEPT}, {"tempfail", MW_HISTORY_ERR_TEMPFAIL}, {NULL, 0}};
+
 static const struct enum_word w_dkim_identity[] = {
     {"header-from", MW_DKIM_ID_HEADER_FROM}, {"envelope", MW_DKIM_ID_ENVELOPE},
     {"auth", MW_DKIM_ID_AUTH}, {NULL, 0}};
+
+static const struct enum_word w_state_backend[] = {
+    {"memory", MW_STATE_MEMORY}, {"redis", MW_STATE_REDIS}, {NULL, 0}};
+static const struct enum_word w_state_failure[] = {
+    {"accept", MW_STATE_FAIL_ACCEPT}, {"tempfail", MW_STATE_FAIL_TEMPFAIL}, {NULL, 0}};
 
 static const char *const def_none[] = {NULL};
 static const char *const def_internal[] = {"127.0.0.0/8", "::1/128", NULL};
@@ -154,6 +185,7 @@ static const char *const def_oversign_headers[] = {"From", "To", "Subject", NULL
 #define F(field) offsetof(mw_config, field)
 #define KF(field) offsetof(mw_config_dkim_key, field)
 #define RF(field) offsetof(mw_config_dkim_rule, field)
+#define LF(field) offsetof(mw_config_ratelimit_rule, field)
 
 static const struct gfield dkim_key_fields[] = {
     {.name = "name", .type = GF_STRING, .off = KF(name), .check = check_nonempty},
@@ -165,6 +197,31 @@ static const struct gfield dkim_rule_fields[] = {
     {.name = "pattern", .type = GF_STRING, .off = RF(pattern), .check = check_nonempty},
     {.name = "keys", .type = GF_STRLIST, .off = RF(keys), .off_n = RF(nkeys),
      .check = check_nonempty},
+    {.name = NULL}};
+static const struct gfield ratelimit_rule_fields[] = {
+    {.name = "name", .type = GF_STRING, .off = LF(name), .check = check_rl_name},
+    {.name = "key", .type = GF_STRLIST, .off = LF(key), .off_n = LF(nkey),
+     .check = check_rl_selector},
+    {.name = "rate", .type = GF_STRING, .off = LF(rate), .check = check_rl_rate},
+    {.name = "burst", .type = GF_UINT, .off = LF(burst), .optional = true, .min = 1,
+     .max = 1000000000},
+    {.name = "cost", .type = GF_STRING, .off = LF(cost), .check = check_rl_cost, .optional = true},
+    {.name = "stage", .type = GF_STRING, .off = LF(stage), .check = check_rl_stage,
+     .optional = true},
+    {.name = "trust", .type = GF_STRLIST, .off = LF(trust), .off_n = LF(ntrust),
+     .check = check_rl_trust, .optional = true},
+    {.name = "action", .type = GF_STRING, .off = LF(action), .check = check_rl_action,
+     .optional = true},
+    {.name = "reply", .type = GF_STRING, .off = LF(reply), .check = check_rl_reply,
+     .optional = true},
+    {.name = "ipv4_mask", .type = GF_UINT, .off = LF(ipv4_mask), .optional = true, .min = 1,
+     .max = 32},
+    {.name = "ipv6_mask", .type = GF_UINT, .off = LF(ipv6_mask), .optional = true, .min = 1,
+     .max = 128},
+    {.name = "allow_networks", .type = GF_STRLIST, .off = LF(allow_networks),
+     .off_n = LF(nallow_networks), .check = check_cidr, .optional = true},
+    {.name = "allow_senders", .type = GF_STRLIST, .off = LF(allow_senders),
+     .off_n = LF(nallow_senders), .check = check_nonempty, .optional = true},
     {.name = NULL}};
 
 static const struct key keys[] = {
@@ -267,6 +324,94 @@ static const struct key keys[] = {
     /* Authentication-Results */
     {.name = "authres.remove_forged", .type = KT_BOOL, .off = F(ar_remove_forged), .def_int = 1,
      .doc = "remove incoming Authentication-Results headers that claim our authserv_id"},
+    /* shared state: rate limits and reputation (store.h) */
+    {.name = "state.backend", .type = KT_ENUM, .off = F(state_backend), .def_str = "memory",
+     .words = w_state_backend, .doc = "where rate-limit and reputation state lives: memory or redis"},
+    {.name = "state.max_keys", .type = KT_UINT, .off = F(state_max_keys), .def_int = 1000000,
+     .min = 1000, .max = 100000000, .doc = "memory backend: most entries kept (the soonest to expire go first)"},
+    {.name = "redis.host", .type = KT_STRING, .off = F(redis_host), .def_str = "127.0.0.1",
+     .check = check_redis_host, .doc = "Redis server address or host name (without Sentinel)"},
+    {.name = "redis.port", .type = KT_UINT, .off = F(redis_port), .def_int = 6379, .min = 1,
+     .max = 65535, .doc = "Redis server port"},
+    {.name = "redis.sentinels", .type = KT_STRLIST, .off = F(redis_sentinels),
+     .off_n = F(nredis_sentinels), .def_list = def_none, .check = check_host_port,
+     .doc = "Sentinels \"HOST:PORT\" that name the master; when set, redis.host/port are unused"},
+    {.name = "redis.master_name", .type = KT_STRING, .off = F(redis_master_name),
+     .def_str = "mymaster", .check = check_nonempty, .doc = "the master's name in Sentinel"},
+    {.name = "redis.username", .type = KT_STRING, .off = F(redis_username), .def_str = "",
+     .check = check_printable, .doc = "ACL user for AUTH; \"\" authenticates with the password only"},
+    {.name = "redis.password", .type = KT_STRING, .off = F(redis_password), .def_str = "",
+     .check = check_printable, .doc = "password for AUTH; \"\" sends no AUTH"},
+    {.name = "redis.db", .type = KT_UINT, .off = F(redis_db), .def_int = 0, .min = 0,
+     .max = 1000000, .doc = "database index (SELECT)"},
+    {.name = "redis.prefix", .type = KT_STRING, .off = F(redis_prefix), .def_str = "mw:",
+     .check = check_printable, .doc = "prefix of every key mailwarden writes"},
+    {.name = "redis.connect_timeout", .type = KT_UINT, .off = F(redis_connect_timeout_ms),
+     .def_int = 200, .min = 10, .max = 60000,
+     .doc = "milliseconds to connect, authenticate and find the master"},
+    {.name = "redis.command_timeout", .type = KT_UINT, .off = F(redis_command_timeout_ms),
+     .def_int = 250, .min = 10, .max = 60000,
+     .doc = "milliseconds one stage's commands may take (queueing for a connection included)"},
+    {.name = "redis.pool_size", .type = KT_UINT, .off = F(redis_pool_size), .def_int = 16,
+     .min = 1, .max = 1024, .doc = "connections to Redis at most, shared by all SMTP sessions"},
+    {.name = "redis.failure_action", .type = KT_ENUM, .off = F(redis_failure_action),
+     .def_str = "accept", .words = w_state_failure,
+     .doc = "when the state store fails: accept (fail open) or tempfail (fail closed)"},
+    /* rate limits */
+    {.name = "ratelimit.rules", .type = KT_GROUPLIST, .off = F(ratelimit_rules),
+     .off_n = F(nratelimit_rules), .fields = ratelimit_rule_fields,
+     .elem_size = sizeof(mw_config_ratelimit_rule), .off_where = LF(where),
+     .doc = "rate limits: ( { name, key = [ ... ], rate = \"N/PERIOD\", ... }, ... )"},
+    /* reputation */
+    {.name = "reputation.enabled", .type = KT_BOOL, .off = F(reputation_enabled), .def_int = 0,
+     .doc = "record outcomes per client IP, network and authenticated domain, and score them"},
+    {.name = "reputation.window", .type = KT_DURATION, .off = F(reputation_window_s),
+     .def_int = 7 * 86400, .min = 3600, .max = 366 * 86400,
+     .doc = "how long outcomes count (\"7d\")"},
+    {.name = "reputation.bucket", .type = KT_DURATION, .off = F(reputation_bucket_s),
+     .def_int = 6 * 3600, .min = 60, .max = 7 * 86400,
+     .doc = "width of one time bucket (\"6h\"); at most 1000 per window"},
+    {.name = "reputation.half_life", .type = KT_DURATION, .off = F(reputation_half_life_s),
+     .def_int = 2 * 86400, .min = 60, .max = 366 * 86400,
+     .doc = "age at which an outcome counts half (\"2d\")"},
+    {.name = "reputation.min_samples", .type = KT_UINT, .off = F(reputation_min_samples),
+     .def_int = 10, .min = 1, .max = 1000000,
+     .doc = "outcomes needed in the window before a score is known"},
+    {.name = "reputation.ipv4_prefix", .type = KT_UINT, .off = F(reputation_ipv4_prefix),
+     .def_int = 24, .min = 8, .max = 32, .doc = "prefix length of an IPv4 client's network subject"},
+    {.name = "reputation.ipv6_prefix", .type = KT_UINT, .off = F(reputation_ipv6_prefix),
+     .def_int = 48, .min = 16, .max = 128, .doc = "prefix length of an IPv6 client's network subject"},
+    /* DMARC */
+    {.name = "dmarc.enabled", .type = KT_BOOL, .off = F(dmarc_enabled), .def_int = 1,
+     .doc = "evaluate DMARC for inbound mail"},
+    {.name = "dmarc.mode", .type = KT_ENUM, .off = F(dmarc_mode), .def_str = "rfc9989",
+     .words = w_dmarc_mode, .doc = "rfc9989 (DNS tree walk) or rfc7489 (public suffix list, pct)"},
+    {.name = "dmarc.psl_file", .type = KT_STRING, .off = F(dmarc_psl_file),
+     .def_str = "/usr/share/publicsuffix/effective_tld_names.dat", .check = check_abs_path,
+     .doc = "public suffix list for dmarc.mode rfc7489"},
+    {.name = "dmarc.reject_text", .type = KT_STRING, .off = F(dmarc_reject_text), .def_str = "",
+     .doc = "SMTP reply for a DMARC reject, e.g. \"550 5.7.1 ...\"; \"\" uses the policy's"},
+    {.name = "dmarc.quarantine_action", .type = KT_ENUM, .off = F(dmarc_quarantine_action),
+     .def_str = "hold", .words = w_quarantine,
+     .doc = "what quarantine does: hold (MTA quarantine), header, or deliver"},
+    {.name = "dmarc.never_reject", .type = KT_STRLIST, .off = F(dmarc_never_reject),
+     .off_n = F(ndmarc_never_reject), .def_list = def_none, .check = check_nonempty,
+     .doc = "domain globs (passing DKIM d= or SPF domain) whose mail DMARC never refuses"},
+    {.name = "dmarc.always_enforce", .type = KT_STRLIST, .off = F(dmarc_always_enforce),
+     .off_n = F(ndmarc_always_enforce), .def_list = def_none, .check = check_nonempty,
+     .doc = "From domain globs whose p=none is enforced as reject"},
+    {.name = "dmarc.allow_networks", .type = KT_CIDRLIST, .off = F(dmarc_allow_networks),
+     .def_list = def_none, .doc = "client networks DMARC never refuses"},
+    /* history */
+    {.name = "history.dir", .type = KT_STRING, .off = F(history_dir), .def_str = "",
+     .check = check_abs_or_empty, .doc = "directory for the DMARC aggregate history; \"\" = off"},
+    {.name = "history.fsync_interval", .type = KT_UINT, .off = F(history_fsync_interval_ms),
+     .def_int = 1000, .min = 0, .max = 60000,
+     .doc = "fsync the history at least this often (ms); 0 = after every record"},
+    {.name = "history.rotate", .type = KT_UINT, .off = F(history_rotate_s), .def_int = 3600,
+     .min = 60, .max = 86400, .doc = "seconds per history file"},
+    {.name = "history.on_error", .type = KT_ENUM, .off = F(history_on_error), .def_str = "accept",
+     .words = w_history_err, .doc = "when a record cannot be written: accept or tempfail"},
     /* Exim front end */
     {.name = "exim.listen", .type = KT_STRING, .off = F(exim_listen), .def_str = "",
      .check = check_socket_or_empty,
@@ -539,6 +684,206 @@ static bool check_signing_table(const char *s, char *why, size_t whylen)
     return check_table_file(s, pre, why, whylen);
 }
 
+/* "HOST:PORT"; an IPv6 address in brackets ("[::1]:26379"). */
+static bool check_host_port(const char *s, char *why, size_t whylen)
+{
+    const char *colon = strrchr(s, ':');
+    char *host;
+    bool ok;
+
+    if (colon == NULL || !port_valid(colon + 1, strlen(colon + 1)))
+        return fail(why, whylen, "expected HOST:PORT (\"192.0.2.7:26379\", \"[2001:db8::7]:26379\")");
+    if (s[0] == '[') {
+        if (colon < s + 2 || colon[-1] != ']')
+            return fail(why, whylen, "an IPv6 address needs brackets: \"[2001:db8::7]:26379\"");
+        host = mw_strndup(s + 1, (size_t)(colon - s - 2));
+    } else {
+        host = mw_strndup(s, (size_t)(colon - s));
+    }
+    ok = check_redis_host(host, why, whylen);
+    free(host);
+    return ok;
+}
+
+static bool check_redis_host(const char *s, char *why, size_t whylen)
+{
+    mw_addr a;
+
+    if (mw_addr_parse(s, &a) || mw_domain_valid(s))
+        return true;
+    return fail(why, whylen, "not an IP address or host name");
+}
+
+/* Printable ASCII, no blanks: passwords and key prefixes. */
+static bool check_printable(const char *s, char *why, size_t whylen)
+{
+    for (const char *p = s; *p != '\0'; p++)
+        if (!isgraph((unsigned char)*p))
+            return fail(why, whylen, "must be printable ASCII without blanks");
+    return true;
+}
+
+/* Rule names appear in keys ("rl:{...}:NAME"), replies and logs. */
+static bool check_rl_name(const char *s, char *why, size_t whylen)
+{
+    if (s[0] == '\0' || strlen(s) > 64)
+        return fail(why, whylen, "must be 1 to 64 characters");
+    for (const char *p = s; *p != '\0'; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
+            return fail(why, whylen, "may contain only letters, digits, '-', '_' and '.'");
+    return true;
+}
+
+static bool word_in(const char *s, const char *const *words)
+{
+    for (; *words != NULL; words++)
+        if (strcmp(s, *words) == 0)
+            return true;
+    return false;
+}
+
+static bool check_rl_selector(const char *s, char *why, size_t whylen)
+{
+    static const char *const w[] = {"ip", "sasl_user", "sender", "sender_domain", "recipient", NULL};
+    return word_in(s, w) ? true
+        : fail(why, whylen, "expected ip, sasl_user, sender, sender_domain or recipient");
+}
+
+static bool check_rl_rate(const char *s, char *why, size_t whylen)
+{
+    unsigned long long n, p;
+    return mw_config_parse_rate(s, &n, &p, why, whylen);
+}
+
+static bool check_rl_cost(const char *s, char *why, size_t whylen)
+{
+    static const char *const w[] = {"message", "recipient", NULL};
+    return word_in(s, w) ? true : fail(why, whylen, "expected message or recipient");
+}
+
+static bool check_rl_stage(const char *s, char *why, size_t whylen)
+{
+    static const char *const w[] = {"connect", "mail", "rcpt", "eom", NULL};
+    return word_in(s, w) ? true : fail(why, whylen, "expected connect, mail, rcpt or eom");
+}
+
+static bool check_rl_trust(const char *s, char *why, size_t whylen)
+{
+    static const char *const w[] = {"inbound", "authenticated", "internal", "submission",
+                                    "outbound", "any", NULL};
+    return word_in(s, w) ? true
+        : fail(why, whylen, "expected inbound, authenticated, internal, submission, outbound or any");
+}
+
+static bool check_rl_action(const char *s, char *why, size_t whylen)
+{
+    static const char *const w[] = {"tempfail", "reject", NULL};
+    return word_in(s, w) ? true : fail(why, whylen, "expected tempfail or reject");
+}
+
+/* "4XX[ 4.X.X] text" or "5XX[ 5.X.X] text" (class checked against the
+ * action later); placeholders %{rule} %{limit} %{retry_after}, "%%". */
+static bool check_rl_reply(const char *s, char *why, size_t whylen)
+{
+    static const char *const ph[] = {"%{rule}", "%{limit}", "%{retry_after}", NULL};
+
+    if (!(s[0] == '4' || s[0] == '5') || !isdigit((unsigned char)s[1]) ||
+        !isdigit((unsigned char)s[2]) || (s[3] != ' ' && s[3] != '\0'))
+        return fail(why, whylen, "must start with a 4xx or 5xx reply code (\"451 4.7.1 ...\")");
+    if (s[3] == ' ' && isdigit((unsigned char)s[4]) && s[5] == '.' && s[4] != s[0])
+        return fail(why, whylen, "the enhanced status code must have the reply code's class");
+    for (const char *p = s; *p != '\0'; p++) {
+        if (*p < 32 || *p > 126)
+            return fail(why, whylen, "must be printable ASCII");
+        if (*p != '%')
+            continue;
+        if (p[1] == '%') {
+            p++;
+            continue;
+        }
+        bool ok = false;
+        for (const char *const *w = ph; *w != NULL && !ok; w++)
+            if (strncmp(p, *w, strlen(*w)) == 0) {
+                ok = true;
+                p += strlen(*w) - 1;
+            }
+        if (!ok)
+            return fail(why, whylen, "unknown placeholder (known: %{rule}, %{limit}, "
+                                     "%{retry_after}; write a literal % as %%)");
+    }
+    return true;
+}
+
+static bool check_cidr(const char *s, char *why, size_t whylen)
+{
+    mw_cidr_set *set = mw_cidr_set_new();
+    bool ok = mw_cidr_set_add(set, s, why, whylen);
+    mw_cidr_set_free(&set);
+    return ok;
+}
+
+/* ---- exported parsers ----------------------------------------------------------- */
+
+static bool parse_count_unit(const char *s, unsigned long long *out, bool unit_required)
+{
+    unsigned long long n = 0, mult = 1;
+    const char *p = s;
+    bool digits = false;
+
+    while (isdigit((unsigned char)*p)) {
+        if (n > 1000000000ULL)
+            return false;
+        n = n * 10 + (unsigned long long)(*p++ - '0');
+        digits = true;
+    }
+    if (!digits)
+        n = 1;                        /* "30/m" = "30/1m" */
+    switch (*p) {
+    case 's': mult = 1; p++; break;
+    case 'm': mult = 60; p++; break;
+    case 'h': mult = 3600; p++; break;
+    case 'd': mult = 86400; p++; break;
+    case '\0':
+        if (unit_required || !digits)
+            return false;
+        break;
+    default:
+        return false;
+    }
+    if (*p != '\0' || n == 0)
+        return false;
+    *out = n * mult;
+    return true;
+}
+
+bool mw_config_parse_duration(const char *s, unsigned long long *seconds)
+{
+    return s[0] != '\0' && isdigit((unsigned char)s[0]) && parse_count_unit(s, seconds, false);
+}
+
+bool mw_config_parse_rate(const char *s, unsigned long long *count, unsigned long long *period_s,
+                          char *why, size_t whylen)
+{
+    const char *slash = strchr(s, '/');
+    unsigned long long n = 0;
+    const char *p = s;
+
+    if (slash == NULL || slash == s)
+        return fail(why, whylen, "expected N/PERIOD (\"100/1h\", \"5/10m\", \"30/m\")");
+    for (; p < slash; p++) {
+        if (!isdigit((unsigned char)*p) || n > 1000000000ULL)
+            return fail(why, whylen, "N must be a number from 1 to 1000000000");
+        n = n * 10 + (unsigned long long)(*p - '0');
+    }
+    if (n == 0 || n > 1000000000ULL)
+        return fail(why, whylen, "N must be a number from 1 to 1000000000");
+    if (!parse_count_unit(slash + 1, period_s, true) || *period_s > 366ULL * 86400)
+        return fail(why, whylen, "PERIOD must be a count and a unit s, m, h or d, at most 366d "
+                                 "(\"1h\", \"10m\", \"d\")");
+    *count = n;
+    return true;
+}
+
 /* ---- defaults and freeing ------------------------------------------------------ */
 
 static char **strlist_dup(const char *const *src, size_t *n)
@@ -605,6 +950,7 @@ static void key_set_default(mw_config *cfg, const struct key *k)
         *FIELD(cfg, k, bool) = k->def_int != 0;
         break;
     case KT_UINT:
+    case KT_DURATION:
         *FIELD(cfg, k, unsigned) = (unsigned)k->def_int;
         break;
     case KT_MODE:
@@ -646,7 +992,7 @@ static void grouplist_free(const struct key *k, void *arr, size_t n)
         for (const struct gfield *f = k->fields; f->name != NULL; f++) {
             if (f->type == GF_STRING)
                 MW_FREE(MEMBER(e, f->off, char *));
-            else
+            else if (f->type == GF_STRLIST)
                 strlist_free(MEMBER(e, f->off, char **));
         }
         MW_FREE(MEMBER(e, k->off_where, char *));
@@ -883,6 +1229,20 @@ static bool read_member(loader *ld, const struct key *k, size_t idx, const struc
     char why[160], full[160];
 
     snprintf(full, sizeof full, "%s entry %zu: %s", k->name, idx + 1, f->name);
+    if (f->type == GF_UINT) {
+        int t = config_setting_type(ms);
+        if (t != CONFIG_TYPE_INT && t != CONFIG_TYPE_INT64) {
+            err_at(ld, ms, "%s: expected an integer, got %s", full, type_name(t));
+            return false;
+        }
+        long long v = config_setting_get_int64(ms);
+        if (v < f->min || v > f->max) {
+            err_at(ld, ms, "%s: %lld is out of range (%lld .. %lld)", full, v, f->min, f->max);
+            return false;
+        }
+        *MEMBER(elem, f->off, unsigned) = (unsigned)v;
+        return true;
+    }
     if (f->type == GF_STRING) {
         const char *str = config_setting_type(ms) == CONFIG_TYPE_STRING
                               ? config_setting_get_string(ms) : NULL;
@@ -961,7 +1321,7 @@ static void read_grouplist(loader *ld, const struct key *k, config_setting_t *s)
             }
         }
         for (const struct gfield *f = k->fields; f->name != NULL; f++) {
-            if (*MEMBER(elem, f->off, void *) == NULL && config_setting_get_member(e, f->name) == NULL) {
+            if (!f->optional && config_setting_get_member(e, f->name) == NULL) {
                 err_at(ld, e, "%s entry %zu: missing \"%s\"", k->name, i + 1, f->name);
                 ok = false;
             }
@@ -1012,6 +1372,29 @@ static void key_read(loader *ld, const struct key *k, config_setting_t *s)
         long long v = config_setting_get_int64(s);
         if (v < k->min || v > k->max)
             err_at(ld, s, "%s: %lld is out of range (%lld .. %lld)", k->name, v, k->min, k->max);
+        else
+            *FIELD(cfg, k, unsigned) = (unsigned)v;
+        break;
+    }
+    case KT_DURATION: {
+        unsigned long long v = 0;
+        bool ok;
+        if (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64) {
+            long long iv = config_setting_get_int64(s);
+            ok = iv >= 0;
+            v = ok ? (unsigned long long)iv : 0;
+        } else if (str != NULL) {
+            ok = mw_config_parse_duration(str, &v);
+        } else {
+            err_at(ld, s, "%s: expected a duration such as \"6h\", got %s", k->name, type_name(t));
+            break;
+        }
+        if (!ok)
+            err_at(ld, s, "%s: \"%s\" is not a duration (NUMBER with s, m, h or d: \"90s\", "
+                   "\"6h\", \"7d\")", k->name, str != NULL ? str : "?");
+        else if (v < (unsigned long long)k->min || v > (unsigned long long)k->max)
+            err_at(ld, s, "%s: %llu seconds is out of range (%lld .. %lld)", k->name, v, k->min,
+                   k->max);
         else
             *FIELD(cfg, k, unsigned) = (unsigned)v;
         break;
@@ -1266,6 +1649,27 @@ static void ov_sign(loader *ld, const char *spec, size_t *nrules_added)
     free(domain);
 }
 
+/* --redis HOST:PORT: the redis backend at that address, no Sentinel. */
+static void ov_redis(loader *ld, const char *spec)
+{
+    mw_config *cfg = ld->cfg;
+    const char *colon = strrchr(spec, ':');
+    char why[160];
+
+    if (!check_host_port(spec, why, sizeof why)) {
+        mw_config_errors_addf(ld->errs, "command line: --redis \"%s\": %s", spec, why);
+        return;
+    }
+    free(cfg->redis_host);
+    cfg->redis_host = spec[0] == '[' ? mw_strndup(spec + 1, (size_t)(colon - spec - 2))
+                                     : mw_strndup(spec, (size_t)(colon - spec));
+    cfg->redis_port = (unsigned)atoi(colon + 1);
+    strlist_free(&cfg->redis_sentinels);
+    cfg->redis_sentinels = mw_calloc(1, sizeof *cfg->redis_sentinels);
+    cfg->nredis_sentinels = 0;
+    cfg->state_backend = MW_STATE_REDIS;
+}
+
 static void apply_overrides(loader *ld, const mw_config_overrides *ov)
 {
     mw_config *cfg = ld->cfg;
@@ -1277,6 +1681,7 @@ static void apply_overrides(loader *ld, const mw_config_overrides *ov)
     ov_string(ld, "--pid-file", "pid_file", ov->pid_file);
     ov_string(ld, "--user", "user", ov->user);
     ov_string(ld, "--group", "group", ov->group);
+    ov_string(ld, "--history", "history.dir", ov->history);
     if (ov->log_stderr)
         cfg->log_target = MW_LOG_TO_STDERR;
 
@@ -1306,6 +1711,8 @@ static void apply_overrides(loader *ld, const mw_config_overrides *ov)
     size_t nrules_added = 0;
     for (size_t i = 0; i < ov->nsign; i++)
         ov_sign(ld, ov->sign[i], &nrules_added);
+    if (ov->redis != NULL)
+        ov_redis(ld, ov->redis);
 }
 
 /* This host's name: gethostname(), made fully qualified through the
@@ -1374,12 +1781,85 @@ static void dkim_file_checks(loader *ld)
         err_at(ld, ld->where[k], "dkim.sign_headers must include From (RFC 6376 section 5.4)");
 }
 
+/* Rate-limit rules: unique names, what each stage can know, reply class;
+ * then the documented defaults are filled in, so every consumer sees
+ * complete rules. */
+static void ratelimit_checks(loader *ld)
+{
+    mw_config *cfg = ld->cfg;
+
+    for (size_t i = 0; i < cfg->nratelimit_rules; i++) {
+        mw_config_ratelimit_rule *r = &cfg->ratelimit_rules[i];
+        bool has_rcpt = false, only_ip = true;
+
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(r->name, cfg->ratelimit_rules[j].name) == 0)
+                mw_config_errors_addf(ld->errs, "%s: ratelimit.rules: rule name \"%s\" already "
+                                      "used at %s", r->where, r->name,
+                                      cfg->ratelimit_rules[j].where);
+        for (size_t j = 0; j < r->nkey; j++) {
+            has_rcpt = has_rcpt || strcmp(r->key[j], "recipient") == 0;
+            only_ip = only_ip && strcmp(r->key[j], "ip") == 0;
+        }
+        if (r->cost == NULL)
+            r->cost = mw_strdup(has_rcpt ? "recipient" : "message");
+        if (r->stage == NULL)
+            r->stage = mw_strdup(strcmp(r->cost, "recipient") == 0 ? "rcpt" : "mail");
+        if (r->action == NULL)
+            r->action = mw_strdup("tempfail");
+        if (r->ipv4_mask == 0)
+            r->ipv4_mask = 32;
+        if (r->ipv6_mask == 0)
+            r->ipv6_mask = 64;
+        if (r->burst == 0) {
+            unsigned long long n = 1, p = 1;
+            if (mw_config_parse_rate(r->rate, &n, &p, NULL, 0))
+                r->burst = (unsigned)n;
+        }
+        if (strcmp(r->stage, "connect") == 0 && !only_ip)
+            mw_config_errors_addf(ld->errs, "%s: ratelimit rule \"%s\": at stage connect only "
+                                  "the key ip is known", r->where, r->name);
+        if (has_rcpt && strcmp(r->stage, "rcpt") != 0)
+            mw_config_errors_addf(ld->errs, "%s: ratelimit rule \"%s\": the key recipient needs "
+                                  "stage rcpt", r->where, r->name);
+        if (strcmp(r->cost, "recipient") == 0 &&
+            (strcmp(r->stage, "connect") == 0 || strcmp(r->stage, "mail") == 0))
+            mw_config_errors_addf(ld->errs, "%s: ratelimit rule \"%s\": cost recipient needs "
+                                  "stage rcpt or eom (recipients are not known at %s)", r->where,
+                                  r->name, r->stage);
+        if (strcmp(r->cost, "message") == 0 && strcmp(r->stage, "rcpt") == 0)
+            mw_config_errors_addf(ld->errs, "%s: ratelimit rule \"%s\": at stage rcpt each "
+                                  "recipient costs one (cost recipient); count messages at "
+                                  "stage mail or eom", r->where, r->name);
+        if (r->reply != NULL && r->reply[0] != (strcmp(r->action, "reject") == 0 ? '5' : '4'))
+            mw_config_errors_addf(ld->errs, "%s: ratelimit rule \"%s\": action %s needs a %cxx "
+                                  "reply", r->where, r->name, r->action,
+                                  strcmp(r->action, "reject") == 0 ? '5' : '4');
+    }
+}
+
+static void state_checks(loader *ld)
+{
+    mw_config *cfg = ld->cfg;
+
+    if (cfg->reputation_bucket_s > 0 && cfg->reputation_window_s / cfg->reputation_bucket_s > 1000)
+        mw_config_errors_addf(ld->errs, "%s: reputation.window is more than 1000 "
+                              "reputation.bucket long (%u s / %u s)",
+                              cfg->path != NULL ? cfg->path : "defaults",
+                              cfg->reputation_window_s, cfg->reputation_bucket_s);
+    if (cfg->reputation_bucket_s > cfg->reputation_window_s)
+        mw_config_errors_addf(ld->errs, "%s: reputation.bucket is longer than reputation.window",
+                              cfg->path != NULL ? cfg->path : "defaults");
+    ratelimit_checks(ld);
+}
+
 static void cross_checks(loader *ld)
 {
     mw_config *cfg = ld->cfg;
 
     cfg->dns_resolv_conf = cfg->dns_mode == MW_DNS_MODE_RESOLV_CONF;
     dkim_checks(ld);
+    state_checks(ld);
     if (cfg->hostname == NULL)
         cfg->hostname = local_hostname();
     if (cfg->authserv_id == NULL)

@@ -49,6 +49,31 @@ mw_runtime *mw_runtime_build(mw_config *cfg, unsigned generation, char *err, siz
             goto fail;
         }
     }
+    if (cfg->dmarc_enabled) {
+        mw_dmarc_options mo = {.mode = cfg->dmarc_mode == MW_CFG_DMARC_RFC7489 ? MW_DMARC_MODE_RFC7489
+                                                                               : MW_DMARC_MODE_RFC9989,
+                               .psl_file = cfg->dmarc_psl_file,
+                               .timeout_ms = cfg->dns_timeout_ms};
+        rt->dmarc = mw_dmarc_create(rt->dns, &mo, why, sizeof why);
+        if (!rt->dmarc) {
+            snprintf(err, errlen, "DMARC: %s", why);
+            goto fail;
+        }
+    }
+    if (cfg->history_dir && *cfg->history_dir) {
+        mw_history_options ho = {.fsync_interval_ms = cfg->history_fsync_interval_ms,
+                                 .rotate_seconds = cfg->history_rotate_s};
+        rt->history = mw_history_open(cfg->history_dir, &ho, why, sizeof why);
+        if (!rt->history) {
+            snprintf(err, errlen, "history: %s", why);
+            goto fail;
+        }
+    }
+    if (cfg->dmarc_reject_text && *cfg->dmarc_reject_text &&
+        !mw_policy_reply_valid(cfg->dmarc_reject_text, MW_ACTION_REJECT, why, sizeof why)) {
+        snprintf(err, errlen, "dmarc.reject_text: %s", why);
+        goto fail;
+    }
     mw_config_errors errs = {0};
     rt->dkim_signer = mw_dkim_signer_create(cfg, &errs);
     if (!rt->dkim_signer) {
@@ -68,6 +93,8 @@ mw_runtime *mw_runtime_build(mw_config *cfg, unsigned generation, char *err, siz
     rt->cfg = cfg;
     return rt;
 fail:
+    mw_history_close(&rt->history);
+    mw_dmarc_destroy(&rt->dmarc);
     mw_dkim_signer_destroy(&rt->dkim_signer);
     mw_dkim_verifier_destroy(&rt->dkim_verifier);
     mw_spf_destroy(&rt->spf);
@@ -90,6 +117,8 @@ void mw_runtime_unref(mw_runtime **prt)
     if (atomic_fetch_sub(&rt->refs, 1) != 1)
         return;
     mw_policy_free(&rt->policy);
+    mw_history_close(&rt->history);
+    mw_dmarc_destroy(&rt->dmarc);
     mw_dkim_signer_destroy(&rt->dkim_signer);
     mw_dkim_verifier_destroy(&rt->dkim_verifier);
     mw_spf_destroy(&rt->spf);

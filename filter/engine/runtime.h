@@ -9,6 +9,8 @@
 
 #include "config.h"
 #include "dkim.h"
+#include "dmarc.h"
+#include "history.h"
 #include "dns.h"
 #include "policy.h"
 #include "spf.h"
@@ -21,6 +23,8 @@ typedef struct mw_runtime {
     mw_spf      *spf;
     mw_dkim_verifier *dkim_verifier;   /* NULL when dkim.verify is off */
     mw_dkim_signer   *dkim_signer;     /* always set; may hold no keys */
+    mw_dmarc         *dmarc;           /* NULL when dmarc.enabled is off */
+    mw_history       *history;         /* NULL when history.dir is "" */
     mw_policy   *policy;
 } mw_runtime;
 

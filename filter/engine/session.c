@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "alloc.h"
 #include "authres.h"
@@ -30,6 +31,7 @@
 #define MAX_HELD_HEADERS 10000          /* headers held until end of headers */
 #define MAX_HELD_BYTES (2 * 1024 * 1024)
 #define MAX_SIGN_KEYS 8
+#define MAX_FROM_DOMAINS 16
 
 /* A header held until end of headers (signing keys depend on From). */
 typedef struct held_header {
@@ -79,6 +81,12 @@ struct mw_session {
     char        **dkim_sigs;
     size_t        ndkim_sigs;
     char          not_signed[256];
+
+    /* every domain named by any From header (for from_enforcing) */
+    char         *from_domains[MAX_FROM_DOMAINS];
+    size_t        nfrom_domains;
+    char         *first_rcpt_domain;
+    bool          quarantined_by_header;   /* dmarc.quarantine_action = header */
 };
 
 /* ---- trace ---- */
@@ -150,6 +158,12 @@ static void message_clear(mw_session *s)
     s->not_signed[0] = '\0';
     mw_dkim_results_clear(&s->res.dkim);
     mw_from_clear(&s->res.from);
+    mw_dmarc_outcome_clear(&s->res.dmarc);
+    for (size_t i = 0; i < s->nfrom_domains; i++)
+        free(s->from_domains[i]);
+    s->nfrom_domains = 0;
+    MW_FREE(&s->first_rcpt_domain);
+    s->quarantined_by_header = false;
     if (s->in_message || s->rt)
         mw_engine_release(s->engine, &s->rt, s->in_message);
     s->in_message = false;
@@ -330,8 +344,12 @@ void mw_session_mail(mw_session *s, const char *from)
 
 void mw_session_rcpt(mw_session *s, const char *rcpt)
 {
-    (void)rcpt;
-    s->nrcpt++;
+    if (s->nrcpt++ == 0 && rcpt) {
+        char *a = mw_addr_strip(rcpt);
+        s->first_rcpt_domain = mw_strdup(mw_addr_domain(a));
+        mw_str_lower(s->first_rcpt_domain);
+        free(a);
+    }
 }
 
 static void hold_header(mw_session *s, const char *name, const char *value, size_t vlen)
@@ -356,8 +374,25 @@ static void hold_header(mw_session *s, const char *name, const char *value, size
     s->held_bytes += nlen + vlen;
 }
 
+static void add_from_domain(mw_session *s, const char *d)
+{
+    if (!d || s->nfrom_domains >= MAX_FROM_DOMAINS)
+        return;
+    for (size_t i = 0; i < s->nfrom_domains; i++)
+        if (strcmp(s->from_domains[i], d) == 0)
+            return;
+    s->from_domains[s->nfrom_domains++] = mw_strdup(d);
+}
+
 static void note_from(mw_session *s, const char *value, size_t vlen)
 {
+    /* collect the domains of every From header, even malformed ones, so a
+     * spoof split over several From headers is judged by all its domains */
+    mw_from any;
+    mw_from_parse(value, vlen, &any);
+    for (size_t i = 0; i < any.naddr && i < MW_FROM_MAX_ADDRS; i++)
+        add_from_domain(s, any.domain[i]);
+    mw_from_clear(&any);
     if (++s->res.nfrom == 1) {
         mw_from_parse(value, vlen, &s->res.from);
         if (s->res.from.status != MW_FROM_OK) {
@@ -533,6 +568,154 @@ void mw_session_abort(mw_session *s)
     message_clear(s);
 }
 
+/* ---- DMARC ---- */
+
+static bool glob_any(char *const *pats, size_t n, const char *s)
+{
+    for (size_t i = 0; s && i < n; i++)
+        if (mw_glob_match(pats[i], s))
+            return true;
+    return false;
+}
+
+/* Local overrides (config), as MW_DMARC_OVR_* bits with a text for A-R. */
+static void dmarc_overrides(mw_session *s)
+{
+    const mw_config *cfg = s->rt->cfg;
+    mw_results *r = &s->res;
+    mw_buf t = MW_BUF_INIT;
+    for (size_t i = 0; r->dkim_verified && i < r->dkim.nsig; i++)
+        if (r->dkim.sig[i].result == MW_DKIM_PASS &&
+            glob_any(cfg->dmarc_never_reject, cfg->ndmarc_never_reject, r->dkim.sig[i].domain)) {
+            r->dmarc_override |= MW_DMARC_OVR_NEVER_REJECT;
+            mw_buf_printf(&t, "never_reject %s", r->dkim.sig[i].domain);
+            break;
+        }
+    if (!(r->dmarc_override & MW_DMARC_OVR_NEVER_REJECT) && r->spf.evaluated && r->spf.result == MW_SPF_PASS &&
+        glob_any(cfg->dmarc_never_reject, cfg->ndmarc_never_reject, r->spf.domain)) {
+        r->dmarc_override |= MW_DMARC_OVR_NEVER_REJECT;
+        mw_buf_printf(&t, "never_reject %s", r->spf.domain);
+    }
+    if (r->from.status == MW_FROM_OK &&
+        glob_any(cfg->dmarc_always_enforce, cfg->ndmarc_always_enforce, r->from.domain[0])) {
+        r->dmarc_override |= MW_DMARC_OVR_ALWAYS_ENFORCE;
+        mw_buf_printf(&t, "%salways_enforce", t.len ? ", " : "");
+    }
+    if (s->have_addr && mw_cidr_set_contains(cfg->dmarc_allow_networks, &s->client_addr)) {
+        r->dmarc_override |= MW_DMARC_OVR_ALLOW_NETWORK;
+        mw_buf_printf(&t, "%sallow_networks", t.len ? ", " : "");
+    }
+    snprintf(r->dmarc_override_text, sizeof r->dmarc_override_text, "%s", mw_buf_cstr(&t));
+    if (t.len)
+        trace(s, "dmarc: local override: %s", mw_buf_cstr(&t));
+    mw_buf_free(&t);
+}
+
+static void run_dmarc(mw_session *s)
+{
+    mw_runtime *rt = s->rt;
+    mw_results *r = &s->res;
+    if (!rt->dmarc || mw_trust_outbound(r->trust))
+        return;
+    /* Does any From domain involved publish an enforcing policy?  Asked only
+     * when the From is unusable (the policy's from-malformed rules use it). */
+    bool from_ok = r->nfrom == 1 && r->from.status == MW_FROM_OK;
+    if (!from_ok) {
+        for (size_t i = 0; i < s->nfrom_domains && !r->from_enforcing; i++) {
+            bool te = false;
+            if (mw_dmarc_domain_enforcing(rt->dmarc, s->from_domains[i], &te)) {
+                r->from_enforcing = true;
+                trace(s, "dmarc: From domain %s publishes an enforcing policy", s->from_domains[i]);
+            }
+        }
+        trace(s, "dmarc: not evaluated: %s header From%s", r->nfrom == 0 ? "no" : r->nfrom > 1 ? "more than one" : mw_from_status_name(r->from.status),
+              r->from_enforcing ? " (a domain involved enforces DMARC)" : "");
+        return;
+    }
+    mw_dmarc_input in = {0};
+    in.from_domain = r->from.domain[0];
+    in.spf_done = r->spf.evaluated;
+    in.spf_result = r->spf.result;
+    in.spf_domain = r->spf.domain;
+    in.dkim = r->dkim_verified ? r->dkim.sig : NULL;
+    in.ndkim = r->dkim_verified ? r->dkim.nsig : 0;
+    in.pct_sample = (uint32_t)random();
+    mw_dmarc_evaluate(rt->dmarc, &in, &r->dmarc);
+    r->dmarc_done = true;
+    mw_dmarc_outcome *o = &r->dmarc;
+    trace(s, "dmarc: %s for %s (policy %s=%s from %s, disposition %s%s; spf %s, dkim %s): %s",
+          mw_dmarc_result_name(o->result), in.from_domain, o->policy_source ? o->policy_source : "-",
+          mw_dmarc_policy_name(o->policy), o->policy_domain ? o->policy_domain : "-",
+          mw_dmarc_policy_name(o->disposition), o->testing ? ", t=y" : "", o->spf_aligned ? "aligned" : "unaligned",
+          o->dkim_aligned ? "aligned" : "unaligned", o->reason ? o->reason : "");
+    if (o->result == MW_DMARC_FAIL || o->result == MW_DMARC_PASS)
+        dmarc_overrides(s);
+}
+
+static char *dup_or_empty(const char *v)
+{
+    return mw_strdup(v ? v : "");
+}
+
+/* One history record per message evaluated against a published policy. */
+static bool write_history(mw_session *s, const mw_verdict *v)
+{
+    mw_runtime *rt = s->rt;
+    mw_results *r = &s->res;
+    if (!rt->history || !r->dmarc_done || r->dmarc.result == MW_DMARC_NONE || !r->dmarc.policy_domain)
+        return true;
+    const mw_dmarc_outcome *o = &r->dmarc;
+    mw_history_record h = {0};
+    h.time = time(NULL);
+    h.source_ip = dup_or_empty(s->client_ip);
+    h.header_from = dup_or_empty(o->from_domain);
+    h.envelope_from = dup_or_empty(s->mail_from && *s->mail_from ? mw_addr_domain(s->mail_from) : "");
+    h.envelope_to = dup_or_empty(s->first_rcpt_domain);
+    h.spf_domain = dup_or_empty(r->spf.domain);
+    h.spf_scope = mw_strdup(r->spf.scope == MW_SPF_SCOPE_HELO ? "helo" : "mfrom");
+    h.spf_result = mw_strdup(r->spf.evaluated ? mw_spf_result_name(r->spf.result) : "none");
+    if (r->dkim_verified && r->dkim.nsig) {
+        h.dkim = mw_calloc(r->dkim.nsig, sizeof *h.dkim);
+        for (size_t i = 0; i < r->dkim.nsig; i++) {
+            h.dkim[i].domain = dup_or_empty(r->dkim.sig[i].domain);
+            h.dkim[i].selector = dup_or_empty(r->dkim.sig[i].selector);
+            h.dkim[i].result = mw_strdup(mw_dkim_result_name(r->dkim.sig[i].result));
+        }
+        h.ndkim = r->dkim.nsig;
+    }
+    h.policy_domain = dup_or_empty(o->policy_domain);
+    h.p = mw_strdup(mw_dmarc_policy_name(o->record.p));
+    h.sp = mw_strdup(o->record.sp ? mw_dmarc_policy_name(o->record.sp) : "");
+    h.np = mw_strdup(o->record.np ? mw_dmarc_policy_name(o->record.np) : "");
+    char a[2] = {o->record.adkim ? o->record.adkim : 'r', 0}, b[2] = {o->record.aspf ? o->record.aspf : 'r', 0};
+    h.adkim = mw_strdup(a);
+    h.aspf = mw_strdup(b);
+    h.t = mw_strdup(o->record.t ? "y" : "n");
+    char ps[2] = {o->record.psd ? o->record.psd : 'u', 0};
+    h.psd = mw_strdup(ps);
+    h.discovery = dup_or_empty(o->discovery);
+    /* the disposition applied by us, not only what was asked */
+    const char *disp = v->action == MW_ACTION_REJECT ? "reject"
+                       : (v->action == MW_ACTION_QUARANTINE || s->quarantined_by_header) ? "quarantine"
+                                                                                         : "none";
+    h.disposition = mw_strdup(disp);
+    h.dkim_aligned = mw_strdup(o->dkim_aligned ? "pass" : "fail");
+    h.spf_aligned = mw_strdup(o->spf_aligned ? "pass" : "fail");
+    h.override = r->dmarc_override_text[0] ? mw_strdup(r->dmarc_override_text) : NULL;
+    size_t nrua = 0;
+    while (o->record.rua && o->record.rua[nrua])
+        nrua++;
+    h.rua = mw_calloc(nrua + 1, sizeof *h.rua);
+    for (size_t i = 0; i < nrua; i++)
+        h.rua[i] = mw_strdup(o->record.rua[i]);
+    h.reporter_host = dup_or_empty(rt->cfg->hostname);
+    bool ok = mw_history_append(rt->history, &h);
+    mw_history_record_clear(&h);
+    r->history_written = ok;
+    trace(s, ok ? "history: record written" : "history: record could NOT be written");
+    return ok;
+}
+
 /* ---- verdict ---- */
 
 static void add_header(mw_verdict *v, const char *name, const char *value)
@@ -557,6 +740,8 @@ static void build_headers(mw_session *s)
     }
     for (size_t i = 0; i < s->ndkim_sigs; i++)
         add_header(v, "DKIM-Signature", s->dkim_sigs[i]);
+    if (s->quarantined_by_header)
+        add_header(v, "X-Mailwarden-Quarantine", v->quarantine_reason ? v->quarantine_reason : "dmarc");
     if (mw_trust_outbound(s->res.trust) || (s->res.spf_skipped && !s->res.dkim_verified))
         return;
 
@@ -591,6 +776,34 @@ static void build_headers(mw_session *s)
         const mw_spf_outcome *o = &s->res.spf_helo;
         const char *props[] = {"smtp.helo", o->helo ? o->helo : s->helo, NULL};
         mw_authres_add(ar, "spf", mw_spf_result_name(o->result), NULL, props);
+    }
+    if (s->res.dmarc_done && s->res.dmarc.result != MW_DMARC_NONE) {
+        const mw_dmarc_outcome *o = &s->res.dmarc;
+        mw_buf c = MW_BUF_INIT;
+        mw_buf_printf(&c, "p=%s", mw_dmarc_policy_name(o->record.p));
+        if (o->record.sp)
+            mw_buf_printf(&c, " sp=%s", mw_dmarc_policy_name(o->record.sp));
+        if (o->record.np)
+            mw_buf_printf(&c, " np=%s", mw_dmarc_policy_name(o->record.np));
+        if (o->testing)
+            mw_buf_puts(&c, " t=y");
+        const char *dis = v->action == MW_ACTION_REJECT ? "reject"
+                          : (v->action == MW_ACTION_QUARANTINE || s->quarantined_by_header) ? "quarantine"
+                                                                                            : "none";
+        mw_buf_printf(&c, " dis=%s", dis);
+        if (s->res.dmarc_override_text[0])
+            mw_buf_printf(&c, " override=%s", s->res.dmarc_override_text);
+        const char *props[] = {"header.from", o->from_domain, "policy.dmarc", mw_dmarc_policy_name(o->disposition),
+                               NULL};
+        mw_authres_add(ar, "dmarc", mw_dmarc_result_name(o->result), mw_buf_cstr(&c), props);
+        mw_buf_free(&c);
+    } else if (s->res.dmarc_done) {
+        const char *props[] = {"header.from", s->res.dmarc.from_domain, NULL};
+        mw_authres_add(ar, "dmarc", "none", NULL, props);
+    } else if (s->rt->dmarc && s->res.nfrom != 1) {
+        mw_authres_add(ar, "dmarc", "permerror", s->res.nfrom ? "more than one From header" : "no From header", NULL);
+    } else if (s->rt->dmarc && s->res.from.status != MW_FROM_OK) {
+        mw_authres_add(ar, "dmarc", "permerror", s->res.from.why, NULL);
     }
     mw_buf b = MW_BUF_INIT;
     mw_authres_render(ar, &b);
@@ -636,6 +849,12 @@ static void expand_reply(mw_session *s, const char *tpl, const char *rule, mw_bu
                     mw_buf_puts(out, s->client_ip ? s->client_ip : "");
                 } else if (n == 4 && strncmp(name, "rule", n) == 0) {
                     mw_buf_puts(out, rule);
+                } else if (n == 11 && strncmp(name, "from_domain", n) == 0) {
+                    const char *fd = s->res.from.status == MW_FROM_OK ? s->res.from.domain[0]
+                                     : s->nfrom_domains ? s->from_domains[0] : "";
+                    mw_buf_puts(out, fd);
+                } else if (n == 12 && strncmp(name, "dmarc_policy", n) == 0) {
+                    mw_buf_puts(out, s->res.dmarc_done ? mw_dmarc_policy_name(s->res.dmarc.policy) : "none");
                 }
                 p = end + 1;
                 continue;
@@ -716,6 +935,10 @@ static void summary_log(mw_session *s)
         {"spf", s->res.spf.evaluated ? mw_spf_result_name(s->res.spf.result) : NULL},
         {"spf_helo", s->res.spf_helo.evaluated ? mw_spf_result_name(s->res.spf_helo.result) : NULL},
         {"dkim", dkim_summary[0] ? dkim_summary : NULL},
+        {"dmarc", s->res.dmarc_done ? mw_dmarc_result_name(s->res.dmarc.result) : NULL},
+        {"dmarc_policy", s->res.dmarc_done && s->res.dmarc.result != MW_DMARC_NONE
+                             ? mw_dmarc_policy_name(s->res.dmarc.disposition) : NULL},
+        {"header_from", s->res.dmarc_done ? s->res.dmarc.from_domain : NULL},
         {"signed", signed_summary[0] ? signed_summary : NULL},
         {"not_signed", mw_trust_outbound(s->res.trust) ? s->res.not_signed : NULL},
         {"action", mw_action_name(v->action)},
@@ -735,6 +958,7 @@ const mw_verdict *mw_session_eom(mw_session *s)
     if (!s->eoh_done)
         mw_session_eoh(s);
     dkim_finish(s);
+    run_dmarc(s);
     mw_verdict *v = &s->verdict;
     verdict_clear(v);
 
@@ -747,6 +971,16 @@ const mw_verdict *mw_session_eom(mw_session *s)
     f.helo_spf_done = s->res.spf_helo.evaluated;
     f.helo_spf = s->res.spf_helo.result;
     f.null_sender = s->mail_from && !*s->mail_from;
+    f.dmarc_done = s->res.dmarc_done;
+    f.dmarc = s->res.dmarc.result;
+    f.dmarc_policy = s->res.dmarc.policy;
+    f.dmarc_disposition = s->res.dmarc.disposition;
+    f.dmarc_override = s->res.dmarc_override;
+    f.from_done = s->res.nfrom > 0;
+    f.from_status = s->res.nfrom > 1 ? MW_FROM_MULTIPLE : s->res.nfrom == 0 ? MW_FROM_EMPTY : s->res.from.status;
+    f.from_domain = s->res.from.status == MW_FROM_OK ? s->res.from.domain[0]
+                    : s->nfrom_domains ? s->from_domains[0] : NULL;
+    f.from_enforcing = s->res.from_enforcing;
 
     mw_policy_decision d;
     mw_policy_eval(s->rt->policy, &f, &d);
@@ -754,6 +988,21 @@ const mw_verdict *mw_session_eom(mw_session *s)
     v->rule = d.rule;
     trace(s, "policy %s: rule \"%s\" -> %s", mw_policy_name(s->rt->policy), d.rule, mw_action_name(d.action));
 
+    /* dmarc.reject_text replaces the rule's reply for DMARC rejects */
+    const mw_config *cfg = s->rt->cfg;
+    if (d.action == MW_ACTION_REJECT && s->res.dmarc_done && s->res.dmarc.result == MW_DMARC_FAIL &&
+        cfg->dmarc_reject_text && *cfg->dmarc_reject_text)
+        d.reply = cfg->dmarc_reject_text;
+    /* what "quarantine" means here (dmarc.quarantine_action) */
+    if (d.action == MW_ACTION_QUARANTINE && cfg->dmarc_quarantine_action != MW_QUARANTINE_HOLD) {
+        if (cfg->dmarc_quarantine_action == MW_QUARANTINE_HEADER)
+            s->quarantined_by_header = true;
+        trace(s, "quarantine: dmarc.quarantine_action = %s: delivered%s",
+              cfg->dmarc_quarantine_action == MW_QUARANTINE_HEADER ? "header" : "deliver",
+              s->quarantined_by_header ? " with X-Mailwarden-Quarantine" : "");
+        v->action = MW_ACTION_ACCEPT;
+        v->quarantine_reason = mw_strdup(d.rule);
+    }
     mw_buf r = MW_BUF_INIT;
     if (d.reply)
         expand_reply(s, d.reply, d.rule, &r);
@@ -774,6 +1023,15 @@ const mw_verdict *mw_session_eom(mw_session *s)
     if (v->text)
         trace(s, "reply: %s %s %s", v->rcode, v->xcode, v->text);
 
+    if (!write_history(s, v) && cfg->history_on_error == MW_HISTORY_ERR_TEMPFAIL &&
+        v->action != MW_ACTION_REJECT) {
+        free(v->text);
+        v->action = MW_ACTION_TEMPFAIL;
+        snprintf(v->rcode, sizeof v->rcode, "451");
+        snprintf(v->xcode, sizeof v->xcode, "4.3.0");
+        v->text = mw_strdup("Temporary local problem (DMARC history), try again later");
+        trace(s, "history: history.on_error = tempfail");
+    }
     build_headers(s);
     summary_log(s);
     /* The message is decided: it no longer holds up a graceful shutdown.

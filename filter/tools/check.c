@@ -189,6 +189,43 @@ static void print_json(mw_session *s, const mw_verdict *v)
     mw_json_arr_end(&w);
     mw_json_key(&w, "not_signed");
     mw_json_string(&w, r->not_signed);
+    mw_json_key(&w, "dmarc");
+    mw_json_obj_begin(&w);
+    mw_json_key(&w, "result");
+    if (r->dmarc_done)
+        mw_json_string(&w, mw_dmarc_result_name(r->dmarc.result));
+    else if (r->nfrom != 1 || r->from.status != MW_FROM_OK)
+        mw_json_string(&w, r->trust == MW_TRUST_INBOUND ? "permerror" : NULL);
+    else
+        mw_json_null(&w);
+    mw_json_key(&w, "policy");
+    mw_json_string(&w, r->dmarc_done && r->dmarc.result != MW_DMARC_NONE ? mw_dmarc_policy_name(r->dmarc.policy) : NULL);
+    mw_json_key(&w, "policy_source");
+    mw_json_string(&w, r->dmarc_done ? r->dmarc.policy_source : NULL);
+    mw_json_key(&w, "disposition");
+    mw_json_string(&w, r->dmarc_done && r->dmarc.result != MW_DMARC_NONE ? mw_dmarc_policy_name(r->dmarc.disposition) : NULL);
+    mw_json_key(&w, "testing");
+    mw_json_bool(&w, r->dmarc_done && r->dmarc.testing);
+    mw_json_key(&w, "domain");
+    mw_json_string(&w, r->dmarc_done ? r->dmarc.from_domain : NULL);
+    mw_json_key(&w, "policy_domain");
+    mw_json_string(&w, r->dmarc_done ? r->dmarc.policy_domain : NULL);
+    mw_json_key(&w, "org_domain");
+    mw_json_string(&w, r->dmarc_done ? r->dmarc.org_domain : NULL);
+    mw_json_key(&w, "alignment");
+    mw_json_obj_begin(&w);
+    mw_json_key(&w, "spf");
+    mw_json_bool(&w, r->dmarc_done && r->dmarc.spf_aligned);
+    mw_json_key(&w, "dkim");
+    mw_json_bool(&w, r->dmarc_done && r->dmarc.dkim_aligned);
+    mw_json_obj_end(&w);
+    mw_json_key(&w, "override");
+    mw_json_string(&w, r->dmarc_override_text[0] ? r->dmarc_override_text : NULL);
+    mw_json_key(&w, "from_enforcing");
+    mw_json_bool(&w, r->from_enforcing);
+    mw_json_key(&w, "reason");
+    mw_json_string(&w, r->dmarc_done ? r->dmarc.reason : NULL);
+    mw_json_obj_end(&w);
     mw_json_key(&w, "verdict");
     mw_json_obj_begin(&w);
     mw_json_key(&w, "action");
@@ -268,6 +305,12 @@ static void print_text(mw_session *s, const mw_verdict *v)
                r->signed_with[i].algorithm, r->signed_with[i].name);
     if (r->not_signed)
         printf("%-10s %s\n", "not signed:", r->not_signed);
+    if (r->dmarc_done)
+        printf("%-10s %s  header.from=%s policy=%s disposition=%s%s (spf %s, dkim %s)\n", "dmarc:",
+               mw_dmarc_result_name(r->dmarc.result), r->dmarc.from_domain ? r->dmarc.from_domain : "-",
+               mw_dmarc_policy_name(r->dmarc.policy), mw_dmarc_policy_name(r->dmarc.disposition),
+               r->dmarc.testing ? " (t=y)" : "", r->dmarc.spf_aligned ? "aligned" : "unaligned",
+               r->dmarc.dkim_aligned ? "aligned" : "unaligned");
     printf("%-10s %s (rule %s)", "verdict:", mw_action_name(v->action), v->rule ? v->rule : "-");
     if (v->text)
         printf(": %s %s %s", v->rcode, v->xcode, v->text);

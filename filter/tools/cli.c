@@ -3,6 +3,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tools.h"
 
@@ -33,6 +34,19 @@ int mw_cli_common(mw_cli *cli, int argc, char **argv, int *i)
         slot = &cli->ov.user;
     else if (strcmp(a, "--group") == 0)
         slot = &cli->ov.group;
+    else if (strcmp(a, "--history") == 0) {
+        if (need(argc, argv, *i) < 0)
+            return -1;
+        const char *d = argv[++*i];
+        /* a relative directory is taken from where the command was run */
+        char cwd[2048];
+        if (d[0] != '/' && getcwd(cwd, sizeof cwd))
+            snprintf(cli->history_abs, sizeof cli->history_abs, "%s/%s", cwd, d);
+        else
+            snprintf(cli->history_abs, sizeof cli->history_abs, "%s", d);
+        cli->ov.history = cli->history_abs;
+        return 1;
+    }
     if (slot) {
         if (need(argc, argv, *i) < 0)
             return -1;

@@ -43,12 +43,16 @@ typedef struct mw_config_overrides {
     const char        *user;          /* --user NAME */
     const char        *group;         /* --group NAME */
     int                log_stderr;    /* 1: force log.target = stderr (serve -f) */
+    const char        *history;       /* --history DIR: history.dir */
     const char *const *sign;          /* --sign DOMAIN:SELECTOR:KEYFILE (repeatable): adds
                                          a key ("SELECTOR._domainkey.DOMAIN") and, ahead
                                          of the file's rules, signing rules for DOMAIN
                                          and its subdomains; a relative KEYFILE is made
                                          absolute against the current directory */
     size_t             nsign;
+    const char        *redis;         /* --redis HOST:PORT: state.backend "redis" at
+                                         HOST:PORT (replaces redis.host, redis.port
+                                         and clears redis.sentinels) */
 } mw_config_overrides;
 
 typedef enum { MW_SPF_POLICY_HELO_IF_NULL, MW_SPF_POLICY_HELO_ALWAYS } mw_spf_helo_mode;
@@ -76,11 +80,60 @@ typedef struct mw_config_dkim_rule {
 } mw_config_dkim_rule;
 
 /* dns.mode: where the resolver sends its queries. */
+/* dmarc.mode */
+typedef enum mw_config_dmarc_mode { MW_CFG_DMARC_RFC9989 = 0, MW_CFG_DMARC_RFC7489 } mw_config_dmarc_mode;
+/* dmarc.quarantine_action: what a "quarantine" verdict does */
+typedef enum mw_quarantine_action {
+    MW_QUARANTINE_HOLD = 0,   /* the MTA's quarantine (Postfix: hold queue) */
+    MW_QUARANTINE_HEADER,     /* deliver with an X-Mailwarden-Quarantine header */
+    MW_QUARANTINE_DELIVER     /* deliver as is (recorded only) */
+} mw_quarantine_action;
+/* history.on_error: when the history record cannot be written */
+typedef enum mw_history_error_action { MW_HISTORY_ERR_ACCEPT = 0, MW_HISTORY_ERR_TEMPFAIL } mw_history_error_action;
+
 typedef enum mw_dns_mode {
     MW_DNS_MODE_RESOLV_CONF = 0,  /* forward to /etc/resolv.conf's nameservers (default) */
     MW_DNS_MODE_FORWARD,          /* forward to dns_forwarders (non-empty) */
     MW_DNS_MODE_RECURSIVE         /* full recursion from the root */
 } mw_dns_mode;
+
+/* state.backend: where rate-limit and reputation state lives (store.h). */
+typedef enum mw_state_backend {
+    MW_STATE_MEMORY = 0,          /* in the daemon: one host (default) */
+    MW_STATE_REDIS                /* Redis (or Sentinel-managed Redis): shared by a fleet */
+} mw_state_backend;
+
+/* redis.failure_action: what a rate limit does when the store fails. */
+typedef enum mw_state_failure {
+    MW_STATE_FAIL_ACCEPT = 0,     /* fail open: accept, log once per interval, count */
+    MW_STATE_FAIL_TEMPFAIL        /* fail closed: 451 4.7.1 */
+} mw_state_failure;
+
+/* One ratelimit.rules entry (ratelimit.h explains the semantics).  The
+ * loader validates every member and fills in the documented defaults, so
+ * cost, stage, action, burst and the masks are always set; trust NULL means
+ * any, reply NULL the default reply. */
+typedef struct mw_config_ratelimit_rule {
+    char    *name;                 /* [A-Za-z0-9_.-]+, unique */
+    char   **key;                  /* selectors: ip, sasl_user, sender, sender_domain, recipient */
+    size_t   nkey;
+    char    *rate;                 /* "N/PERIOD" (mw_config_parse_rate) */
+    unsigned burst;                /* default: N of the rate */
+    char    *cost;                 /* "message" | "recipient" (default: recipient if a key is) */
+    char    *stage;                /* "connect" | "mail" | "rcpt" | "eom" (default: rcpt for
+                                      cost recipient, else mail) */
+    char   **trust;                /* trust class words; NULL: any */
+    size_t   ntrust;
+    char    *action;               /* "tempfail" (default) | "reject" */
+    char    *reply;                /* "451 4.7.1 text" with %{rule} %{limit} %{retry_after}; NULL */
+    unsigned ipv4_mask;            /* default 32 */
+    unsigned ipv6_mask;            /* default 64 */
+    char   **allow_networks;       /* clients exempt from the rule; NULL: none */
+    size_t   nallow_networks;
+    char   **allow_senders;        /* envelope senders exempt: address globs (with @) or domains */
+    size_t   nallow_senders;
+    char    *where;                /* "FILE:LINE" */
+} mw_config_ratelimit_rule;
 
 typedef struct mw_config {
     char *path;                 /* file loaded, or NULL for embedded defaults */
@@ -145,6 +198,24 @@ typedef struct mw_config {
     /* Authentication-Results */
     bool     ar_remove_forged;      /* remove A-R headers claiming our authserv-id */
 
+    /* DMARC */
+    bool     dmarc_enabled;
+    mw_config_dmarc_mode dmarc_mode;
+    char    *dmarc_psl_file;            /* RFC 7489 mode */
+    char    *dmarc_reject_text;         /* "" = the policy rule's reply */
+    mw_quarantine_action dmarc_quarantine_action;
+    char   **dmarc_never_reject;        /* domain globs: passing DKIM d= / SPF domain */
+    size_t   ndmarc_never_reject;
+    char   **dmarc_always_enforce;      /* From domain globs: treat p=none as reject */
+    size_t   ndmarc_always_enforce;
+    mw_cidr_set *dmarc_allow_networks;  /* clients never refused by DMARC */
+
+    /* DMARC aggregate history */
+    char    *history_dir;               /* "" = off */
+    unsigned history_fsync_interval_ms;
+    unsigned history_rotate_s;
+    mw_history_error_action history_on_error;
+
     /* Exim front end ("" = off) */
     char    *exim_listen;           /* rspamd-protocol scanner socket (end of DATA) */
     char    *exim_rcpt_listen;      /* ${readsocket} line-protocol socket (RCPT time) */
@@ -152,6 +223,36 @@ typedef struct mw_config {
     /* policy */
     char *policy;                   /* name of a shipped/policy_dir policy, or a file path */
     char *policy_dir;               /* where named policies are looked up */
+
+    /* shared state (store.h) */
+    mw_state_backend state_backend;
+    unsigned  state_max_keys;        /* memory backend: entries kept at most */
+    char     *redis_host;
+    unsigned  redis_port;
+    char    **redis_sentinels;       /* NULL-terminated "HOST:PORT"; non-empty: use Sentinel */
+    size_t    nredis_sentinels;
+    char     *redis_master_name;     /* Sentinel's name of the master */
+    char     *redis_username;        /* "" = AUTH with the password only */
+    char     *redis_password;        /* "" = no AUTH */
+    unsigned  redis_db;
+    char     *redis_prefix;          /* prepended to every key */
+    unsigned  redis_connect_timeout_ms;
+    unsigned  redis_command_timeout_ms;
+    unsigned  redis_pool_size;       /* connections per daemon at most */
+    mw_state_failure redis_failure_action;
+
+    /* rate limits (ratelimit.h) */
+    mw_config_ratelimit_rule *ratelimit_rules;
+    size_t    nratelimit_rules;
+
+    /* reputation (reputation.h) */
+    bool      reputation_enabled;
+    unsigned  reputation_window_s;   /* outcomes older than this are forgotten */
+    unsigned  reputation_bucket_s;   /* width of one time bucket */
+    unsigned  reputation_half_life_s;/* a bucket this old counts half */
+    unsigned  reputation_min_samples;/* fewer outcomes in the window: score unknown */
+    unsigned  reputation_ipv4_prefix;/* network subject: /24 */
+    unsigned  reputation_ipv6_prefix;/* network subject: /48 */
 } mw_config;
 
 /* A list of error strings ("FILE:LINE: message"), owned by the caller. */
@@ -182,5 +283,13 @@ bool mw_config_socket_valid(const char *spec, char *why, size_t whylen);
 const char *mw_config_key_name(size_t i);
 /* The one-line description of the i-th key, or NULL past the end. */
 const char *mw_config_key_doc(size_t i);
+
+/* "N/PERIOD" rate: N >= 1, PERIOD an optional count and a unit s, m, h or d
+ * ("100/1h", "5/10m", "30/m").  Out: count and period in seconds.  false on
+ * bad syntax (reason in why, may be NULL). */
+bool mw_config_parse_rate(const char *s, unsigned long long *count, unsigned long long *period_s,
+                          char *why, size_t whylen);
+/* Duration "90", "90s", "15m", "6h", "7d" -> seconds.  false on bad syntax. */
+bool mw_config_parse_duration(const char *s, unsigned long long *seconds);
 
 #endif

@@ -28,6 +28,7 @@
 
 #include "config.h"
 #include "dkim.h"
+#include "dmarc.h"
 #include "fromhdr.h"
 #include "policy.h"
 #include "spf.h"
@@ -95,6 +96,13 @@ typedef struct mw_results {
     size_t          nsigned;       /* signatures we added */
     mw_dkim_key_info signed_with[8];
     const char     *not_signed;    /* why not signed (outbound or inbound), NULL if signed */
+    /* DMARC (inbound) */
+    bool            dmarc_done;    /* evaluated (dmarc below is meaningful) */
+    mw_dmarc_outcome dmarc;
+    unsigned        dmarc_override;    /* MW_DMARC_OVR_* bits */
+    char            dmarc_override_text[128];
+    bool            from_enforcing;
+    bool            history_written;
 } mw_results;
 
 /* ---- session ---- */

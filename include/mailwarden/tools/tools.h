@@ -25,6 +25,7 @@ typedef struct mw_cli {
     const char         *dns[16];
     const char         *internal[64];
     const char         *sign[16];
+    char                history_abs[4096];
 } mw_cli;
 
 /*
