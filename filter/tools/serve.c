@@ -36,6 +36,7 @@
 
 #include "engine.h"
 #include "log.h"
+#include "exim.h"
 #include "milter.h"
 #include "tools.h"
 
@@ -79,6 +80,7 @@ static void drain_and_stop(struct reload_ctx *rc)
     if (!mw_engine_wait_idle(rc->engine, rc->shutdown_timeout * 1000))
         mw_warn("stopping with %u message(s) still in flight after %us",
                 mw_engine_active_messages(rc->engine), rc->shutdown_timeout);
+    mw_exim_stop(2000);
     mw_milter_stop();
 }
 
@@ -191,6 +193,8 @@ static int run_worker(const mw_cli *cli)
     char *sock = strdup(cfg->socket);
     unsigned shutdown_timeout = cfg->shutdown_timeout;
     mo.socket = sock;
+    mw_exim_options xo = {.scan_socket = cfg->exim_listen, .rcpt_socket = cfg->exim_rcpt_listen,
+                          .socket_mode = cfg->socket_mode};
     mw_engine *e = mw_engine_create(cfg, err, sizeof err);
     if (!e) {
         mw_error("cannot start: %s", err);
@@ -198,6 +202,10 @@ static int run_worker(const mw_cli *cli)
         return 1;
     }
     if (!mw_milter_open(e, &mo, err, sizeof err)) {
+        mw_error("cannot start: %s", err);
+        return 1;
+    }
+    if (!mw_exim_open(e, &xo, err, sizeof err)) {
         mw_error("cannot start: %s", err);
         return 1;
     }
@@ -212,6 +220,10 @@ static int run_worker(const mw_cli *cli)
         return 1;
     }
     pthread_detach(th);
+    if (!mw_exim_start(err, sizeof err)) {
+        mw_error("cannot start: %s", err);
+        return 1;
+    }
     mw_info("listening on %s (pid %d)", sock, (int)getpid());
     int rcode = mw_milter_run();
     mw_info("stopped");

@@ -1,0 +1,661 @@
+/*
+ * exim.c - the Exim front end's listeners and connection threads.  Glue
+ * only: the wire formats are in exim_proto.c, the decisions in the engine.
+ *
+ * Scan connection (end of DATA): request line and headers -> session
+ * (macros {auth_authen}=User, i=Queue-Id; helo; mail; rcpts) -> the mbox
+ * body streamed through the normaliser into header/eoh/body -> eom ->
+ * reply -> close.  The message is never held in memory whole.
+ *
+ * RCPT connection: one line -> decision -> one line -> close.  The engine
+ * has no RCPT-time policy yet, so the only decision is "DEFER" while the
+ * daemon drains for a graceful stop; rcpt_decide() is where one plugs in.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "exim.h"
+#include "log.h"
+#include "strutil.h"
+
+#define MAX_REQ_LINE 8192
+#define MAX_REQ_HEADERS 2100     /* Exim sends ~8 + one per recipient */
+#define DISCARD_LIMIT ((size_t)1024 * 1024 * 1024)
+
+enum conn_kind { KIND_SCAN, KIND_RCPT };
+
+typedef struct listener {
+    int             fd;
+    enum conn_kind  kind;
+    char           *spec;
+    char           *unix_path;   /* to unlink at stop */
+    pthread_t       thread;
+    bool            started;
+} listener;
+
+/* Module state: set up in mw_exim_open() before any thread exists; the
+ * mutable parts (active connections, stopping) are guarded by lock. */
+static struct {
+    mw_engine      *engine;
+    mw_exim_options o;
+    listener        l[2];
+    size_t          nl;
+    int             stop_pipe[2];
+    pthread_mutex_t lock;
+    pthread_cond_t  cond;
+    unsigned        active;
+    int            *fds;          /* active connection fds, -1 = free slot */
+    bool            stopping;
+} X = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .stop_pipe = {-1, -1}};
+
+/* ---------------- buffered, timed reads ---------------- */
+
+typedef struct conn {
+    int            fd;
+    int            slot;
+    enum conn_kind kind;
+    unsigned char  buf[65536];
+    size_t         pos, len;
+    char           peer[64];
+} conn;
+
+/* Fill the buffer; 1 ok, 0 EOF, -1 error/timeout. */
+static int fill(conn *c)
+{
+    c->pos = c->len = 0;
+    for (;;) {
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        int r = poll(&p, 1, (int)(X.o.timeout * 1000));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r == 0)
+            errno = ETIMEDOUT;
+        if (r <= 0)
+            return -1;
+        ssize_t n = recv(c->fd, c->buf, sizeof c->buf, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        c->len = (size_t)n;
+        if (n == 0)
+            errno = 0;                 /* EOF: see io_error() */
+        return n > 0 ? 1 : 0;
+    }
+}
+
+/* Why the last read failed, for log lines. */
+static const char *io_error(void)
+{
+    return errno == 0 ? "connection closed by the peer" : strerror(errno);
+}
+
+/* Read one line (LF-terminated, CR/LF stripped; a last line cut by EOF
+ * counts) of at most max bytes into out.  1 line, 0 EOF before any byte,
+ * -1 error/timeout/too long. */
+static int read_line(conn *c, mw_buf *out, size_t max)
+{
+    mw_buf_reset(out);
+    for (;;) {
+        if (c->pos == c->len) {
+            int r = fill(c);
+            if (r == 0)
+                return out->len == 0 ? 0 : 1;
+            if (r < 0)
+                return -1;
+        }
+        unsigned char *start = c->buf + c->pos;
+        unsigned char *nl = memchr(start, '\n', c->len - c->pos);
+        size_t take = nl ? (size_t)(nl - start) : c->len - c->pos;
+        if (out->len + take > max) {
+            errno = EMSGSIZE;
+            return -1;
+        }
+        mw_buf_append(out, start, take);
+        c->pos += take + (nl ? 1 : 0);
+        if (nl) {
+            if (out->len && out->data[out->len - 1] == '\r')
+                out->data[--out->len] = '\0';
+            return 1;
+        }
+    }
+}
+
+/* Pass exactly n bytes to fn (or drop them when fn is NULL).  true if all arrived. */
+static bool read_body(conn *c, size_t n, void (*fn)(void *, const unsigned char *, size_t), void *ctx)
+{
+    while (n) {
+        if (c->pos == c->len && fill(c) <= 0)
+            return false;
+        size_t take = c->len - c->pos < n ? c->len - c->pos : n;
+        if (fn)
+            fn(ctx, c->buf + c->pos, take);
+        c->pos += take;
+        n -= take;
+    }
+    return true;
+}
+
+static bool write_all(conn *c, const char *p, size_t n)
+{
+    while (n) {
+        struct pollfd pf = {.fd = c->fd, .events = POLLOUT};
+        int r = poll(&pf, 1, (int)(X.o.timeout * 1000));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return false;
+        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return false;
+        p += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+/* ---------------- scan (end of DATA) ---------------- */
+
+typedef struct scan_ctx {
+    mw_session      *s;
+    mw_exim_mbox     mbox;
+    mw_exim_seen_ar *ars;
+    size_t           nars;
+} scan_ctx;
+
+static void on_header(void *p, const char *name, const char *value, size_t vlen)
+{
+    scan_ctx *x = p;
+    if (strcasecmp(name, "Authentication-Results") == 0 && x->nars < 1000) {
+        x->ars = mw_reallocarray(x->ars, x->nars + 1, sizeof *x->ars);
+        x->ars[x->nars].value = mw_strndup(value, vlen);
+        x->ars[x->nars].index = (unsigned)x->nars + 1;
+        x->nars++;
+    }
+    mw_session_header(x->s, name, value, vlen);
+}
+
+static void on_eoh(void *p)
+{
+    mw_session_eoh(((scan_ctx *)p)->s);
+}
+
+static void on_body(void *p, const unsigned char *b, size_t n)
+{
+    mw_session_body(((scan_ctx *)p)->s, b, n);
+}
+
+static void feed(void *p, const unsigned char *b, size_t n)
+{
+    mw_exim_mbox_feed(&((scan_ctx *)p)->mbox, b, n);
+}
+
+static const mw_exim_mbox_cb mbox_cb = {on_header, on_eoh, on_body};
+
+static void send_tempfail(conn *c, const char *text)
+{
+    mw_buf r = MW_BUF_INIT;
+    mw_exim_reply_tempfail(text, &r);
+    (void)write_all(c, r.data, r.len);
+    mw_buf_free(&r);
+}
+
+/* Read (and drop) the message so Exim gets to read our reply, then send it. */
+static void refuse_after_body(conn *c, const mw_exim_request *r, const char *text)
+{
+    if (r->have_length && r->content_length <= DISCARD_LIMIT && read_body(c, r->content_length, NULL, NULL))
+        send_tempfail(c, text);
+}
+
+static void scan_message(conn *c, mw_exim_request *r)
+{
+    scan_ctx x = {0};
+    x.s = mw_session_new(X.engine, r->ip, r->hostname);
+    if (r->user)
+        mw_session_macro(x.s, "{auth_authen}", r->user);
+    if (r->queue_id)
+        mw_session_macro(x.s, "i", r->queue_id);
+    if (r->helo)
+        mw_session_helo(x.s, r->helo);
+    mw_session_mail(x.s, r->from ? r->from : "<>");
+    for (size_t i = 0; i < r->nrcpts; i++)
+        mw_session_rcpt(x.s, r->rcpts[i]);
+    mw_exim_mbox_init(&x.mbox, &mbox_cb, &x);
+    if (!read_body(c, r->content_length, feed, &x)) {
+        mw_warn("exim %s: %s: message incomplete (%s; read timeout %us); not checked",
+                c->peer, mw_session_id(x.s), io_error(), X.o.timeout);
+        mw_session_abort(x.s);
+    } else {
+        mw_exim_mbox_finish(&x.mbox);
+        const mw_verdict *v = mw_session_eom(x.s);
+        mw_buf out = MW_BUF_INIT;
+        size_t dropped = 0;
+        mw_exim_reply(v, x.ars, x.nars, &out, &dropped);
+        if (dropped)
+            mw_warn("%s: %zu header(s) longer than %d characters left out of the reply to Exim "
+                    "(a DKIM key too large for one line? see docs/exim.md)",
+                    mw_session_id(x.s), dropped, MW_EXIM_MAX_LINE);
+        if (!write_all(c, out.data, out.len))
+            mw_warn("exim %s: %s: cannot send the verdict: %s", c->peer, mw_session_id(x.s), strerror(errno));
+        mw_buf_free(&out);
+    }
+    mw_exim_mbox_free(&x.mbox);
+    for (size_t i = 0; i < x.nars; i++)
+        free(x.ars[i].value);
+    free(x.ars);
+    mw_session_free(&x.s);
+}
+
+static void serve_scan(conn *c)
+{
+    mw_exim_request r = {0};
+    mw_buf line = MW_BUF_INIT;
+    char err[160];
+    int rc = read_line(c, &line, MAX_REQ_LINE);
+    if (rc == 0)
+        goto out;                       /* a port probe */
+    if (rc < 0 || !mw_exim_request_line(&r, line.data, line.len, err, sizeof err)) {
+        mw_buf pb = MW_BUF_INIT;
+        mw_str_printable(&pb, line.data ? line.data : "", line.len, 80);
+        mw_warn("exim %s: bad request \"%s\": %s", c->peer, mw_buf_cstr(&pb),
+                rc < 0 ? io_error() : err);
+        mw_buf_free(&pb);
+        send_tempfail(c, "malformed scan request");
+        goto out;
+    }
+    for (unsigned n = 0;; n++) {
+        rc = read_line(c, &line, MAX_REQ_LINE);
+        if (rc <= 0 || n >= MAX_REQ_HEADERS) {
+            mw_warn("exim %s: request headers %s", c->peer,
+                    rc < 0 ? io_error() : rc == 0 ? "ended early" : "too many");
+            send_tempfail(c, "malformed scan request");
+            goto out;
+        }
+        if (line.len == 0)
+            break;
+        if (!mw_exim_request_header(&r, line.data, line.len, err, sizeof err)) {
+            mw_warn("exim %s: bad request header: %s", c->peer, err);
+            send_tempfail(c, "malformed scan request");
+            goto out;
+        }
+    }
+    if (strcmp(r.command, "PING") == 0) {
+        static const char pong[] = "RSPAMD/1.3 0 PONG\r\n\r\n";
+        (void)write_all(c, pong, sizeof pong - 1);
+        goto out;
+    }
+    if (!r.have_length) {
+        mw_warn("exim %s: request without Content-length", c->peer);
+        send_tempfail(c, "malformed scan request");
+    } else if (r.content_length > X.o.max_message) {
+        mw_warn("exim %s: queue id %s: message of %zu bytes is over the limit of %zu; not checked",
+                c->peer, r.queue_id ? r.queue_id : "?", r.content_length, X.o.max_message);
+        refuse_after_body(c, &r, "message too large to be checked");
+    } else if (mw_engine_draining(X.engine)) {
+        refuse_after_body(c, &r, "mail filter is restarting, try again later");
+    } else {
+        scan_message(c, &r);
+    }
+out:
+    mw_buf_free(&line);
+    mw_exim_request_clear(&r);
+}
+
+/* ---------------- RCPT time ---------------- */
+
+/*
+ * The RCPT-time decision.  Today: defer while draining, otherwise accept.
+ * This is where an engine RCPT-time check (rate limits, reputation, early
+ * SPF) plugs in once the engine offers one.
+ */
+static const char *rcpt_decide(const mw_exim_rcpt *q, mw_buf *reply)
+{
+    (void)q;
+    if (mw_engine_draining(X.engine)) {
+        mw_buf_puts(reply, "DEFER 451 4.3.2 mail filter is restarting, try again later\n");
+        return "defer (draining)";
+    }
+    mw_buf_puts(reply, "OK\n");
+    return "ok";
+}
+
+static void serve_rcpt(conn *c)
+{
+    mw_buf line = MW_BUF_INIT, reply = MW_BUF_INIT, pb = MW_BUF_INIT;
+    mw_exim_rcpt q = {0};
+    char err[120];
+    int rc = read_line(c, &line, MAX_REQ_LINE);
+    if (rc == 0)
+        goto out;                      /* a port probe */
+    if (rc < 0) {
+        mw_warn("exim %s: RCPT request unreadable: %s", c->peer, io_error());
+        mw_buf_puts(&reply, "DEFER 451 4.3.0 malformed policy request\n");
+    } else if (!mw_exim_rcpt_parse(&q, line.data, line.len, err, sizeof err)) {
+        mw_str_printable(&pb, line.data, line.len, 80);
+        mw_warn("exim %s: bad RCPT request \"%s\": %s", c->peer, mw_buf_cstr(&pb), err);
+        mw_buf_puts(&reply, "DEFER 451 4.3.0 malformed policy request\n");
+    } else {
+        const char *what = rcpt_decide(&q, &reply);
+        if (mw_log_debug_enabled())
+            mw_debug("exim rcpt: ip=%s from=%s rcpt=%s auth=%s -> %s", q.ip ? q.ip : "-",
+                     q.from ? q.from : "-", q.rcpt ? q.rcpt : "-", q.auth ? q.auth : "-", what);
+    }
+    (void)write_all(c, reply.data, reply.len);
+out:
+    mw_exim_rcpt_clear(&q);
+    mw_buf_free(&line);
+    mw_buf_free(&reply);
+    mw_buf_free(&pb);
+}
+
+/* ---------------- threads ---------------- */
+
+static void release_slot(int slot)
+{
+    pthread_mutex_lock(&X.lock);
+    X.fds[slot] = -1;
+    X.active--;
+    pthread_cond_broadcast(&X.cond);
+    pthread_mutex_unlock(&X.lock);
+}
+
+static void *conn_thread(void *arg)
+{
+    conn *c = arg;
+    if (c->kind == KIND_SCAN)
+        serve_scan(c);
+    else
+        serve_rcpt(c);
+    int fd = c->fd, slot = c->slot;
+    release_slot(slot);
+    close(fd);
+    free(c);
+    return NULL;
+}
+
+/* Wait for a free connection slot; -1 when stopping. */
+static int take_slot(void)
+{
+    pthread_mutex_lock(&X.lock);
+    while (!X.stopping && X.active >= X.o.max_connections)
+        pthread_cond_wait(&X.cond, &X.lock);
+    int slot = -1;
+    if (!X.stopping) {
+        for (unsigned i = 0; i < X.o.max_connections; i++)
+            if (X.fds[i] == -1) {
+                slot = (int)i;
+                break;
+            }
+        if (slot >= 0) {
+            X.fds[slot] = -2;          /* reserved until accept */
+            X.active++;
+        }
+    }
+    pthread_mutex_unlock(&X.lock);
+    return slot;
+}
+
+static void peer_name(int fd, char *out, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char host[INET6_ADDRSTRLEN + 8] = "", port[8] = "";
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family != AF_UNIX &&
+        getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, port, sizeof port,
+                    NI_NUMERICHOST | NI_NUMERICSERV) == 0)
+        snprintf(out, len, "[%s]:%s", host, port);
+    else
+        snprintf(out, len, "unix");
+}
+
+static void *accept_thread(void *arg)
+{
+    listener *l = arg;
+    for (;;) {
+        int slot = take_slot();
+        if (slot < 0)
+            return NULL;
+        struct pollfd p[2] = {{.fd = l->fd, .events = POLLIN}, {.fd = X.stop_pipe[0], .events = POLLIN}};
+        int r = poll(p, 2, -1);
+        if (r < 0 && errno == EINTR) {
+            release_slot(slot);
+            continue;
+        }
+        if (r < 0 || (p[1].revents & (POLLIN | POLLHUP))) {
+            release_slot(slot);
+            return NULL;
+        }
+        int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            release_slot(slot);
+            if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED) {
+                mw_warn_errno("exim: accept on %s", l->spec);
+                usleep(100 * 1000);    /* EMFILE and friends: do not spin */
+            }
+            continue;
+        }
+        conn *c = mw_calloc(1, sizeof *c);
+        c->fd = fd;
+        c->slot = slot;
+        c->kind = l->kind;
+        peer_name(fd, c->peer, sizeof c->peer);
+        pthread_mutex_lock(&X.lock);
+        X.fds[slot] = fd;
+        pthread_mutex_unlock(&X.lock);
+        pthread_attr_t at;
+        pthread_t th;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&at, 512 * 1024);
+        if (pthread_create(&th, &at, conn_thread, c) != 0) {
+            mw_warn("exim: cannot start a connection thread; closing %s", c->peer);
+            release_slot(slot);
+            close(fd);
+            free(c);
+        }
+        pthread_attr_destroy(&at);
+    }
+}
+
+/* ---------------- listening sockets ---------------- */
+
+static int listen_on(const char *spec, listener *l, char *err, size_t errlen)
+{
+    char why[160];
+    if (!mw_config_socket_valid(spec, why, sizeof why)) {
+        snprintf(err, errlen, "bad Exim socket \"%s\": %s", spec, why);
+        return -1;
+    }
+    int fd = -1;
+    if (strncmp(spec, "unix:", 5) == 0 || strncmp(spec, "local:", 6) == 0) {
+        const char *path = strchr(spec, ':') + 1;
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+        struct stat st;
+        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+            unlink(path);              /* stale socket from an earlier run */
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+            snprintf(err, errlen, "cannot bind %s: %s", spec, strerror(errno));
+            goto fail;
+        }
+        if (chmod(path, (mode_t)(X.o.socket_mode ? X.o.socket_mode : 0660)) != 0)
+            mw_warn_errno("chmod %s", path);
+        l->unix_path = mw_strdup(path);
+    } else {
+        bool v6 = strncmp(spec, "inet6:", 6) == 0;
+        const char *rest = strchr(spec, ':') + 1;
+        const char *at = strchr(rest, '@');
+        char port[8];
+        snprintf(port, sizeof port, "%.*s", (int)(at ? (size_t)(at - rest) : strlen(rest)), rest);
+        struct addrinfo hints = {.ai_family = v6 ? AF_INET6 : AF_INET, .ai_socktype = SOCK_STREAM,
+                                 .ai_flags = AI_PASSIVE | AI_NUMERICSERV}, *ai = NULL;
+        int gr = getaddrinfo(at ? at + 1 : NULL, port, &hints, &ai);
+        if (gr != 0) {
+            snprintf(err, errlen, "cannot resolve %s: %s", spec, gai_strerror(gr));
+            return -1;
+        }
+        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int one = 1;
+        if (fd >= 0)
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (fd >= 0 && v6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+            snprintf(err, errlen, "cannot bind %s: %s (in use, or no permission?)", spec, strerror(errno));
+            freeaddrinfo(ai);
+            goto fail;
+        }
+        freeaddrinfo(ai);
+    }
+    if (listen(fd, 128) != 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", spec, strerror(errno));
+        goto fail;
+    }
+    l->fd = fd;
+    l->spec = mw_strdup(spec);
+    return 0;
+fail:
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
+static void close_listeners(void)
+{
+    for (size_t i = 0; i < X.nl; i++) {
+        if (X.l[i].fd >= 0)
+            close(X.l[i].fd);
+        X.l[i].fd = -1;
+        if (X.l[i].unix_path)
+            unlink(X.l[i].unix_path);
+        MW_FREE(&X.l[i].unix_path);
+        MW_FREE(&X.l[i].spec);
+    }
+}
+
+bool mw_exim_open(mw_engine *e, const mw_exim_options *o, char *err, size_t errlen)
+{
+    X.engine = e;
+    X.o = *o;
+    if (!X.o.timeout)
+        X.o.timeout = 30;
+    if (!X.o.max_message || X.o.max_message > MW_EXIM_MAX_MESSAGE_CAP)
+        X.o.max_message = MW_EXIM_MAX_MESSAGE_CAP;
+    if (!X.o.max_connections)
+        X.o.max_connections = 64;
+    X.nl = 0;
+    const char *specs[2] = {o->scan_socket, o->rcpt_socket};
+    for (int k = 0; k < 2; k++) {
+        if (!specs[k] || !*specs[k])
+            continue;
+        listener *l = &X.l[X.nl];
+        memset(l, 0, sizeof *l);
+        l->fd = -1;
+        l->kind = k == 0 ? KIND_SCAN : KIND_RCPT;
+        if (listen_on(specs[k], l, err, errlen) != 0) {
+            close_listeners();
+            X.nl = 0;
+            return false;
+        }
+        X.nl++;
+    }
+    /* the spec strings belong to the caller's config, which a reload frees */
+    X.o.scan_socket = X.o.rcpt_socket = NULL;
+    if (X.nl == 0)
+        return true;
+    if (pipe2(X.stop_pipe, O_CLOEXEC) != 0) {
+        snprintf(err, errlen, "pipe: %s", strerror(errno));
+        close_listeners();
+        X.nl = 0;
+        return false;
+    }
+    X.fds = mw_reallocarray(NULL, X.o.max_connections, sizeof *X.fds);
+    for (unsigned i = 0; i < X.o.max_connections; i++)
+        X.fds[i] = -1;
+    return true;
+}
+
+bool mw_exim_start(char *err, size_t errlen)
+{
+    for (size_t i = 0; i < X.nl; i++) {
+        if (pthread_create(&X.l[i].thread, NULL, accept_thread, &X.l[i]) != 0) {
+            snprintf(err, errlen, "cannot start the Exim listener thread for %s", X.l[i].spec);
+            return false;
+        }
+        X.l[i].started = true;
+        mw_info("Exim %s listener on %s", X.l[i].kind == KIND_SCAN ? "scan (rspamd protocol)" : "RCPT policy",
+                X.l[i].spec);
+    }
+    return true;
+}
+
+/* Wait until no connection is active or the deadline passes. */
+static bool wait_active(const struct timespec *deadline)
+{
+    pthread_mutex_lock(&X.lock);
+    while (X.active > 0)
+        if (pthread_cond_timedwait(&X.cond, &X.lock, deadline) == ETIMEDOUT)
+            break;
+    bool idle = X.active == 0;
+    pthread_mutex_unlock(&X.lock);
+    return idle;
+}
+
+static void deadline_in(struct timespec *ts, unsigned ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+void mw_exim_stop(unsigned wait_ms)
+{
+    if (X.nl == 0)
+        return;
+    pthread_mutex_lock(&X.lock);
+    bool was = X.stopping;
+    X.stopping = true;
+    pthread_cond_broadcast(&X.cond);
+    pthread_mutex_unlock(&X.lock);
+    if (was)
+        return;
+    if (X.stop_pipe[1] >= 0 && write(X.stop_pipe[1], "x", 1) < 0)
+        mw_warn_errno("exim: stop pipe");
+    for (size_t i = 0; i < X.nl; i++)
+        if (X.l[i].started)
+            pthread_join(X.l[i].thread, NULL);
+    close_listeners();
+    struct timespec dl;
+    deadline_in(&dl, wait_ms);
+    if (!wait_active(&dl)) {
+        pthread_mutex_lock(&X.lock);
+        mw_warn("exim: %u connection(s) still open after %ums; closing them", X.active, wait_ms);
+        for (unsigned i = 0; i < X.o.max_connections; i++)
+            if (X.fds[i] >= 0)
+                shutdown(X.fds[i], SHUT_RDWR);
+        pthread_mutex_unlock(&X.lock);
+        deadline_in(&dl, 2000);
+        (void)wait_active(&dl);
+    }
+}

@@ -1,0 +1,476 @@
+/*
+ * exim_proto.c - the wire formats of the Exim front end, without sockets:
+ * the rspamd request (what Exim 4.96's spam.c sends for variant=rspamd),
+ * the mbox-form message Exim spools for scanners, the reply our ACL
+ * snippet reads back, and the one-line RCPT-time protocol.
+ *
+ * Everything here takes untrusted bytes: lengths are explicit, every
+ * buffer is bounded, and nothing aborts on malformed input.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "alloc.h"
+#include "exim.h"
+
+#define MAX_HEADER_BYTES (1024 * 1024)
+#define MAX_FIELD 4096
+
+enum { MB_FIRST, MB_ENV_FROM, MB_ENV_TO, MB_ENV_TO_CONT, MB_HEADERS, MB_BODY };
+
+static bool fail(char *err, size_t errlen, const char *msg)
+{
+    if (err && errlen)
+        snprintf(err, errlen, "%s", msg);
+    return false;
+}
+
+/* Copy of s[0..n) with control characters replaced, capped. */
+static char *field_dup(const char *s, size_t n)
+{
+    if (n > MAX_FIELD)
+        n = MAX_FIELD;
+    char *d = mw_malloc(n + 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        d[i] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+    }
+    d[n] = '\0';
+    return d;
+}
+
+/* ---- request ---- */
+
+void mw_exim_request_clear(mw_exim_request *r)
+{
+    free(r->command);
+    free(r->queue_id);
+    free(r->from);
+    for (size_t i = 0; i < r->nrcpts; i++)
+        free(r->rcpts[i]);
+    free(r->rcpts);
+    free(r->helo);
+    free(r->hostname);
+    free(r->ip);
+    free(r->user);
+    memset(r, 0, sizeof *r);
+}
+
+bool mw_exim_request_line(mw_exim_request *r, const char *line, size_t len, char *err, size_t errlen)
+{
+    static const char *const cmds[] = {"CHECK", "SYMBOLS", "REPORT", "REPORT_IFSPAM", "PROCESS", "PING"};
+    const char *sp = memchr(line, ' ', len);
+    if (!sp)
+        return fail(err, errlen, "request line has no protocol version");
+    size_t clen = (size_t)(sp - line);
+    const char *ver = sp + 1;
+    size_t vlen = len - clen - 1;
+    bool known = false;
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        known = known || (strlen(cmds[i]) == clen && memcmp(cmds[i], line, clen) == 0);
+    if (!known)
+        return fail(err, errlen, "unknown request command (expected CHECK RSPAMC/1.3)");
+    if (!((vlen > 7 && memcmp(ver, "RSPAMC/", 7) == 0) || (vlen > 6 && memcmp(ver, "SPAMC/", 6) == 0)))
+        return fail(err, errlen, "unknown protocol (expected RSPAMC/1.3)");
+    free(r->command);
+    r->command = field_dup(line, clen);
+    return true;
+}
+
+static void set_field(char **dst, const char *v, size_t n)
+{
+    free(*dst);
+    *dst = field_dup(v, n);
+}
+
+bool mw_exim_request_header(mw_exim_request *r, const char *line, size_t len, char *err, size_t errlen)
+{
+    const char *colon = memchr(line, ':', len);
+    if (!colon || colon == line)
+        return fail(err, errlen, "request header without a name");
+    size_t nlen = (size_t)(colon - line);
+    const char *v = colon + 1;
+    size_t vlen = len - nlen - 1;
+    while (vlen && (*v == ' ' || *v == '\t')) {
+        v++;
+        vlen--;
+    }
+    while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t' || v[vlen - 1] == '\r'))
+        vlen--;
+#define IS(name) (nlen == sizeof(name) - 1 && strncasecmp(line, name, nlen) == 0)
+    if (IS("Content-length")) {
+        if (vlen == 0 || vlen > 19)
+            return fail(err, errlen, "bad Content-length");
+        size_t n = 0;
+        for (size_t i = 0; i < vlen; i++) {
+            if (v[i] < '0' || v[i] > '9')
+                return fail(err, errlen, "bad Content-length");
+            n = n * 10 + (size_t)(v[i] - '0');
+        }
+        r->content_length = n;
+        r->have_length = true;
+    } else if (IS("Queue-Id")) {
+        set_field(&r->queue_id, v, vlen);
+    } else if (IS("From")) {
+        set_field(&r->from, v, vlen);
+    } else if (IS("Rcpt")) {
+        if (r->nrcpts < MW_EXIM_MAX_RCPTS) {
+            if (r->nrcpts % 16 == 0)
+                r->rcpts = mw_reallocarray(r->rcpts, r->nrcpts + 16, sizeof *r->rcpts);
+            r->rcpts[r->nrcpts++] = field_dup(v, vlen);
+        }
+    } else if (IS("Helo")) {
+        set_field(&r->helo, v, vlen);
+    } else if (IS("Hostname")) {
+        set_field(&r->hostname, v, vlen);
+    } else if (IS("IP")) {
+        set_field(&r->ip, v, vlen);
+    } else if (IS("User")) {
+        set_field(&r->user, v, vlen);
+    }
+#undef IS
+    return true;
+}
+
+/* ---- mbox ---- */
+
+void mw_exim_mbox_init(mw_exim_mbox *m, const mw_exim_mbox_cb *cb, void *ctx)
+{
+    memset(m, 0, sizeof *m);
+    m->cb = cb;
+    m->ctx = ctx;
+    m->state = MB_FIRST;
+}
+
+void mw_exim_mbox_free(mw_exim_mbox *m)
+{
+    mw_buf_free(&m->line);
+    mw_buf_free(&m->hdr);
+    mw_buf_free(&m->out);
+}
+
+static void flush_header(mw_exim_mbox *m)
+{
+    if (m->hdr.len == 0)
+        return;
+    char *colon = memchr(m->hdr.data, ':', m->hdr.len);
+    if (colon) {
+        *colon = '\0';
+        const char *v = colon + 1;
+        size_t vlen = m->hdr.len - (size_t)(v - m->hdr.data);
+        m->nheaders++;
+        if (m->cb->header)
+            m->cb->header(m->ctx, m->hdr.data, v, vlen);
+    }
+    mw_buf_reset(&m->hdr);
+}
+
+static void to_body(mw_exim_mbox *m)
+{
+    flush_header(m);
+    m->state = MB_BODY;
+    if (m->cb->eoh)
+        m->cb->eoh(m->ctx);
+}
+
+static void body_bytes(mw_exim_mbox *m, const unsigned char *p, size_t n)
+{
+    if (n == 0)
+        return;
+    mw_buf_reset(&m->out);
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\n' && !m->prev_cr)
+            mw_buf_putc(&m->out, '\r');
+        mw_buf_putc(&m->out, (char)p[i]);
+        m->prev_cr = p[i] == '\r';
+    }
+    if (m->cb->body)
+        m->cb->body(m->ctx, (const unsigned char *)m->out.data, m->out.len);
+}
+
+static bool starts_ci(const char *s, size_t n, const char *prefix)
+{
+    size_t pl = strlen(prefix);
+    return n >= pl && strncasecmp(s, prefix, pl) == 0;
+}
+
+/* One complete line of the header section (without LF / CRLF). */
+static void header_line(mw_exim_mbox *m, const char *l, size_t n, const char *raw, size_t rawlen)
+{
+    bool cont = n > 0 && (l[0] == ' ' || l[0] == '\t');
+    if (m->state == MB_FIRST) {
+        m->state = MB_ENV_FROM;
+        if (n >= 5 && memcmp(l, "From ", 5) == 0)
+            return;
+    }
+    /* Exim writes at most one X-Envelope-From then one X-Envelope-To, right
+     * after the From line; the message's own headers come after them. */
+    if (m->state == MB_ENV_FROM) {
+        m->state = MB_ENV_TO;
+        if (starts_ci(l, n, "X-Envelope-From:"))
+            return;
+    }
+    if (m->state == MB_ENV_TO) {
+        m->state = MB_HEADERS;
+        if (starts_ci(l, n, "X-Envelope-To:")) {
+            m->state = MB_ENV_TO_CONT;     /* swallow its continuation lines */
+            return;
+        }
+    }
+    if (m->state == MB_ENV_TO_CONT) {
+        if (cont)
+            return;
+        m->state = MB_HEADERS;
+    }
+    if (n == 0) {
+        to_body(m);
+        return;
+    }
+    if (cont && m->hdr.len) {
+        if (m->hdr.len < MAX_HEADER_BYTES) {
+            mw_buf_putc(&m->hdr, '\n');
+            mw_buf_append(&m->hdr, l, n);
+        }
+        return;
+    }
+    flush_header(m);
+    if (!memchr(l, ':', n)) {
+        /* not a header: the body starts here, as an MTA would see it */
+        to_body(m);
+        body_bytes(m, (const unsigned char *)raw, rawlen);
+        return;
+    }
+    mw_buf_append(&m->hdr, l, n);
+}
+
+static void end_line(mw_exim_mbox *m)
+{
+    size_t n = m->line.len;
+    const char *l = m->line.data ? m->line.data : "";
+    size_t rawlen = n;
+    if (n && l[n - 1] == '\n')
+        n--;
+    if (n && l[n - 1] == '\r')
+        n--;
+    header_line(m, l, n, l, rawlen);
+    mw_buf_reset(&m->line);
+    m->line_over = false;
+}
+
+void mw_exim_mbox_feed(mw_exim_mbox *m, const unsigned char *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n && m->state != MB_BODY) {
+        const unsigned char *nl = memchr(p + i, '\n', n - i);
+        size_t take = nl ? (size_t)(nl - (p + i)) + 1 : n - i;
+        if (!m->line_over) {
+            size_t room = MAX_HEADER_BYTES - m->line.len;
+            if (take > room) {
+                mw_buf_append(&m->line, p + i, room);
+                m->line_over = true;
+            } else {
+                mw_buf_append(&m->line, p + i, take);
+            }
+        }
+        i += take;
+        if (nl) {
+            if (m->line_over)
+                mw_buf_putc(&m->line, '\n');
+            end_line(m);
+        }
+    }
+    if (i < n)
+        body_bytes(m, p + i, n - i);
+}
+
+void mw_exim_mbox_finish(mw_exim_mbox *m)
+{
+    if (m->state == MB_BODY)
+        return;
+    if (m->line.len)
+        end_line(m);
+    if (m->state != MB_BODY)
+        to_body(m);
+}
+
+/* ---- reply ---- */
+
+/* "Name: value" unfolded onto one line, control characters dropped.
+ * false if the result would be too long for one line. */
+static bool one_line(mw_buf *out, const char *prefix, const char *name, const char *value)
+{
+    size_t start = out->len;
+    mw_buf_puts(out, prefix);
+    if (name) {
+        mw_buf_puts(out, name);
+        mw_buf_puts(out, ": ");
+    }
+    const char *v = value ? value : "";
+    while (*v == ' ' || *v == '\t')
+        v++;
+    for (; *v; v++) {
+        unsigned char c = (unsigned char)*v;
+        if (c == '\r')
+            continue;
+        if (c == '\n') {
+            /* a fold: the whitespace that follows stays, the line break goes;
+             * collapse to one space (relaxed canonicalization is unaffected) */
+            while (v[1] == ' ' || v[1] == '\t')
+                v++;
+            mw_buf_putc(out, ' ');
+            continue;
+        }
+        if (c == '\t')
+            c = ' ';
+        if (c < 0x20 || c == 0x7f)
+            continue;
+        mw_buf_putc(out, (char)c);
+    }
+    if (out->len - start > MW_EXIM_MAX_LINE) {
+        out->len = start;
+        out->data[start] = '\0';
+        return false;
+    }
+    mw_buf_puts(out, "\r\n");
+    return true;
+}
+
+static void head(mw_buf *out, bool spam, double score, const char *action)
+{
+    mw_buf_printf(out, "RSPAMD/1.3 0 EX_OK\r\nMetric: default; %s %.2f / 15.00 / 15.00\r\nAction: %s\r\n",
+                  spam ? "True" : "False", score, action);
+}
+
+void mw_exim_reply_tempfail(const char *text, mw_buf *out)
+{
+    head(out, true, 15.0, "soft reject");
+    mw_buf t = MW_BUF_INIT;
+    mw_buf_printf(&t, "451 4.3.0 %s", text ? text : "temporary failure");
+    one_line(out, "MW-Reply: ", NULL, mw_buf_cstr(&t));
+    mw_buf_free(&t);
+}
+
+static bool removed(const mw_verdict *v, unsigned index)
+{
+    for (size_t i = 0; i < v->nremove; i++)
+        if (v->remove[i].index == index && strcasecmp(v->remove[i].name, "Authentication-Results") == 0)
+            return true;
+    return false;
+}
+
+void mw_exim_reply(const mw_verdict *v, const mw_exim_seen_ar *ars, size_t nars, mw_buf *out,
+                   size_t *dropped)
+{
+    size_t drop = 0;
+    if (!v) {
+        mw_exim_reply_tempfail("message could not be checked", out);
+        if (dropped)
+            *dropped = 0;
+        return;
+    }
+    switch (v->action) {
+    case MW_ACTION_REJECT:
+        head(out, true, 15.0, "reject");
+        break;
+    case MW_ACTION_TEMPFAIL:
+        head(out, true, 15.0, "soft reject");
+        break;
+    case MW_ACTION_QUARANTINE:
+        head(out, false, 0.0, "add header");
+        break;
+    case MW_ACTION_DISCARD:
+        head(out, true, 15.0, "discard");
+        break;
+    default:
+        head(out, false, 0.0, "no action");
+        break;
+    }
+    if (v->rule)
+        one_line(out, "MW-Rule: ", NULL, v->rule);
+    if (v->action == MW_ACTION_REJECT || v->action == MW_ACTION_TEMPFAIL) {
+        mw_buf t = MW_BUF_INIT;
+        mw_buf_printf(&t, "%s%s%s %s", v->rcode, v->xcode[0] ? " " : "", v->xcode, v->text ? v->text : "");
+        one_line(out, "MW-Reply: ", NULL, mw_buf_cstr(&t));
+        mw_buf_free(&t);
+        if (dropped)
+            *dropped = 0;
+        return;   /* headers do not matter for a refused message */
+    }
+    if (v->action == MW_ACTION_QUARANTINE)
+        one_line(out, "MW-Quarantine: ", NULL, v->quarantine_reason ? v->quarantine_reason : "mailwarden");
+    bool any_removed = false;
+    for (size_t i = 0; i < v->nremove; i++)
+        any_removed = any_removed || strcasecmp(v->remove[i].name, "Authentication-Results") == 0;
+    if (any_removed) {
+        mw_buf_puts(out, "MW-Remove: Authentication-Results\r\n");
+        for (size_t i = 0; i < nars; i++)
+            if (!removed(v, ars[i].index) && !one_line(out, "MW-Keep: ", "Authentication-Results", ars[i].value))
+                drop++;
+    }
+    /* bottom-most first: the ACL adds each line with :at_start:, so the
+     * last one listed ends up on top, as add[0] must */
+    for (size_t i = v->nadd; i-- > 0;)
+        if (!one_line(out, "MW-Add: ", v->add[i].name, v->add[i].value))
+            drop++;
+    if (dropped)
+        *dropped = drop;
+}
+
+/* ---- RCPT line ---- */
+
+void mw_exim_rcpt_clear(mw_exim_rcpt *r)
+{
+    free(r->ip);
+    free(r->helo);
+    free(r->from);
+    free(r->rcpt);
+    free(r->auth);
+    free(r->port);
+    memset(r, 0, sizeof *r);
+}
+
+bool mw_exim_rcpt_parse(mw_exim_rcpt *r, const char *line, size_t len, char *err, size_t errlen)
+{
+    while (len && (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' '))
+        len--;
+    if (len < 4 || memcmp(line, "RCPT", 4) != 0 || (len > 4 && line[4] != ' '))
+        return fail(err, errlen, "not a RCPT request");
+    size_t i = 4;
+    while (i < len) {
+        while (i < len && line[i] == ' ')
+            i++;
+        size_t start = i;
+        while (i < len && line[i] != ' ')
+            i++;
+        const char *tok = line + start;
+        size_t tlen = i - start;
+        const char *eq = memchr(tok, '=', tlen);
+        if (!eq)
+            continue;
+        size_t klen = (size_t)(eq - tok);
+        const char *v = eq + 1;
+        size_t vlen = tlen - klen - 1;
+        char **dst = NULL;
+#define K(name) (klen == sizeof(name) - 1 && memcmp(tok, name, klen) == 0)
+        if (K("ip"))
+            dst = &r->ip;
+        else if (K("helo"))
+            dst = &r->helo;
+        else if (K("from"))
+            dst = &r->from;
+        else if (K("rcpt"))
+            dst = &r->rcpt;
+        else if (K("auth"))
+            dst = &r->auth;
+        else if (K("port"))
+            dst = &r->port;
+#undef K
+        if (dst)
+            set_field(dst, v, vlen);
+    }
+    return true;
+}
