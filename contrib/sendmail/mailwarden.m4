@@ -1,5 +1,5 @@
 dnl mailwarden for Sendmail: include this from your sendmail.mc (before MAILER lines):
-dnl     define(`MAILWARDEN_SOCKET', `inet:8893@127.0.0.1')dnl   (optional; unix: local:/run/mailwarden/milter.sock)
+dnl     define(`MAILWARDEN_SOCKET', `inet:8894@127.0.0.1')dnl   (optional; unix: local:/run/mailwarden/milter.sock)
 dnl     include(`/usr/share/doc/mailwarden/contrib/sendmail/mailwarden.m4')dnl
 dnl and rebuild sendmail.cf.  The test suite (tests/integration/test_sendmail.py) includes
 dnl this very file.
@@ -12,7 +12,7 @@ dnl Macros: mailwarden needs {client_addr} (connect), {daemon_name} (MSA = submi
 dnl {auth_authen} (SASL login, decides outbound signing) and i (queue id, for the log).
 dnl Sendmail sends i already at MAIL FROM.  mailwarden also asks for them itself
 dnl (SMFIF_SETSYMLIST); the lists below make older setups work too.
-ifdef(`MAILWARDEN_SOCKET',, `define(`MAILWARDEN_SOCKET', `inet:8893@127.0.0.1')')dnl
+ifdef(`MAILWARDEN_SOCKET',, `define(`MAILWARDEN_SOCKET', `inet:8894@127.0.0.1')')dnl
 INPUT_MAIL_FILTER(`mailwarden', `S='MAILWARDEN_SOCKET`, F=T, T=C:10s;S:30s;R:30s;E:5m')dnl
 define(`confMILTER_MACROS_CONNECT', `j, _, {daemon_name}, {if_name}, {if_addr}, {client_addr}, {client_name}, {client_port}')dnl
 define(`confMILTER_MACROS_HELO', `{tls_version}, {cipher}, {cipher_bits}, {cert_subject}, {cert_issuer}')dnl
