@@ -12,9 +12,10 @@
  *   Read once here, never per message.  Refused when not a regular file,
  *   group/world accessible (unless dkim.allow_unsafe_keys, OpenDKIM's
  *   RequireSafeKeys false), encrypted, unparsable, or neither RSA (>= 1024
- *   bits) nor Ed25519.  The PEM text stays in memory for libopendkim (which
- *   takes the key as text) and is wiped with explicit_bzero on destroy.  Key
- *   material is never logged; errors name the file only.
+ *   bits) nor Ed25519.  The key is kept parsed (EVP_PKEY) for the signer;
+ *   the PEM text is wiped (explicit_bzero) right after parsing, and
+ *   EVP_PKEY_free clears the private parts on destroy.  Key material is
+ *   never logged; errors name the file only.
  *
  * Table formats (OpenDKIM's, see opendkim.conf(5))
  *   KeyTable:     NAME DOMAIN:SELECTOR:/path/to/key      ("file:" prefix ok)
@@ -121,16 +122,20 @@ static unsigned char *key_file_read(const char *file, bool allow_unsafe, size_t 
     return buf;
 }
 
-/* Load and classify k->file; false with a reason. */
+/* Load, parse and classify k->file into k->pkey; false with a reason. */
 static bool key_load(struct mw_dkim_key *k, bool allow_unsafe, char *why, size_t whylen)
 {
+    unsigned char *pem;
+    size_t pemlen = 0;
     EVP_PKEY *pk;
     int id;
 
-    k->pem = key_file_read(k->file, allow_unsafe, &k->pemlen, why, whylen);
-    if (k->pem == NULL)
+    pem = key_file_read(k->file, allow_unsafe, &pemlen, why, whylen);
+    if (pem == NULL)
         return false;
-    pk = pem_parse(k->pem, k->pemlen);
+    pk = pem_parse(pem, pemlen);
+    explicit_bzero(pem, pemlen);
+    free(pem);
     if (pk == NULL) {
         snprintf(why, whylen, "key file %s: not a PEM private key (or encrypted)", k->file);
         return false;
@@ -139,26 +144,27 @@ static bool key_load(struct mw_dkim_key *k, bool allow_unsafe, char *why, size_t
     if (id == EVP_PKEY_RSA) {
         k->bits = (unsigned)EVP_PKEY_get_bits(pk);
         k->algorithm = "rsa-sha256";
-        k->signalg = DKIM_SIGN_RSASHA256;
         if (k->bits < 1024)
             snprintf(why, whylen, "key file %s: RSA key of %u bits is too small (verifiers "
                      "reject keys under 1024 bits)", k->file, k->bits);
     } else if (id == EVP_PKEY_ED25519) {
         k->bits = 256;
         k->algorithm = "ed25519-sha256";
-        k->signalg = DKIM_SIGN_ED25519SHA256;
+        k->ed25519 = true;
     } else {
         snprintf(why, whylen, "key file %s: unsupported key type (RSA or Ed25519 only)", k->file);
     }
-    EVP_PKEY_free(pk);
-    return k->algorithm != NULL && k->bits >= 256 && !(id == EVP_PKEY_RSA && k->bits < 1024);
+    if (k->algorithm == NULL || k->bits < 256 || (id == EVP_PKEY_RSA && k->bits < 1024)) {
+        EVP_PKEY_free(pk);
+        return false;
+    }
+    k->pkey = pk;
+    return true;
 }
 
 static void key_free(struct mw_dkim_key *k)
 {
-    if (k->pem != NULL)
-        explicit_bzero(k->pem, k->pemlen);
-    free(k->pem);
+    EVP_PKEY_free(k->pkey);   /* clears the private key material */
     free(k->name);
     free(k->domain);
     free(k->selector);
@@ -503,15 +509,9 @@ static bool pubkey_b64(EVP_PKEY *pk, mw_buf *out)
 
 bool mw_dkim_signer_pubkey(const mw_dkim_signer *s, size_t i, mw_buf *p_b64)
 {
-    EVP_PKEY *pk;
-    bool ok;
-
-    if (s == NULL || i >= s->nkeys)
+    if (s == NULL || i >= s->nkeys || s->key[i].pkey == NULL)
         return false;
-    pk = pem_parse(s->key[i].pem, s->key[i].pemlen);
-    ok = pk != NULL && pubkey_b64(pk, p_b64);
-    EVP_PKEY_free(pk);
-    return ok;
+    return pubkey_b64(s->key[i].pkey, p_b64);
 }
 
 bool mw_dkim_keygen(const char *type, unsigned bits, mw_buf *pem, mw_buf *p_b64, char *err,

@@ -1,7 +1,8 @@
 /*
  * dkim_priv.h - internals shared by dkim_keys.c (key and signing tables),
- * dkim_sign.c (the signer) and dkim_verify.c (verifier, per-message
- * context).  Not part of the checks interface: see dkim.h.
+ * dkim_sign.c (the signer, on OpenSSL), dkim_canon.c (canonicalization)
+ * and dkim_verify.c (verifier on libopendkim, per-message context).
+ * Not part of the checks interface: see dkim.h.
  */
 #ifndef MW_CHECKS_DKIM_PRIV_H
 #define MW_CHECKS_DKIM_PRIV_H
@@ -10,19 +11,21 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include <openssl/evp.h>
 #include <opendkim/dkim.h>
 
 #include "config.h"
 #include "dkim.h"
+#include "dkim_canon.h"
 
 /* One signing key, loaded once at create. */
 struct mw_dkim_key {
     char         *name, *domain, *selector, *file;
     const char   *algorithm;   /* "rsa-sha256" / "ed25519-sha256" */
-    dkim_alg_t    signalg;
+    bool          ed25519;
     unsigned      bits;
-    unsigned char *pem;        /* the private key as read; wiped on destroy */
-    size_t        pemlen;
+    EVP_PKEY     *pkey;        /* parsed at create, shared read-only by all threads;
+                                  EVP_PKEY_free clears the private parts */
 };
 
 /* One signing-table rule: first match wins, every listed key signs. */
@@ -33,27 +36,48 @@ struct mw_dkim_rule {
     size_t  nkeys;
 };
 
+/* One header field name our signatures cover (case-insensitively unique). */
+struct mw_dkim_hdrname {
+    char  *name;               /* as configured; written into h= */
+    size_t len;
+    bool   oversign;           /* listed once more than it occurs */
+};
+
 struct mw_dkim_signer {
-    DKIM_LIB            *lib;  /* NULL when there are no keys */
-    struct mw_dkim_key  *key;
-    size_t               nkeys;
-    struct mw_dkim_rule *rule;
-    size_t               nrules;
-    dkim_canon_t         hcanon, bcanon;
-    const char         **signhdrs;    /* NULL-terminated copies for libopendkim */
-    const char         **oversign;
+    struct mw_dkim_key     *key;
+    size_t                  nkeys;
+    struct mw_dkim_rule    *rule;
+    size_t                  nrules;
+    mw_dkim_canon           hcanon, bcanon;
+    EVP_MD                 *sha256;  /* fetched once; NULL when there are no keys */
+    struct mw_dkim_hdrname *hdr;
+    size_t                  nhdr;
+    size_t                  from;    /* index of From in hdr */
 };
 
 /* dkim_keys.c: fill s->key and s->rule from cfg (inline entries, then the
  * KeyTable/SigningTable files); problems appended to errs. */
 bool mw_dkim_tables_load(struct mw_dkim_signer *s, const mw_config *cfg, mw_config_errors *errs);
-/* Wipe and free every key and rule of s. */
+/* Free every key (private parts cleared) and rule of s. */
 void mw_dkim_tables_free(struct mw_dkim_signer *s);
 
-/* dkim_sign.c: per-message signing handles. */
-/* A signing handle for key k, or NULL (logged). */
-DKIM *mw_dkim_sign_start(const mw_dkim_signer *s, size_t k, const char *id);
-/* After dkim_eom: the DKIM-Signature value folded with "\n\t", or NULL (logged). */
-char *mw_dkim_sign_header(const mw_dkim_signer *s, size_t k, DKIM *d, const char *id);
+/*
+ * dkim_sign.c: signing one message with keys of s, fed by dkim_verify.c's
+ * message context.  Headers are held (only those the signatures cover,
+ * already canonicalized) until eoh, where they are hashed once for all
+ * keys; the body is canonicalized and hashed once for all keys.  id is
+ * borrowed and must outlive the context.
+ */
+typedef struct mw_dkim_signmsg mw_dkim_signmsg;
+
+mw_dkim_signmsg *mw_dkim_signmsg_begin(const mw_dkim_signer *s, const size_t *keys, size_t nkeys,
+                                       const char *id);
+/* value byte-exact after the colon (leading blank kept, folding kept). */
+void mw_dkim_signmsg_header(mw_dkim_signmsg *sm, const char *name, const char *value, size_t vlen);
+void mw_dkim_signmsg_eoh(mw_dkim_signmsg *sm);
+void mw_dkim_signmsg_body(mw_dkim_signmsg *sm, const unsigned char *p, size_t len);
+/* Append one DKIM-Signature value per key that signed to *sigs / *nsigs. */
+void mw_dkim_signmsg_end(mw_dkim_signmsg *sm, char ***sigs, size_t *nsigs);
+void mw_dkim_signmsg_free(mw_dkim_signmsg **sm);
 
 #endif

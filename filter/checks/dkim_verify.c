@@ -1,7 +1,8 @@
 /*
  * dkim_verify.c - DKIM verification on libopendkim with its key lookups
  * through our resolver, and the per-message context that streams one
- * message into a verification handle and the signing handles.
+ * message into a verification handle and the signing context (dkim_sign.c,
+ * on OpenSSL).
  *
  * DNS
  *   libopendkim asks for keys through four hooks (dkim_dns_set_query_*).
@@ -66,10 +67,7 @@ struct mw_dkim_msg {
     bool                  vactive;     /* still feeding vd */
     size_t                nsighdr;     /* DKIM-Signature fields seen */
     size_t                nskipped;
-    const mw_dkim_signer *s;
-    DKIM                **sd;          /* signing handles (NULL once failed) */
-    size_t               *skey;        /* their key indices */
-    size_t                nsd;
+    mw_dkim_signmsg      *sign;        /* NULL when not signing */
     char                 *id;
     mw_buf                tmp;         /* header line / CRLF conversion */
     bool                  body_cr;     /* the last body byte seen was CR */
@@ -562,18 +560,7 @@ mw_dkim_msg *mw_dkim_msg_begin(mw_dkim_verifier *verifier, const mw_dkim_signer 
             mw_warn("%s: dkim: cannot start verifying: %s", m->id, dkim_getresultstr(st));
         m->vactive = m->vd != NULL;
     }
-    m->s = signer;
-    if (signer != NULL && nkeys > 0) {
-        m->sd = mw_calloc(nkeys, sizeof *m->sd);
-        m->skey = mw_calloc(nkeys, sizeof *m->skey);
-        for (size_t i = 0; i < nkeys; i++) {
-            DKIM *d = mw_dkim_sign_start(signer, keys[i], m->id);
-            if (d == NULL)
-                continue;
-            m->sd[m->nsd] = d;
-            m->skey[m->nsd++] = keys[i];
-        }
-    }
+    m->sign = mw_dkim_signmsg_begin(signer, keys, nkeys, m->id);
     return m;
 }
 
@@ -587,14 +574,6 @@ static void crlf_append(mw_buf *out, const char *s, size_t n, bool prev_cr)
     }
 }
 
-static void sign_fail(mw_dkim_msg *m, size_t i, const char *step, DKIM_STAT st)
-{
-    mw_warn("%s: dkim: signing with key %s failed at %s: %s", m->id, m->s->key[m->skey[i]].name,
-            step, dkim_getresultstr(st));
-    dkim_free(m->sd[i]);
-    m->sd[i] = NULL;
-}
-
 void mw_dkim_msg_header(mw_dkim_msg *m, const char *name, const char *value, size_t vlen)
 {
     bool is_sig = strcasecmp(name, "DKIM-Signature") == 0;
@@ -605,6 +584,10 @@ void mw_dkim_msg_header(mw_dkim_msg *m, const char *name, const char *value, siz
             m->nskipped++;
         to_verifier = false;
     }
+    /* Signing takes the value byte-exact: "Name:" + value. */
+    mw_dkim_signmsg_header(m->sign, name, value, vlen);
+    if (!to_verifier)
+        return;
     mw_buf_reset(&m->tmp);
     mw_buf_puts(&m->tmp, name);
     mw_buf_putc(&m->tmp, ':');
@@ -616,13 +599,6 @@ void mw_dkim_msg_header(mw_dkim_msg *m, const char *name, const char *value, siz
         if (st != DKIM_STAT_OK && mw_log_debug_enabled())
             mw_debug("%s: dkim: header %s not accepted for verification: %s", m->id, name,
                      dkim_getresultstr(st));
-    }
-    for (size_t i = 0; i < m->nsd; i++) {
-        if (m->sd[i] == NULL)
-            continue;
-        DKIM_STAT st = dkim_header(m->sd[i], (unsigned char *)m->tmp.data, m->tmp.len);
-        if (st != DKIM_STAT_OK)
-            sign_fail(m, i, "header", st);
     }
 }
 
@@ -640,14 +616,8 @@ void mw_dkim_msg_eoh(mw_dkim_msg *m)
         else if (st != DKIM_STAT_OK && mw_log_debug_enabled())
             mw_debug("%s: dkim: end of headers: %s", m->id, dkim_getresultstr(st));
     }
-    for (size_t i = 0; i < m->nsd; i++) {
-        if (m->sd[i] == NULL)
-            continue;
-        DKIM_STAT st = dkim_eoh(m->sd[i]);
-        if (st != DKIM_STAT_OK)
-            sign_fail(m, i, "end of headers", st);
-    }
     tls_msg = prev;
+    mw_dkim_signmsg_eoh(m->sign);
 }
 
 void mw_dkim_msg_body(mw_dkim_msg *m, const unsigned char *chunk, size_t len)
@@ -657,6 +627,10 @@ void mw_dkim_msg_body(mw_dkim_msg *m, const unsigned char *chunk, size_t len)
     bool bare = false;
 
     if (len == 0)
+        return;
+    /* Signing canonicalizes line ends itself, streaming (no copy). */
+    mw_dkim_signmsg_body(m->sign, chunk, len);
+    if (!m->vactive)
         return;
     for (size_t i = 0; i < len && !bare; i++)
         bare = chunk[i] == '\n' && !(i > 0 ? chunk[i - 1] == '\r' : m->body_cr);
@@ -669,13 +643,6 @@ void mw_dkim_msg_body(mw_dkim_msg *m, const unsigned char *chunk, size_t len)
     m->body_cr = chunk[len - 1] == '\r';
     if (m->vactive)
         (void)dkim_body(m->vd, (unsigned char *)p, n);
-    for (size_t i = 0; i < m->nsd; i++) {
-        if (m->sd[i] == NULL)
-            continue;
-        DKIM_STAT st = dkim_body(m->sd[i], (unsigned char *)p, n);
-        if (st != DKIM_STAT_OK)
-            sign_fail(m, i, "body", st);
-    }
 }
 
 void mw_dkim_msg_end(mw_dkim_msg *m, mw_dkim_results *res, char ***sigs, size_t *nsigs)
@@ -698,23 +665,8 @@ void mw_dkim_msg_end(mw_dkim_msg *m, mw_dkim_results *res, char ***sigs, size_t 
         *sigs = NULL;
     if (nsigs != NULL)
         *nsigs = 0;
-    for (size_t i = 0; i < m->nsd; i++) {
-        if (m->sd[i] == NULL)
-            continue;
-        DKIM_STAT st = dkim_eom(m->sd[i], NULL);
-        if (st != DKIM_STAT_OK) {
-            sign_fail(m, i, "end of message", st);
-            continue;
-        }
-        char *h = mw_dkim_sign_header(m->s, m->skey[i], m->sd[i], m->id);
-        if (h == NULL || sigs == NULL || nsigs == NULL) {
-            free(h);
-            continue;
-        }
-        *sigs = mw_reallocarray(*sigs, *nsigs + 1, sizeof **sigs);
-        (*sigs)[(*nsigs)++] = h;
-    }
     tls_msg = prev;
+    mw_dkim_signmsg_end(m->sign, sigs, nsigs);
 }
 
 void mw_dkim_msg_free(mw_dkim_msg **mp)
@@ -725,11 +677,7 @@ void mw_dkim_msg_free(mw_dkim_msg **mp)
         return;
     if (m->vd != NULL)
         dkim_free(m->vd);
-    for (size_t i = 0; i < m->nsd; i++)
-        if (m->sd[i] != NULL)
-            dkim_free(m->sd[i]);
-    free(m->sd);
-    free(m->skey);
+    mw_dkim_signmsg_free(&m->sign);
     for (size_t i = 0; i < m->nlk; i++) {
         free(m->lk[i].qname);
         free(m->lk[i].why);

@@ -128,6 +128,9 @@ static bool check_rl_trust(const char *s, char *why, size_t whylen);
 static bool check_rl_action(const char *s, char *why, size_t whylen);
 static bool check_rl_reply(const char *s, char *why, size_t whylen);
 static bool check_cidr(const char *s, char *why, size_t whylen);
+static bool check_report_addr(const char *s, char *why, size_t whylen);
+static bool check_report_text(const char *s, char *why, size_t whylen);
+static bool check_report_receiver(const char *s, char *why, size_t whylen);
 
 /* The enum fields are written through int *; make sure that is their size. */
 _Static_assert(sizeof(mw_log_target) == sizeof(int), "enum size");
@@ -137,6 +140,7 @@ _Static_assert(sizeof(mw_dns_mode) == sizeof(int), "enum size");
 _Static_assert(sizeof(mw_dkim_identity) == sizeof(int), "enum size");
 _Static_assert(sizeof(mw_state_backend) == sizeof(int), "enum size");
 _Static_assert(sizeof(mw_state_failure) == sizeof(int), "enum size");
+_Static_assert(sizeof(mw_report_format) == sizeof(int), "enum size");
 
 static const struct enum_word w_log_target[] = {
     {"stderr", MW_LOG_TO_STDERR}, {"syslog", MW_LOG_TO_SYSLOG}, {NULL, 0}};
@@ -156,6 +160,8 @@ static const struct enum_word w_quarantine[] = {
     {"deliver", MW_QUARANTINE_DELIVER}, {NULL, 0}};
 static const struct enum_word w_history_err[] = {
     {"accept", MW_HISTORY_ERR_ACCEPT}, {"tempfail", MW_HISTORY_ERR_TEMPFAIL}, {NULL, 0}};
+static const struct enum_word w_report_format[] = {
+    {"rfc9990", MW_REPORT_FMT_RFC9990}, {"rfc7489", MW_REPORT_FMT_RFC7489}, {NULL, 0}};
 
 static const struct enum_word w_dkim_identity[] = {
     {"header-from", MW_DKIM_ID_HEADER_FROM}, {"envelope", MW_DKIM_ID_ENVELOPE},
@@ -412,6 +418,54 @@ static const struct key keys[] = {
      .min = 60, .max = 86400, .doc = "seconds per history file"},
     {.name = "history.on_error", .type = KT_ENUM, .off = F(history_on_error), .def_str = "accept",
      .words = w_history_err, .doc = "when a record cannot be written: accept or tempfail"},
+    /* DMARC aggregate reports (mailwarden report) */
+    {.name = "report.org_name", .type = KT_STRING, .off = F(report_org_name), .def_str = "",
+     .check = check_report_text, .doc = "reporting organization named in aggregate reports; \"\" = hostname"},
+    {.name = "report.email", .type = KT_STRING, .off = F(report_email), .def_str = "",
+     .check = check_report_addr, .doc = "contact address in aggregate reports; \"\" = postmaster@hostname"},
+    {.name = "report.extra_contact", .type = KT_STRING, .off = F(report_extra_contact),
+     .def_str = "", .check = check_report_text,
+     .doc = "additional contact information in aggregate reports; \"\" = none"},
+    {.name = "report.receiver", .type = KT_STRING, .off = F(report_receiver), .def_str = "",
+     .check = check_report_receiver,
+     .doc = "receiver name in report file names and the Submitter of the subject; \"\" = hostname"},
+    {.name = "report.from", .type = KT_STRING, .off = F(report_from), .def_str = "",
+     .check = check_report_addr, .doc = "From and envelope sender of report mails; \"\" = report.email"},
+    {.name = "report.interval", .type = KT_DURATION, .off = F(report_interval_s),
+     .def_int = 86400, .min = 3600, .max = 86400,
+     .doc = "length of a report period (\"1d\"); must divide a day, periods are UTC-aligned"},
+    {.name = "report.format", .type = KT_ENUM, .off = F(report_format), .def_str = "rfc9990",
+     .words = w_report_format, .doc = "report XML: rfc9990 (dmarc-2.0 namespace) or rfc7489"},
+    {.name = "report.relay_host", .type = KT_STRING, .off = F(report_relay_host),
+     .def_str = "localhost", .check = check_redis_host,
+     .doc = "SMTP relay that report mails are handed to"},
+    {.name = "report.relay_port", .type = KT_UINT, .off = F(report_relay_port), .def_int = 25,
+     .min = 1, .max = 65535, .doc = "port of the SMTP relay"},
+    {.name = "report.starttls", .type = KT_BOOL, .off = F(report_starttls), .def_int = 1,
+     .doc = "use STARTTLS when the relay offers it (opportunistic, unauthenticated)"},
+    {.name = "report.timeout", .type = KT_DURATION, .off = F(report_timeout_s), .def_int = 60,
+     .min = 1, .max = 3600, .doc = "deadline of one SMTP step (connect, command, reply)"},
+    {.name = "report.max_size", .type = KT_UINT, .off = F(report_max_size),
+     .def_int = 10 * 1024 * 1024, .min = 10000, .max = 1000000000,
+     .doc = "largest report mail in bytes; larger ones are not sent"},
+    {.name = "report.pacing", .type = KT_DURATION, .off = F(report_pacing_s), .def_int = 1,
+     .min = 0, .max = 3600, .doc = "pause between two mails to the same destination domain"},
+    {.name = "report.retries", .type = KT_UINT, .off = F(report_retries), .def_int = 3, .min = 0,
+     .max = 100, .doc = "further attempts after a 4xx or a connection failure in one run"},
+    {.name = "report.backoff", .type = KT_DURATION, .off = F(report_backoff_s), .def_int = 60,
+     .min = 0, .max = 86400, .doc = "delay before the first retry, doubled for each further one"},
+    {.name = "report.suppress_5xx_after", .type = KT_UINT, .off = F(report_suppress_5xx_after),
+     .def_int = 3, .min = 1, .max = 1000,
+     .doc = "consecutive 5xx answers after which a destination address is suppressed"},
+    {.name = "report.suppress_5xx_for", .type = KT_DURATION, .off = F(report_suppress_5xx_for_s),
+     .def_int = 7 * 86400, .min = 0, .max = 366 * 86400,
+     .doc = "how long a destination that keeps answering 5xx gets no reports (\"7d\")"},
+    {.name = "report.state_dir", .type = KT_STRING, .off = F(report_state_dir),
+     .def_str = "/var/lib/mailwarden/reports", .check = check_abs_path,
+     .doc = "directory of the report state journal (what was sent to whom)"},
+    {.name = "report.history_dirs", .type = KT_STRLIST, .off = F(report_history_dirs),
+     .off_n = F(nreport_history_dirs), .def_list = def_none, .check = check_abs_path,
+     .doc = "history directories to report from (one per host); empty: history.dir"},
     /* Exim front end */
     {.name = "exim.listen", .type = KT_STRING, .off = F(exim_listen), .def_str = "",
      .check = check_socket_or_empty,
@@ -1889,6 +1943,37 @@ mw_config *mw_config_load(const char *path, const mw_config_overrides *ov, mw_co
     if (errs->n > start)
         mw_config_free(&ld.cfg);
     return ld.cfg;
+}
+
+/* "" or local@domain (printable, no blanks). */
+static bool check_report_addr(const char *s, char *why, size_t whylen)
+{
+    const char *at = strrchr(s, '@');
+
+    if (*s == '\0')
+        return true;
+    if (!check_printable(s, why, whylen))
+        return false;
+    if (at == NULL || at == s || !mw_domain_valid(at + 1))
+        return fail(why, whylen, "must be an address local@domain");
+    return true;
+}
+
+/* Free text for the report XML: no control characters. */
+static bool check_report_text(const char *s, char *why, size_t whylen)
+{
+    for (const char *p = s; *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return fail(why, whylen, "must not contain control characters");
+    return true;
+}
+
+/* "" or a host name: it becomes part of a file name (no '!' or '/'). */
+static bool check_report_receiver(const char *s, char *why, size_t whylen)
+{
+    if (*s == '\0' || mw_domain_valid(s))
+        return true;
+    return fail(why, whylen, "must be a host name");
 }
 
 static bool check_socket_or_empty(const char *s, char *why, size_t whylen)

@@ -90,6 +90,8 @@ typedef enum mw_quarantine_action {
 } mw_quarantine_action;
 /* history.on_error: when the history record cannot be written */
 typedef enum mw_history_error_action { MW_HISTORY_ERR_ACCEPT = 0, MW_HISTORY_ERR_TEMPFAIL } mw_history_error_action;
+/* report.format: the aggregate report XML schema */
+typedef enum mw_report_format { MW_REPORT_FMT_RFC9990 = 0, MW_REPORT_FMT_RFC7489 } mw_report_format;
 
 typedef enum mw_dns_mode {
     MW_DNS_MODE_RESOLV_CONF = 0,  /* forward to /etc/resolv.conf's nameservers (default) */
@@ -215,6 +217,28 @@ typedef struct mw_config {
     unsigned history_fsync_interval_ms;
     unsigned history_rotate_s;
     mw_history_error_action history_on_error;
+
+    /* DMARC aggregate reports (`mailwarden report`; report.h) */
+    char    *report_org_name;           /* "" = hostname */
+    char    *report_email;              /* "" = postmaster@hostname */
+    char    *report_extra_contact;      /* "" = none */
+    char    *report_receiver;           /* file name / Submitter; "" = hostname */
+    char    *report_from;               /* From of report mails; "" = report_email */
+    unsigned report_interval_s;         /* period length; divides a day */
+    mw_report_format report_format;
+    char    *report_relay_host;
+    unsigned report_relay_port;
+    bool     report_starttls;           /* STARTTLS when the relay offers it */
+    unsigned report_timeout_s;          /* per SMTP command */
+    unsigned report_max_size;           /* bytes: largest report mail sent */
+    unsigned report_pacing_s;           /* pause between mails to one destination domain */
+    unsigned report_retries;            /* extra attempts after a 4xx (in one run) */
+    unsigned report_backoff_s;          /* first retry delay, doubled each time */
+    unsigned report_suppress_5xx_after; /* consecutive 5xx before a destination is suppressed */
+    unsigned report_suppress_5xx_for_s; /* how long it stays suppressed */
+    char    *report_state_dir;
+    char   **report_history_dirs;       /* NULL-terminated; empty: history.dir */
+    size_t   nreport_history_dirs;
 
     /* Exim front end ("" = off) */
     char    *exim_listen;           /* rspamd-protocol scanner socket (end of DATA) */

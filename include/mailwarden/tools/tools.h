@@ -17,6 +17,8 @@ int mw_cmd_config_test(int argc, char **argv);
 int mw_cmd_keygen(int argc, char **argv);
 /* mailwarden dns-check [-c FILE] [--dns ADDR[@PORT]]... [--sign D:S:KEYFILE]... */
 int mw_cmd_dns_check(int argc, char **argv);
+/* mailwarden limits list [PATTERN] | show KEY | reset KEY [-c FILE] [--redis HOST:PORT] */
+int mw_cmd_limits(int argc, char **argv);
 
 /* Command-line options shared by serve and check (-c and the overrides). */
 typedef struct mw_cli {
