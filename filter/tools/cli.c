@@ -34,6 +34,8 @@ int mw_cli_common(mw_cli *cli, int argc, char **argv, int *i)
         slot = &cli->ov.user;
     else if (strcmp(a, "--group") == 0)
         slot = &cli->ov.group;
+    else if (strcmp(a, "--redis") == 0)
+        slot = &cli->ov.redis;
     else if (strcmp(a, "--history") == 0) {
         if (need(argc, argv, *i) < 0)
             return -1;
