@@ -148,8 +148,10 @@ static bool setup(mw_dkim_signer *s, const mw_config *cfg, mw_config_errors *err
     for (size_t i = 0; i < s->nkeys; i++) {
         unsigned char digest[MW_DKIM_SHA256_LEN] = {0}, sig[SIG_MAX];
         size_t siglen = sizeof sig;
-        if ((size_t)EVP_PKEY_get_size(s->key[i].pkey) > sizeof sig ||
-            !key_sign(&s->key[i], s->sha256, digest, sig, &siglen))
+        if ((size_t)EVP_PKEY_get_size(s->key[i].pkey) > sizeof sig)
+            mw_config_errors_addf(errs, "dkim: key \"%s\" (%s): larger than 8192 bits",
+                                  s->key[i].name, s->key[i].file);
+        else if (!key_sign(&s->key[i], s->sha256, digest, sig, &siglen))
             mw_config_errors_addf(errs, "dkim: key \"%s\" (%s): cannot sign with it",
                                   s->key[i].name, s->key[i].file);
     }

@@ -590,9 +590,7 @@ void mw_dkim_msg_header(mw_dkim_msg *m, const char *name, const char *value, siz
         return;
     mw_buf_reset(&m->tmp);
     mw_buf_puts(&m->tmp, name);
-    mw_buf_putc(&m->tmp, ':');
-    if (vlen == 0 || (value[0] != ' ' && value[0] != '\t'))
-        mw_buf_putc(&m->tmp, ' ');
+    mw_buf_putc(&m->tmp, ':');   /* byte-exact: the value brings its own blank */
     crlf_append(&m->tmp, value, vlen, false);
     if (to_verifier) {
         DKIM_STAT st = dkim_header(m->vd, (unsigned char *)m->tmp.data, m->tmp.len);

@@ -144,7 +144,18 @@ static sfsistat cb_envrcpt(SMFICTX *ctx, char **argv)
 static sfsistat cb_header(SMFICTX *ctx, char *name, char *value)
 {
     SESSION_OR_TEMPFAIL(s);
-    mw_session_header(s, name, value ? value : "", value ? strlen(value) : 0);
+    const char *v = value ? value : "";
+    if (!conn(ctx)->leadspc) {
+        /* an MTA without SMFIP_HDR_LEADSPC strips the blank after the colon;
+         * the engine wants the value as written, so restore the usual one */
+        mw_buf b = MW_BUF_INIT;
+        mw_buf_putc(&b, ' ');
+        mw_buf_puts(&b, v);
+        mw_session_header(s, name, b.data, b.len);
+        mw_buf_free(&b);
+        return SMFIS_CONTINUE;
+    }
+    mw_session_header(s, name, v, strlen(v));
     return SMFIS_CONTINUE;
 }
 

@@ -140,9 +140,11 @@ typedef struct mw_dkim_msg mw_dkim_msg;
  */
 mw_dkim_msg *mw_dkim_msg_begin(mw_dkim_verifier *verifier, const mw_dkim_signer *signer,
                                const size_t *keys, size_t nkeys, const char *id);
-/* One header as received: name and raw value (folding kept, no CRLF at the
- * end; LF line ends are made CRLF).  A value without leading blank (milter
- * strips it) is fed as "Name: value", as OpenDKIM does. */
+/* One header as received: name and the value byte-exact after the colon
+ * (leading blank and folding kept, no CRLF at the end; LF line ends are made
+ * CRLF).  The header is hashed as "Name:" + value for both signing and
+ * verification, so front ends must pass exactly what the MTA has (the
+ * milter asks for SMFIP_HDR_LEADSPC, or restores the blank itself). */
 void mw_dkim_msg_header(mw_dkim_msg *m, const char *name, const char *value, size_t vlen);
 void mw_dkim_msg_eoh(mw_dkim_msg *m);
 /* Body bytes in SMTP form (CRLF line ends); LF-only input is converted. */
