@@ -375,7 +375,7 @@ static bool record_parse(const char *p, size_t len, mw_history_record *r)
             for (i = 0; i < NSTR && strcmp(key, str_fields[i].key) != 0; i++)
                 ;
             if (strcmp(key, "time") == 0) {
-                long long t;
+                long long t = 0;
                 ok = jint(&j, &t);
                 r->time = (time_t)t;
                 have_time = true;
