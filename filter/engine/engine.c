@@ -28,7 +28,7 @@ struct mw_engine {
 
 mw_engine *mw_engine_create(mw_config *cfg, char *err, size_t errlen)
 {
-    mw_runtime *rt = mw_runtime_build(cfg, 1, err, errlen);
+    mw_runtime *rt = mw_runtime_build(cfg, 1, NULL, err, errlen);
     if (!rt)
         return NULL;
     mw_engine *e = mw_calloc(1, sizeof *e);
@@ -47,9 +47,12 @@ bool mw_engine_reload(mw_engine *e, mw_config *cfg, char *err, size_t errlen)
 {
     pthread_mutex_lock(&e->lock);
     unsigned gen = e->generation + 1;
+    mw_runtime *prev = e->current;
+    mw_runtime_ref(prev);
     pthread_mutex_unlock(&e->lock);
     /* Build outside the lock: it may take a while (resolver set-up). */
-    mw_runtime *rt = mw_runtime_build(cfg, gen, err, errlen);
+    mw_runtime *rt = mw_runtime_build(cfg, gen, prev, err, errlen);
+    mw_runtime_unref(&prev);
     if (!rt)
         return false;
     pthread_mutex_lock(&e->lock);

@@ -12,7 +12,8 @@
 #include "log.h"
 #include "runtime.h"
 
-mw_runtime *mw_runtime_build(mw_config *cfg, unsigned generation, char *err, size_t errlen)
+mw_runtime *mw_runtime_build(mw_config *cfg, unsigned generation, const mw_runtime *prev, char *err,
+                             size_t errlen)
 {
     mw_runtime *rt = mw_calloc(1, sizeof *rt);
     atomic_init(&rt->refs, 1);
@@ -38,6 +39,21 @@ mw_runtime *mw_runtime_build(mw_config *cfg, unsigned generation, char *err, siz
         snprintf(err, errlen, "SPF: %s", why);
         goto fail;
     }
+    if (prev && prev->store && mw_store_config_same(prev->cfg, cfg)) {
+        rt->store = mw_store_ref(prev->store);
+    } else {
+        rt->store = mw_store_create(cfg, why, sizeof why);
+        if (!rt->store) {
+            snprintf(err, errlen, "state store: %s", why);
+            goto fail;
+        }
+    }
+    rt->ratelimit = mw_ratelimit_create(cfg, rt->store, why, sizeof why);
+    if (!rt->ratelimit) {
+        snprintf(err, errlen, "rate limits: %s", why);
+        goto fail;
+    }
+    rt->reputation = mw_reputation_create(cfg, rt->store);
     if (cfg->dkim_verify) {
         mw_dkim_verify_options vo = {.min_key_bits = cfg->dkim_min_key_bits,
                                      .max_signatures = cfg->dkim_max_signatures,
@@ -93,6 +109,9 @@ mw_runtime *mw_runtime_build(mw_config *cfg, unsigned generation, char *err, siz
     rt->cfg = cfg;
     return rt;
 fail:
+    mw_reputation_destroy(&rt->reputation);
+    mw_ratelimit_destroy(&rt->ratelimit);
+    mw_store_destroy(&rt->store);
     mw_history_close(&rt->history);
     mw_dmarc_destroy(&rt->dmarc);
     mw_dkim_signer_destroy(&rt->dkim_signer);
@@ -117,6 +136,9 @@ void mw_runtime_unref(mw_runtime **prt)
     if (atomic_fetch_sub(&rt->refs, 1) != 1)
         return;
     mw_policy_free(&rt->policy);
+    mw_reputation_destroy(&rt->reputation);
+    mw_ratelimit_destroy(&rt->ratelimit);
+    mw_store_destroy(&rt->store);
     mw_history_close(&rt->history);
     mw_dmarc_destroy(&rt->dmarc);
     mw_dkim_signer_destroy(&rt->dkim_signer);

@@ -11,6 +11,9 @@
 #include "dkim.h"
 #include "dmarc.h"
 #include "history.h"
+#include "ratelimit.h"
+#include "reputation.h"
+#include "store.h"
 #include "dns.h"
 #include "policy.h"
 #include "spf.h"
@@ -25,11 +28,17 @@ typedef struct mw_runtime {
     mw_dkim_signer   *dkim_signer;     /* always set; may hold no keys */
     mw_dmarc         *dmarc;           /* NULL when dmarc.enabled is off */
     mw_history       *history;         /* NULL when history.dir is "" */
+    mw_store         *store;           /* state store (memory or Redis) */
+    mw_ratelimit     *ratelimit;       /* always set; may hold no rules */
+    mw_reputation    *reputation;      /* NULL when reputation.enabled is off */
     mw_policy   *policy;
 } mw_runtime;
 
-/* Build everything for cfg (ownership of cfg passes in only on success). */
-mw_runtime *mw_runtime_build(mw_config *cfg, unsigned generation, char *err, size_t errlen);
+/* Build everything for cfg (ownership of cfg passes in only on success).
+ * prev (may be NULL) is the running runtime: its state store is kept when
+ * the store settings did not change, so in-memory buckets survive SIGHUP. */
+mw_runtime *mw_runtime_build(mw_config *cfg, unsigned generation, const mw_runtime *prev, char *err,
+                             size_t errlen);
 void mw_runtime_ref(mw_runtime *rt);
 void mw_runtime_unref(mw_runtime **rt);
 

@@ -25,74 +25,12 @@
 #include "log.h"
 #include "strutil.h"
 
-#define MAX_TRACE 200
-#define MAX_REPLY_TEXT 400
-#define MAX_AR_REMOVE 1000
-#define MAX_HELD_HEADERS 10000          /* headers held until end of headers */
-#define MAX_HELD_BYTES (2 * 1024 * 1024)
-#define MAX_SIGN_KEYS 8
-#define MAX_FROM_DOMAINS 16
+#include "session_priv.h"
 
-/* A header held until end of headers (signing keys depend on From). */
-typedef struct held_header {
-    char  *name;
-    char  *value;
-    size_t vlen;
-} held_header;
-
-struct mw_session {
-    mw_engine  *engine;
-    mw_runtime *rt;              /* held from MAIL until the message ends */
-    bool        in_message;
-    char        sid[24];
-
-    /* connection */
-    char   *client_ip;           /* NULL when unknown */
-    char   *client_name;
-    mw_addr client_addr;
-    bool    have_addr;
-    char   *helo;
-    char   *auth_authen;
-    char   *daemon_name;
-    char   *queue_id;
-
-    /* message */
-    char         *mail_from;     /* without <>; "" for the null sender */
-    unsigned      nrcpt;
-    unsigned      ar_seen;       /* A-R headers seen so far (occurrence index) */
-    mw_header_ref *ar_remove;
-    size_t        nar_remove;
-    unsigned long body_bytes;
-    mw_results    res;
-    char          trust_reason[160];
-    mw_verdict    verdict;
-    char        **trace;
-    size_t        ntrace;
-
-    /* DKIM */
-    held_header  *held;
-    size_t        nheld, held_bytes;
-    bool          held_overflow;
-    bool          eoh_done;
-    mw_dkim_msg  *dkim;
-    bool          dkim_verifying;
-    size_t        sign_keys[MAX_SIGN_KEYS];
-    size_t        nsign_keys;
-    char        **dkim_sigs;
-    size_t        ndkim_sigs;
-    char          not_signed[256];
-
-    /* every domain named by any From header (for from_enforcing) */
-    char         *from_domains[MAX_FROM_DOMAINS];
-    size_t        nfrom_domains;
-    char         *first_rcpt_domain;
-    bool          quarantined_by_header;   /* dmarc.quarantine_action = header */
-};
 
 /* ---- trace ---- */
 
-static void trace(mw_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void trace(mw_session *s, const char *fmt, ...)
+void mw_sess_trace(mw_session *s, const char *fmt, ...)
 {
     if (s->ntrace >= MAX_TRACE)
         return;
@@ -108,7 +46,7 @@ static void trace(mw_session *s, const char *fmt, ...)
 }
 
 /* printable, length-capped copy of untrusted text for trace/log lines */
-static const char *safe(mw_buf *b, const char *s)
+const char *mw_sess_safe(mw_buf *b, const char *s)
 {
     mw_buf_reset(b);
     if (!s)
@@ -259,11 +197,11 @@ static void decide_trust(mw_session *s)
     mw_buf b = MW_BUF_INIT;
     if (s->auth_authen) {
         s->res.trust = MW_TRUST_AUTHENTICATED;
-        snprintf(s->trust_reason, sizeof s->trust_reason, "SMTP AUTH as %s", safe(&b, s->auth_authen));
+        snprintf(s->trust_reason, sizeof s->trust_reason, "SMTP AUTH as %s", mw_sess_safe(&b, s->auth_authen));
     } else if (is_submission_daemon(cfg, s->daemon_name)) {
         s->res.trust = MW_TRUST_SUBMISSION;
         snprintf(s->trust_reason, sizeof s->trust_reason, "received by submission daemon %s",
-                 safe(&b, s->daemon_name));
+                 mw_sess_safe(&b, s->daemon_name));
     } else if (s->have_addr && mw_cidr_set_contains(cfg->internal_networks, &s->client_addr)) {
         s->res.trust = MW_TRUST_INTERNAL;
         snprintf(s->trust_reason, sizeof s->trust_reason, "client %s in internal networks", s->client_ip);
@@ -274,7 +212,7 @@ static void decide_trust(mw_session *s)
                  s->daemon_name ? ", not a submission daemon" : "");
     }
     s->res.trust_reason = s->trust_reason;
-    trace(s, "trust: %s (%s)", mw_trust_name(s->res.trust), s->trust_reason);
+    mw_sess_trace(s, "trust: %s (%s)", mw_trust_name(s->res.trust), s->trust_reason);
     mw_buf_free(&b);
 }
 
@@ -283,8 +221,8 @@ static void decide_trust(mw_session *s)
 static void trace_spf(mw_session *s, const char *what, const mw_spf_outcome *o)
 {
     mw_buf a = MW_BUF_INIT, b = MW_BUF_INIT;
-    trace(s, "spf %s: %s for %s (%s)", what, mw_spf_result_name(o->result),
-          safe(&a, o->identity), safe(&b, o->reason ? o->reason : "no detail"));
+    mw_sess_trace(s, "spf %s: %s for %s (%s)", what, mw_spf_result_name(o->result),
+          mw_sess_safe(&a, o->identity), mw_sess_safe(&b, o->reason ? o->reason : "no detail"));
     mw_buf_free(&a);
     mw_buf_free(&b);
 }
@@ -294,17 +232,17 @@ static void run_spf(mw_session *s)
     const mw_config *cfg = s->rt->cfg;
     if (!cfg->spf_enabled) {
         s->res.spf_skipped = true;
-        trace(s, "spf: disabled in config");
+        mw_sess_trace(s, "spf: disabled in config");
         return;
     }
     if (mw_trust_outbound(s->res.trust)) {
         s->res.spf_skipped = true;
-        trace(s, "spf: skipped, outbound mail (%s)", mw_trust_name(s->res.trust));
+        mw_sess_trace(s, "spf: skipped, outbound mail (%s)", mw_trust_name(s->res.trust));
         return;
     }
     if (!s->client_ip || !s->have_addr) {
         s->res.spf_skipped = true;
-        trace(s, "spf: skipped, client address unknown");
+        mw_sess_trace(s, "spf: skipped, client address unknown");
         return;
     }
     /* HELO identity: evaluated and reported on its own; RFC 7208 §2.3. */
@@ -325,31 +263,103 @@ static void run_spf(mw_session *s)
         d->explanation = mw_strdup(h->explanation);
         d->reason = mw_strdup(h->reason);
         d->evaluated = true;
-        trace(s, "spf mailfrom: null sender, using the HELO result");
+        mw_sess_trace(s, "spf mailfrom: null sender, using the HELO result");
     } else {
         mw_spf_check(s->rt->spf, s->client_ip, s->helo, s->mail_from, MW_SPF_SCOPE_MAILFROM, &s->res.spf);
         trace_spf(s, "mailfrom", &s->res.spf);
     }
 }
 
+void mw_session_connect(mw_session *s)
+{
+    s->refused = false;
+    if (s->connect_done)
+        return;
+    s->connect_done = true;
+    s->rt = mw_engine_acquire(s->engine, false);
+    decide_trust(s);
+    bool ok = mw_sess_ratelimit(s, MW_RL_CONNECT, NULL);
+    mw_engine_release(s->engine, &s->rt, false);
+    if (!ok) {
+        mw_log_kv kv[] = {{"id", mw_session_id(s)}, {"client", s->client_ip ? s->client_ip : "unknown"},
+                          {"trust", mw_trust_name(s->res.trust)}, {"rule", s->refusal.rule},
+                          {"reply", s->refusal.text}};
+        mw_log_fields(MW_LOG_INFO, "connection refused", kv, sizeof kv / sizeof kv[0]);
+    }
+}
+
+const mw_reply *mw_session_refusal(const mw_session *s)
+{
+    return s->refused ? &s->refusal : NULL;
+}
+
+static void log_refused(mw_session *s, const char *stage, const char *rcpt)
+{
+    mw_log_kv kv[] = {{"id", mw_session_id(s)}, {"client", s->client_ip ? s->client_ip : "unknown"},
+                      {"from", s->mail_from}, {"rcpt", rcpt}, {"trust", mw_trust_name(s->res.trust)},
+                      {"stage", stage}, {"rule", s->refusal.rule}, {"reply", s->refusal.text}};
+    mw_log_fields(MW_LOG_INFO, "refused", kv, sizeof kv / sizeof kv[0]);
+}
+
 void mw_session_mail(mw_session *s, const char *from)
 {
     message_clear(s);
+    s->refused = false;
     s->rt = mw_engine_acquire(s->engine, true);
     s->in_message = true;
     s->mail_from = mw_addr_strip(from ? from : "");
     decide_trust(s);
+    if (!mw_sess_ratelimit(s, MW_RL_MAIL, NULL)) {
+        /* the MTA refuses MAIL: this transaction ends here */
+        log_refused(s, "mail", NULL);
+        mw_sess_reputation_record(s, &s->verdict);
+        mw_engine_message_done(s->engine);
+        s->in_message = false;
+        return;
+    }
+    mw_sess_reputation_score(s);
     run_spf(s);
 }
 
 void mw_session_rcpt(mw_session *s, const char *rcpt)
 {
-    if (s->nrcpt++ == 0 && rcpt) {
-        char *a = mw_addr_strip(rcpt);
+    s->refused = false;
+    if (!s->rt || !s->in_message)
+        return;
+    char *a = mw_addr_strip(rcpt ? rcpt : "");
+    if (!mw_sess_ratelimit(s, MW_RL_RCPT, a)) {
+        log_refused(s, "rcpt", a);
+        free(a);
+        return;   /* not counted: the MTA refuses this recipient */
+    }
+    if (s->nrcpt++ == 0) {
         s->first_rcpt_domain = mw_strdup(mw_addr_domain(a));
         mw_str_lower(s->first_rcpt_domain);
-        free(a);
     }
+    free(a);
+}
+
+void mw_engine_rcpt_check(mw_engine *e, const char *ip, const char *helo, const char *from,
+                          const char *rcpt, const char *auth, mw_reply *out)
+{
+    memset(out, 0, sizeof *out);
+    out->action = MW_ACTION_ACCEPT;
+    mw_session *s = mw_session_new(e, ip, NULL);
+    if (auth && *auth)
+        mw_session_macro(s, "{auth_authen}", auth);
+    mw_session_helo(s, helo);
+    s->rt = mw_engine_acquire(e, false);
+    s->mail_from = mw_addr_strip(from ? from : "");
+    decide_trust(s);
+    char *a = mw_addr_strip(rcpt ? rcpt : "");
+    if (!mw_sess_ratelimit(s, MW_RL_RCPT, a)) {
+        *out = s->refusal;
+        out->rule = NULL;   /* owned by the runtime released below */
+        log_refused(s, "rcpt", a);
+    }
+    free(a);
+    mw_engine_release(e, &s->rt, false);
+    mw_session_free(&s);
 }
 
 static void hold_header(mw_session *s, const char *name, const char *value, size_t vlen)
@@ -359,7 +369,7 @@ static void hold_header(mw_session *s, const char *name, const char *value, size
     size_t nlen = strlen(name);
     if (s->nheld >= MAX_HELD_HEADERS || s->held_bytes + nlen + vlen > MAX_HELD_BYTES) {
         s->held_overflow = true;
-        trace(s, "dkim: more than %d headers or %d bytes of headers: DKIM skipped for this message",
+        mw_sess_trace(s, "dkim: more than %d headers or %d bytes of headers: DKIM skipped for this message",
               MAX_HELD_HEADERS, MAX_HELD_BYTES);
         return;
     }
@@ -398,12 +408,12 @@ static void note_from(mw_session *s, const char *value, size_t vlen)
         if (s->res.from.status != MW_FROM_OK) {
             mw_buf b = MW_BUF_INIT;
             mw_str_printable(&b, value, vlen, 120);
-            trace(s, "from: header From \"%s\" is %s (%s)", mw_buf_cstr(&b),
+            mw_sess_trace(s, "from: header From \"%s\" is %s (%s)", mw_buf_cstr(&b),
                   mw_from_status_name(s->res.from.status), s->res.from.why);
             mw_buf_free(&b);
         }
     } else if (s->res.nfrom == 2) {
-        trace(s, "from: more than one From header");
+        mw_sess_trace(s, "from: more than one From header");
     }
 }
 
@@ -426,7 +436,7 @@ void mw_session_header(mw_session *s, const char *name, const char *value, size_
     s->ar_remove[s->nar_remove].name = mw_strdup(name);
     s->ar_remove[s->nar_remove].index = s->ar_seen;
     s->nar_remove++;
-    trace(s, "authres: header #%u claims our authserv-id %s: will be removed", s->ar_seen, cfg->authserv_id);
+    mw_sess_trace(s, "authres: header #%u claims our authserv-id %s: will be removed", s->ar_seen, cfg->authserv_id);
 }
 
 /* Which keys sign this message?  Sets s->sign_keys or s->not_signed. */
@@ -468,12 +478,12 @@ static void decide_signing(mw_session *s)
     }
     if (s->nsign_keys == 0) {
         s->res.not_signed = s->not_signed;
-        trace(s, "dkim: not signed: %s", safe(&b, s->not_signed));
+        mw_sess_trace(s, "dkim: not signed: %s", mw_sess_safe(&b, s->not_signed));
     } else {
         for (size_t i = 0; i < s->nsign_keys; i++) {
             mw_dkim_key_info ki;
             if (mw_dkim_signer_key(signer, s->sign_keys[i], &ki))
-                trace(s, "dkim: will sign for %s with key %s (d=%s s=%s %s)", safe(&b, identity), ki.name,
+                mw_sess_trace(s, "dkim: will sign for %s with key %s (d=%s s=%s %s)", mw_sess_safe(&b, identity), ki.name,
                       ki.domain, ki.selector, ki.algorithm);
         }
     }
@@ -537,14 +547,14 @@ static void dkim_finish(mw_session *s)
     if (s->dkim_verifying) {
         s->res.dkim_verified = true;
         if (s->res.dkim.nsig == 0)
-            trace(s, "dkim: no signature");
+            mw_sess_trace(s, "dkim: no signature");
         for (size_t i = 0; i < s->res.dkim.nsig; i++) {
             const mw_dkim_sig *g = &s->res.dkim.sig[i];
-            trace(s, "dkim: %s d=%s s=%s a=%s (%s)", mw_dkim_result_name(g->result), safe(&a, g->domain),
-                  safe(&b, g->selector), g->algorithm ? g->algorithm : "?", g->reason ? g->reason : "");
+            mw_sess_trace(s, "dkim: %s d=%s s=%s a=%s (%s)", mw_dkim_result_name(g->result), mw_sess_safe(&a, g->domain),
+                  mw_sess_safe(&b, g->selector), g->algorithm ? g->algorithm : "?", g->reason ? g->reason : "");
         }
         if (s->res.dkim.nskipped)
-            trace(s, "dkim: %zu more signature(s) not evaluated (dkim.max_signatures)", s->res.dkim.nskipped);
+            mw_sess_trace(s, "dkim: %zu more signature(s) not evaluated (dkim.max_signatures)", s->res.dkim.nskipped);
     }
     if (s->nsign_keys) {
         for (size_t i = 0; i < s->nsign_keys && s->res.nsigned < 8; i++)
@@ -555,9 +565,9 @@ static void dkim_finish(mw_session *s)
                      s->nsign_keys - s->ndkim_sigs, s->nsign_keys);
             s->res.not_signed = s->not_signed;
             s->res.nsigned = s->ndkim_sigs < s->res.nsigned ? s->ndkim_sigs : s->res.nsigned;
-            trace(s, "dkim: %s", s->not_signed);
+            mw_sess_trace(s, "dkim: %s", s->not_signed);
         }
-        trace(s, "dkim: added %zu signature(s)", s->ndkim_sigs);
+        mw_sess_trace(s, "dkim: added %zu signature(s)", s->ndkim_sigs);
     }
     mw_buf_free(&a);
     mw_buf_free(&b);
@@ -566,154 +576,6 @@ static void dkim_finish(mw_session *s)
 void mw_session_abort(mw_session *s)
 {
     message_clear(s);
-}
-
-/* ---- DMARC ---- */
-
-static bool glob_any(char *const *pats, size_t n, const char *s)
-{
-    for (size_t i = 0; s && i < n; i++)
-        if (mw_glob_match(pats[i], s))
-            return true;
-    return false;
-}
-
-/* Local overrides (config), as MW_DMARC_OVR_* bits with a text for A-R. */
-static void dmarc_overrides(mw_session *s)
-{
-    const mw_config *cfg = s->rt->cfg;
-    mw_results *r = &s->res;
-    mw_buf t = MW_BUF_INIT;
-    for (size_t i = 0; r->dkim_verified && i < r->dkim.nsig; i++)
-        if (r->dkim.sig[i].result == MW_DKIM_PASS &&
-            glob_any(cfg->dmarc_never_reject, cfg->ndmarc_never_reject, r->dkim.sig[i].domain)) {
-            r->dmarc_override |= MW_DMARC_OVR_NEVER_REJECT;
-            mw_buf_printf(&t, "never_reject %s", r->dkim.sig[i].domain);
-            break;
-        }
-    if (!(r->dmarc_override & MW_DMARC_OVR_NEVER_REJECT) && r->spf.evaluated && r->spf.result == MW_SPF_PASS &&
-        glob_any(cfg->dmarc_never_reject, cfg->ndmarc_never_reject, r->spf.domain)) {
-        r->dmarc_override |= MW_DMARC_OVR_NEVER_REJECT;
-        mw_buf_printf(&t, "never_reject %s", r->spf.domain);
-    }
-    if (r->from.status == MW_FROM_OK &&
-        glob_any(cfg->dmarc_always_enforce, cfg->ndmarc_always_enforce, r->from.domain[0])) {
-        r->dmarc_override |= MW_DMARC_OVR_ALWAYS_ENFORCE;
-        mw_buf_printf(&t, "%salways_enforce", t.len ? ", " : "");
-    }
-    if (s->have_addr && mw_cidr_set_contains(cfg->dmarc_allow_networks, &s->client_addr)) {
-        r->dmarc_override |= MW_DMARC_OVR_ALLOW_NETWORK;
-        mw_buf_printf(&t, "%sallow_networks", t.len ? ", " : "");
-    }
-    snprintf(r->dmarc_override_text, sizeof r->dmarc_override_text, "%s", mw_buf_cstr(&t));
-    if (t.len)
-        trace(s, "dmarc: local override: %s", mw_buf_cstr(&t));
-    mw_buf_free(&t);
-}
-
-static void run_dmarc(mw_session *s)
-{
-    mw_runtime *rt = s->rt;
-    mw_results *r = &s->res;
-    if (!rt->dmarc || mw_trust_outbound(r->trust))
-        return;
-    /* Does any From domain involved publish an enforcing policy?  Asked only
-     * when the From is unusable (the policy's from-malformed rules use it). */
-    bool from_ok = r->nfrom == 1 && r->from.status == MW_FROM_OK;
-    if (!from_ok) {
-        for (size_t i = 0; i < s->nfrom_domains && !r->from_enforcing; i++) {
-            bool te = false;
-            if (mw_dmarc_domain_enforcing(rt->dmarc, s->from_domains[i], &te)) {
-                r->from_enforcing = true;
-                trace(s, "dmarc: From domain %s publishes an enforcing policy", s->from_domains[i]);
-            }
-        }
-        trace(s, "dmarc: not evaluated: %s header From%s", r->nfrom == 0 ? "no" : r->nfrom > 1 ? "more than one" : mw_from_status_name(r->from.status),
-              r->from_enforcing ? " (a domain involved enforces DMARC)" : "");
-        return;
-    }
-    mw_dmarc_input in = {0};
-    in.from_domain = r->from.domain[0];
-    in.spf_done = r->spf.evaluated;
-    in.spf_result = r->spf.result;
-    in.spf_domain = r->spf.domain;
-    in.dkim = r->dkim_verified ? r->dkim.sig : NULL;
-    in.ndkim = r->dkim_verified ? r->dkim.nsig : 0;
-    in.pct_sample = (uint32_t)random();
-    mw_dmarc_evaluate(rt->dmarc, &in, &r->dmarc);
-    r->dmarc_done = true;
-    mw_dmarc_outcome *o = &r->dmarc;
-    trace(s, "dmarc: %s for %s (policy %s=%s from %s, disposition %s%s; spf %s, dkim %s): %s",
-          mw_dmarc_result_name(o->result), in.from_domain, o->policy_source ? o->policy_source : "-",
-          mw_dmarc_policy_name(o->policy), o->policy_domain ? o->policy_domain : "-",
-          mw_dmarc_policy_name(o->disposition), o->testing ? ", t=y" : "", o->spf_aligned ? "aligned" : "unaligned",
-          o->dkim_aligned ? "aligned" : "unaligned", o->reason ? o->reason : "");
-    if (o->result == MW_DMARC_FAIL || o->result == MW_DMARC_PASS)
-        dmarc_overrides(s);
-}
-
-static char *dup_or_empty(const char *v)
-{
-    return mw_strdup(v ? v : "");
-}
-
-/* One history record per message evaluated against a published policy. */
-static bool write_history(mw_session *s, const mw_verdict *v)
-{
-    mw_runtime *rt = s->rt;
-    mw_results *r = &s->res;
-    if (!rt->history || !r->dmarc_done || r->dmarc.result == MW_DMARC_NONE || !r->dmarc.policy_domain)
-        return true;
-    const mw_dmarc_outcome *o = &r->dmarc;
-    mw_history_record h = {0};
-    h.time = time(NULL);
-    h.source_ip = dup_or_empty(s->client_ip);
-    h.header_from = dup_or_empty(o->from_domain);
-    h.envelope_from = dup_or_empty(s->mail_from && *s->mail_from ? mw_addr_domain(s->mail_from) : "");
-    h.envelope_to = dup_or_empty(s->first_rcpt_domain);
-    h.spf_domain = dup_or_empty(r->spf.domain);
-    h.spf_scope = mw_strdup(r->spf.scope == MW_SPF_SCOPE_HELO ? "helo" : "mfrom");
-    h.spf_result = mw_strdup(r->spf.evaluated ? mw_spf_result_name(r->spf.result) : "none");
-    if (r->dkim_verified && r->dkim.nsig) {
-        h.dkim = mw_calloc(r->dkim.nsig, sizeof *h.dkim);
-        for (size_t i = 0; i < r->dkim.nsig; i++) {
-            h.dkim[i].domain = dup_or_empty(r->dkim.sig[i].domain);
-            h.dkim[i].selector = dup_or_empty(r->dkim.sig[i].selector);
-            h.dkim[i].result = mw_strdup(mw_dkim_result_name(r->dkim.sig[i].result));
-        }
-        h.ndkim = r->dkim.nsig;
-    }
-    h.policy_domain = dup_or_empty(o->policy_domain);
-    h.p = mw_strdup(mw_dmarc_policy_name(o->record.p));
-    h.sp = mw_strdup(o->record.sp ? mw_dmarc_policy_name(o->record.sp) : "");
-    h.np = mw_strdup(o->record.np ? mw_dmarc_policy_name(o->record.np) : "");
-    char a[2] = {o->record.adkim ? o->record.adkim : 'r', 0}, b[2] = {o->record.aspf ? o->record.aspf : 'r', 0};
-    h.adkim = mw_strdup(a);
-    h.aspf = mw_strdup(b);
-    h.t = mw_strdup(o->record.t ? "y" : "n");
-    char ps[2] = {o->record.psd ? o->record.psd : 'u', 0};
-    h.psd = mw_strdup(ps);
-    h.discovery = dup_or_empty(o->discovery);
-    /* the disposition applied by us, not only what was asked */
-    const char *disp = v->action == MW_ACTION_REJECT ? "reject"
-                       : (v->action == MW_ACTION_QUARANTINE || s->quarantined_by_header) ? "quarantine"
-                                                                                         : "none";
-    h.disposition = mw_strdup(disp);
-    h.dkim_aligned = mw_strdup(o->dkim_aligned ? "pass" : "fail");
-    h.spf_aligned = mw_strdup(o->spf_aligned ? "pass" : "fail");
-    h.override = r->dmarc_override_text[0] ? mw_strdup(r->dmarc_override_text) : NULL;
-    size_t nrua = 0;
-    while (o->record.rua && o->record.rua[nrua])
-        nrua++;
-    h.rua = mw_calloc(nrua + 1, sizeof *h.rua);
-    for (size_t i = 0; i < nrua; i++)
-        h.rua[i] = mw_strdup(o->record.rua[i]);
-    h.reporter_host = dup_or_empty(rt->cfg->hostname);
-    bool ok = mw_history_append(rt->history, &h);
-    mw_history_record_clear(&h);
-    r->history_written = ok;
-    trace(s, ok ? "history: record written" : "history: record could NOT be written");
-    return ok;
 }
 
 /* ---- verdict ---- */
@@ -939,6 +801,7 @@ static void summary_log(mw_session *s)
         {"dmarc_policy", s->res.dmarc_done && s->res.dmarc.result != MW_DMARC_NONE
                              ? mw_dmarc_policy_name(s->res.dmarc.disposition) : NULL},
         {"header_from", s->res.dmarc_done ? s->res.dmarc.from_domain : NULL},
+        {"rate_limited", s->rate_limited ? "yes" : NULL},
         {"signed", signed_summary[0] ? signed_summary : NULL},
         {"not_signed", mw_trust_outbound(s->res.trust) ? s->res.not_signed : NULL},
         {"action", mw_action_name(v->action)},
@@ -958,7 +821,7 @@ const mw_verdict *mw_session_eom(mw_session *s)
     if (!s->eoh_done)
         mw_session_eoh(s);
     dkim_finish(s);
-    run_dmarc(s);
+    mw_sess_run_dmarc(s);
     mw_verdict *v = &s->verdict;
     verdict_clear(v);
 
@@ -983,10 +846,20 @@ const mw_verdict *mw_session_eom(mw_session *s)
     f.from_enforcing = s->res.from_enforcing;
 
     mw_policy_decision d;
-    mw_policy_eval(s->rt->policy, &f, &d);
+    bool eom_limited = false;
+    if (!mw_sess_ratelimit(s, MW_RL_EOM, NULL)) {
+        eom_limited = true;
+        /* a per-message limit refuses the whole message */
+        d.action = s->refusal.action;
+        d.rule = s->refusal.rule ? s->refusal.rule : "ratelimit";
+        d.reply = NULL;
+        s->refused = false;   /* reported through the verdict, not as a refusal */
+    } else {
+        mw_policy_eval(s->rt->policy, &f, &d);
+    }
     v->action = d.action;
     v->rule = d.rule;
-    trace(s, "policy %s: rule \"%s\" -> %s", mw_policy_name(s->rt->policy), d.rule, mw_action_name(d.action));
+    mw_sess_trace(s, "policy %s: rule \"%s\" -> %s", mw_policy_name(s->rt->policy), d.rule, mw_action_name(d.action));
 
     /* dmarc.reject_text replaces the rule's reply for DMARC rejects */
     const mw_config *cfg = s->rt->cfg;
@@ -997,7 +870,7 @@ const mw_verdict *mw_session_eom(mw_session *s)
     if (d.action == MW_ACTION_QUARANTINE && cfg->dmarc_quarantine_action != MW_QUARANTINE_HOLD) {
         if (cfg->dmarc_quarantine_action == MW_QUARANTINE_HEADER)
             s->quarantined_by_header = true;
-        trace(s, "quarantine: dmarc.quarantine_action = %s: delivered%s",
+        mw_sess_trace(s, "quarantine: dmarc.quarantine_action = %s: delivered%s",
               cfg->dmarc_quarantine_action == MW_QUARANTINE_HEADER ? "header" : "deliver",
               s->quarantined_by_header ? " with X-Mailwarden-Quarantine" : "");
         v->action = MW_ACTION_ACCEPT;
@@ -1019,19 +892,26 @@ const mw_verdict *mw_session_eom(mw_session *s)
     default:
         break;
     }
+    if (eom_limited) {
+        snprintf(v->rcode, sizeof v->rcode, "%s", s->refusal.rcode);
+        snprintf(v->xcode, sizeof v->xcode, "%s", s->refusal.xcode);
+        free(v->text);
+        v->text = mw_strdup(s->refusal.text);
+    }
     mw_buf_free(&r);
     if (v->text)
-        trace(s, "reply: %s %s %s", v->rcode, v->xcode, v->text);
+        mw_sess_trace(s, "reply: %s %s %s", v->rcode, v->xcode, v->text);
 
-    if (!write_history(s, v) && cfg->history_on_error == MW_HISTORY_ERR_TEMPFAIL &&
+    if (!mw_sess_write_history(s, v) && cfg->history_on_error == MW_HISTORY_ERR_TEMPFAIL &&
         v->action != MW_ACTION_REJECT) {
         free(v->text);
         v->action = MW_ACTION_TEMPFAIL;
         snprintf(v->rcode, sizeof v->rcode, "451");
         snprintf(v->xcode, sizeof v->xcode, "4.3.0");
         v->text = mw_strdup("Temporary local problem (DMARC history), try again later");
-        trace(s, "history: history.on_error = tempfail");
+        mw_sess_trace(s, "history: history.on_error = tempfail");
     }
+    mw_sess_reputation_record(s, v);
     build_headers(s);
     summary_log(s);
     /* The message is decided: it no longer holds up a graceful shutdown.

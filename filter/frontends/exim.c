@@ -326,10 +326,17 @@ out:
  */
 static const char *rcpt_decide(const mw_exim_rcpt *q, mw_buf *reply)
 {
-    (void)q;
     if (mw_engine_draining(X.engine)) {
         mw_buf_puts(reply, "DEFER 451 4.3.2 mail filter is restarting, try again later\n");
         return "defer (draining)";
+    }
+    mw_reply r;
+    mw_engine_rcpt_check(X.engine, q->ip, q->helo, q->from, q->rcpt, q->auth, &r);
+    if (r.action == MW_ACTION_REJECT || r.action == MW_ACTION_TEMPFAIL) {
+        bool rej = r.action == MW_ACTION_REJECT;
+        mw_buf_printf(reply, "%s %s%s%s %s\n", rej ? "REJECT" : "DEFER", r.rcode, r.xcode[0] ? " " : "",
+                      r.xcode, r.text);
+        return rej ? "reject (rate limit)" : "defer (rate limit)";
     }
     mw_buf_puts(reply, "OK\n");
     return "ok";

@@ -93,6 +93,8 @@ static sfsistat cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, u
     return SMFIS_CONTINUE;
 }
 
+static sfsistat refused(SMFICTX *ctx, mw_session *s);
+
 static sfsistat cb_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *sa)
 {
     /* Shutting down: let this connection be retried rather than start
@@ -110,7 +112,8 @@ static sfsistat cb_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *sa)
     mw_session_free(&c->s);
     c->s = mw_session_new(the_engine, ip[0] ? ip : NULL, hostname);
     copy_macros(ctx, c->s);
-    return SMFIS_CONTINUE;
+    mw_session_connect(c->s);
+    return refused(ctx, c->s);
 }
 
 /* Allocation failure is the only way to have no session: tempfail. */
@@ -131,14 +134,14 @@ static sfsistat cb_envfrom(SMFICTX *ctx, char **argv)
     SESSION_OR_TEMPFAIL(s);
     copy_macros(ctx, s);
     mw_session_mail(s, argv && argv[0] ? argv[0] : "");
-    return SMFIS_CONTINUE;
+    return refused(ctx, s);
 }
 
 static sfsistat cb_envrcpt(SMFICTX *ctx, char **argv)
 {
     SESSION_OR_TEMPFAIL(s);
     mw_session_rcpt(s, argv && argv[0] ? argv[0] : "");
-    return SMFIS_CONTINUE;
+    return refused(ctx, s);
 }
 
 static sfsistat cb_header(SMFICTX *ctx, char *name, char *value)
@@ -174,6 +177,30 @@ static sfsistat cb_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
 }
 
 /* smfi_setreply treats '%' specially: double it. */
+static void set_reply_text(SMFICTX *ctx, const char *rcode, const char *xcode, const char *text)
+{
+    mw_buf t = MW_BUF_INIT;
+    for (const char *p = text ? text : ""; *p; p++) {
+        if (*p == '%')
+            mw_buf_putc(&t, '%');
+        mw_buf_putc(&t, *p);
+    }
+    if (smfi_setreply(ctx, (char *)rcode, xcode && *xcode ? (char *)xcode : NULL, (char *)mw_buf_cstr(&t)) !=
+        MI_SUCCESS)
+        mw_warn("smfi_setreply failed for \"%s %s\"", rcode, xcode ? xcode : "");
+    mw_buf_free(&t);
+}
+
+/* A rate-limit refusal of the step just taken, as the milter status. */
+static sfsistat refused(SMFICTX *ctx, mw_session *s)
+{
+    const mw_reply *r = mw_session_refusal(s);
+    if (!r)
+        return SMFIS_CONTINUE;
+    set_reply_text(ctx, r->rcode, r->xcode, r->text);
+    return r->action == MW_ACTION_REJECT ? SMFIS_REJECT : SMFIS_TEMPFAIL;
+}
+
 static void set_reply(SMFICTX *ctx, const mw_verdict *v)
 {
     mw_buf t = MW_BUF_INIT;

@@ -30,6 +30,7 @@
 #include "dkim.h"
 #include "dmarc.h"
 #include "fromhdr.h"
+#include "reputation.h"
 #include "policy.h"
 #include "spf.h"
 
@@ -79,6 +80,15 @@ typedef struct mw_verdict {
     size_t         nremove;
 } mw_verdict;
 
+/* A refusal at connect, MAIL or RCPT time (rate limits). */
+typedef struct mw_reply {
+    mw_action   action;       /* MW_ACTION_TEMPFAIL or MW_ACTION_REJECT */
+    char        rcode[4];
+    char        xcode[10];
+    char        text[256];
+    const char *rule;         /* owned by the runtime; valid until the next message */
+} mw_reply;
+
 /* ---- per-message results (for `check`, logs and later checks) ---- */
 
 typedef struct mw_results {
@@ -103,6 +113,9 @@ typedef struct mw_results {
     char            dmarc_override_text[128];
     bool            from_enforcing;
     bool            history_written;
+    /* reputation of the client (when reputation.enabled) */
+    bool            reputation_done;
+    mw_rep_result   reputation;
 } mw_results;
 
 /* ---- session ---- */
@@ -115,6 +128,9 @@ void mw_session_free(mw_session **s);
 /* MTA macros: "{auth_authen}", "{daemon_name}", "i" (queue id),
  * "{client_ptr}" ...; unknown names are ignored.  Copies the value. */
 void mw_session_macro(mw_session *s, const char *name, const char *value);
+/* Connection-time checks (per-connection rate limits); call once the
+ * connect macros are set.  A refusal is returned by mw_session_refusal(). */
+void mw_session_connect(mw_session *s);
 void mw_session_helo(mw_session *s, const char *helo);
 /* Start of a message.  from: envelope sender as given ("<a@b>" or "a@b"). */
 void mw_session_mail(mw_session *s, const char *from);
@@ -127,6 +143,17 @@ void mw_session_body(mw_session *s, const unsigned char *chunk, size_t len);
  * valid until the next message starts or the session is freed).  Also
  * writes the per-message summary log line. */
 const mw_verdict *mw_session_eom(mw_session *s);
+/* The refusal of the last connect/MAIL/RCPT step, or NULL when it was
+ * accepted.  A refused MAIL ends the message (it is logged and forgotten);
+ * a refused recipient is not counted. */
+const mw_reply *mw_session_refusal(const mw_session *s);
+
+/* RCPT-time decision for a front end without an SMTP session (Exim's
+ * ${readsocket}): trust from auth/ip, rate limits of the RCPT stage.
+ * out->action is MW_ACTION_ACCEPT when the recipient may go on. */
+void mw_engine_rcpt_check(mw_engine *e, const char *ip, const char *helo, const char *from,
+                          const char *rcpt, const char *auth, mw_reply *out);
+
 /* The message was aborted (RSET, connection lost): forget it. */
 void mw_session_abort(mw_session *s);
 

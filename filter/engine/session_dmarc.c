@@ -1,0 +1,163 @@
+/*
+ * session_dmarc.c - DMARC for the current message: evaluation with the
+ * header From, SPF and DKIM results, local overrides, and the history
+ * record an aggregate report is built from.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "log.h"
+#include "session_priv.h"
+#include "strutil.h"
+
+/* ---- DMARC ---- */
+
+static bool glob_any(char *const *pats, size_t n, const char *s)
+{
+    for (size_t i = 0; s && i < n; i++)
+        if (mw_glob_match(pats[i], s))
+            return true;
+    return false;
+}
+
+/* Local overrides (config), as MW_DMARC_OVR_* bits with a text for A-R. */
+static void dmarc_overrides(mw_session *s)
+{
+    const mw_config *cfg = s->rt->cfg;
+    mw_results *r = &s->res;
+    mw_buf t = MW_BUF_INIT;
+    for (size_t i = 0; r->dkim_verified && i < r->dkim.nsig; i++)
+        if (r->dkim.sig[i].result == MW_DKIM_PASS &&
+            glob_any(cfg->dmarc_never_reject, cfg->ndmarc_never_reject, r->dkim.sig[i].domain)) {
+            r->dmarc_override |= MW_DMARC_OVR_NEVER_REJECT;
+            mw_buf_printf(&t, "never_reject %s", r->dkim.sig[i].domain);
+            break;
+        }
+    if (!(r->dmarc_override & MW_DMARC_OVR_NEVER_REJECT) && r->spf.evaluated && r->spf.result == MW_SPF_PASS &&
+        glob_any(cfg->dmarc_never_reject, cfg->ndmarc_never_reject, r->spf.domain)) {
+        r->dmarc_override |= MW_DMARC_OVR_NEVER_REJECT;
+        mw_buf_printf(&t, "never_reject %s", r->spf.domain);
+    }
+    if (r->from.status == MW_FROM_OK &&
+        glob_any(cfg->dmarc_always_enforce, cfg->ndmarc_always_enforce, r->from.domain[0])) {
+        r->dmarc_override |= MW_DMARC_OVR_ALWAYS_ENFORCE;
+        mw_buf_printf(&t, "%salways_enforce", t.len ? ", " : "");
+    }
+    if (s->have_addr && mw_cidr_set_contains(cfg->dmarc_allow_networks, &s->client_addr)) {
+        r->dmarc_override |= MW_DMARC_OVR_ALLOW_NETWORK;
+        mw_buf_printf(&t, "%sallow_networks", t.len ? ", " : "");
+    }
+    snprintf(r->dmarc_override_text, sizeof r->dmarc_override_text, "%s", mw_buf_cstr(&t));
+    if (t.len)
+        mw_sess_trace(s, "dmarc: local override: %s", mw_buf_cstr(&t));
+    mw_buf_free(&t);
+}
+
+void mw_sess_run_dmarc(mw_session *s)
+{
+    mw_runtime *rt = s->rt;
+    mw_results *r = &s->res;
+    if (!rt->dmarc || mw_trust_outbound(r->trust))
+        return;
+    /* Does any From domain involved publish an enforcing policy?  Asked only
+     * when the From is unusable (the policy's from-malformed rules use it). */
+    bool from_ok = r->nfrom == 1 && r->from.status == MW_FROM_OK;
+    if (!from_ok) {
+        for (size_t i = 0; i < s->nfrom_domains && !r->from_enforcing; i++) {
+            bool te = false;
+            if (mw_dmarc_domain_enforcing(rt->dmarc, s->from_domains[i], &te)) {
+                r->from_enforcing = true;
+                mw_sess_trace(s, "dmarc: From domain %s publishes an enforcing policy", s->from_domains[i]);
+            }
+        }
+        mw_sess_trace(s, "dmarc: not evaluated: %s header From%s", r->nfrom == 0 ? "no" : r->nfrom > 1 ? "more than one" : mw_from_status_name(r->from.status),
+              r->from_enforcing ? " (a domain involved enforces DMARC)" : "");
+        return;
+    }
+    mw_dmarc_input in = {0};
+    in.from_domain = r->from.domain[0];
+    in.spf_done = r->spf.evaluated;
+    in.spf_result = r->spf.result;
+    in.spf_domain = r->spf.domain;
+    in.dkim = r->dkim_verified ? r->dkim.sig : NULL;
+    in.ndkim = r->dkim_verified ? r->dkim.nsig : 0;
+    in.pct_sample = (uint32_t)random();
+    mw_dmarc_evaluate(rt->dmarc, &in, &r->dmarc);
+    r->dmarc_done = true;
+    mw_dmarc_outcome *o = &r->dmarc;
+    mw_sess_trace(s, "dmarc: %s for %s (policy %s=%s from %s, disposition %s%s; spf %s, dkim %s): %s",
+          mw_dmarc_result_name(o->result), in.from_domain, o->policy_source ? o->policy_source : "-",
+          mw_dmarc_policy_name(o->policy), o->policy_domain ? o->policy_domain : "-",
+          mw_dmarc_policy_name(o->disposition), o->testing ? ", t=y" : "", o->spf_aligned ? "aligned" : "unaligned",
+          o->dkim_aligned ? "aligned" : "unaligned", o->reason ? o->reason : "");
+    if (o->result == MW_DMARC_FAIL || o->result == MW_DMARC_PASS)
+        dmarc_overrides(s);
+}
+
+static char *dup_or_empty(const char *v)
+{
+    return mw_strdup(v ? v : "");
+}
+
+/* One history record per message evaluated against a published policy. */
+bool mw_sess_write_history(mw_session *s, const mw_verdict *v)
+{
+    mw_runtime *rt = s->rt;
+    mw_results *r = &s->res;
+    if (!rt->history || !r->dmarc_done || r->dmarc.result == MW_DMARC_NONE || !r->dmarc.policy_domain)
+        return true;
+    const mw_dmarc_outcome *o = &r->dmarc;
+    mw_history_record h = {0};
+    h.time = time(NULL);
+    h.source_ip = dup_or_empty(s->client_ip);
+    h.header_from = dup_or_empty(o->from_domain);
+    h.envelope_from = dup_or_empty(s->mail_from && *s->mail_from ? mw_addr_domain(s->mail_from) : "");
+    h.envelope_to = dup_or_empty(s->first_rcpt_domain);
+    h.spf_domain = dup_or_empty(r->spf.domain);
+    h.spf_scope = mw_strdup(r->spf.scope == MW_SPF_SCOPE_HELO ? "helo" : "mfrom");
+    h.spf_result = mw_strdup(r->spf.evaluated ? mw_spf_result_name(r->spf.result) : "none");
+    if (r->dkim_verified && r->dkim.nsig) {
+        h.dkim = mw_calloc(r->dkim.nsig, sizeof *h.dkim);
+        for (size_t i = 0; i < r->dkim.nsig; i++) {
+            h.dkim[i].domain = dup_or_empty(r->dkim.sig[i].domain);
+            h.dkim[i].selector = dup_or_empty(r->dkim.sig[i].selector);
+            h.dkim[i].result = mw_strdup(mw_dkim_result_name(r->dkim.sig[i].result));
+        }
+        h.ndkim = r->dkim.nsig;
+    }
+    h.policy_domain = dup_or_empty(o->policy_domain);
+    h.p = mw_strdup(mw_dmarc_policy_name(o->record.p));
+    h.sp = mw_strdup(o->record.sp ? mw_dmarc_policy_name(o->record.sp) : "");
+    h.np = mw_strdup(o->record.np ? mw_dmarc_policy_name(o->record.np) : "");
+    char a[2] = {o->record.adkim ? o->record.adkim : 'r', 0}, b[2] = {o->record.aspf ? o->record.aspf : 'r', 0};
+    h.adkim = mw_strdup(a);
+    h.aspf = mw_strdup(b);
+    h.t = mw_strdup(o->record.t ? "y" : "n");
+    char ps[2] = {o->record.psd ? o->record.psd : 'u', 0};
+    h.psd = mw_strdup(ps);
+    h.discovery = dup_or_empty(o->discovery);
+    /* the disposition applied by us, not only what was asked */
+    const char *disp = v->action == MW_ACTION_REJECT ? "reject"
+                       : (v->action == MW_ACTION_QUARANTINE || s->quarantined_by_header) ? "quarantine"
+                                                                                         : "none";
+    h.disposition = mw_strdup(disp);
+    h.dkim_aligned = mw_strdup(o->dkim_aligned ? "pass" : "fail");
+    h.spf_aligned = mw_strdup(o->spf_aligned ? "pass" : "fail");
+    h.override = r->dmarc_override_text[0] ? mw_strdup(r->dmarc_override_text) : NULL;
+    size_t nrua = 0;
+    while (o->record.rua && o->record.rua[nrua])
+        nrua++;
+    h.rua = mw_calloc(nrua + 1, sizeof *h.rua);
+    for (size_t i = 0; i < nrua; i++)
+        h.rua[i] = mw_strdup(o->record.rua[i]);
+    h.reporter_host = dup_or_empty(rt->cfg->hostname);
+    bool ok = mw_history_append(rt->history, &h);
+    mw_history_record_clear(&h);
+    r->history_written = ok;
+    mw_sess_trace(s, ok ? "history: record written" : "history: record could NOT be written");
+    return ok;
+}
+

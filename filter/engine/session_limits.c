@@ -1,0 +1,124 @@
+/*
+ * session_limits.c - rate limits and reputation for a session: which
+ * stage charges what (docs/ratelimit.md), how a refusal is reported to the
+ * front end, and the reputation score and outcome of each message.
+ *
+ * Charging: connect charges per connection, MAIL per transaction, RCPT per
+ * recipient we would otherwise accept (a recipient refused for another
+ * reason never reaches us), end of message per message or per recipient.
+ * A store failure gives the configured redis.failure_action inside the
+ * rate-limit module; here it is only traced.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "log.h"
+#include "session_priv.h"
+#include "strutil.h"
+
+static unsigned trust_bit(mw_trust t)
+{
+    return 1u << (unsigned)t;
+}
+
+static void rl_trace(void *arg, const char *line)
+{
+    mw_sess_trace(arg, "ratelimit: %s", line);
+}
+
+bool mw_sess_ratelimit(mw_session *s, mw_rl_stage stage, const char *rcpt)
+{
+    mw_runtime *rt = s->rt;
+    s->refused = false;
+    if (!rt || !rt->ratelimit || !mw_ratelimit_has_stage(rt->ratelimit, stage))
+        return true;
+    mw_rl_facts f = {0};
+    f.trust = trust_bit(s->res.trust);
+    f.client = s->have_addr ? &s->client_addr : NULL;
+    f.sasl_user = s->auth_authen;
+    f.sender = s->mail_from;
+    f.recipient = rcpt;
+    f.nrcpt = s->nrcpt;
+    mw_rl_decision d;
+    mw_ratelimit_check(rt->ratelimit, stage, &f, &d, rl_trace, s);
+    if (d.store_failed)
+        mw_sess_trace(s, "ratelimit: state store unavailable at %s: %s", mw_rl_stage_name(stage),
+                      d.allowed ? "accepted (redis.failure_action)" : "refused (redis.failure_action)");
+    if (d.allowed)
+        return true;
+    s->refused = true;
+    s->rate_limited = true;
+    memset(&s->refusal, 0, sizeof s->refusal);
+    s->refusal.action = d.rcode[0] == '5' ? MW_ACTION_REJECT : MW_ACTION_TEMPFAIL;
+    snprintf(s->refusal.rcode, sizeof s->refusal.rcode, "%s", d.rcode[0] ? d.rcode : "451");
+    snprintf(s->refusal.xcode, sizeof s->refusal.xcode, "%s", d.xcode);
+    snprintf(s->refusal.text, sizeof s->refusal.text, "%s", d.text[0] ? d.text : "rate limit exceeded");
+    s->refusal.rule = d.rule;
+    mw_sess_trace(s, "ratelimit: %s refused by rule %s: %s %s %s", mw_rl_stage_name(stage),
+                  d.rule ? d.rule : "?", s->refusal.rcode, s->refusal.xcode, s->refusal.text);
+    return false;
+}
+
+/* Subjects: the client, and the domains authenticated so far. */
+static size_t subjects(mw_session *s, mw_rep_subjects *subj, const char **doms, size_t max)
+{
+    size_t n = 0;
+    mw_results *r = &s->res;
+    for (size_t i = 0; r->dkim_verified && i < r->dkim.nsig && n < max; i++)
+        if (r->dkim.sig[i].result == MW_DKIM_PASS && r->dkim.sig[i].domain)
+            doms[n++] = r->dkim.sig[i].domain;
+    if (r->spf.evaluated && r->spf.result == MW_SPF_PASS && r->spf.domain && n < max)
+        doms[n++] = r->spf.domain;
+    subj->client = s->have_addr ? &s->client_addr : NULL;
+    subj->domains = doms;
+    subj->ndomains = n;
+    return n;
+}
+
+void mw_sess_reputation_score(mw_session *s)
+{
+    mw_runtime *rt = s->rt;
+    if (!rt || !rt->reputation || !s->have_addr || mw_trust_outbound(s->res.trust))
+        return;
+    const char *doms[8];
+    mw_rep_subjects subj;
+    subjects(s, &subj, doms, 8);
+    mw_store_status st = mw_reputation_score(rt->reputation, &subj, &s->res.reputation);
+    if (st != MW_STORE_OK) {
+        mw_sess_trace(s, "reputation: unavailable (state store)");
+        return;
+    }
+    s->res.reputation_done = true;
+    mw_buf b = MW_BUF_INIT;
+    mw_reputation_format(&s->res.reputation, &b);
+    mw_sess_trace(s, "reputation: %s", mw_buf_cstr(&b));
+    mw_buf_free(&b);
+}
+
+void mw_sess_reputation_record(mw_session *s, const mw_verdict *v)
+{
+    mw_runtime *rt = s->rt;
+    mw_results *r = &s->res;
+    if (!rt || !rt->reputation || !s->have_addr || mw_trust_outbound(r->trust))
+        return;
+    /* bad: refused by policy, rate-limited, SPF fail, DMARC fail;
+     * good: DMARC pass, or aligned authentication without DMARC */
+    bool bad = v->action == MW_ACTION_REJECT || s->rate_limited ||
+               (r->spf.evaluated && r->spf.result == MW_SPF_FAIL) ||
+               (r->dmarc_done && r->dmarc.result == MW_DMARC_FAIL);
+    bool good = !bad && ((r->dmarc_done && r->dmarc.result == MW_DMARC_PASS) ||
+                         (r->dmarc_done && r->dmarc.result == MW_DMARC_NONE &&
+                          (r->dmarc.spf_aligned || r->dmarc.dkim_aligned)));
+    if (!bad && !good) {
+        mw_sess_trace(s, "reputation: neutral outcome, not counted");
+        return;
+    }
+    const char *doms[8];
+    mw_rep_subjects subj;
+    subjects(s, &subj, doms, 8);
+    if (mw_reputation_record(rt->reputation, bad ? MW_REP_BAD : MW_REP_GOOD, &subj) != MW_STORE_OK)
+        mw_sess_trace(s, "reputation: outcome not recorded (state store)");
+    else
+        mw_sess_trace(s, "reputation: %s outcome recorded", bad ? "bad" : "good");
+}

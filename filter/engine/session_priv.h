@@ -1,0 +1,101 @@
+/*
+ * session_priv.h (engine-private) - the session structure shared by the
+ * files that implement it: session.c (flow, trust, SPF, DKIM, verdict),
+ * session_dmarc.c (DMARC and history) and session_limits.c (rate limits
+ * and reputation).
+ */
+#ifndef MW_ENGINE_SESSION_PRIV_H
+#define MW_ENGINE_SESSION_PRIV_H
+
+#include "buf.h"
+#include "engine_priv.h"
+
+#define MAX_TRACE 200
+#define MAX_REPLY_TEXT 400
+#define MAX_AR_REMOVE 1000
+#define MAX_HELD_HEADERS 10000          /* headers held until end of headers */
+#define MAX_HELD_BYTES (2 * 1024 * 1024)
+#define MAX_SIGN_KEYS 8
+#define MAX_FROM_DOMAINS 16
+
+/* A header held until end of headers (signing keys depend on From). */
+typedef struct held_header {
+    char  *name;
+    char  *value;
+    size_t vlen;
+} held_header;
+
+struct mw_session {
+    mw_engine  *engine;
+    mw_runtime *rt;              /* held from MAIL until the message ends */
+    bool        in_message;
+    char        sid[24];
+
+    /* connection */
+    char   *client_ip;           /* NULL when unknown */
+    char   *client_name;
+    mw_addr client_addr;
+    bool    have_addr;
+    char   *helo;
+    char   *auth_authen;
+    char   *daemon_name;
+    char   *queue_id;
+
+    /* message */
+    char         *mail_from;     /* without <>; "" for the null sender */
+    unsigned      nrcpt;
+    unsigned      ar_seen;       /* A-R headers seen so far (occurrence index) */
+    mw_header_ref *ar_remove;
+    size_t        nar_remove;
+    unsigned long body_bytes;
+    mw_results    res;
+    char          trust_reason[160];
+    mw_verdict    verdict;
+    char        **trace;
+    size_t        ntrace;
+
+    /* DKIM */
+    held_header  *held;
+    size_t        nheld, held_bytes;
+    bool          held_overflow;
+    bool          eoh_done;
+    mw_dkim_msg  *dkim;
+    bool          dkim_verifying;
+    size_t        sign_keys[MAX_SIGN_KEYS];
+    size_t        nsign_keys;
+    char        **dkim_sigs;
+    size_t        ndkim_sigs;
+    char          not_signed[256];
+
+    /* every domain named by any From header (for from_enforcing) */
+    char         *from_domains[MAX_FROM_DOMAINS];
+    size_t        nfrom_domains;
+    char         *first_rcpt_domain;
+
+    /* refusal of the last connect/MAIL/RCPT step (rate limits) */
+    bool          refused;
+    mw_reply      refusal;
+    bool          rate_limited;     /* this message hit a limit (reputation: bad) */
+    bool          connect_done;
+    bool          quarantined_by_header;   /* dmarc.quarantine_action = header */
+};
+
+/* Append a trace line (also logged at debug level). */
+void mw_sess_trace(mw_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Printable, length-capped copy of untrusted text (valid until b changes). */
+const char *mw_sess_safe(mw_buf *b, const char *text);
+
+/* session_dmarc.c */
+void mw_sess_run_dmarc(mw_session *s);
+/* One history record for the message; false when it could not be written. */
+bool mw_sess_write_history(mw_session *s, const mw_verdict *v);
+
+/* session_limits.c */
+/* Charge the rate limits of a stage; on refusal fills s->refusal and
+ * returns false. */
+bool mw_sess_ratelimit(mw_session *s, mw_rl_stage stage, const char *rcpt);
+/* Reputation: score the client at MAIL, record the outcome after the verdict. */
+void mw_sess_reputation_score(mw_session *s);
+void mw_sess_reputation_record(mw_session *s, const mw_verdict *v);
+
+#endif
