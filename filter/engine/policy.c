@@ -59,6 +59,9 @@ typedef struct rule {
     char       **from_domains; /* NULL = not a condition */
     size_t       nfrom_domains;
     int          from_enforcing;   /* -1 = not a condition, else 0/1 */
+    bool         rep_below_set, rep_above_set;
+    double       rep_below, rep_above;   /* reputation score bounds (-1 .. 1) */
+    int          rep_subject;            /* 0 ip, 1 net, 2 domain */
     mw_action    action;
     char        *reply;        /* NULL = the engine's default for the action */
 } rule;
@@ -394,7 +397,8 @@ static void rule_free(rule *r)
 static const char *const rule_keys[] = {"name", "trust", "spf", "helo_spf", "sender_domain",
                                         "network", "not_network", "null_sender", "dmarc",
                                         "dmarc_disposition", "dmarc_policy", "dmarc_override",
-                                        "from_status", "from_domain", "from_enforcing", "action",
+                                        "from_status", "from_domain", "from_enforcing", "reputation_below",
+                                        "reputation_above", "reputation_subject", "action",
                                         "reply", NULL};
 
 static bool key_listed(const char *const *list, const char *k)
@@ -441,7 +445,8 @@ static void rule_parse(pctx *c, const config_setting_t *g, int idx, rule *r)
         if (!key_listed(rule_keys, config_setting_name(m)))
             perr(c, m, "rule %d: unknown key \"%s\" (name, trust, spf, helo_spf, sender_domain, "
                        "network, not_network, null_sender, dmarc, dmarc_disposition, dmarc_policy, "
-                       "dmarc_override, from_status, from_domain, from_enforcing, action, reply)",
+                       "dmarc_override, from_status, from_domain, from_enforcing, reputation_below, "
+                       "reputation_above, reputation_subject, action, reply)",
                  idx, config_setting_name(m));
     }
 
@@ -508,6 +513,37 @@ static void rule_parse(pctx *c, const config_setting_t *g, int idx, rule *r)
             perr(c, s, "%s: from_enforcing: expected true or false", label);
         else
             r->from_enforcing = config_setting_get_bool(s) ? 1 : 0;
+    }
+
+    static const char *const rep_bounds[] = {"reputation_below", "reputation_above"};
+    for (int k = 0; k < 2; k++) {
+        if ((s = config_setting_get_member(g, rep_bounds[k])) == NULL)
+            continue;
+        int t = config_setting_type(s);
+        double v = t == CONFIG_TYPE_FLOAT ? config_setting_get_float(s)
+                   : t == CONFIG_TYPE_INT ? (double)config_setting_get_int(s) : -9;
+        if ((t != CONFIG_TYPE_FLOAT && t != CONFIG_TYPE_INT) || v < -1 || v > 1) {
+            perr(c, s, "%s: %s: expected a number from -1.0 to 1.0", label, rep_bounds[k]);
+            continue;
+        }
+        if (k == 0) {
+            r->rep_below_set = true;
+            r->rep_below = v;
+        } else {
+            r->rep_above_set = true;
+            r->rep_above = v;
+        }
+    }
+    str = get_string(c, g, "reputation_subject", &s);
+    if (str != NULL) {
+        if (strcmp(str, "ip") == 0)
+            r->rep_subject = 0;
+        else if (strcmp(str, "net") == 0)
+            r->rep_subject = 1;
+        else if (strcmp(str, "domain") == 0)
+            r->rep_subject = 2;
+        else
+            perr(c, s, "%s: reputation_subject: \"%s\" (ip, net or domain)", label, str);
     }
 
     str = get_string(c, g, "action", &s);
@@ -786,6 +822,16 @@ static bool rule_matches(const rule *r, const mw_policy_facts *f)
         return false;
     if (r->from_enforcing >= 0 && (r->from_enforcing != 0) != f->from_enforcing)
         return false;
+    if (r->rep_below_set || r->rep_above_set) {
+        /* a reputation bound holds only for a known score (min_samples met) */
+        const mw_policy_rep *rs = r->rep_subject == 0 ? &f->rep_ip : r->rep_subject == 1 ? &f->rep_net : &f->rep_domain;
+        if (!rs->known)
+            return false;
+        if (r->rep_below_set && !(rs->score < r->rep_below))
+            return false;
+        if (r->rep_above_set && !(rs->score > r->rep_above))
+            return false;
+    }
     if (r->network != NULL && (f->client == NULL || !mw_cidr_set_contains(r->network, f->client)))
         return false;
     if (r->not_network != NULL && f->client != NULL && mw_cidr_set_contains(r->not_network, f->client))

@@ -844,6 +844,11 @@ const mw_verdict *mw_session_eom(mw_session *s)
     f.from_domain = s->res.from.status == MW_FROM_OK ? s->res.from.domain[0]
                     : s->nfrom_domains ? s->from_domains[0] : NULL;
     f.from_enforcing = s->res.from_enforcing;
+    if (s->res.reputation_done) {
+        f.rep_ip = (mw_policy_rep){s->res.reputation.ip.known, s->res.reputation.ip.score};
+        f.rep_net = (mw_policy_rep){s->res.reputation.net.known, s->res.reputation.net.score};
+        f.rep_domain = (mw_policy_rep){s->res.reputation.domain.known, s->res.reputation.domain.score};
+    }
 
     mw_policy_decision d;
     bool eom_limited = false;

@@ -983,8 +983,43 @@ static void test_load_order(void)
     rmdir(dir);
 }
 
+static void test_reputation_bounds(void)
+{
+    mw_config_errors errs = {0};
+    mw_policy *p = mw_policy_parse("rules = (\n"
+                                   "  { name = \"bad-ip\"; reputation_below = -0.5; action = \"tempfail\"; },\n"
+                                   "  { name = \"good-dom\"; reputation_subject = \"domain\"; reputation_above = 0.5;\n"
+                                   "    action = \"accept\"; },\n"
+                                   "  { name = \"rest\"; action = \"quarantine\"; } );\n",
+                                   "rep.conf", &errs);
+    if (!MW_TEST_ASSERT(p != NULL)) {
+        mw_config_errors_free(&errs);
+        return;
+    }
+    mw_policy_facts f = {0};
+    mw_policy_decision d;
+    mw_policy_eval(p, &f, &d);                       /* unknown scores never match */
+    MW_TEST_EQ_STR(d.rule, "rest");
+    f.rep_ip = (mw_policy_rep){true, -0.8};
+    mw_policy_eval(p, &f, &d);
+    MW_TEST_EQ_STR(d.rule, "bad-ip");
+    MW_TEST_EQ_INT(d.action, MW_ACTION_TEMPFAIL);
+    f.rep_ip = (mw_policy_rep){false, -0.8};           /* too few samples */
+    f.rep_domain = (mw_policy_rep){true, 0.9};
+    mw_policy_eval(p, &f, &d);
+    MW_TEST_EQ_STR(d.rule, "good-dom");
+    mw_policy_free(&p);
+    /* bad bounds are errors with a line */
+    p = mw_policy_parse("rules = ( { name = \"x\";\n reputation_below = 2.5; action = \"accept\"; } );\n",
+                        "bad.conf", &errs);
+    MW_TEST_ASSERT(p == NULL && errs.n >= 1 && strstr(errs.msg[0], "bad.conf:2:") != NULL);
+    mw_policy_free(&p);
+    mw_config_errors_free(&errs);
+}
+
 int main(void)
 {
+    MW_TEST_RUN(test_reputation_bounds);
     MW_TEST_RUN(test_names);
     MW_TEST_RUN(test_embedded_table);
     MW_TEST_RUN(test_default_policy);

@@ -16,6 +16,9 @@
  *       sender_domain = [ "*.example.com" ];   # MAIL FROM domain globs
  *       network = [ "192.0.2.0/24" ];      # client address in one of these
  *       not_network = [ "198.51.100.0/24" ];
+ *       reputation_below = -0.5;           # score known (min_samples) and below
+ *       reputation_above = 0.5;            # ... or above; -1 (bad) .. 1 (good)
+ *       reputation_subject = "ip";         # ip (default), net or domain
  *       null_sender = true;                # MAIL FROM:<> (true) or not (false)
  *       dmarc = [ "fail" ];                # DMARC result(s): none pass fail temperror permerror
  *       dmarc_disposition = [ "reject" ];  # what the domain asks, after t=y: none quarantine reject
@@ -112,6 +115,12 @@ enum {
 
 /* What the engine knows when it asks the policy.  Zero-initialise: every
  * later field then means "not evaluated". */
+/* One reputation score as the policy sees it. */
+typedef struct mw_policy_rep {
+    bool   known;     /* enough samples (reputation.min_samples) */
+    double score;     /* -1 (bad) .. 1 (good) */
+} mw_policy_rep;
+
 typedef struct mw_policy_facts {
     mw_trust       trust;
     const mw_addr *client;           /* NULL if unknown (unix socket, no address) */
@@ -132,6 +141,8 @@ typedef struct mw_policy_facts {
     mw_from_status  from_status;
     const char     *from_domain;        /* the (first) From domain; may be NULL */
     bool            from_enforcing;     /* a From domain involved publishes p=quarantine/reject */
+    /* reputation (reputation.enabled); unknown scores never match a bound */
+    mw_policy_rep   rep_ip, rep_net, rep_domain;
 } mw_policy_facts;
 
 typedef struct mw_policy_decision {
