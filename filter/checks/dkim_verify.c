@@ -73,6 +73,8 @@ struct mw_dkim_msg {
     bool                  body_cr;     /* the last body byte seen was CR */
     struct lookup        *lk;
     size_t                nlk;
+    mw_dkim_sig          *bad;         /* signatures refused before libopendkim (duplicate tags) */
+    size_t                nbad;
     struct timespec       dns_t0;      /* first key lookup */
     bool                  dns_started;
 };
@@ -499,6 +501,12 @@ static void sig_fill(const mw_dkim_msg *m, DKIM_SIGINFO *sig, mw_dkim_sig *o, ch
                                                  : MW_DKIM_DNSSEC_UNKNOWN;
     *b_full = tag_dup(sig, "b");
     sig_classify(m, sig, o);
+    /* RFC 8301: rsa-sha1 signatures must not be considered valid */
+    if (o->result == MW_DKIM_PASS && o->algorithm && strcasecmp(o->algorithm, "rsa-sha1") == 0) {
+        o->result = MW_DKIM_POLICY;
+        free(o->reason);
+        o->reason = mw_strdup("rsa-sha1 is not accepted (RFC 8301)");
+    }
     /* libopendkim reports no size for Ed25519 keys; they are all 256 bits. */
     if (o->bits == 0 && strcasecmp(o->algorithm, "ed25519-sha256") == 0 &&
         (dkim_sig_getflags(sig) & DKIM_SIGFLAG_PROCESSED) != 0 &&
@@ -574,6 +582,64 @@ static void crlf_append(mw_buf *out, const char *s, size_t n, bool prev_cr)
     }
 }
 
+/*
+ * RFC 6376 §3.2: a tag-list with a duplicate tag is invalid.  libopendkim
+ * keeps the last value (and would look up a key for it), so such a
+ * signature is refused here as permerror, without any DNS query.  Returns
+ * the duplicated tag name in dup (static storage of the caller) or false.
+ */
+static bool duplicate_tag(const char *v, size_t len, char dup[16])
+{
+    char seen[64][16];
+    size_t nseen = 0, i = 0;
+    while (i < len) {
+        while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == '\r' || v[i] == '\n' || v[i] == ';'))
+            i++;
+        size_t st = i;
+        while (i < len && v[i] != '=' && v[i] != ';' && v[i] != ' ' && v[i] != '\t' && v[i] != '\r' &&
+               v[i] != '\n')
+            i++;
+        size_t nl = i - st;
+        while (i < len && v[i] != ';')
+            i++;
+        if (nl == 0 || nl >= 16)
+            continue;
+        char t[16];
+        memcpy(t, v + st, nl);
+        t[nl] = '\0';
+        for (size_t k = 0; k < nseen; k++)
+            if (strcmp(seen[k], t) == 0) {
+                memcpy(dup, t, nl + 1);
+                return true;
+            }
+        if (nseen < 64)
+            memcpy(seen[nseen++], t, nl + 1);
+    }
+    return false;
+}
+
+/* Value of tag t in a raw tag-list (first occurrence), printable, or NULL. */
+static char *raw_tag(const char *v, size_t len, const char *t)
+{
+    size_t tl = strlen(t);
+    for (size_t i = 0; i < len; i++) {
+        if ((i == 0 || v[i - 1] == ';' || v[i - 1] == ' ' || v[i - 1] == '\t' || v[i - 1] == '\n') &&
+            i + tl < len && strncmp(v + i, t, tl) == 0 && v[i + tl] == '=') {
+            size_t st = i + tl + 1, e = st;
+            while (e < len && v[e] != ';')
+                e++;
+            mw_buf b = MW_BUF_INIT;
+            for (size_t k = st; k < e && b.len < 255; k++)
+                if (v[k] != ' ' && v[k] != '\t' && v[k] != '\r' && v[k] != '\n')
+                    mw_buf_putc(&b, v[k]);
+            char *out = mw_strdup(mw_buf_cstr(&b));
+            mw_buf_free(&b);
+            return out;
+        }
+    }
+    return NULL;
+}
+
 void mw_dkim_msg_header(mw_dkim_msg *m, const char *name, const char *value, size_t vlen)
 {
     bool is_sig = strcasecmp(name, "DKIM-Signature") == 0;
@@ -582,6 +648,22 @@ void mw_dkim_msg_header(mw_dkim_msg *m, const char *name, const char *value, siz
     if (is_sig && ++m->nsighdr > (m->v != NULL ? m->v->o.max_signatures : 0)) {
         if (m->v != NULL)
             m->nskipped++;
+        to_verifier = false;
+    }
+    char dup[16];
+    if (is_sig && to_verifier && duplicate_tag(value, vlen, dup)) {
+        m->bad = mw_reallocarray(m->bad, m->nbad + 1, sizeof *m->bad);
+        mw_dkim_sig *o = &m->bad[m->nbad++];
+        memset(o, 0, sizeof *o);
+        o->result = MW_DKIM_PERMERROR;
+        o->domain = raw_tag(value, vlen, "d");
+        o->selector = raw_tag(value, vlen, "s");
+        o->algorithm = raw_tag(value, vlen, "a");
+        o->identity = o->domain ? strf("@%s", o->domain) : NULL;
+        o->b_prefix = raw_tag(value, vlen, "b");
+        if (o->b_prefix && strlen(o->b_prefix) > 8)
+            o->b_prefix[8] = '\0';
+        o->reason = strf("duplicate tag \"%s\" (RFC 6376 section 3.2)", dup);
         to_verifier = false;
     }
     /* Signing takes the value byte-exact: "Name:" + value. */
@@ -657,6 +739,14 @@ void mw_dkim_msg_end(mw_dkim_msg *m, mw_dkim_results *res, char ***sigs, size_t 
         if (res != NULL)
             collect(m, res);
     }
+    if (res != NULL && m->nbad) {
+        /* signatures refused before libopendkim, in the order seen */
+        res->sig = mw_reallocarray(res->sig, res->nsig + m->nbad, sizeof *res->sig);
+        memcpy(res->sig + res->nsig, m->bad, m->nbad * sizeof *m->bad);
+        res->nsig += m->nbad;
+        MW_FREE(&m->bad);
+        m->nbad = 0;
+    }
     if (res != NULL)
         res->nskipped = m->nskipped;
     if (sigs != NULL)
@@ -681,6 +771,10 @@ void mw_dkim_msg_free(mw_dkim_msg **mp)
         free(m->lk[i].why);
     }
     free(m->lk);
+    if (m->nbad) {
+        mw_dkim_results tmp = {m->bad, m->nbad, 0};
+        mw_dkim_results_clear(&tmp);
+    }
     mw_buf_free(&m->tmp);
     free(m->id);
     MW_FREE(mp);

@@ -12,6 +12,7 @@
  * Every decision adds a trace line, so `check` and the debug log can say
  * why (e.g. "trust: internal (client 10.1.2.3 in internal networks)").
  */
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -402,6 +403,29 @@ static void note_from(mw_session *s, const char *value, size_t vlen)
     mw_from_parse(value, vlen, &any);
     for (size_t i = 0; i < any.naddr && i < MW_FROM_MAX_ADDRS; i++)
         add_from_domain(s, any.domain[i]);
+    if (any.status == MW_FROM_UNPARSABLE || any.naddr == 0) {
+        /* The parser gave up: take every "@domain" in the raw value, so a
+         * malformed From cannot hide an enforcing domain from the policy. */
+        for (size_t i = 0; i < vlen; i++) {
+            if (value[i] != '@')
+                continue;
+            size_t j = i + 1;
+            while (j < vlen && (isalnum((unsigned char)value[j]) || value[j] == '-' || value[j] == '.' ||
+                                value[j] == '_'))
+                j++;
+            if (j > i + 1 && j - i - 1 < 254) {
+                char d[256];
+                memcpy(d, value + i + 1, j - i - 1);
+                d[j - i - 1] = '\0';
+                size_t dl = strlen(d);
+                while (dl && d[dl - 1] == '.')
+                    d[--dl] = '\0';
+                mw_str_lower(d);
+                if (mw_domain_valid(d) && strchr(d, '.'))
+                    add_from_domain(s, d);
+            }
+        }
+    }
     mw_from_clear(&any);
     if (++s->res.nfrom == 1) {
         mw_from_parse(value, vlen, &s->res.from);
@@ -417,14 +441,24 @@ static void note_from(mw_session *s, const char *value, size_t vlen)
     }
 }
 
+/* Header name equality, ASCII case-insensitive, ignoring blanks before the
+ * colon (RFC 5322 §4.5.3 obsolete syntax "From :", which MUAs still read). */
+static bool name_is(const char *name, const char *want)
+{
+    size_t n = strlen(name);
+    while (n && (name[n - 1] == ' ' || name[n - 1] == '\t'))
+        n--;
+    return mw_str_ieq(name, n, want, strlen(want));
+}
+
 void mw_session_header(mw_session *s, const char *name, const char *value, size_t vlen)
 {
     if (!s->rt)
         return;
     hold_header(s, name, value, vlen);
-    if (strcasecmp(name, "From") == 0)
+    if (name_is(name, "From"))
         note_from(s, value, vlen);
-    if (strcasecmp(name, "Authentication-Results") != 0)
+    if (!name_is(name, "Authentication-Results"))
         return;
     s->ar_seen++;
     const mw_config *cfg = s->rt->cfg;
@@ -642,6 +676,12 @@ static void build_headers(mw_session *s)
     if (s->res.dmarc_done && s->res.dmarc.result != MW_DMARC_NONE) {
         const mw_dmarc_outcome *o = &s->res.dmarc;
         mw_buf c = MW_BUF_INIT;
+        if (!o->record.p) {
+            /* temperror/permerror before a usable record was found */
+            mw_authres_add(ar, "dmarc", mw_dmarc_result_name(o->result), o->reason,
+                           (const char *const[]){"header.from", o->from_domain, NULL});
+            goto dmarc_done;
+        }
         mw_buf_printf(&c, "p=%s", mw_dmarc_policy_name(o->record.p));
         if (o->record.sp)
             mw_buf_printf(&c, " sp=%s", mw_dmarc_policy_name(o->record.sp));
@@ -658,6 +698,7 @@ static void build_headers(mw_session *s)
         const char *props[] = {"header.from", o->from_domain, "policy.dmarc", mw_dmarc_policy_name(o->disposition),
                                NULL};
         mw_authres_add(ar, "dmarc", mw_dmarc_result_name(o->result), mw_buf_cstr(&c), props);
+    dmarc_done:
         mw_buf_free(&c);
     } else if (s->res.dmarc_done) {
         const char *props[] = {"header.from", s->res.dmarc.from_domain, NULL};

@@ -475,6 +475,17 @@ class Harness:
                 '  xfrdfile: "%s/xfrd.state"' % d, '  xfrdir: "%s"' % d,
                 '  logfile: "%s/nsd.log"' % d, "  server-count: 1", "  verbosity: 1",
                 "remote-control:", "  control-enable: no"]
+        # Serve every parent of the test zones too (empty, SOA/NS only), so a
+        # name above them (e.g. _dmarc.test during a DMARC tree walk) gets
+        # NXDOMAIN as in the real DNS, not REFUSED (which resolvers turn into
+        # SERVFAIL, i.e. a temporary error).
+        zones = dict(zones)
+        for origin in list(zones):
+            labels = origin.rstrip(".").split(".")
+            for i in range(1, len(labels)):
+                parent = ".".join(labels[i:])
+                if parent not in zones and parent + "." not in zones:
+                    zones[parent] = ""
         for origin, text in zones.items():
             origin = origin.rstrip(".")
             with open(os.path.join(d, origin + ".zone"), "w") as f:
