@@ -18,6 +18,7 @@ static void usage(FILE *f)
             "  keygen       make a DKIM key and print the DNS record to publish\n"
             "  dns-check    check the signing keys, SPF and DMARC records in DNS\n"
             "  limits       list, show or reset rate-limit buckets (Redis)\n"
+            "  report       build and mail DMARC aggregate reports from the history\n"
             "\n"
             "Run 'mailwarden COMMAND --help' for the options of a command.\n"
             "Options: -h, --help   this text;  -V, --version   print the version\n");
@@ -50,6 +51,8 @@ int main(int argc, char **argv)
         return mw_cmd_dns_check(argc - 1, argv + 1);
     if (strcmp(cmd, "limits") == 0)
         return mw_cmd_limits(argc - 1, argv + 1);
+    if (strcmp(cmd, "report") == 0)
+        return mw_cmd_report(argc - 1, argv + 1);
     fprintf(stderr, "mailwarden: unknown command \"%s\"\n", cmd);
     usage(stderr);
     return 2;

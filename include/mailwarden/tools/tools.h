@@ -17,6 +17,10 @@ int mw_cmd_config_test(int argc, char **argv);
 int mw_cmd_keygen(int argc, char **argv);
 /* mailwarden dns-check [-c FILE] [--dns ADDR[@PORT]]... [--sign D:S:KEYFILE]... */
 int mw_cmd_dns_check(int argc, char **argv);
+/* mailwarden report [-c FILE] [--history DIR]... [--period yesterday|DATE|DATE..DATE]
+ *                   [--out DIR] [--send] [--dry-run] [--format rfc9990|rfc7489]:
+ * DMARC aggregate reports from the history (filter/tools/report.c) */
+int mw_cmd_report(int argc, char **argv);
 /* mailwarden limits list [PATTERN] | show KEY | reset KEY [-c FILE] [--redis HOST:PORT] */
 int mw_cmd_limits(int argc, char **argv);
 

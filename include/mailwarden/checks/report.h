@@ -1,0 +1,228 @@
+/*
+ * report.h - DMARC aggregate reports (RFC 9990; RFC 7489 format as an
+ * option) from the on-disk history (history.h): no database.
+ *
+ *   report_agg.c    history directories -> one mw_report per (policy
+ *                   domain, period), rows grouped and counted
+ *   report_xml.c    mw_report -> XML (libxml2 xmlTextWriter), report id,
+ *                   file name
+ *   report_mail.c   gzip (zlib), the MIME message, DKIM signing with our
+ *                   signer, rua URI parsing
+ *   report_state.c  the state journal: what was sent to whom, so a rerun or
+ *                   a crashed run neither double-sends nor skips
+ *
+ * The command itself (periods, delivery, pacing, retries, destination
+ * verification) is filter/tools/report.c.
+ *
+ * Thread safety: none needed (the report tool is single-threaded); no
+ * globals.
+ */
+#ifndef MW_CHECKS_REPORT_H
+#define MW_CHECKS_REPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "buf.h"
+#include "config.h"
+#include "dkim.h"
+#include "history.h"
+
+/* ---- aggregation --------------------------------------------------------- */
+
+typedef struct mw_report_dkim {
+    char *domain, *selector, *result;   /* selector "" when the history has none */
+} mw_report_dkim;
+
+/* One <record>: every message with the same source IP, disposition,
+ * alignment results, override, identifiers and authentication results. */
+typedef struct mw_report_row {
+    char *key;                 /* the grouping key (internal; rows are sorted by it) */
+    unsigned long long count;
+    char *source_ip;
+    char *disposition;         /* as applied: none, quarantine, reject */
+    char *dkim_aligned, *spf_aligned;   /* pass / fail */
+    char *override;            /* the history's override text, NULL if none */
+    char *header_from, *envelope_from, *envelope_to;   /* "" when unknown */
+    char *spf_domain, *spf_scope, *spf_result;         /* "" when unknown */
+    mw_report_dkim *dkim;
+    size_t ndkim;
+} mw_report_row;
+
+/* One report: a policy domain and a period. */
+typedef struct mw_report {
+    char  *policy_domain;
+    time_t begin, end;         /* the period [begin, end) (UTC, interval-aligned) */
+    /* the policy as published (from the period's latest record); "" absent */
+    char  *p, *sp, *np, *adkim, *aspf, *t, *psd, *discovery;
+    time_t policy_time;        /* time of the record the policy was taken from */
+    char **rua;                /* NULL-terminated, as published (latest record) */
+    size_t nrua;
+    mw_report_row *rows;       /* sorted by source IP, then key */
+    size_t nrows;
+    unsigned long long messages;   /* sum of the row counts */
+} mw_report;
+
+typedef struct mw_report_set {
+    mw_report *r;              /* sorted by policy domain, then begin */
+    size_t n;
+    mw_history_stats stats;    /* summed over every directory read */
+    void *priv;                /* internal: the lookup index while adding */
+} mw_report_set;
+
+/*
+ * Read every history directory (one per MTA host) for records with time in
+ * [from, to) and aggregate them into out (cleared first): one report per
+ * (policy domain, interval-aligned period).  Torn or corrupt history lines
+ * are skipped and counted in out->stats, never fatal.  Records without a
+ * policy domain are ignored.  Returns false when a directory could not be
+ * read (reason of the first such in err); the others are still used.
+ */
+bool mw_report_aggregate(const char *const *dirs, size_t ndirs, time_t from, time_t to,
+                         unsigned interval, mw_report_set *out, char *err, size_t errlen);
+void mw_report_set_free(mw_report_set *s);
+
+/* Add one history record to the set (the building block of
+ * mw_report_aggregate; for tests).  false when r has no policy domain. */
+bool mw_report_add(mw_report_set *s, const mw_history_record *r, unsigned interval);
+/* Sort reports and rows (done by mw_report_aggregate). */
+void mw_report_finish(mw_report_set *s);
+
+/* ---- XML ----------------------------------------------------------------------- */
+
+typedef struct mw_report_meta {
+    const char      *org_name;
+    const char      *email;
+    const char      *extra_contact;   /* NULL or "": none */
+    const char      *receiver;        /* file name and Submitter */
+    const char      *generator;       /* "mailwarden 0.1.0" (RFC 9990 only) */
+    mw_report_format format;
+} mw_report_meta;
+
+/* The report id: 32 lower-case hex digits (a SHA-256 prefix) of receiver,
+ * policy domain and period, so unique per (receiver, domain, period) and
+ * the same on every run.  Caller frees. */
+char *mw_report_id(const mw_report *r, const mw_report_meta *m);
+
+/* "receiver!policy-domain!begin!end!id.xml.gz" (end as in <date_range>:
+ * the period's last second).  Caller frees. */
+char *mw_report_filename(const mw_report *r, const mw_report_meta *m, const char *id);
+
+/*
+ * The report as XML (UTF-8, with declaration) into out (reset first), in
+ * m->format: RFC 9990 (namespace urn:ietf:params:xml:ns:dmarc-2.0) or RFC
+ * 7489.  Integer timestamps, lower-case enumerations, never an empty
+ * auth_results (an SPF result "none" is written when nothing else is
+ * known), reason elements only with a type.  false + err on a libxml2
+ * error.
+ */
+bool mw_report_xml(const mw_report *r, const mw_report_meta *m, const char *id, mw_buf *out,
+                   char *err, size_t errlen);
+
+/* ---- delivery pieces --------------------------------------------------------------- */
+
+/* gzip (RFC 1952) of in into out (reset first).  false on a zlib error. */
+bool mw_report_gzip(const void *in, size_t len, mw_buf *out);
+
+/*
+ * One rua URI: "mailto:addr[!size[kmgt]]".  The address (percent-decoded)
+ * into *addr (caller frees), the size limit in bytes into *max_size (0:
+ * none).  false for other schemes or a malformed URI (reason in why).
+ */
+bool mw_report_rua_parse(const char *uri, char **addr, unsigned long long *max_size, char *why,
+                         size_t whylen);
+
+typedef struct mw_report_mail {
+    const char *from;          /* From address */
+    const char *to;            /* To address */
+    const char *filename;      /* attachment name */
+    const char *id;            /* report id */
+    time_t      now;           /* Date */
+    const char *msgid_host;    /* right side of the Message-ID */
+} mw_report_mail;
+
+/*
+ * The report mail (CRLF line ends) into out (reset first): From, To, Date,
+ * Subject "Report Domain: D Submitter: S Report-ID: <ID>", Message-ID,
+ * MIME-Version, Auto-Submitted: auto-generated, multipart/mixed with a short
+ * text part and the gzip attachment (application/gzip, base64).
+ */
+void mw_report_mime(const mw_report *r, const mw_report_meta *m, const mw_report_mail *mail,
+                    const mw_buf *gz, mw_buf *out);
+
+/*
+ * DKIM-sign msg (as built by mw_report_mime) in place with every signer
+ * key the signing table gives identity (the From address): the
+ * DKIM-Signature headers are prepended.  Returns how many were added (0
+ * when no key matches: reason in why).
+ */
+size_t mw_report_sign(const mw_dkim_signer *signer, const char *identity, mw_buf *msg, char *why,
+                      size_t whylen);
+
+/* ---- state journal --------------------------------------------------------------------- */
+
+/* Status of one (report id, destination address). */
+typedef enum mw_report_status {
+    MW_RS_NONE = 0,     /* never tried */
+    MW_RS_SENDING,      /* handed to the relay, outcome unknown (crash): resent */
+    MW_RS_SENT,         /* the relay answered 250 to the final dot */
+    MW_RS_DEFERRED,     /* 4xx / connection trouble after the retries: next run retries */
+    MW_RS_FAILED,       /* 5xx: not retried */
+    MW_RS_REFUSED,      /* external destination not authorised (_report._dmarc) */
+    MW_RS_TOOBIG,       /* larger than the destination's or our size limit */
+    MW_RS_SUPPRESSED    /* destination suppressed after repeated 5xx */
+} mw_report_status;
+
+const char *mw_report_status_name(mw_report_status s);
+/* Does the status end the business for (id, destination)? (sent, failed,
+ * refused, toobig, suppressed) */
+bool mw_report_status_final(mw_report_status s);
+
+typedef struct mw_report_state mw_report_state;
+
+/*
+ * Open the state directory (created 0750 if missing): take its lock
+ * (another run holding it is an error), read the journal (a torn last
+ * line is ignored), compact it (write temp, fsync, rename, fsync the
+ * directory; entries of periods that ended more than 60 days before now
+ * are dropped) and open it for appending.  readonly (dry runs): read only,
+ * no lock, a missing directory is an empty state.  NULL + err on error.
+ */
+mw_report_state *mw_report_state_open(const char *dir, bool readonly, time_t now, char *err,
+                                      size_t errlen);
+void mw_report_state_close(mw_report_state **s);
+
+/* Status of (id, dest) and how many attempts were recorded. */
+mw_report_status mw_report_state_get(const mw_report_state *s, const char *id, const char *dest,
+                                     unsigned *attempts);
+/*
+ * Record a status for (id, dest) of the report for domain/period: one
+ * journal line, written and fdatasynced before returning.  false (errno
+ * reason in err) when the disk refuses: the caller must stop sending.
+ */
+bool mw_report_state_set(mw_report_state *s, const char *id, const char *dest,
+                         mw_report_status st, const char *domain, time_t begin, time_t end,
+                         time_t now, char *err, size_t errlen);
+
+/* Destination bookkeeping: a 5xx (got_5xx) or a success from dest.  After
+ * `after` consecutive 5xx the destination is suppressed until now +
+ * suppress_for.  false on a write error. */
+bool mw_report_state_dest_result(mw_report_state *s, const char *dest, bool got_5xx,
+                                 unsigned after, unsigned suppress_for, time_t now, char *err,
+                                 size_t errlen);
+/* Is dest suppressed at now?  *until (may be NULL) gets the end. */
+bool mw_report_state_suppressed(const mw_report_state *s, const char *dest, time_t now,
+                                time_t *until);
+
+/* Periods: "open" when a run started sending it, "done" when every
+ * destination of every report in it reached a final status. */
+bool mw_report_state_period(mw_report_state *s, time_t begin, time_t end, bool done, time_t now,
+                            char *err, size_t errlen);
+/* Periods still open (a crashed run or deferred mail) that ended after
+ * since: up to max pairs into begins/ends; returns how many. */
+size_t mw_report_state_open_periods(const mw_report_state *s, time_t since, time_t *begins,
+                                    time_t *ends, size_t max);
+
+#endif
