@@ -825,6 +825,13 @@ static void summary_log(mw_session *s)
             break;
         off += (size_t)n;
     }
+    char rep_summary[160] = "";
+    if (s->res.reputation_done) {
+        const mw_rep_result *rr = &s->res.reputation;
+        snprintf(rep_summary, sizeof rep_summary, "ip:%s%.2f/%u,net:%s%.2f/%u,domain:%s%.2f/%u",
+                 rr->ip.known ? "" : "?", rr->ip.score, rr->ip.samples, rr->net.known ? "" : "?", rr->net.score,
+                 rr->net.samples, rr->domain.known ? "" : "?", rr->domain.score, rr->domain.samples);
+    }
     char reply[512] = "";
     if (v->text)
         snprintf(reply, sizeof reply, "%s %s %s", v->rcode, v->xcode, v->text);
@@ -843,6 +850,7 @@ static void summary_log(mw_session *s)
                              ? mw_dmarc_policy_name(s->res.dmarc.disposition) : NULL},
         {"header_from", s->res.dmarc_done ? s->res.dmarc.from_domain : NULL},
         {"rate_limited", s->rate_limited ? "yes" : NULL},
+        {"reputation", rep_summary[0] ? rep_summary : NULL},
         {"signed", signed_summary[0] ? signed_summary : NULL},
         {"not_signed", mw_trust_outbound(s->res.trust) ? s->res.not_signed : NULL},
         {"action", mw_action_name(v->action)},
@@ -863,6 +871,11 @@ const mw_verdict *mw_session_eom(mw_session *s)
         mw_session_eoh(s);
     dkim_finish(s);
     mw_sess_run_dmarc(s);
+    /* authenticated domains are known now: score them too (the MAIL-time
+     * score only had the client address) */
+    if (s->rt->reputation && ((s->res.dkim_verified && s->res.dkim.nsig) ||
+                              (s->res.spf.evaluated && s->res.spf.result == MW_SPF_PASS)))
+        mw_sess_reputation_score(s);
     mw_verdict *v = &s->verdict;
     verdict_clear(v);
 

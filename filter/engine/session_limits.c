@@ -92,7 +92,7 @@ void mw_sess_reputation_score(mw_session *s)
     s->res.reputation_done = true;
     mw_buf b = MW_BUF_INIT;
     mw_reputation_format(&s->res.reputation, &b);
-    mw_sess_trace(s, "reputation: %s", mw_buf_cstr(&b));
+    mw_sess_trace(s, "%s", mw_buf_cstr(&b));   /* the format starts with "reputation:" */
     mw_buf_free(&b);
 }
 

@@ -226,6 +226,26 @@ static void print_json(mw_session *s, const mw_verdict *v)
     mw_json_key(&w, "reason");
     mw_json_string(&w, r->dmarc_done ? r->dmarc.reason : NULL);
     mw_json_obj_end(&w);
+    mw_json_key(&w, "reputation");
+    if (r->reputation_done) {
+        const mw_rep_score *sc[] = {&r->reputation.ip, &r->reputation.net, &r->reputation.domain};
+        const char *names[] = {"ip", "net", "domain"};
+        mw_json_obj_begin(&w);
+        for (int i = 0; i < 3; i++) {
+            mw_json_key(&w, names[i]);
+            mw_json_obj_begin(&w);
+            mw_json_key(&w, "known");
+            mw_json_bool(&w, sc[i]->known);
+            mw_json_key(&w, "score_milli");
+            mw_json_int(&w, (long long)(sc[i]->score * 1000));
+            mw_json_key(&w, "samples");
+            mw_json_int(&w, sc[i]->samples);
+            mw_json_obj_end(&w);
+        }
+        mw_json_obj_end(&w);
+    } else {
+        mw_json_null(&w);
+    }
     mw_json_key(&w, "verdict");
     mw_json_obj_begin(&w);
     mw_json_key(&w, "action");
