@@ -220,3 +220,122 @@ bool mw_authres_is_ours(const char *value, size_t len, const char *id)
         return false;
     return mw_str_ieq(got, strlen(got), id, strlen(id));
 }
+
+/* ---- parsing resinfos (trusted upstream A-R) ---- */
+
+/* Read a token or quoted-string at s[i] into out (lower-cased when asked). */
+static size_t read_value(const char *s, size_t len, size_t i, mw_buf *out, bool lower)
+{
+    mw_buf_reset(out);
+    if (i < len && s[i] == '"') {
+        for (i++; i < len && s[i] != '"'; i++) {
+            if (s[i] == '\\' && i + 1 < len)
+                i++;
+            if (out->len < MAX_VALUE)
+                mw_buf_putc(out, s[i]);
+        }
+        if (i < len)
+            i++;
+        if (i >= len || s[i] != '@')
+            return i;
+        /* a quoted local-part: "a b"@example.com; the domain follows */
+    }
+    while (i < len && s[i] != ';' && s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n' &&
+           s[i] != '(' && s[i] != '=') {
+        if (out->len < MAX_VALUE)
+            mw_buf_putc(out, lower ? (char)tolower((unsigned char)s[i]) : s[i]);
+        i++;
+    }
+    return i;
+}
+
+static size_t skip_to_semicolon(const char *s, size_t len, size_t i)
+{
+    bool q = false;
+    int depth = 0;
+    for (; i < len; i++) {
+        if (s[i] == '\\' && i + 1 < len) {
+            i++;
+            continue;
+        }
+        if (!depth && s[i] == '"')
+            q = !q;
+        else if (!q && s[i] == '(')
+            depth++;
+        else if (!q && s[i] == ')' && depth)
+            depth--;
+        else if (!q && !depth && s[i] == ';')
+            return i;
+    }
+    return i;
+}
+
+bool mw_authres_parse(const char *s, size_t len, mw_authres_parsed *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!mw_authres_parse_id(s, len, out->id, sizeof out->id))
+        return false;
+    size_t i = skip_to_semicolon(s, len, 0);
+    mw_buf name = MW_BUF_INIT, val = MW_BUF_INIT;
+    while (i < len && out->nri < MW_AR_MAX_RESINFO) {
+        i++;   /* past ';' */
+        i = skip_cfws(s, len, i);
+        size_t end = skip_to_semicolon(s, len, i);
+        /* method[/version]=result */
+        i = read_value(s, end, i, &name, true);
+        if (i >= end || s[i] != '=' || name.len == 0 || strcmp(name.data, "none") == 0) {
+            i = end;
+            continue;
+        }
+        char *slash = strchr(name.data, '/');
+        if (slash)
+            *slash = '\0';
+        i = read_value(s, end, i + 1, &val, true);
+        mw_ar_resinfo *ri = &out->ri[out->nri++];
+        ri->method = mw_strdup(name.data);
+        ri->result = mw_strdup(mw_buf_cstr(&val));
+        /* properties: ptype.property=value, separated by CFWS */
+        for (;;) {
+            i = skip_cfws(s, end, i);
+            if (i >= end)
+                break;
+            size_t before = i;
+            i = read_value(s, end, i, &name, true);
+            if (i < end && s[i] == '=' && name.len && strchr(name.data, '.')) {
+                i = read_value(s, end, i + 1, &val, false);
+                if (ri->nprops < MW_AR_MAX_PROPS) {
+                    ri->prop_name[ri->nprops] = mw_strdup(name.data);
+                    ri->prop_value[ri->nprops] = mw_strdup(mw_buf_cstr(&val));
+                    ri->nprops++;
+                }
+            } else if (i == before) {
+                i++;   /* skip a stray character */
+            }
+        }
+        i = end;
+    }
+    mw_buf_free(&name);
+    mw_buf_free(&val);
+    return true;
+}
+
+void mw_authres_parsed_clear(mw_authres_parsed *p)
+{
+    for (size_t i = 0; i < p->nri; i++) {
+        free(p->ri[i].method);
+        free(p->ri[i].result);
+        for (size_t k = 0; k < p->ri[i].nprops; k++) {
+            free(p->ri[i].prop_name[k]);
+            free(p->ri[i].prop_value[k]);
+        }
+    }
+    memset(p, 0, sizeof *p);
+}
+
+const char *mw_ar_prop(const mw_ar_resinfo *ri, const char *name)
+{
+    for (size_t k = 0; k < ri->nprops; k++)
+        if (strcmp(ri->prop_name[k], name) == 0)
+            return ri->prop_value[k];
+    return NULL;
+}

@@ -408,6 +408,9 @@ static const struct key keys[] = {
      .doc = "From domain globs whose p=none is enforced as reject"},
     {.name = "dmarc.allow_networks", .type = KT_CIDRLIST, .off = F(dmarc_allow_networks),
      .def_list = def_none, .doc = "client networks DMARC never refuses"},
+    {.name = "dmarc.trusted_authserv_ids", .type = KT_STRLIST, .off = F(dmarc_trusted_authserv_ids),
+     .off_n = F(ndmarc_trusted_authserv_ids), .def_list = def_none, .check = check_authserv_id,
+     .doc = "authserv-ids of upstream hosts whose Authentication-Results spf/dkim passes DMARC may use"},
     /* history */
     {.name = "history.dir", .type = KT_STRING, .off = F(history_dir), .def_str = "",
      .check = check_abs_or_empty, .doc = "directory for the DMARC aggregate history; \"\" = off"},

@@ -103,6 +103,11 @@ static void message_clear(mw_session *s)
     s->nfrom_domains = 0;
     MW_FREE(&s->first_rcpt_domain);
     s->quarantined_by_header = false;
+    for (size_t i = 0; i < s->ntrusted_ar; i++) {
+        mw_authres_parsed_clear(s->trusted_ar[i]);
+        MW_FREE(&s->trusted_ar[i]);
+    }
+    s->ntrusted_ar = 0;
     if (s->in_message || s->rt)
         mw_engine_release(s->engine, &s->rt, s->in_message);
     s->in_message = false;
@@ -462,6 +467,21 @@ void mw_session_header(mw_session *s, const char *name, const char *value, size_
         return;
     s->ar_seen++;
     const mw_config *cfg = s->rt->cfg;
+    if (cfg->ndmarc_trusted_authserv_ids && s->ntrusted_ar < 4 && !mw_authres_is_ours(value, vlen, cfg->authserv_id)) {
+        for (size_t i = 0; i < cfg->ndmarc_trusted_authserv_ids; i++) {
+            if (!mw_authres_is_ours(value, vlen, cfg->dmarc_trusted_authserv_ids[i]))
+                continue;
+            mw_authres_parsed *p = mw_calloc(1, sizeof *p);
+            if (mw_authres_parse(value, vlen, p)) {
+                s->trusted_ar[s->ntrusted_ar++] = p;
+                mw_sess_trace(s, "authres: header #%u from trusted upstream %s (%zu results)", s->ar_seen, p->id,
+                              p->nri);
+            } else {
+                free(p);
+            }
+            break;
+        }
+    }
     if (!cfg->ar_remove_forged || !mw_authres_is_ours(value, vlen, cfg->authserv_id))
         return;
     if (s->nar_remove >= MAX_AR_REMOVE)

@@ -84,6 +84,49 @@ void mw_sess_run_dmarc(mw_session *s)
     in.spf_domain = r->spf.domain;
     in.dkim = r->dkim_verified ? r->dkim.sig : NULL;
     in.ndkim = r->dkim_verified ? r->dkim.nsig : 0;
+
+    /* Results from trusted upstream hosts (dmarc.trusted_authserv_ids):
+     * their spf=pass and dkim=pass count for alignment here too. */
+    mw_dkim_sig extra[16];
+    mw_dkim_sig merged[32];
+    size_t nextra = 0;
+    char up_spf[256] = "";
+    for (size_t t = 0; t < s->ntrusted_ar; t++) {
+        const mw_authres_parsed *p = s->trusted_ar[t];
+        for (size_t i = 0; i < p->nri; i++) {
+            const mw_ar_resinfo *ri = &p->ri[i];
+            if (strcmp(ri->result, "pass") != 0)
+                continue;
+            if (strcmp(ri->method, "dkim") == 0 && mw_ar_prop(ri, "header.d") && nextra < 16) {
+                memset(&extra[nextra], 0, sizeof extra[nextra]);
+                extra[nextra].result = MW_DKIM_PASS;
+                extra[nextra].domain = (char *)mw_ar_prop(ri, "header.d");
+                extra[nextra].selector = (char *)mw_ar_prop(ri, "header.s");
+                nextra++;
+                mw_sess_trace(s, "dmarc: using dkim=pass header.d=%s from trusted %s", mw_ar_prop(ri, "header.d"),
+                              p->id);
+            } else if (strcmp(ri->method, "spf") == 0 && !up_spf[0] && mw_ar_prop(ri, "smtp.mailfrom")) {
+                const char *mf = mw_ar_prop(ri, "smtp.mailfrom");
+                snprintf(up_spf, sizeof up_spf, "%s", mw_addr_domain(mf));
+                mw_str_lower(up_spf);
+                mw_sess_trace(s, "dmarc: using spf=pass smtp.mailfrom=%s from trusted %s", mf, p->id);
+            }
+        }
+    }
+    if (up_spf[0] && !(in.spf_done && in.spf_result == MW_SPF_PASS)) {
+        in.spf_done = true;
+        in.spf_result = MW_SPF_PASS;
+        in.spf_domain = up_spf;
+    }
+    if (nextra) {
+        size_t n = 0;
+        for (size_t i = 0; i < in.ndkim && n < 16; i++)
+            merged[n++] = in.dkim[i];
+        for (size_t i = 0; i < nextra; i++)
+            merged[n++] = extra[i];
+        in.dkim = merged;
+        in.ndkim = n;
+    }
     in.pct_sample = (uint32_t)random();
     mw_dmarc_evaluate(rt->dmarc, &in, &r->dmarc);
     r->dmarc_done = true;

@@ -8,6 +8,7 @@
 #define MW_ENGINE_SESSION_PRIV_H
 
 #include "buf.h"
+#include "authres.h"
 #include "engine_priv.h"
 
 #define MAX_TRACE 200
@@ -77,6 +78,10 @@ struct mw_session {
     mw_reply      refusal;
     bool          rate_limited;     /* this message hit a limit (reputation: bad) */
     bool          connect_done;
+
+    /* A-R results from trusted upstream hosts (dmarc.trusted_authserv_ids) */
+    mw_authres_parsed *trusted_ar[4];
+    size_t        ntrusted_ar;
     bool          quarantined_by_header;   /* dmarc.quarantine_action = header */
 };
 

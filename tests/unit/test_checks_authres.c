@@ -70,8 +70,38 @@ static void test_parse_id(void)
     MW_TEST_ASSERT(!mw_authres_is_ours("mx\0.example.org", 15, "mx.example.org"));
 }
 
+static void test_parse_resinfo(void)
+{
+    const char *v = " relay.example.net 1; spf=pass (sender ok) smtp.mailfrom=\"a b\"@Example.COM;\r\n"
+                    "\tdkim=pass header.d=example.com header.s=sel (2048-bit key) header.b=abcdefgh;"
+                    " dmarc=pass header.from=example.com; auth=pass (x;y) smtp.auth=u";
+    mw_authres_parsed p;
+    MW_TEST_ASSERT(mw_authres_parse(v, strlen(v), &p));
+    MW_TEST_EQ_STR(p.id, "relay.example.net");
+    if (MW_TEST_EQ_INT(p.nri, 4)) {
+        MW_TEST_EQ_STR(p.ri[0].method, "spf");
+        MW_TEST_EQ_STR(p.ri[0].result, "pass");
+        MW_TEST_EQ_STR(mw_ar_prop(&p.ri[0], "smtp.mailfrom"), "a b@Example.COM");
+        MW_TEST_EQ_STR(p.ri[1].method, "dkim");
+        MW_TEST_EQ_STR(mw_ar_prop(&p.ri[1], "header.d"), "example.com");
+        MW_TEST_EQ_STR(mw_ar_prop(&p.ri[1], "header.s"), "sel");
+        MW_TEST_EQ_STR(p.ri[3].method, "auth");
+        MW_TEST_EQ_STR(mw_ar_prop(&p.ri[3], "smtp.auth"), "u");
+    }
+    mw_authres_parsed_clear(&p);
+    /* hostile: unterminated quotes/comments, no resinfo, garbage */
+    const char *bad[] = {"x; spf=pass smtp.mailfrom=\"unterminated", "x; (unterminated", "x;;;;", "x; =; ==",
+                         "x; none"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        MW_TEST_ASSERT(mw_authres_parse(bad[i], strlen(bad[i]), &p));
+        mw_authres_parsed_clear(&p);
+    }
+    MW_TEST_ASSERT(!mw_authres_parse("", 0, &p));
+}
+
 int main(void)
 {
+    MW_TEST_RUN(test_parse_resinfo);
     MW_TEST_RUN(test_build);
     MW_TEST_RUN(test_parse_id);
     return MW_TEST_SUMMARY();

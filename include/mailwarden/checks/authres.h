@@ -45,4 +45,35 @@ bool mw_authres_parse_id(const char *value, size_t len, char *out, size_t outlen
 /* True when value's authserv-id equals id (ASCII case-insensitive). */
 bool mw_authres_is_ours(const char *value, size_t len, const char *id);
 
+/*
+ * Parse the resinfos of an A-R header value (after the authserv-id):
+ * "method=result (comment) ptype.prop=value ...; ...".  Bounded: at most
+ * MW_AR_MAX_RESINFO entries and MW_AR_MAX_PROPS properties each; comments
+ * are skipped; quoted values unquoted; values length-capped.  Used to take
+ * SPF/DKIM results from trusted upstream hosts (dmarc.trusted_authserv_ids).
+ * Returns false when not even the authserv-id parses.  Free with
+ * mw_authres_parsed_clear().
+ */
+#define MW_AR_MAX_RESINFO 32
+#define MW_AR_MAX_PROPS 8
+
+typedef struct mw_ar_resinfo {
+    char *method;                      /* lower case: "spf", "dkim", ... */
+    char *result;                      /* lower case */
+    char *prop_name[MW_AR_MAX_PROPS];  /* lower case: "smtp.mailfrom", "header.d" */
+    char *prop_value[MW_AR_MAX_PROPS];
+    size_t nprops;
+} mw_ar_resinfo;
+
+typedef struct mw_authres_parsed {
+    char          id[256];
+    mw_ar_resinfo ri[MW_AR_MAX_RESINFO];
+    size_t        nri;
+} mw_authres_parsed;
+
+bool mw_authres_parse(const char *value, size_t len, mw_authres_parsed *out);
+void mw_authres_parsed_clear(mw_authres_parsed *p);
+/* The value of property name in ri, or NULL. */
+const char *mw_ar_prop(const mw_ar_resinfo *ri, const char *name);
+
 #endif
