@@ -219,20 +219,19 @@ def signed_by_check(tmp, conf, msg):
     """Sign through `mailwarden check --json` if it already signs, else None."""
     if not os.path.exists(BINARY):
         return None
-    mf = os.path.join(tmp, "in.eml")
-    with open(mf, "wb") as f:
-        f.write(msg)
-    r = subprocess.run([BINARY, "check", "-c", conf, "--json", "--auth", "user", mf],
-                       capture_output=True)
+    r = subprocess.run([BINARY, "check", "-c", conf, "--json", "--auth", "user",
+                        "--ip", "192.0.2.1", "--from", "joe@example.com", "--rcpt", "sue@example.net"],
+                       input=msg, capture_output=True)
     try:
         out = json.loads(r.stdout)
     except ValueError:
         return None
-    if "signatures_added" not in out:
-        return None
+    if not out.get("signatures_added"):
+        return None   # e.g. a From outside the signing table: the driver signs for joe@example.com
+    # headers.add is a list of [name, value] pairs, top first
     add = [h for h in out.get("headers", {}).get("add", [])
-           if h.get("name", "").lower() == "dkim-signature"]
-    return b"".join(b"DKIM-Signature: " + h["value"].encode() + b"\n" for h in add) + msg
+           if isinstance(h, list) and h[0].lower() == "dkim-signature"]
+    return b"".join(b"DKIM-Signature: " + h[1].encode() + b"\n" for h in add) + msg
 
 
 def run(tmp):
@@ -279,7 +278,8 @@ def run(tmp):
             signed = signed_by_check(tmp, conf, msg)
             if signed is None:
                 r = subprocess.run([drv, "sign", conf, "joe@example.com"], input=msg,
-                                   capture_output=True)
+                                   capture_output=True,
+                                   env=dict(os.environ, ASAN_OPTIONS="detect_leaks=0"))
                 if not check(r.returncode == 0, "%s: sign: %s" % (what, r.stderr.decode())):
                     continue
                 signed = r.stdout
