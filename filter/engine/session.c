@@ -327,13 +327,13 @@ void mw_session_mail(mw_session *s, const char *from)
     run_spf(s);
 }
 
-void mw_session_rcpt(mw_session *s, const char *rcpt)
+static void session_rcpt(mw_session *s, const char *rcpt, bool limits)
 {
     s->refused = false;
     if (!s->rt || !s->in_message)
         return;
     char *a = mw_addr_strip(rcpt ? rcpt : "");
-    if (!mw_sess_ratelimit(s, MW_RL_RCPT, a)) {
+    if (limits && !mw_sess_ratelimit(s, MW_RL_RCPT, a)) {
         log_refused(s, "rcpt", a);
         free(a);
         return;   /* not counted: the MTA refuses this recipient */
@@ -343,6 +343,16 @@ void mw_session_rcpt(mw_session *s, const char *rcpt)
         mw_str_lower(s->first_rcpt_domain);
     }
     free(a);
+}
+
+void mw_session_rcpt(mw_session *s, const char *rcpt)
+{
+    session_rcpt(s, rcpt, true);
+}
+
+void mw_session_rcpt_checked(mw_session *s, const char *rcpt)
+{
+    session_rcpt(s, rcpt, false);
 }
 
 void mw_engine_rcpt_check(mw_engine *e, const char *ip, const char *helo, const char *from,

@@ -235,7 +235,7 @@ static void scan_message(conn *c, mw_exim_request *r)
         mw_session_helo(x.s, r->helo);
     mw_session_mail(x.s, r->from ? r->from : "<>");
     for (size_t i = 0; i < r->nrcpts; i++)
-        mw_session_rcpt(x.s, r->rcpts[i]);
+        mw_session_rcpt_checked(x.s, r->rcpts[i]);   /* charged at RCPT time via readsocket */
     mw_exim_mbox_init(&x.mbox, &mbox_cb, &x);
     if (!read_body(c, r->content_length, feed, &x)) {
         mw_warn("exim %s: %s: message incomplete (%s; read timeout %us); not checked",

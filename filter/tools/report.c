@@ -169,8 +169,8 @@ static void fmt_utc(time_t t, char *out, size_t len)
 {
     struct tm tm;
     gmtime_r(&t, &tm);
-    snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    if (strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0 && len)
+        out[0] = '\0';
 }
 
 /* ---- files ------------------------------------------------------------------------- */

@@ -15,13 +15,22 @@ address and SPF is really evaluated. Proves:
     headers survive (re-added by the ACL: Exim removes headers by name only);
   - signing: SMTP AUTH submission (User: -> {auth_authen}) gets a DKIM-Signature that
     verifies on the delivered message (dkimpy), and no inbound A-R;
+  - DMARC reject at DATA under the default policy: a From in reject.test (p=reject) sent
+    with an unaligned envelope (SPF pass for pass.spf.test, no DKIM) gets 550 5.7.1 in
+    reply to the final "." and is not delivered; aligned mail (MAIL FROM in reject.test,
+    whose SPF allows the namespace client) is delivered with dmarc=pass
+    header.from=reject.test in our A-R;
   - policy: with --policy strict an SPF fail is refused at end of DATA with 550 5.7.23
     and not delivered, an SPF pass still is;
+  - RCPT-time rate limit (readsocket -> mw_engine_rcpt_check), rule exim-rcpt ip 3/1h
+    burst 3 stage rcpt: of 4 recipients in one message the first 3 get 250 and are
+    delivered, the 4th gets 451 4.7.1 naming the rule; after a restart (memory state
+    gone) 2 + 2 recipients in two messages give 250 250 / 250 451, i.e. the end-of-DATA
+    scan does not charge the rcpt-stage rule a second time;
   - RCPT time: while the daemon drains for a graceful stop (a scan request in flight),
-    a new recipient is deferred with the daemon's 451 text through readsocket; the
+    a new recipient is deferred with the daemon's 451 4.3.2 text through readsocket; the
     in-flight request still gets its verdict; with the daemon gone the readsocket fail
-    string defers (fail-closed).  (A rate-limit DEFER needs an engine RCPT-time policy,
-    which does not exist yet: draining is the RCPT-time decision that exists.)
+    string defers (fail-closed).
 """
 import os, re, signal, socket, subprocess, sys, time, uuid
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -31,11 +40,13 @@ import mta_exim as X
 
 def spf_dkim_zones(ns_addr, dkim_txt):
     # DMARC p=none everywhere: the DMARC lookup answers (no temperror), nothing is refused for it
+    # except reject.test (p=reject, SPF allows the namespace client: the DMARC scenarios)
     dmarc = '_dmarc IN TXT "v=DMARC1; p=none"'
     spf = "\n".join(["pass IN TXT \"v=spf1 ip4:%s -all\"" % ns_addr, "fail IN TXT \"v=spf1 -all\"",
                      "nohelo IN A 192.0.2.250", dmarc, "_dmarc.pass " + dmarc[7:], "_dmarc.fail " + dmarc[7:]])
     chunks = " ".join('"%s"' % dkim_txt[i:i + 250] for i in range(0, len(dkim_txt), 250))
-    return {"spf.test": spf, "dkim.test": "sel._domainkey IN TXT ( %s )\n%s" % (chunks, dmarc)}
+    return {"spf.test": spf, "dkim.test": "sel._domainkey IN TXT ( %s )\n%s" % (chunks, dmarc),
+            "reject.test": '@ IN TXT "v=spf1 ip4:%s -all"\n_dmarc IN TXT "v=DMARC1; p=reject"' % ns_addr}
 
 
 def rsa_key(h, name):
@@ -76,6 +87,77 @@ def check_ar(chk, label, m, want, mailfrom=None, method="spf", prop=None):
     chk.check("%s: A-R %s=%s%s" % (label, method, want, (" %s=%s" % prop) if prop else ""),
               [r for r, _ in hits][:1] == [want], ours[0])
     return ours[0]
+
+
+def check_dmarc(chk, mta, daemon):
+    """Spoofed From in reject.test (p=reject): 550 5.7.1 at end of DATA, not delivered;
+    SPF-aligned mail from reject.test: delivered with dmarc=pass. Default policy."""
+    token = "tok-%s" % uuid.uuid4().hex
+    res = mta.send("alice@pass.spf.test", "bob@dest.test", helo="nohelo.spf.test",
+                   headers=["From: CEO <ceo@reject.test>", "Subject: dmarc spoof %s" % token])
+    # the reply to the final "." (Exim splits a long text over several lines: 550-5.7.1 ...)
+    eod = re.search(r"^ -> \.\s*$\n^<\*\* 550[ -]5\.7\.1 .*DMARC", res.transcript, re.M | re.S)
+    chk.check("dmarc spoof: 550 5.7.1 (DMARC) at end of DATA", res.code == "550" and eod, res.transcript[-500:])
+    chk.check("dmarc spoof: not delivered", not H.wait_for(lambda: mta.sink.find(token), 3))
+    chk.check("dmarc spoof: summary line has dmarc=fail header_from=reject.test",
+              H.wait_for(lambda: re.search(r"dmarc=fail\b.*header_from=reject\.test", daemon.log_text()), 5),
+              daemon.log_tail(5))
+    token = "tok-%s" % uuid.uuid4().hex
+    res = mta.send("ceo@reject.test", "bob@dest.test", helo="nohelo.spf.test",
+                   headers=["From: CEO <ceo@reject.test>", "Subject: dmarc aligned %s" % token])
+    if chk.check("dmarc aligned: accepted (250)", res.code == "250", res.final or res.transcript[-400:]):
+        m = mta.sink.wait_delivered(token)
+        if chk.check("dmarc aligned: delivered", m is not None):
+            check_ar(chk, "dmarc aligned", m, "pass", method="dmarc", prop=("header.from", "reject.test"))
+
+
+RL_RULE = ('{ name = "%s"; key = "ip"; rate = "3/1h"; burst = 3; stage = "rcpt"; cost = "recipient"; '
+           'trust = ["inbound"]; }')
+
+
+def rcpt_replies(res):
+    """[(recipient, reply)] for each RCPT TO of a swaks transcript; a multi-line reply is
+    joined into "CODE text text ..." """
+    out, cur, parts = [], None, []
+    for line in res.transcript.splitlines():
+        mm = re.match(r" -> RCPT TO:<([^>]*)>", line)
+        if mm:
+            cur, parts = mm.group(1), []
+        elif cur and line.startswith(("<-  ", "<** ")):
+            text = line[4:].strip()
+            parts.append(text if not parts else text[4:])
+            if not re.match(r"\d{3}-", text):
+                out.append((cur, parts[0][:3] + " " + " ".join([parts[0][4:]] + parts[1:])))
+                cur = None
+    return out
+
+
+def delivered_rcpts(sink, token):
+    """Recipients (smtp-sink's X-Rcpt-Args) of every delivered copy carrying token."""
+    return sorted(re.sub(r"[<>]", "", v).split()[0] for m in sink.find(token) for v in m.get_all("X-Rcpt-Args"))
+
+
+def check_rcpt_limit(chk, mta, rule, nrcpts, label, want):
+    """Send one message to nrcpts recipients; want = list of expected RCPT reply codes.
+    Checks the 451s name the rule and exactly the accepted recipients are delivered."""
+    token = "tok-%s" % uuid.uuid4().hex
+    rcpts = ["r%d-%s@dest.test" % (i + 1, token[4:12]) for i in range(nrcpts)]
+    res = mta.send("alice@pass.spf.test", ",".join(rcpts), helo="nohelo.spf.test",
+                   headers=["Subject: %s %s" % (label, token)])
+    got = rcpt_replies(res)
+    chk.equal("%s: RCPT reply codes" % label, [r[:3] for _, r in got], want)
+    text = "4.7.1 rate limit exceeded (%s: 3/1h)" % rule
+    for rc, r in got:
+        if r.startswith("451"):
+            chk.check("%s: %s deferred 451 %s" % (label, rc, text), r.startswith("451 " + text), r)
+    ok = [rc for rc, r in got if r.startswith("250")]
+    if not ok:
+        return
+    chk.check("%s: message accepted (250)" % label, res.code == "250", res.final or res.transcript[-400:])
+    H.wait_for(lambda: len(delivered_rcpts(mta.sink, token)) >= len(ok), 20)
+    time.sleep(0.5)
+    chk.equal("%s: exactly the accepted recipients delivered" % label, delivered_rcpts(mta.sink, token), sorted(ok))
+    return res
 
 
 def send_and_get(chk, ex, label, token, **kw):
@@ -142,10 +224,12 @@ def test(h, chk):
     scan_port, rcpt_port = H.free_port(), H.free_port()
     conf = h.write("mailwarden.conf", 'exim = {\n  listen = "inet:%d@127.0.0.1";\n  rcpt_listen = "inet:%d@127.0.0.1";\n};\n'
                    'shutdown_timeout = 20;\n' % (scan_port, rcpt_port))
-    common = ["-c", conf, "--sign", "example.com:mw:%s" % sign_key]
+    rl_conf = h.write("mailwarden-rl.conf", open(conf).read() + "ratelimit = { rules = (\n  %s\n); };\n"
+                      % (RL_RULE % "exim-rcpt"))
+    common = ["--sign", "example.com:mw:%s" % sign_key]
 
-    def start(args=()):
-        d = h.start_daemon(dns=[nsd], args=common + list(args))
+    def start(args=(), cfg=conf):
+        d = h.start_daemon(dns=[nsd], args=["-c", cfg] + common + list(args))
         H.wait_port(scan_port, proc=d)
         H.wait_port(rcpt_port, proc=d)
         return d
@@ -223,6 +307,9 @@ def test(h, chk):
         chk.check("submission: the signature verifies on the delivered message (dkimpy)", ok)
         chk.equal("submission: no A-R of ours on outbound mail", H.ar_headers(m), [])
 
+    # ---- DMARC reject at DATA (default policy)
+    check_dmarc(chk, ex, daemon)
+
     # ---- strict policy: SPF fail refused at end of DATA
     daemon.stop()
     daemon = start(["--policy", "strict"])
@@ -237,6 +324,25 @@ def test(h, chk):
                         helo="nohelo.spf.test", headers=["Subject: strict pass %s" % token])
     if m:
         check_ar(chk, "strict pass", m, "pass", prop=("smtp.mailfrom", "alice@pass.spf.test"))
+
+    # ---- RCPT time: rate limit through readsocket (3 accepted, the 4th deferred)
+    daemon.stop()
+    daemon = start(cfg=rl_conf)
+    res = check_rcpt_limit(chk, ex, "exim-rcpt", 4, "rate limit", ["250", "250", "250", "451"])
+    qid = re.search(r"250 OK id=(\S+)", res.transcript) if res else None
+    if qid:   # the scan must not charge the rcpt-stage rule again (docs/ratelimit.md: charged once)
+        line = H.wait_for(lambda: re.search(r"message id=%s .*" % re.escape(qid.group(1)), daemon.log_text()), 5)
+        chk.check("rate limit: the scan's summary line has rcpts=3 and no rate_limited",
+                  line and " rcpts=3 " in line.group(0) and "rate_limited" not in line.group(0),
+                  line.group(0) if line else daemon.log_tail(5))
+    chk.check("rate limit: daemon logged the refused recipient with rule exim-rcpt",
+              re.search(r"refused.*rule=exim-rcpt", daemon.log_text()), daemon.log_tail(8))
+    # memory state is gone with the restart: 2 + 2 in two messages. If the end-of-DATA scan
+    # charged the rcpt-stage rule again, the first message would use up the bucket.
+    daemon.stop()
+    daemon = start(cfg=rl_conf)
+    check_rcpt_limit(chk, ex, "exim-rcpt", 2, "rate limit 2+2, first message", ["250", "250"])
+    check_rcpt_limit(chk, ex, "exim-rcpt", 2, "rate limit 2+2, second message", ["250", "451"])
 
     # ---- RCPT time: defer while draining; the message in flight still gets its verdict
     fl = ScanInFlight(scan_port, ns.ns_addr)

@@ -13,7 +13,13 @@ Proves:
   - forged A-R: every A-R claiming our authserv-id is removed, the foreign one kept in place;
   - signing on the MSA port with SMTP AUTH ({daemon_name}=MSA, {auth_authen}=alice):
     a DKIM-Signature that verifies on the relayed message (dkimpy), no inbound A-R;
-  - policy: with --policy strict an SPF fail is refused with 550 5.7.23.
+  - DMARC reject under the default policy: a From in reject.test (p=reject) with an
+    unaligned envelope gets 550 5.7.1 in reply to the final "." and is not delivered;
+    SPF-aligned mail from reject.test is delivered with dmarc=pass header.from=reject.test;
+  - policy: with --policy strict an SPF fail is refused with 550 5.7.23;
+  - RCPT-time rate limit through the milter (-c FILE, rule sendmail-rcpt ip 3/1h burst 3
+    stage rcpt): of 4 recipients the first 3 get 250 and are delivered, the 4th gets
+    451 4.7.1 naming the rule.
 """
 import os, re, sys, uuid
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -104,6 +110,8 @@ def test(h, chk):
                   H.wait_for(lambda: re.search(r"id=\S+ .*trust=authenticated signed=example.com/mw",
                                                daemon.log_text()), 5), daemon.log_tail(5))
 
+    T.check_dmarc(chk, sm, daemon)
+
     daemon.stop()
     daemon = h.start_daemon(dns=[nsd], port=daemon.port, args=common + ["--policy", "strict"])
     token = "tok-%s" % uuid.uuid4().hex
@@ -112,6 +120,13 @@ def test(h, chk):
     chk.check("strict: SPF fail refused with 550 5.7.23", res.code == "550" and "5.7.23" in res.final,
               res.final or res.transcript[-400:])
     chk.check("strict: refused message not delivered", not H.wait_for(lambda: sm.sink.find(token), 3))
+
+    daemon.stop()
+    conf = h.write("mailwarden-rl.conf", "ratelimit = { rules = (\n  %s\n); };\n" % (T.RL_RULE % "sendmail-rcpt"))
+    daemon = h.start_daemon(dns=[nsd], port=daemon.port, args=["-c", conf] + common)
+    T.check_rcpt_limit(chk, sm, "sendmail-rcpt", 4, "rate limit", ["250", "250", "250", "451"])
+    chk.check("rate limit: daemon logged the refused recipient with rule sendmail-rcpt",
+              re.search(r"refused.*rule=sendmail-rcpt", daemon.log_text()), daemon.log_tail(8))
 
 
 if __name__ == "__main__":

@@ -135,6 +135,9 @@ void mw_session_helo(mw_session *s, const char *helo);
 /* Start of a message.  from: envelope sender as given ("<a@b>" or "a@b"). */
 void mw_session_mail(mw_session *s, const char *from);
 void mw_session_rcpt(mw_session *s, const char *rcpt);
+/* A recipient whose RCPT-stage limits were already charged elsewhere (Exim:
+ * at RCPT time through mw_engine_rcpt_check): counted, not charged again. */
+void mw_session_rcpt_checked(mw_session *s, const char *rcpt);
 /* One header as received (value unfolded or folded; length-carrying). */
 void mw_session_header(mw_session *s, const char *name, const char *value, size_t vlen);
 void mw_session_eoh(mw_session *s);
