@@ -63,6 +63,7 @@
 #include "buf.h"
 #include "history.h"
 #include "log.h"
+#include "metrics.h"
 
 #define TAG            "MWH1 "
 #define TAG_LEN        5
@@ -473,6 +474,7 @@ struct mw_history {
     uint64_t        appended;      /* records written by this writer */
     uint64_t        synced;        /* of those, known durable */
     bool            dirty;
+    uint64_t        dirty_since_ns;   /* monotonic: first record not yet synced (metrics) */
     time_t          last_err;      /* last error log */
     int             last_errno;
 };
@@ -504,9 +506,11 @@ static bool sync_locked(mw_history *h)
     if (h->fd < 0 || !h->dirty)
         return true;
     if (fdatasync(h->fd) != 0) {
+        mw_metric_inc(MW_M_HISTORY_FSYNC_FAILURES, 0, 0);
         err_log(h, errno, "fdatasync");
         return false;
     }
+    mw_metric_observe(MW_M_HISTORY_FSYNC_LAG, 0, mw_metrics_now_ns() - h->dirty_since_ns);
     h->dirty = false;
     h->synced = h->appended;
     return true;
@@ -546,6 +550,8 @@ static bool open_period(mw_history *h, time_t period)
         if (pread(fd, &last, 1, st.st_size - 1) == 1 && last != '\n') {
             if (write(fd, "\n", 1) != 1)
                 err_log(h, errno, "terminating a torn last line");
+            if (!h->dirty)
+                h->dirty_since_ns = mw_metrics_now_ns();
             h->dirty = true;
         }
     }
@@ -572,7 +578,7 @@ static void *flusher_main(void *arg)
         if (h->stop || !h->dirty || h->fd < 0)
             continue;
         /* Sync a duplicate outside the lock: appenders do not wait for the disk. */
-        uint64_t upto = h->appended;
+        uint64_t upto = h->appended, since = h->dirty_since_ns;
         int fd = dup(h->fd);
         h->dirty = false;
         pthread_mutex_unlock(&h->mu);
@@ -584,8 +590,12 @@ static void *flusher_main(void *arg)
         if (rc == 0) {
             if (upto > h->synced)
                 h->synced = upto;
+            mw_metric_observe(MW_M_HISTORY_FSYNC_LAG, 0, mw_metrics_now_ns() - since);
         } else {
+            if (!h->dirty)
+                h->dirty_since_ns = since;
             h->dirty = true;
+            mw_metric_inc(MW_M_HISTORY_FSYNC_FAILURES, 0, 0);
             err_log(h, e, "fdatasync");
         }
     }
@@ -676,16 +686,22 @@ bool mw_history_append(mw_history *h, const mw_history_record *r)
     while (n < 0 && errno == EINTR);
     if (n != (ssize_t)line.len) {
         int e = n < 0 ? errno : ENOSPC;
-        if (n > 0 && write(h->fd, "\n", 1) == 1)   /* end the partial line */
+        if (n > 0 && write(h->fd, "\n", 1) == 1) {   /* end the partial line */
+            if (!h->dirty)
+                h->dirty_since_ns = mw_metrics_now_ns();
             h->dirty = true;
+        }
         err_log(h, e, "write");
         goto out;
     }
     h->appended++;
+    if (!h->dirty)
+        h->dirty_since_ns = mw_metrics_now_ns();
     h->dirty = true;
     ok = h->fsync_ms > 0 || sync_locked(h);
 out:
     pthread_mutex_unlock(&h->mu);
+    mw_metric_inc(MW_M_HISTORY_RECORDS, ok ? MW_ML_HIST_WRITTEN : MW_ML_HIST_FAILED, 0);
     mw_buf_free(&line);
     return ok;
 }

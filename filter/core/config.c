@@ -43,6 +43,7 @@
 
 #include "alloc.h"
 #include "buf.h"
+#include "metrics.h"
 #include "strutil.h"
 
 /* ---- the table ------------------------------------------------------------ */
@@ -131,6 +132,7 @@ static bool check_cidr(const char *s, char *why, size_t whylen);
 static bool check_report_addr(const char *s, char *why, size_t whylen);
 static bool check_report_text(const char *s, char *why, size_t whylen);
 static bool check_report_receiver(const char *s, char *why, size_t whylen);
+static bool check_metrics_listen(const char *s, char *why, size_t whylen);
 
 /* The enum fields are written through int *; make sure that is their size. */
 _Static_assert(sizeof(mw_log_target) == sizeof(int), "enum size");
@@ -476,6 +478,14 @@ static const struct key keys[] = {
     {.name = "exim.rcpt_listen", .type = KT_STRING, .off = F(exim_rcpt_listen), .def_str = "",
      .check = check_socket_or_empty,
      .doc = "Exim ${readsocket} RCPT-time policy socket: inet:PORT@HOST or unix:/PATH; \"\" = off"},
+    /* Prometheus endpoint */
+    {.name = "metrics.listen", .type = KT_STRING, .off = F(metrics_listen), .def_str = "",
+     .check = check_metrics_listen,
+     .doc = "Prometheus endpoint (GET /metrics): \"ADDR:PORT\" or \"[ADDR6]:PORT\"; \"\" = off"},
+    {.name = "metrics.max_connections", .type = KT_UINT, .off = F(metrics_max_connections),
+     .def_int = 8, .min = 1, .max = 1024, .doc = "concurrent connections to the metrics endpoint at most"},
+    {.name = "metrics.timeout", .type = KT_UINT, .off = F(metrics_timeout_s), .def_int = 10, .min = 1,
+     .max = 300, .doc = "seconds before an idle metrics connection is closed"},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -769,6 +779,12 @@ static bool check_redis_host(const char *s, char *why, size_t whylen)
     if (mw_addr_parse(s, &a) || mw_domain_valid(s))
         return true;
     return fail(why, whylen, "not an IP address or host name");
+}
+
+/* metrics.listen: "" or an address literal and a port (metrics.h). */
+static bool check_metrics_listen(const char *s, char *why, size_t whylen)
+{
+    return *s == '\0' || mw_metrics_parse_listen(s, NULL, NULL, why, whylen);
 }
 
 /* Printable ASCII, no blanks: passwords and key prefixes. */

@@ -61,6 +61,7 @@
 #include <unbound.h>
 
 #include "alloc.h"
+#include "metrics.h"
 #include "buf.h"
 #include "dns.h"
 #include "log.h"
@@ -489,8 +490,25 @@ static void deadline_after(struct timespec *ts, unsigned ms)
     }
 }
 
+static mw_dns_status query_timed(mw_dns *dns, const char *name, uint16_t type, unsigned timeout_ms,
+                               mw_dns_answer **out);
+
+_Static_assert(MW_ML_DNS_OK == (int)MW_DNS_OK && MW_ML_DNS_NXDOMAIN == (int)MW_DNS_NXDOMAIN &&
+               MW_ML_DNS_NODATA == (int)MW_DNS_NODATA && MW_ML_DNS_TEMPFAIL == (int)MW_DNS_TEMPFAIL &&
+               MW_ML_DNS_PERMFAIL == (int)MW_DNS_PERMFAIL, "metrics labels follow mw_dns_status");
+
 mw_dns_status mw_dns_query(mw_dns *dns, const char *name, uint16_t type, unsigned timeout_ms,
                            mw_dns_answer **out)
+{
+    uint64_t t0 = mw_metrics_now_ns();
+    mw_dns_status st = query_timed(dns, name, type, timeout_ms, out);
+    mw_metric_inc(MW_M_DNS_QUERIES, (unsigned)st, 0);
+    mw_metric_observe(MW_M_DNS_SECONDS, 0, mw_metrics_now_ns() - t0);
+    return st;
+}
+
+static mw_dns_status query_timed(mw_dns *dns, const char *name, uint16_t type, unsigned timeout_ms,
+                               mw_dns_answer **out)
 {
     mw_dns_answer *a = answer_new(name, type);
     pthread_condattr_t ca;
@@ -534,6 +552,7 @@ mw_dns_status mw_dns_query(mw_dns *dns, const char *name, uint16_t type, unsigne
          * come, so q is ours to free; otherwise the callback frees it. */
         if (ub_cancel(dns->ctx, id) == 0)
             query_free(q);
+        mw_metric_inc(MW_M_DNS_TIMEOUTS, 0, 0);
         return answer_fail(a, MW_DNS_TEMPFAIL, "timeout after %u ms", timeout_ms);
     }
     pthread_mutex_unlock(&dns->lock);

@@ -31,6 +31,7 @@
 
 #include "alloc.h"
 #include "log.h"
+#include "metrics.h"
 
 struct mw_store {
     atomic_uint        refs;
@@ -381,6 +382,10 @@ static bool op_valid(mw_store_op *op)
     return true;
 }
 
+_Static_assert(MW_ML_STORE_OK == (int)MW_STORE_OK && MW_ML_STORE_NOTFOUND == (int)MW_STORE_NOTFOUND &&
+               MW_ML_STORE_TEMPFAIL == (int)MW_STORE_TEMPFAIL && MW_ML_STORE_ERROR == (int)MW_STORE_ERROR,
+               "metrics labels follow mw_store_status");
+
 mw_store_status mw_store_exec(mw_store *s, mw_store_batch *b, char *why, size_t whylen)
 {
     mw_store_op *run = mw_calloc(b->n + 1, sizeof *run);
@@ -398,9 +403,15 @@ mw_store_status mw_store_exec(mw_store *s, mw_store_batch *b, char *why, size_t 
             run[nrun++] = b->ops[i];
         }
     }
+    if (nrun > 0 && s->memory) {
+        st = mw_store_mem_exec(s->mem, run, nrun);
+    } else if (nrun > 0) {
+        uint64_t t0 = mw_metrics_now_ns();
+        st = mw_store_redis_exec(s->redis, run, nrun, reason, sizeof reason);
+        mw_metric_observe(MW_M_REDIS_SECONDS, MW_ML_REDIS_EXEC, mw_metrics_now_ns() - t0);
+        mw_metric_inc(MW_M_REDIS_REQUESTS, MW_ML_REDIS_EXEC, (unsigned)st);
+    }
     if (nrun > 0) {
-        st = s->memory ? mw_store_mem_exec(s->mem, run, nrun)
-                       : mw_store_redis_exec(s->redis, run, nrun, reason, sizeof reason);
         for (size_t j = 0; j < nrun; j++)
             b->ops[idx[j]] = run[j];
     }
@@ -434,5 +445,9 @@ mw_store_status mw_store_scan(mw_store *s, const char *pattern, mw_store_scan_fn
         why[0] = '\0';
     if (s->memory)
         return mw_store_mem_scan(s->mem, pattern, fn, arg);
-    return mw_store_redis_scan(s->redis, pattern, fn, arg, why, whylen);
+    uint64_t t0 = mw_metrics_now_ns();
+    mw_store_status st = mw_store_redis_scan(s->redis, pattern, fn, arg, why, whylen);
+    mw_metric_observe(MW_M_REDIS_SECONDS, MW_ML_REDIS_SCAN, mw_metrics_now_ns() - t0);
+    mw_metric_inc(MW_M_REDIS_REQUESTS, MW_ML_REDIS_SCAN, (unsigned)st);
+    return st;
 }

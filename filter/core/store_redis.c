@@ -62,6 +62,7 @@
 #include "alloc.h"
 #include "buf.h"
 #include "log.h"
+#include "metrics.h"
 
 #define BACKOFF_MIN_MS   100
 #define BACKOFF_MAX_MS   5000
@@ -138,6 +139,7 @@ static void note_failure(mw_store_redis *r, const char *why, bool retire)
     bool first = !atomic_load(&r->failing);
 
     atomic_store(&r->failing, true);
+    mw_metric_inc(MW_M_REDIS_FAILURES, 0, 0);
     r->backoff_ms = r->backoff_ms == 0 ? BACKOFF_MIN_MS
                   : r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
     r->down_until = now + (uint64_t)r->backoff_ms * 1000u;

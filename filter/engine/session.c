@@ -24,10 +24,27 @@
 #include "authres.h"
 #include "engine_priv.h"
 #include "log.h"
+#include "metrics.h"
 #include "strutil.h"
 
 #include "session_priv.h"
 
+
+_Static_assert(MW_ML_TRUST_INBOUND == (int)MW_TRUST_INBOUND && MW_ML_TRUST_AUTHENTICATED == (int)MW_TRUST_AUTHENTICATED &&
+               MW_ML_TRUST_INTERNAL == (int)MW_TRUST_INTERNAL && MW_ML_TRUST_SUBMISSION == (int)MW_TRUST_SUBMISSION,
+               "metrics labels follow mw_trust");
+_Static_assert(MW_ML_ACTION_ACCEPT == (int)MW_ACTION_ACCEPT && MW_ML_ACTION_REJECT == (int)MW_ACTION_REJECT &&
+               MW_ML_ACTION_TEMPFAIL == (int)MW_ACTION_TEMPFAIL && MW_ML_ACTION_QUARANTINE == (int)MW_ACTION_QUARANTINE &&
+               MW_ML_ACTION_DISCARD == (int)MW_ACTION_DISCARD, "metrics labels follow mw_action");
+
+/* A refusal (connect/MAIL/RCPT: s->refusal; end of message: the verdict) for the metrics. */
+static void count_refusal(mw_action action, const char *stage, const char *rule)
+{
+    if (action == MW_ACTION_REJECT)
+        mw_metric_inc_l(MW_M_REJECTS, stage, rule);
+    else if (action == MW_ACTION_TEMPFAIL)
+        mw_metric_inc_l(MW_M_TEMPFAILS, stage, rule);
+}
 
 /* ---- trace ---- */
 
@@ -287,6 +304,7 @@ void mw_session_connect(mw_session *s)
     bool ok = mw_sess_ratelimit(s, MW_RL_CONNECT, NULL);
     mw_engine_release(s->engine, &s->rt, false);
     if (!ok) {
+        count_refusal(s->refusal.action, "connect", s->refusal.rule);
         mw_log_kv kv[] = {{"id", mw_session_id(s)}, {"client", s->client_ip ? s->client_ip : "unknown"},
                           {"trust", mw_trust_name(s->res.trust)}, {"rule", s->refusal.rule},
                           {"reply", s->refusal.text}};
@@ -301,6 +319,7 @@ const mw_reply *mw_session_refusal(const mw_session *s)
 
 static void log_refused(mw_session *s, const char *stage, const char *rcpt)
 {
+    count_refusal(s->refusal.action, stage, s->refusal.rule);
     mw_log_kv kv[] = {{"id", mw_session_id(s)}, {"client", s->client_ip ? s->client_ip : "unknown"},
                       {"from", s->mail_from}, {"rcpt", rcpt}, {"trust", mw_trust_name(s->res.trust)},
                       {"stage", stage}, {"rule", s->refusal.rule}, {"reply", s->refusal.text}};
@@ -313,6 +332,7 @@ void mw_session_mail(mw_session *s, const char *from)
     s->refused = false;
     s->rt = mw_engine_acquire(s->engine, true);
     s->in_message = true;
+    s->t_mail_ns = mw_metrics_now_ns();
     s->mail_from = mw_addr_strip(from ? from : "");
     decide_trust(s);
     if (!mw_sess_ratelimit(s, MW_RL_MAIL, NULL)) {
@@ -324,7 +344,10 @@ void mw_session_mail(mw_session *s, const char *from)
         return;
     }
     mw_sess_reputation_score(s);
+    uint64_t t0 = mw_metrics_now_ns();
     run_spf(s);
+    if (!s->res.spf_skipped)
+        mw_metric_observe(MW_M_CHECK_SECONDS, MW_ML_CHK_SPF, mw_metrics_now_ns() - t0);
 }
 
 static void session_rcpt(mw_session *s, const char *rcpt, bool limits)
@@ -891,6 +914,31 @@ static void summary_log(mw_session *s)
     mw_log_fields(MW_LOG_INFO, "message", kv, sizeof kv / sizeof kv[0]);
 }
 
+/* The metrics of one decided message (next to its summary log line). */
+static void count_message(mw_session *s, bool history_tempfail)
+{
+    const mw_verdict *v = &s->verdict;
+    const mw_results *r = &s->res;
+    mw_metric_inc(MW_M_MESSAGES, (unsigned)r->trust, (unsigned)v->action);
+    if (r->spf.evaluated)
+        mw_metric_inc_l(MW_M_CHECK_RESULTS, "spf", mw_spf_result_name(r->spf.result));
+    if (r->spf_helo.evaluated)
+        mw_metric_inc_l(MW_M_CHECK_RESULTS, "spf_helo", mw_spf_result_name(r->spf_helo.result));
+    if (r->dkim_verified) {
+        for (size_t i = 0; i < r->dkim.nsig; i++)
+            mw_metric_inc_l(MW_M_CHECK_RESULTS, "dkim", mw_dkim_result_name(r->dkim.sig[i].result));
+        if (r->dkim.nsig == 0)
+            mw_metric_inc(MW_M_CHECK_RESULTS, MW_ML_CHECK_DKIM, MW_ML_RESULT_NONE);
+    }
+    if (r->dmarc_done)
+        mw_metric_inc_l(MW_M_CHECK_RESULTS, "dmarc", mw_dmarc_result_name(r->dmarc.result));
+    for (size_t i = 0; i < r->nsigned; i++)
+        mw_metric_inc_l(MW_M_DKIM_SIGNATURES, r->signed_with[i].algorithm, NULL);
+    count_refusal(v->action, "eom", history_tempfail ? "history" : v->rule);
+    if (s->t_mail_ns)
+        mw_metric_observe(MW_M_MESSAGE_SECONDS, 0, mw_metrics_now_ns() - s->t_mail_ns);
+}
+
 const mw_verdict *mw_session_eom(mw_session *s)
 {
     if (!s->rt) {
@@ -899,8 +947,15 @@ const mw_verdict *mw_session_eom(mw_session *s)
     }
     if (!s->eoh_done)
         mw_session_eoh(s);
+    uint64_t t0 = mw_metrics_now_ns();
+    bool verifying = s->dkim_verifying, signing = s->nsign_keys > 0;
     dkim_finish(s);
+    uint64_t t1 = mw_metrics_now_ns();
+    if (verifying || signing)
+        mw_metric_observe(MW_M_CHECK_SECONDS, verifying ? MW_ML_CHK_DKIM_VERIFY : MW_ML_CHK_DKIM_SIGN, t1 - t0);
     mw_sess_run_dmarc(s);
+    if (s->res.dmarc_done)
+        mw_metric_observe(MW_M_CHECK_SECONDS, MW_ML_CHK_DMARC, mw_metrics_now_ns() - t1);
     /* authenticated domains are known now: score them too (the MAIL-time
      * score only had the client address) */
     if (s->rt->reputation && ((s->res.dkim_verified && s->res.dkim.nsig) ||
@@ -944,7 +999,9 @@ const mw_verdict *mw_session_eom(mw_session *s)
         d.reply = NULL;
         s->refused = false;   /* reported through the verdict, not as a refusal */
     } else {
+        uint64_t tp = mw_metrics_now_ns();
         mw_policy_eval(s->rt->policy, &f, &d);
+        mw_metric_observe(MW_M_CHECK_SECONDS, MW_ML_CHK_POLICY, mw_metrics_now_ns() - tp);
     }
     v->action = d.action;
     v->rule = d.rule;
@@ -991,8 +1048,10 @@ const mw_verdict *mw_session_eom(mw_session *s)
     if (v->text)
         mw_sess_trace(s, "reply: %s %s %s", v->rcode, v->xcode, v->text);
 
+    bool history_tempfail = false;
     if (!mw_sess_write_history(s, v) && cfg->history_on_error == MW_HISTORY_ERR_TEMPFAIL &&
         v->action != MW_ACTION_REJECT) {
+        history_tempfail = true;
         free(v->text);
         v->action = MW_ACTION_TEMPFAIL;
         snprintf(v->rcode, sizeof v->rcode, "451");
@@ -1003,6 +1062,7 @@ const mw_verdict *mw_session_eom(mw_session *s)
     mw_sess_reputation_record(s, v);
     build_headers(s);
     summary_log(s);
+    count_message(s, history_tempfail);
     /* The message is decided: it no longer holds up a graceful shutdown.
      * The runtime reference stays until the next message so the verdict's
      * rule name (owned by the policy) remains valid. */

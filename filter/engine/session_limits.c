@@ -14,6 +14,7 @@
 
 #include "alloc.h"
 #include "log.h"
+#include "metrics.h"
 #include "session_priv.h"
 #include "strutil.h"
 
@@ -41,12 +42,15 @@ bool mw_sess_ratelimit(mw_session *s, mw_rl_stage stage, const char *rcpt)
     f.recipient = rcpt;
     f.nrcpt = s->nrcpt;
     mw_rl_decision d;
+    uint64_t t0 = mw_metrics_now_ns();
     mw_ratelimit_check(rt->ratelimit, stage, &f, &d, rl_trace, s);
+    mw_metric_observe(MW_M_CHECK_SECONDS, MW_ML_CHK_RATELIMIT, mw_metrics_now_ns() - t0);
     if (d.store_failed)
         mw_sess_trace(s, "ratelimit: state store unavailable at %s: %s", mw_rl_stage_name(stage),
                       d.allowed ? "accepted (redis.failure_action)" : "refused (redis.failure_action)");
     if (d.allowed)
         return true;
+    mw_metric_inc_l(MW_M_RATELIMIT_HITS, d.rule, NULL);
     s->refused = true;
     s->rate_limited = true;
     memset(&s->refusal, 0, sizeof s->refusal);
@@ -84,11 +88,19 @@ void mw_sess_reputation_score(mw_session *s)
     const char *doms[8];
     mw_rep_subjects subj;
     subjects(s, &subj, doms, 8);
+    uint64_t t0 = mw_metrics_now_ns();
     mw_store_status st = mw_reputation_score(rt->reputation, &subj, &s->res.reputation);
+    mw_metric_observe(MW_M_CHECK_SECONDS, MW_ML_CHK_REPUTATION, mw_metrics_now_ns() - t0);
     if (st != MW_STORE_OK) {
+        mw_metric_inc(MW_M_REPUTATION_ERRORS, MW_ML_REPOP_SCORE, 0);
         mw_sess_trace(s, "reputation: unavailable (state store)");
         return;
     }
+    const mw_rep_result *rr = &s->res.reputation;
+    mw_metric_inc(MW_M_REPUTATION_SCORES, MW_ML_REPSUBJ_IP, rr->ip.known);
+    mw_metric_inc(MW_M_REPUTATION_SCORES, MW_ML_REPSUBJ_NET, rr->net.known);
+    if (subj.ndomains)
+        mw_metric_inc(MW_M_REPUTATION_SCORES, MW_ML_REPSUBJ_DOMAIN, rr->domain.known);
     s->res.reputation_done = true;
     mw_buf b = MW_BUF_INIT;
     mw_reputation_format(&s->res.reputation, &b);
@@ -110,6 +122,7 @@ void mw_sess_reputation_record(mw_session *s, const mw_verdict *v)
     bool good = !bad && ((r->dmarc_done && r->dmarc.result == MW_DMARC_PASS) ||
                          (r->dmarc_done && r->dmarc.result == MW_DMARC_NONE &&
                           (r->dmarc.spf_aligned || r->dmarc.dkim_aligned)));
+    mw_metric_inc(MW_M_REPUTATION_OUTCOMES, bad ? MW_ML_REP_BAD : good ? MW_ML_REP_GOOD : MW_ML_REP_NEUTRAL, 0);
     if (!bad && !good) {
         mw_sess_trace(s, "reputation: neutral outcome, not counted");
         return;
@@ -117,8 +130,10 @@ void mw_sess_reputation_record(mw_session *s, const mw_verdict *v)
     const char *doms[8];
     mw_rep_subjects subj;
     subjects(s, &subj, doms, 8);
-    if (mw_reputation_record(rt->reputation, bad ? MW_REP_BAD : MW_REP_GOOD, &subj) != MW_STORE_OK)
+    if (mw_reputation_record(rt->reputation, bad ? MW_REP_BAD : MW_REP_GOOD, &subj) != MW_STORE_OK) {
+        mw_metric_inc(MW_M_REPUTATION_ERRORS, MW_ML_REPOP_RECORD, 0);
         mw_sess_trace(s, "reputation: outcome not recorded (state store)");
+    }
     else
         mw_sess_trace(s, "reputation: %s outcome recorded", bad ? "bad" : "good");
 }

@@ -76,6 +76,7 @@ struct mw_session {
     /* refusal of the last connect/MAIL/RCPT step (rate limits) */
     bool          refused;
     mw_reply      refusal;
+    uint64_t      t_mail_ns;        /* monotonic time of MAIL FROM (metrics) */
     bool          rate_limited;     /* this message hit a limit (reputation: bad) */
     bool          connect_done;
 

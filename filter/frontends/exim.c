@@ -30,6 +30,7 @@
 #include "alloc.h"
 #include "exim.h"
 #include "log.h"
+#include "metrics.h"
 #include "strutil.h"
 
 #define MAX_REQ_LINE 8192
@@ -385,10 +386,13 @@ static void release_slot(int slot)
 static void *conn_thread(void *arg)
 {
     conn *c = arg;
+    mw_metric_inc(MW_M_CONNECTIONS, MW_ML_FE_EXIM, 0);
+    mw_metric_gauge_add(MW_M_CONNECTIONS_OPEN, MW_ML_FE_EXIM, 1);
     if (c->kind == KIND_SCAN)
         serve_scan(c);
     else
         serve_rcpt(c);
+    mw_metric_gauge_add(MW_M_CONNECTIONS_OPEN, MW_ML_FE_EXIM, -1);
     int fd = c->fd, slot = c->slot;
     release_slot(slot);
     close(fd);

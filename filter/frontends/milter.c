@@ -20,6 +20,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "metrics.h"
 #include "milter.h"
 
 /* Set once in mw_milter_open() before libmilter starts any thread;
@@ -41,6 +42,7 @@ static mconn *conn(SMFICTX *ctx)
         if (!c)
             return NULL;
         smfi_setpriv(ctx, c);
+        mw_metric_gauge_add(MW_M_CONNECTIONS_OPEN, MW_ML_FE_MILTER, 1);   /* until cb_close */
     }
     return c;
 }
@@ -109,10 +111,13 @@ static sfsistat cb_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *sa)
     mconn *c = conn(ctx);
     if (!c)
         return SMFIS_TEMPFAIL;
+    mw_metric_inc(MW_M_CONNECTIONS, MW_ML_FE_MILTER, 0);
+    uint64_t t0 = mw_metrics_now_ns();
     mw_session_free(&c->s);
     c->s = mw_session_new(the_engine, ip[0] ? ip : NULL, hostname);
     copy_macros(ctx, c->s);
     mw_session_connect(c->s);
+    mw_metric_observe(MW_M_STAGE_SECONDS, MW_ML_STAGE_CONNECT, mw_metrics_now_ns() - t0);
     return refused(ctx, c->s);
 }
 
@@ -125,28 +130,35 @@ static sfsistat cb_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *sa)
 static sfsistat cb_helo(SMFICTX *ctx, char *helo)
 {
     SESSION_OR_TEMPFAIL(s);
+    uint64_t t0 = mw_metrics_now_ns();
     mw_session_helo(s, helo);
+    mw_metric_observe(MW_M_STAGE_SECONDS, MW_ML_STAGE_HELO, mw_metrics_now_ns() - t0);
     return SMFIS_CONTINUE;
 }
 
 static sfsistat cb_envfrom(SMFICTX *ctx, char **argv)
 {
     SESSION_OR_TEMPFAIL(s);
+    uint64_t t0 = mw_metrics_now_ns();
     copy_macros(ctx, s);
     mw_session_mail(s, argv && argv[0] ? argv[0] : "");
+    mw_metric_observe(MW_M_STAGE_SECONDS, MW_ML_STAGE_MAIL, mw_metrics_now_ns() - t0);
     return refused(ctx, s);
 }
 
 static sfsistat cb_envrcpt(SMFICTX *ctx, char **argv)
 {
     SESSION_OR_TEMPFAIL(s);
+    uint64_t t0 = mw_metrics_now_ns();
     mw_session_rcpt(s, argv && argv[0] ? argv[0] : "");
+    mw_metric_observe(MW_M_STAGE_SECONDS, MW_ML_STAGE_RCPT, mw_metrics_now_ns() - t0);
     return refused(ctx, s);
 }
 
 static sfsistat cb_header(SMFICTX *ctx, char *name, char *value)
 {
     SESSION_OR_TEMPFAIL(s);
+    uint64_t t0 = mw_metrics_now_ns();
     const char *v = value ? value : "";
     if (!conn(ctx)->leadspc) {
         /* an MTA without SMFIP_HDR_LEADSPC strips the blank after the colon;
@@ -156,23 +168,29 @@ static sfsistat cb_header(SMFICTX *ctx, char *name, char *value)
         mw_buf_puts(&b, v);
         mw_session_header(s, name, b.data, b.len);
         mw_buf_free(&b);
+        mw_metric_observe(MW_M_STAGE_SECONDS, MW_ML_STAGE_HEADER, mw_metrics_now_ns() - t0);
         return SMFIS_CONTINUE;
     }
     mw_session_header(s, name, v, strlen(v));
+    mw_metric_observe(MW_M_STAGE_SECONDS, MW_ML_STAGE_HEADER, mw_metrics_now_ns() - t0);
     return SMFIS_CONTINUE;
 }
 
 static sfsistat cb_eoh(SMFICTX *ctx)
 {
     SESSION_OR_TEMPFAIL(s);
+    uint64_t t0 = mw_metrics_now_ns();
     mw_session_eoh(s);
+    mw_metric_observe(MW_M_STAGE_SECONDS, MW_ML_STAGE_EOH, mw_metrics_now_ns() - t0);
     return SMFIS_CONTINUE;
 }
 
 static sfsistat cb_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
 {
     SESSION_OR_TEMPFAIL(s);
+    uint64_t t0 = mw_metrics_now_ns();
     mw_session_body(s, chunk, len);
+    mw_metric_observe(MW_M_STAGE_SECONDS, MW_ML_STAGE_BODY, mw_metrics_now_ns() - t0);
     return SMFIS_CONTINUE;
 }
 
@@ -220,7 +238,9 @@ static sfsistat cb_eom(SMFICTX *ctx)
     SESSION_OR_TEMPFAIL(s);
     bool leadspc = conn(ctx)->leadspc;
     copy_macros(ctx, s);
+    uint64_t t0 = mw_metrics_now_ns();
     const mw_verdict *v = mw_session_eom(s);
+    mw_metric_observe(MW_M_STAGE_SECONDS, MW_ML_STAGE_EOM, mw_metrics_now_ns() - t0);
     switch (v->action) {
     case MW_ACTION_REJECT:
         set_reply(ctx, v);
@@ -272,6 +292,7 @@ static sfsistat cb_close(SMFICTX *ctx)
         mw_session_free(&c->s);
         free(c);
         smfi_setpriv(ctx, NULL);
+        mw_metric_gauge_add(MW_M_CONNECTIONS_OPEN, MW_ML_FE_MILTER, -1);
     }
     return SMFIS_CONTINUE;
 }

@@ -37,6 +37,8 @@
 #include "engine.h"
 #include "log.h"
 #include "exim.h"
+#include "http_metrics.h"
+#include "metrics.h"
 #include "milter.h"
 #include "tools.h"
 
@@ -106,6 +108,7 @@ static void *control_thread(void *arg)
                 mw_error("reload refused: %s", errs.msg[i]);
             mw_error("reload refused: configuration has %zu error(s); keeping the running configuration",
                      errs.n);
+            mw_metric_inc(MW_M_CONFIG_RELOADS, MW_ML_RELOAD_FAILURE, 0);
             mw_config_errors_free(&errs);
             continue;
         }
@@ -114,9 +117,12 @@ static void *control_thread(void *arg)
         if (!mw_engine_reload(rc->engine, cfg, err, sizeof err)) {
             mw_error("reload refused: %s; keeping the running configuration", err);
             mw_config_free(&cfg);   /* still ours: reload takes it only on success */
+            mw_metric_inc(MW_M_CONFIG_RELOADS, MW_ML_RELOAD_FAILURE, 0);
             continue;
         }
         mw_info("configuration reloaded (generation %u)", mw_engine_generation(rc->engine));
+        mw_metric_inc(MW_M_CONFIG_RELOADS, MW_ML_RELOAD_SUCCESS, 0);
+        mw_metric_gauge_set(MW_M_CONFIG_RELOAD_TIME, 0, (int64_t)time(NULL));
     }
     return NULL;
 }
@@ -195,6 +201,9 @@ static int run_worker(const mw_cli *cli)
     mo.socket = sock;
     mw_exim_options xo = {.scan_socket = cfg->exim_listen, .rcpt_socket = cfg->exim_rcpt_listen,
                           .socket_mode = cfg->socket_mode};
+    char *metrics_listen = strdup(cfg->metrics_listen);   /* cfg belongs to the engine below */
+    mw_http_metrics_options ho = {.listen = metrics_listen, .max_connections = cfg->metrics_max_connections,
+                                  .timeout_s = cfg->metrics_timeout_s};
     mw_engine *e = mw_engine_create(cfg, err, sizeof err);
     if (!e) {
         mw_error("cannot start: %s", err);
@@ -209,6 +218,11 @@ static int run_worker(const mw_cli *cli)
         mw_error("cannot start: %s", err);
         return 1;
     }
+    if (!mw_http_metrics_open(e, &ho, err, sizeof err)) {
+        mw_error("cannot start: %s", err);
+        return 1;
+    }
+    mw_metric_gauge_set(MW_M_CONFIG_RELOAD_TIME, 0, (int64_t)time(NULL));
     if (drop_privileges(user, group, err, sizeof err) != 0) {
         mw_error("cannot drop privileges: %s", err);
         return 1;
@@ -224,14 +238,20 @@ static int run_worker(const mw_cli *cli)
         mw_error("cannot start: %s", err);
         return 1;
     }
+    if (!mw_http_metrics_start(err, sizeof err)) {
+        mw_error("cannot start: %s", err);
+        return 1;
+    }
     mw_info("listening on %s (pid %d)", sock, (int)getpid());
     int rcode = mw_milter_run();
     mw_info("stopped");
     /* The engine is not destroyed: libmilter session threads may still be
      * unwinding, and process exit frees everything. */
+    mw_http_metrics_stop();
     free(user);
     free(group);
     free(sock);
+    free(metrics_listen);
     return rcode;
 }
 

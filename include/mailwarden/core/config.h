@@ -246,6 +246,11 @@ typedef struct mw_config {
     char    *exim_listen;           /* rspamd-protocol scanner socket (end of DATA) */
     char    *exim_rcpt_listen;      /* ${readsocket} line-protocol socket (RCPT time) */
 
+    /* Prometheus endpoint (frontends/http_metrics.h; read at start, not on reload) */
+    char    *metrics_listen;            /* "ADDR:PORT" / "[ADDR6]:PORT"; "" = off */
+    unsigned metrics_max_connections;   /* concurrent scrape connections */
+    unsigned metrics_timeout_s;         /* idle scrape connection timeout */
+
     /* policy */
     char *policy;                   /* name of a shipped/policy_dir policy, or a file path */
     char *policy_dir;               /* where named policies are looked up */
