@@ -64,6 +64,8 @@ struct rule {
     mw_cidr_set   *allow_nets;     /* NULL: none */
     char         **allow_senders;
     size_t         nallow_senders;
+    bool           skip_rep;       /* skip_reputation_above given */
+    double         skip_rep_above;
 };
 
 struct mw_ratelimit {
@@ -168,6 +170,10 @@ static bool rule_build(struct rule *r, const mw_config_ratelimit_rule *c, char *
         mw_str_lower(r->allow_senders[i]);
     }
     r->nallow_senders = c->nallow_senders;
+    if (c->skip_reputation_above) {
+        r->skip_rep = true;
+        r->skip_rep_above = strtod(c->skip_reputation_above, NULL);
+    }
     return true;
 }
 
@@ -309,6 +315,10 @@ static bool allow_listed(const struct rule *r, const mw_rl_facts *f, const char 
 
     if (r->allow_nets != NULL && f->client != NULL && mw_cidr_set_contains(r->allow_nets, f->client)) {
         *why = "client in allow_networks";
+        return true;
+    }
+    if (r->skip_rep && f->rep_domain_known && f->rep_domain_score > r->skip_rep_above) {
+        *why = "authenticated domain reputation above skip_reputation_above";
         return true;
     }
     if (sender == NULL || r->nallow_senders == 0)

@@ -128,6 +128,7 @@ static bool check_rl_stage(const char *s, char *why, size_t whylen);
 static bool check_rl_trust(const char *s, char *why, size_t whylen);
 static bool check_rl_action(const char *s, char *why, size_t whylen);
 static bool check_rl_reply(const char *s, char *why, size_t whylen);
+static bool check_rep_bound(const char *s, char *why, size_t whylen);
 static bool check_cidr(const char *s, char *why, size_t whylen);
 static bool check_report_addr(const char *s, char *why, size_t whylen);
 static bool check_report_text(const char *s, char *why, size_t whylen);
@@ -230,6 +231,8 @@ static const struct gfield ratelimit_rule_fields[] = {
      .off_n = LF(nallow_networks), .check = check_cidr, .optional = true},
     {.name = "allow_senders", .type = GF_STRLIST, .off = LF(allow_senders),
      .off_n = LF(nallow_senders), .check = check_nonempty, .optional = true},
+    {.name = "skip_reputation_above", .type = GF_STRING, .off = LF(skip_reputation_above),
+     .check = check_rep_bound, .optional = true},
     {.name = NULL}};
 
 static const struct key keys[] = {
@@ -1998,4 +2001,16 @@ static bool check_report_receiver(const char *s, char *why, size_t whylen)
 static bool check_socket_or_empty(const char *s, char *why, size_t whylen)
 {
     return *s == '\0' || check_socket(s, why, whylen);
+}
+
+/* A reputation bound written as a string: "-1" .. "1" (e.g. "0.5"). */
+static bool check_rep_bound(const char *s, char *why, size_t whylen)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0' || v < -1.0 || v > 1.0) {
+        snprintf(why, whylen, "expected a number from -1 to 1, e.g. \"0.5\"");
+        return false;
+    }
+    return true;
 }

@@ -41,6 +41,10 @@ bool mw_sess_ratelimit(mw_session *s, mw_rl_stage stage, const char *rcpt)
     f.sender = s->mail_from;
     f.recipient = rcpt;
     f.nrcpt = s->nrcpt;
+    if (s->res.reputation_done && s->res.reputation.domain.known) {
+        f.rep_domain_known = true;
+        f.rep_domain_score = s->res.reputation.domain.score;
+    }
     mw_rl_decision d;
     uint64_t t0 = mw_metrics_now_ns();
     mw_ratelimit_check(rt->ratelimit, stage, &f, &d, rl_trace, s);

@@ -357,6 +357,43 @@ static void check_ip_msg(struct env *e)
     MW_TEST_ASSERT(d.allowed && d.rules_checked == 0);
 }
 
+/* skip_reputation_above: a known good authenticated-domain reputation
+ * exempts the message; unknown or lower scores are charged as usual. */
+static void test_skip_reputation(void)
+{
+    struct env e;
+    const char *conf = "ratelimit = { rules = (\n"
+                       "  { name = \"rep\"; key = \"ip\"; rate = \"1/1h\"; stage = \"mail\";\n"
+                       "    skip_reputation_above = \"0.5\"; } ); };\n";
+    if (!env_open(&e, conf, false, false))
+        return;
+    mw_addr a = addr("198.51.100.20");
+    mw_rl_facts f = {.trust = MW_RL_TRUST_INBOUND, .client = &a, .sender = "x@good.example"};
+    mw_rl_decision d;
+    f.rep_domain_known = true;
+    f.rep_domain_score = 0.9;
+    for (int i = 0; i < 3; i++) {
+        mw_ratelimit_check(e.rl, MW_RL_MAIL, &f, &d, NULL, NULL);
+        MW_TEST_ASSERT(d.allowed && d.rules_checked == 0);   /* exempt, nothing charged */
+    }
+    f.rep_domain_score = 0.2;                                 /* known but not good enough */
+    mw_ratelimit_check(e.rl, MW_RL_MAIL, &f, &d, NULL, NULL);
+    MW_TEST_ASSERT(d.allowed && d.rules_checked == 1);
+    mw_ratelimit_check(e.rl, MW_RL_MAIL, &f, &d, NULL, NULL);
+    MW_TEST_ASSERT(!d.allowed);
+    f.rep_domain_known = false;                               /* unknown: charged (and refused) */
+    f.rep_domain_score = 0.9;
+    mw_ratelimit_check(e.rl, MW_RL_MAIL, &f, &d, NULL, NULL);
+    MW_TEST_ASSERT(!d.allowed);
+    env_close(&e);
+    mw_config_errors errs = {0};
+    mw_config *bad = load("ratelimit = { rules = ( { name = \"x\"; key = \"ip\"; rate = \"1/1h\";\n"
+                          "  skip_reputation_above = \"high\"; } ); };\n", &errs);
+    MW_TEST_ASSERT(bad == NULL && has_error(&errs, ":2:"));
+    mw_config_free(&bad);
+    mw_config_errors_free(&errs);
+}
+
 static void test_basic_memory(void)
 {
     struct env e;
@@ -564,6 +601,7 @@ int main(void)
         return 2;
     atexit(cleanup);
     MW_TEST_RUN(test_config_errors);
+    MW_TEST_RUN(test_skip_reputation);
     MW_TEST_RUN(test_basic_memory);
     MW_TEST_RUN(test_eom_memory);
     MW_TEST_RUN(test_race_memory);

@@ -67,6 +67,8 @@ typedef struct mw_rl_facts {
     const char    *sender;       /* envelope sender without <>; NULL or "": null sender */
     const char    *recipient;    /* RCPT stage: this recipient, without <> */
     unsigned       nrcpt;        /* EOM stage: recipients accepted for the message */
+    bool           rep_domain_known;  /* reputation of the authenticated domains so far */
+    double         rep_domain_score;  /* -1 .. 1 (skip_reputation_above) */
 } mw_rl_facts;
 
 typedef struct mw_rl_decision {

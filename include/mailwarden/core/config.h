@@ -134,6 +134,8 @@ typedef struct mw_config_ratelimit_rule {
     size_t   nallow_networks;
     char   **allow_senders;        /* envelope senders exempt: address globs (with @) or domains */
     size_t   nallow_senders;
+    char    *skip_reputation_above; /* "0.5": exempt when the authenticated domains' reputation
+                                      is known and above this (-1..1); NULL: never */
     char    *where;                /* "FILE:LINE" */
 } mw_config_ratelimit_rule;
 
