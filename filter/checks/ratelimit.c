@@ -11,6 +11,13 @@
  *   pipelined batch.  The first refusing rule (in configuration order)
  *   decides the reply.
  *
+ *   The batch may be shared: mw_ratelimit_prepare adds the calls to the
+ *   caller's batch (the engine puts the reputation score in the same one),
+ *   the caller executes it, mw_ratelimit_finish reads the answers.  Rules
+ *   with skip_reputation_above need the domain reputation before they can
+ *   be charged; when it is fetched in the same round trip, the subjects
+ *   with such a rule wait for a second part (mw_rl_part).
+ *
  * Design notes
  *   - The subject is the {hash tag}: rules on the same SASL user share a
  *     slot, so "200/h and 1000/d for a user" is one atomic script call.
@@ -317,10 +324,6 @@ static bool allow_listed(const struct rule *r, const mw_rl_facts *f, const char 
         *why = "client in allow_networks";
         return true;
     }
-    if (r->skip_rep && f->rep_domain_known && f->rep_domain_score > r->skip_rep_above) {
-        *why = "authenticated domain reputation above skip_reputation_above";
-        return true;
-    }
     if (sender == NULL || r->nallow_senders == 0)
         return false;
     const char *dom = mw_addr_domain(sender);
@@ -418,21 +421,38 @@ struct group {
     char   *subject;
     size_t  rules[16];     /* indices into rl->rules */
     unsigned long long cost[16];
+    bool    skip[16];      /* exempt by skip_reputation_above */
     size_t  n;
+    bool    dep;           /* a rule of the group has skip_reputation_above */
     size_t  op;            /* batch operation */
 };
 
-void mw_ratelimit_check(mw_ratelimit *rl, mw_rl_stage stage, const mw_rl_facts *f,
-                        mw_rl_decision *d, mw_rl_trace_fn trace, void *targ)
+struct mw_rl_ticket {
+    mw_rl_stage   stage;
+    struct group *g;       /* the groups sent, each with the rules sent */
+    size_t        ng;
+    unsigned      rules_checked, rules_deferred;
+};
+
+static void groups_free(struct group *g, size_t ng)
 {
+    for (size_t k = 0; k < ng; k++)
+        free(g[k].subject);
+    free(g);
+}
+
+mw_rl_ticket *mw_ratelimit_prepare(mw_ratelimit *rl, mw_rl_stage stage, const mw_rl_facts *f,
+                                   mw_store_batch *b, mw_rl_trace_fn trace, void *targ)
+{
+    mw_rl_ticket *t = mw_calloc(1, sizeof *t);
     struct group *g = mw_calloc(rl->nrules + 1, sizeof *g);
-    size_t ng = 0;
-    mw_store_batch *b = NULL;
-    char why[256];
+    size_t ng = 0, nsend = 0;
+    /* The dependent part sees the same rules again: their "not applied"
+     * lines were traced by the independent part. */
+    mw_rl_trace_fn tr = f->part == MW_RL_PART_DEPENDENT ? NULL : trace;
     uint64_t now;
 
-    memset(d, 0, sizeof *d);
-    d->allowed = true;
+    t->stage = stage;
     for (size_t i = 0; i < rl->nrules; i++) {
         const struct rule *r = &rl->rules[i];
         const char *missing = NULL, *allow = NULL;
@@ -442,21 +462,21 @@ void mw_ratelimit_check(mw_ratelimit *rl, mw_rl_stage stage, const mw_rl_facts *
         if (r->stage != stage)
             continue;
         if (!(r->trust & f->trust)) {
-            tracef(trace, targ, "ratelimit %s: not for this trust class", r->name);
+            tracef(tr, targ, "ratelimit %s: not for this trust class", r->name);
             continue;
         }
         if (allow_listed(r, f, &allow)) {
-            tracef(trace, targ, "ratelimit %s: not applied (%s)", r->name, allow);
+            tracef(tr, targ, "ratelimit %s: not applied (%s)", r->name, allow);
             continue;
         }
         if (r->per_rcpt && stage == MW_RL_EOM)
             cost = f->nrcpt;
         if (cost == 0) {
-            tracef(trace, targ, "ratelimit %s: no recipients, nothing to charge", r->name);
+            tracef(tr, targ, "ratelimit %s: no recipients, nothing to charge", r->name);
             continue;
         }
         if (!subject(r, f, &subj, &missing)) {
-            tracef(trace, targ, "ratelimit %s: not applied (no %s)", r->name, missing);
+            tracef(tr, targ, "ratelimit %s: not applied (no %s)", r->name, missing);
             mw_buf_free(&subj);
             continue;
         }
@@ -466,16 +486,56 @@ void mw_ratelimit_check(mw_ratelimit *rl, mw_rl_stage stage, const mw_rl_facts *
         if (k == ng)
             g[ng++].subject = mw_buf_steal(&subj);
         mw_buf_free(&subj);
+        g[k].dep = g[k].dep || r->skip_rep;
+        g[k].skip[g[k].n] = r->skip_rep && f->part != MW_RL_PART_INDEPENDENT &&
+                            f->rep_domain_known && f->rep_domain_score > r->skip_rep_above;
         g[k].cost[g[k].n] = cost;
         g[k].rules[g[k].n++] = i;
     }
-    if (ng == 0)
-        goto out;
 
-    /* One gcra call per subject, all in one batch (one round trip). */
-    b = mw_store_batch_new();
-    now = mw_store_now_us(rl->store);
+    /* The part asked for; exempt rules leave their group (the others of
+     * the group are still checked together). */
     for (size_t k = 0; k < ng; k++) {
+        struct group *x = &g[k];
+        bool send = f->part == MW_RL_PART_ALL || (f->part == MW_RL_PART_DEPENDENT) == x->dep;
+        size_t m = 0;
+
+        if (!send) {
+            if (x->dep) {
+                t->rules_deferred += (unsigned)x->n;
+                tracef(trace, targ, "ratelimit: %zu rule%s on one subject checked after the domain "
+                       "reputation (skip_reputation_above)", x->n, x->n == 1 ? "" : "s");
+            }
+            free(x->subject);
+            continue;
+        }
+        for (size_t j = 0; j < x->n; j++) {
+            if (x->skip[j]) {
+                tracef(trace, targ, "ratelimit %s: not applied (authenticated domain reputation "
+                       "above skip_reputation_above)", rl->rules[x->rules[j]].name);
+                continue;
+            }
+            x->rules[m] = x->rules[j];
+            x->cost[m] = x->cost[j];
+            x->skip[m++] = false;
+        }
+        x->n = m;
+        if (m == 0) {
+            free(x->subject);
+            continue;
+        }
+        if (nsend != k)
+            g[nsend] = *x;
+        nsend++;
+    }
+    t->g = g;
+    t->ng = nsend;
+    if (nsend == 0)
+        return t;
+
+    /* One gcra call per subject, all in the caller's batch (one round trip). */
+    now = mw_store_now_us(rl->store);
+    for (size_t k = 0; k < nsend; k++) {
         const char *keys[16];
         const char *args[1 + 3 * 16];
         char nums[1 + 3 * 16][24];
@@ -503,20 +563,39 @@ void mw_ratelimit_check(mw_ratelimit *rl, mw_rl_stage stage, const mw_rl_facts *
         g[k].op = mw_store_batch_script(b, "gcra", keys, g[k].n, args, na);
         for (size_t j = 0; j < g[k].n; j++)
             mw_buf_free(&kb[j]);
-        d->rules_checked += (unsigned)g[k].n;
+        t->rules_checked += (unsigned)g[k].n;
     }
     atomic_fetch_add(&rl->checks, 1);
-    if (mw_store_exec(rl->store, b, why, sizeof why) != MW_STORE_OK) {
-        store_failed(rl, stage, why, d, trace, targ);
-        goto out;
-    }
-    for (size_t k = 0; k < ng; k++) {
+    return t;
+}
+
+void mw_ratelimit_finish(mw_ratelimit *rl, mw_rl_ticket **tp, const mw_store_batch *b,
+                         mw_rl_decision *d, mw_rl_trace_fn trace, void *targ)
+{
+    mw_rl_ticket *t = tp != NULL ? *tp : NULL;
+    struct group *g;
+    char why[256];
+
+    memset(d, 0, sizeof *d);
+    d->allowed = true;
+    if (t == NULL)
+        return;
+    *tp = NULL;
+    g = t->g;
+    d->rules_checked = t->rules_checked;
+    d->rules_deferred = t->rules_deferred;
+    for (size_t k = 0; k < t->ng; k++) {
         const mw_store_value *v = mw_store_batch_result(b, g[k].op);
-        if (mw_store_batch_status(b, g[k].op) != MW_STORE_OK || v->type != MW_STORE_ARRAY ||
-            v->nelem != 4 * g[k].n) {
-            snprintf(why, sizeof why, "gcra: %s", mw_store_batch_status(b, g[k].op) == MW_STORE_OK
-                                                      ? "unexpected reply" : "failed");
-            store_failed(rl, stage, why, d, trace, targ);
+        mw_store_status st = mw_store_batch_status(b, g[k].op);
+        if (st == MW_STORE_TEMPFAIL) {
+            const char *e = mw_store_batch_error(b, g[k].op);
+            snprintf(why, sizeof why, "%s", e[0] != '\0' ? e : "state store unavailable");
+            store_failed(rl, t->stage, why, d, trace, targ);
+            goto out;
+        }
+        if (st != MW_STORE_OK || v->type != MW_STORE_ARRAY || v->nelem != 4 * g[k].n) {
+            snprintf(why, sizeof why, "gcra: %s", st == MW_STORE_OK ? "unexpected reply" : "failed");
+            store_failed(rl, t->stage, why, d, trace, targ);
             goto out;
         }
     }
@@ -524,7 +603,7 @@ void mw_ratelimit_check(mw_ratelimit *rl, mw_rl_stage stage, const mw_rl_facts *
     /* Decide: the first refusing rule in configuration order. */
     size_t best = (size_t)-1;
     long long best_retry = 0;
-    for (size_t k = 0; k < ng; k++) {
+    for (size_t k = 0; k < t->ng; k++) {
         const mw_store_value *v = mw_store_batch_result(b, g[k].op);
         for (size_t j = 0; j < g[k].n; j++) {
             const struct rule *r = &rl->rules[g[k].rules[j]];
@@ -559,9 +638,19 @@ void mw_ratelimit_check(mw_ratelimit *rl, mw_rl_stage stage, const mw_rl_facts *
         atomic_fetch_add(&rl->refused, 1);
     }
 out:
-    for (size_t k = 0; k < ng; k++)
-        free(g[k].subject);
-    free(g);
+    groups_free(t->g, t->ng);
+    free(t);
+}
+
+void mw_ratelimit_check(mw_ratelimit *rl, mw_rl_stage stage, const mw_rl_facts *f,
+                        mw_rl_decision *d, mw_rl_trace_fn trace, void *targ)
+{
+    mw_store_batch *b = mw_store_batch_new();
+    mw_rl_ticket *t = mw_ratelimit_prepare(rl, stage, f, b, trace, targ);
+
+    if (mw_store_batch_count(b) > 0)
+        mw_store_exec(rl->store, b, NULL, 0);
+    mw_ratelimit_finish(rl, &t, b, d, trace, targ);
     mw_store_batch_free(&b);
 }
 

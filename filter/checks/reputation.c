@@ -7,6 +7,9 @@
  *   current bucket's good or bad field, TTL = the window, old buckets
  *   pruned when the hash outgrows the window), all in one pipelined batch.
  *   score(): one HGETALL per subject, one batch; the decay is computed here.
+ *   Both exist in two halves (prepare adds the operations to a batch the
+ *   caller may share with other modules, finish reads the answers after the
+ *   caller's single exec), and record's batch may be sent without waiting.
  *
  * Design notes
  *   - Buckets rather than one exponentially decayed pair: the stored data
@@ -131,8 +134,19 @@ static size_t subjects(const mw_reputation *rep, const mw_rep_subjects *s, struc
 
 /* ---- record ------------------------------------------------------------------------ */
 
-mw_store_status mw_reputation_record(mw_reputation *rep, mw_rep_outcome outcome,
-                                     const mw_rep_subjects *s)
+static void ticket_init(mw_rep_ticket *t, const mw_store_batch *b, const struct subject *subj,
+                        size_t n, unsigned long long now_s)
+{
+    memset(t, 0, sizeof *t);
+    t->first = mw_store_batch_count(b);
+    t->n = n;
+    t->now_s = now_s;
+    for (size_t i = 0; i < n; i++)
+        t->kind[i] = (unsigned char)subj[i].kind;
+}
+
+void mw_reputation_prepare_record(mw_reputation *rep, mw_rep_outcome outcome,
+                                  const mw_rep_subjects *s, mw_store_batch *b, mw_rep_ticket *t)
 {
     struct subject subj[2 + MW_REP_MAX_DOMAINS];
     size_t n = subjects(rep, s, subj);
@@ -140,25 +154,41 @@ mw_store_status mw_reputation_record(mw_reputation *rep, mw_rep_outcome outcome,
     unsigned long long bucket = now_s / rep->bucket_s;
     unsigned long long nbuckets = rep->window_s / rep->bucket_s + 1;
     char field[48], ttl[24], oldest[24], maxf[24];
-    mw_store_batch *b;
-    mw_store_status st;
 
-    if (n == 0)
-        return MW_STORE_OK;
+    ticket_init(t, b, subj, n, now_s);
     snprintf(field, sizeof field, "%llu:%c", bucket, outcome == MW_REP_GOOD ? 'g' : 'b');
     snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)rep->window_s * 1000u);
     snprintf(oldest, sizeof oldest, "%llu", bucket >= nbuckets ? bucket - nbuckets + 1 : 0);
     snprintf(maxf, sizeof maxf, "%llu", 2 * nbuckets + 2);
-    b = mw_store_batch_new();
     for (size_t i = 0; i < n; i++) {
         const char *keys[] = {subj[i].key};
         const char *args[] = {field, "1", ttl, oldest, maxf};
         mw_store_batch_script(b, "reputation", keys, 1, args, 5);
     }
-    st = mw_store_exec(rep->store, b, NULL, 0);
-    for (size_t i = 0; i < n && st == MW_STORE_OK; i++)
-        if (mw_store_batch_status(b, i) != MW_STORE_OK)
-            st = mw_store_batch_status(b, i);
+}
+
+mw_store_status mw_reputation_finish_record(mw_reputation *rep, const mw_rep_ticket *t,
+                                            const mw_store_batch *b)
+{
+    (void)rep;
+    for (size_t i = 0; i < t->n; i++)
+        if (mw_store_batch_status(b, t->first + i) != MW_STORE_OK)
+            return mw_store_batch_status(b, t->first + i);
+    return MW_STORE_OK;
+}
+
+mw_store_status mw_reputation_record(mw_reputation *rep, mw_rep_outcome outcome,
+                                     const mw_rep_subjects *s)
+{
+    mw_store_batch *b = mw_store_batch_new();
+    mw_store_status st = MW_STORE_OK;
+    mw_rep_ticket t;
+
+    mw_reputation_prepare_record(rep, outcome, s, b, &t);
+    if (t.n > 0) {
+        mw_store_exec(rep->store, b, NULL, 0);
+        st = mw_reputation_finish_record(rep, &t, b);
+    }
     mw_store_batch_free(&b);
     return st;
 }
@@ -229,40 +259,55 @@ static void score_finish(const mw_reputation *rep, mw_rep_score *sc)
     sc->known = sc->samples >= rep->min_samples;
 }
 
-mw_store_status mw_reputation_score(mw_reputation *rep, const mw_rep_subjects *s, mw_rep_result *out)
+void mw_reputation_prepare_score(mw_reputation *rep, const mw_rep_subjects *s, mw_store_batch *b,
+                                 mw_rep_ticket *t)
 {
     struct subject subj[2 + MW_REP_MAX_DOMAINS];
     size_t n = subjects(rep, s, subj);
-    unsigned long long now_s = mw_store_now_us(rep->store) / 1000000u;
-    mw_store_batch *b;
-    mw_store_status st;
 
-    memset(out, 0, sizeof *out);
-    if (n == 0)
-        return MW_STORE_OK;
-    b = mw_store_batch_new();
+    ticket_init(t, b, subj, n, mw_store_now_us(rep->store) / 1000000u);
     for (size_t i = 0; i < n; i++)
         mw_store_batch_hgetall(b, subj[i].key, strlen(subj[i].key));
-    st = mw_store_exec(rep->store, b, NULL, 0);
-    for (size_t i = 0; i < n && st == MW_STORE_OK; i++) {
-        mw_store_status os = mw_store_batch_status(b, i);
+}
+
+mw_store_status mw_reputation_finish_score(mw_reputation *rep, const mw_rep_ticket *t,
+                                           const mw_store_batch *b, mw_rep_result *out)
+{
+    mw_store_status st = MW_STORE_OK;
+
+    memset(out, 0, sizeof *out);
+    if (t->n == 0)
+        return MW_STORE_OK;          /* no subjects: every score unknown */
+    for (size_t i = 0; i < t->n && st == MW_STORE_OK; i++) {
+        mw_store_status os = mw_store_batch_status(b, t->first + i);
         if (os != MW_STORE_OK && os != MW_STORE_NOTFOUND)
             st = os;
     }
     if (st == MW_STORE_OK) {
-        for (size_t i = 0; i < n; i++) {
-            mw_rep_score *sc = subj[i].kind == SUBJ_IP ? &out->ip
-                             : subj[i].kind == SUBJ_NET ? &out->net : &out->domain;
-            score_add(rep, mw_store_batch_result(b, i), now_s, sc);
+        for (size_t i = 0; i < t->n; i++) {
+            mw_rep_score *sc = t->kind[i] == SUBJ_IP ? &out->ip
+                             : t->kind[i] == SUBJ_NET ? &out->net : &out->domain;
+            score_add(rep, mw_store_batch_result(b, t->first + i), t->now_s, sc);
         }
-    } else {
-        memset(out, 0, sizeof *out);
     }
     score_finish(rep, &out->ip);
     score_finish(rep, &out->net);
     score_finish(rep, &out->domain);
     if (st != MW_STORE_OK)
         out->ip.known = out->net.known = out->domain.known = false;
+    return st;
+}
+
+mw_store_status mw_reputation_score(mw_reputation *rep, const mw_rep_subjects *s, mw_rep_result *out)
+{
+    mw_store_batch *b = mw_store_batch_new();
+    mw_rep_ticket t;
+    mw_store_status st;
+
+    mw_reputation_prepare_score(rep, s, b, &t);
+    if (t.n > 0)
+        mw_store_exec(rep->store, b, NULL, 0);
+    st = mw_reputation_finish_score(rep, &t, b, out);
     mw_store_batch_free(&b);
     return st;
 }

@@ -5,7 +5,10 @@
  * Purpose
  *   Rate limits and reputation talk to this interface only (store.h): they
  *   fill a batch with get / incr / hgetall / hincr / del / named-script
- *   operations and execute it in one round trip.
+ *   operations and execute it in one round trip (mw_store_exec), or send it
+ *   without waiting for the answers (mw_store_send).  Several modules may
+ *   fill one batch (the engine's stages: rate limits and reputation in one
+ *   round trip).
  *
  * Design notes
  *   - Keys are copied into the batch without the prefix; the redis backend
@@ -40,7 +43,7 @@ struct mw_store {
     mw_store_redis    *redis;
     mw_store_clock_fn  clock;
     void              *clock_arg;
-    atomic_ullong      batches, failures;
+    atomic_ullong      batches, failures, mem_trips, sends;
 };
 
 struct mw_store_batch {
@@ -160,6 +163,9 @@ void mw_store_stats_get(mw_store *s, mw_store_stats *out)
         mw_store_redis_stats(s->redis, out);
     out->batches = atomic_load(&s->batches);
     out->failures = atomic_load(&s->failures);
+    out->sends = atomic_load(&s->sends);
+    if (s->memory)
+        out->round_trips = atomic_load(&s->mem_trips);
 }
 
 /* ---- values ------------------------------------------------------------------ */
@@ -356,6 +362,13 @@ const mw_store_value *mw_store_batch_result(const mw_store_batch *b, size_t i)
     return i < b->n ? &b->ops[i].val : &nil;
 }
 
+const char *mw_store_batch_error(const mw_store_batch *b, size_t i)
+{
+    if (i >= b->n)
+        return "no such operation";
+    return b->ops[i].err != NULL ? b->ops[i].err : "";
+}
+
 /* Our own mistakes, caught before anything is sent: unknown script, keys
  * of one script in different slots.  true if op can be sent. */
 static bool op_valid(mw_store_op *op)
@@ -386,7 +399,8 @@ _Static_assert(MW_ML_STORE_OK == (int)MW_STORE_OK && MW_ML_STORE_NOTFOUND == (in
                MW_ML_STORE_TEMPFAIL == (int)MW_STORE_TEMPFAIL && MW_ML_STORE_ERROR == (int)MW_STORE_ERROR,
                "metrics labels follow mw_store_status");
 
-mw_store_status mw_store_exec(mw_store *s, mw_store_batch *b, char *why, size_t whylen)
+/* exec (wait for the answers) or send (do not wait). */
+static mw_store_status store_run(mw_store *s, mw_store_batch *b, bool wait, char *why, size_t whylen)
 {
     mw_store_op *run = mw_calloc(b->n + 1, sizeof *run);
     size_t *idx = mw_calloc(b->n + 1, sizeof *idx), nrun = 0;
@@ -405,6 +419,10 @@ mw_store_status mw_store_exec(mw_store *s, mw_store_batch *b, char *why, size_t 
     }
     if (nrun > 0 && s->memory) {
         st = mw_store_mem_exec(s->mem, run, nrun);
+        if (wait)
+            atomic_fetch_add(&s->mem_trips, 1);
+    } else if (nrun > 0 && !wait) {
+        st = mw_store_redis_send(s->redis, run, nrun, reason, sizeof reason);
     } else if (nrun > 0) {
         uint64_t t0 = mw_metrics_now_ns();
         st = mw_store_redis_exec(s->redis, run, nrun, reason, sizeof reason);
@@ -417,7 +435,7 @@ mw_store_status mw_store_exec(mw_store *s, mw_store_batch *b, char *why, size_t 
     }
     free(run);
     free(idx);
-    atomic_fetch_add(&s->batches, 1);
+    atomic_fetch_add(wait ? &s->batches : &s->sends, 1);
     if (st == MW_STORE_TEMPFAIL) {
         atomic_fetch_add(&s->failures, 1);
         for (size_t i = 0; i < b->n; i++)
@@ -436,6 +454,16 @@ mw_store_status mw_store_exec(mw_store *s, mw_store_batch *b, char *why, size_t 
                 }
     }
     return st;
+}
+
+mw_store_status mw_store_exec(mw_store *s, mw_store_batch *b, char *why, size_t whylen)
+{
+    return store_run(s, b, true, why, whylen);
+}
+
+mw_store_status mw_store_send(mw_store *s, mw_store_batch *b, char *why, size_t whylen)
+{
+    return store_run(s, b, false, why, whylen);
 }
 
 mw_store_status mw_store_scan(mw_store *s, const char *pattern, mw_store_scan_fn fn, void *arg,

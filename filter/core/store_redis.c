@@ -33,6 +33,14 @@
  *     LOAD and EVALSHA again, in the same call: NOSCRIPT means the script
  *     did not run, so the retry cannot charge twice (those operations then
  *     run after the rest of the batch).
+ *   - Sends without waiting (mw_store_send): the pipeline is written (the
+ *     socket's send timeout bounds it) and the connection goes back to the
+ *     pool owing that many replies (rconn.owed).  The next user of the
+ *     connection writes its own commands first, then reads and discards the
+ *     owed replies before its own (same deadline): no extra round trip,
+ *     since Redis answered them long before.  An owed error reply (a lost
+ *     write) is counted and logged like other failures; a connection that
+ *     owes more than MAX_OWED replies is drained before it is written to.
  *   - Sentinel: every new connection asks the sentinels in turn (starting
  *     with the last one that answered) for the master's address, then
  *     checks ROLE on it.  READONLY (we reached a demoted master) retires
@@ -68,6 +76,7 @@
 #define BACKOFF_MAX_MS   5000
 #define LOG_INTERVAL_US  (60ULL * 1000000ULL)
 #define MAX_ROUNDS       3          /* send, NOSCRIPT reload, READONLY retry */
+#define MAX_OWED         64         /* unread replies a pooled connection may owe */
 
 struct hostport {
     char *host;
@@ -77,6 +86,7 @@ struct hostport {
 struct rconn {
     redisContext *c;
     unsigned      gen;
+    size_t        owed;         /* replies to commands sent by mw_store_send, not read yet */
 };
 
 struct mw_store_redis {
@@ -105,8 +115,10 @@ struct mw_store_redis {
     char             master[300];    /* last master address seen */
     uint64_t         last_log;
     unsigned long long fails_unlogged;
+    uint64_t         lost_log;       /* sends refused (read later): logged once a minute */
+    unsigned long long lost_unlogged;
 
-    atomic_ullong    reconnects, failovers;
+    atomic_ullong    reconnects, failovers, round_trips, sends_lost;
 };
 
 /* ---- time -------------------------------------------------------------------- */
@@ -414,6 +426,7 @@ static bool acquire(mw_store_redis *r, uint64_t deadline, struct rconn *out, cha
             note_connected(r, master);
             out->c = c;
             out->gen = r->gen;
+            out->owed = 0;
             pthread_mutex_unlock(&r->mu);
             return true;
         }
@@ -496,6 +509,55 @@ static bool error_transient(const redisReply *rep)
     return false;
 }
 
+/* ---- replies owed to earlier sends ------------------------------------------------------ */
+
+/* Read and discard the replies conn owes to mw_store_send; an error reply
+ * means a lost write (counted, logged at most once a minute).  false on an
+ * I/O error or timeout (why set; the connection is then unusable). */
+static bool drain_owed(mw_store_redis *r, struct rconn *conn, uint64_t deadline, char *why,
+                       size_t whylen)
+{
+    unsigned long long lost = 0;
+    char first[200] = "";
+    bool ok = true;
+
+    while (conn->owed > 0) {
+        void *rep = NULL;
+        if (!set_deadline(conn->c, deadline)) {
+            snprintf(why, whylen, "command timeout (%u ms)", r->command_ms);
+            ok = false;
+            break;
+        }
+        if (redisGetReply(conn->c, &rep) != REDIS_OK || rep == NULL) {
+            if (conn->c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK))
+                snprintf(why, whylen, "command timeout (%u ms)", r->command_ms);
+            else
+                snprintf(why, whylen, "%s", conn->c->err ? conn->c->errstr : "no reply");
+            ok = false;
+            break;
+        }
+        conn->owed--;
+        redisReply *rr = rep;
+        if (rr->type == REDIS_REPLY_ERROR && lost++ == 0)
+            snprintf(first, sizeof first, "%s", rr->str);
+        freeReplyObject(rr);
+    }
+    if (lost > 0) {
+        uint64_t now = mono_us();
+        atomic_fetch_add(&r->sends_lost, lost);
+        pthread_mutex_lock(&r->mu);
+        r->lost_unlogged += lost;
+        if (r->lost_log == 0 || now - r->lost_log >= LOG_INTERVAL_US) {
+            mw_warn("redis %s: %llu update%s sent without waiting failed (%s)", r->describe,
+                    r->lost_unlogged, r->lost_unlogged == 1 ? "" : "s", first);
+            r->lost_log = now;
+            r->lost_unlogged = 0;
+        }
+        pthread_mutex_unlock(&r->mu);
+    }
+    return ok;
+}
+
 /* ---- executing a batch ---------------------------------------------------------------- */
 
 enum op_state { ST_PENDING, ST_DONE, ST_NOSCRIPT, ST_READONLY };
@@ -551,8 +613,9 @@ static const struct mw_store_script *op_script(const mw_store_op *op)
 }
 
 /* Load the scripts of the NOSCRIPT operations (pipelined).  false on I/O error. */
-static bool load_scripts(redisContext *c, mw_store_op *ops, enum op_state *state, size_t n,
-                         uint64_t deadline, char *why, size_t whylen)
+static bool load_scripts(mw_store_redis *r, redisContext *c, mw_store_op *ops,
+                         enum op_state *state, size_t n, uint64_t deadline, char *why,
+                         size_t whylen)
 {
     const struct mw_store_script **need = mw_calloc(n + 1, sizeof *need);
     size_t nneed = 0;
@@ -573,6 +636,8 @@ static bool load_scripts(redisContext *c, mw_store_op *ops, enum op_state *state
         size_t lens[] = {6, 4, need[j]->len};
         redisAppendCommandArgv(c, 3, argv, lens);
     }
+    if (nneed > 0)
+        atomic_fetch_add(&r->round_trips, 1);
     for (size_t j = 0; j < nneed && ok; j++) {
         void *rep = NULL;
         if (!set_deadline(c, deadline) || redisGetReply(c, &rep) != REDIS_OK) {
@@ -591,11 +656,13 @@ static bool load_scripts(redisContext *c, mw_store_op *ops, enum op_state *state
     return ok;
 }
 
-/* Send every op in state ST_PENDING, read the replies, classify.  false on
- * an I/O error or timeout (the connection is then unusable). */
-static bool run_round(mw_store_redis *r, redisContext *c, mw_store_op *ops, enum op_state *state,
+/* Send every op in state ST_PENDING, read the replies owed to earlier
+ * sends and then ours, classify.  false on an I/O error or timeout (the
+ * connection is then unusable). */
+static bool run_round(mw_store_redis *r, struct rconn *conn, mw_store_op *ops, enum op_state *state,
                       size_t n, uint64_t deadline, char *why, size_t whylen)
 {
+    redisContext *c = conn->c;
     size_t sent = 0;
 
     for (size_t i = 0; i < n; i++)
@@ -603,6 +670,11 @@ static bool run_round(mw_store_redis *r, redisContext *c, mw_store_op *ops, enum
             append_op(r, c, &ops[i]);
             sent++;
         }
+    if (sent > 0)
+        atomic_fetch_add(&r->round_trips, 1);
+    /* The first read writes our pipeline; the owed replies come first. */
+    if (sent > 0 && !drain_owed(r, conn, deadline, why, whylen))
+        return false;
     for (size_t i = 0; i < n && sent > 0; i++) {
         void *rep = NULL;
         if (state[i] != ST_PENDING)
@@ -657,7 +729,7 @@ mw_store_status mw_store_redis_exec(mw_store_redis *r, mw_store_op *ops, size_t 
     for (int round = 0; round < MAX_ROUNDS; round++) {
         bool noscript = false, readonly = false;
 
-        if (!run_round(r, conn.c, ops, state, n, deadline, why, whylen)) {
+        if (!run_round(r, &conn, ops, state, n, deadline, why, whylen)) {
             release(r, &conn, true);
             pthread_mutex_lock(&r->mu);
             note_failure(r, why, true);
@@ -690,7 +762,7 @@ mw_store_status mw_store_redis_exec(mw_store_redis *r, mw_store_op *ops, size_t 
             continue;
         }
         if (noscript) {
-            if (!load_scripts(conn.c, ops, state, n, deadline, why, whylen)) {
+            if (!load_scripts(r, conn.c, ops, state, n, deadline, why, whylen)) {
                 release(r, &conn, true);
                 pthread_mutex_lock(&r->mu);
                 note_failure(r, why, true);
@@ -714,6 +786,40 @@ mw_store_status mw_store_redis_exec(mw_store_redis *r, mw_store_op *ops, size_t 
     return st;
 }
 
+mw_store_status mw_store_redis_send(mw_store_redis *r, mw_store_op *ops, size_t n, char *why,
+                                    size_t whylen)
+{
+    uint64_t deadline = mono_us() + (uint64_t)r->command_ms * 1000u;
+    struct rconn conn = {0};
+    int done = 0;
+
+    if (!acquire(r, deadline, &conn, why, whylen))
+        return MW_STORE_TEMPFAIL;
+    if (conn.owed >= MAX_OWED && !drain_owed(r, &conn, deadline, why, whylen))
+        goto fail;
+    for (size_t i = 0; i < n; i++)
+        append_op(r, conn.c, &ops[i]);
+    while (!done) {
+        if (!set_deadline(conn.c, deadline)) {
+            snprintf(why, whylen, "command timeout (%u ms)", r->command_ms);
+            goto fail;
+        }
+        if (redisBufferWrite(conn.c, &done) != REDIS_OK) {
+            snprintf(why, whylen, "%s", conn.c->err ? conn.c->errstr : "write failed");
+            goto fail;
+        }
+    }
+    conn.owed += n;
+    release(r, &conn, false);
+    return MW_STORE_OK;
+fail:
+    release(r, &conn, true);
+    pthread_mutex_lock(&r->mu);
+    note_failure(r, why, true);
+    pthread_mutex_unlock(&r->mu);
+    return MW_STORE_TEMPFAIL;
+}
+
 /* ---- scan ---------------------------------------------------------------------------- */
 
 mw_store_status mw_store_redis_scan(mw_store_redis *r, const char *pattern, mw_store_scan_fn fn,
@@ -732,6 +838,11 @@ mw_store_status mw_store_redis_scan(mw_store_redis *r, const char *pattern, mw_s
     }
     mw_buf_puts(&match, pattern);
     if (!acquire(r, mono_us() + (uint64_t)r->command_ms * 1000u, &conn, why, whylen)) {
+        mw_buf_free(&match);
+        return MW_STORE_TEMPFAIL;
+    }
+    if (!drain_owed(r, &conn, mono_us() + (uint64_t)r->command_ms * 1000u, why, whylen)) {
+        release(r, &conn, true);
         mw_buf_free(&match);
         return MW_STORE_TEMPFAIL;
     }
@@ -861,4 +972,6 @@ void mw_store_redis_stats(mw_store_redis *r, mw_store_stats *out)
 {
     out->reconnects = atomic_load(&r->reconnects);
     out->failovers = atomic_load(&r->failovers);
+    out->round_trips = atomic_load(&r->round_trips);
+    out->sends_lost = atomic_load(&r->sends_lost);
 }

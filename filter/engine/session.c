@@ -335,7 +335,8 @@ void mw_session_mail(mw_session *s, const char *from)
     s->t_mail_ns = mw_metrics_now_ns();
     s->mail_from = mw_addr_strip(from ? from : "");
     decide_trust(s);
-    if (!mw_sess_ratelimit(s, MW_RL_MAIL, NULL)) {
+    /* MAIL rate limits and the client's reputation: one store round trip */
+    if (!mw_sess_stage_state(s, MW_RL_MAIL)) {
         /* the MTA refuses MAIL: this transaction ends here */
         log_refused(s, "mail", NULL);
         mw_sess_reputation_record(s, &s->verdict);
@@ -343,7 +344,6 @@ void mw_session_mail(mw_session *s, const char *from)
         s->in_message = false;
         return;
     }
-    mw_sess_reputation_score(s);
     uint64_t t0 = mw_metrics_now_ns();
     run_spf(s);
     if (!s->res.spf_skipped)
@@ -957,10 +957,9 @@ const mw_verdict *mw_session_eom(mw_session *s)
     if (s->res.dmarc_done)
         mw_metric_observe(MW_M_CHECK_SECONDS, MW_ML_CHK_DMARC, mw_metrics_now_ns() - t1);
     /* authenticated domains are known now: score them too (the MAIL-time
-     * score only had the client address) */
-    if (s->rt->reputation && ((s->res.dkim_verified && s->res.dkim.nsig) ||
-                              (s->res.spf.evaluated && s->res.spf.result == MW_SPF_PASS)))
-        mw_sess_reputation_score(s);
+     * score only had the client address), in the same store round trip as
+     * the end-of-message rate limits (session_limits.c) */
+    bool eom_allowed = mw_sess_stage_state(s, MW_RL_EOM);
     mw_verdict *v = &s->verdict;
     verdict_clear(v);
 
@@ -991,7 +990,7 @@ const mw_verdict *mw_session_eom(mw_session *s)
 
     mw_policy_decision d;
     bool eom_limited = false;
-    if (!mw_sess_ratelimit(s, MW_RL_EOM, NULL)) {
+    if (!eom_allowed) {
         eom_limited = true;
         /* a per-message limit refuses the whole message */
         d.action = s->refusal.action;

@@ -8,6 +8,12 @@
  * reason never reaches us), end of message per message or per recipient.
  * A store failure gives the configured redis.failure_action inside the
  * rate-limit module; here it is only traced.
+ *
+ * Round trips (docs/ratelimit.md): connect and RCPT one each (rate limits
+ * only); MAIL one (limits + the client's score, one batch); end of message
+ * one (limits + the score of the authenticated domains; a second only when
+ * a skip_reputation_above rule must wait for that score), and the outcome
+ * is then sent without waiting (mw_store_send).
  */
 #include <stdio.h>
 #include <string.h>
@@ -28,44 +34,56 @@ static void rl_trace(void *arg, const char *line)
     mw_sess_trace(arg, "ratelimit: %s", line);
 }
 
+static void rl_facts(mw_session *s, const char *rcpt, mw_rl_facts *f)
+{
+    memset(f, 0, sizeof *f);
+    f->trust = trust_bit(s->res.trust);
+    f->client = s->have_addr ? &s->client_addr : NULL;
+    f->sasl_user = s->auth_authen;
+    f->sender = s->mail_from;
+    f->recipient = rcpt;
+    f->nrcpt = s->nrcpt;
+    if (s->res.reputation_done && s->res.reputation.domain.known) {
+        f->rep_domain_known = true;
+        f->rep_domain_score = s->res.reputation.domain.score;
+    }
+}
+
+/* Act on a rate-limit decision: trace, count, fill s->refusal. */
+static bool rl_decided(mw_session *s, mw_rl_stage stage, const mw_rl_decision *d)
+{
+    if (d->store_failed)
+        mw_sess_trace(s, "ratelimit: state store unavailable at %s: %s", mw_rl_stage_name(stage),
+                      d->allowed ? "accepted (redis.failure_action)" : "refused (redis.failure_action)");
+    if (d->allowed)
+        return true;
+    mw_metric_inc_l(MW_M_RATELIMIT_HITS, d->rule, NULL);
+    s->refused = true;
+    s->rate_limited = true;
+    memset(&s->refusal, 0, sizeof s->refusal);
+    s->refusal.action = d->rcode[0] == '5' ? MW_ACTION_REJECT : MW_ACTION_TEMPFAIL;
+    snprintf(s->refusal.rcode, sizeof s->refusal.rcode, "%s", d->rcode[0] ? d->rcode : "451");
+    snprintf(s->refusal.xcode, sizeof s->refusal.xcode, "%s", d->xcode);
+    snprintf(s->refusal.text, sizeof s->refusal.text, "%s", d->text[0] ? d->text : "rate limit exceeded");
+    s->refusal.rule = d->rule;
+    mw_sess_trace(s, "ratelimit: %s refused by rule %s: %s %s %s", mw_rl_stage_name(stage),
+                  d->rule ? d->rule : "?", s->refusal.rcode, s->refusal.xcode, s->refusal.text);
+    return false;
+}
+
 bool mw_sess_ratelimit(mw_session *s, mw_rl_stage stage, const char *rcpt)
 {
     mw_runtime *rt = s->rt;
     s->refused = false;
     if (!rt || !rt->ratelimit || !mw_ratelimit_has_stage(rt->ratelimit, stage))
         return true;
-    mw_rl_facts f = {0};
-    f.trust = trust_bit(s->res.trust);
-    f.client = s->have_addr ? &s->client_addr : NULL;
-    f.sasl_user = s->auth_authen;
-    f.sender = s->mail_from;
-    f.recipient = rcpt;
-    f.nrcpt = s->nrcpt;
-    if (s->res.reputation_done && s->res.reputation.domain.known) {
-        f.rep_domain_known = true;
-        f.rep_domain_score = s->res.reputation.domain.score;
-    }
+    mw_rl_facts f;
+    rl_facts(s, rcpt, &f);
     mw_rl_decision d;
     uint64_t t0 = mw_metrics_now_ns();
     mw_ratelimit_check(rt->ratelimit, stage, &f, &d, rl_trace, s);
     mw_metric_observe(MW_M_CHECK_SECONDS, MW_ML_CHK_RATELIMIT, mw_metrics_now_ns() - t0);
-    if (d.store_failed)
-        mw_sess_trace(s, "ratelimit: state store unavailable at %s: %s", mw_rl_stage_name(stage),
-                      d.allowed ? "accepted (redis.failure_action)" : "refused (redis.failure_action)");
-    if (d.allowed)
-        return true;
-    mw_metric_inc_l(MW_M_RATELIMIT_HITS, d.rule, NULL);
-    s->refused = true;
-    s->rate_limited = true;
-    memset(&s->refusal, 0, sizeof s->refusal);
-    s->refusal.action = d.rcode[0] == '5' ? MW_ACTION_REJECT : MW_ACTION_TEMPFAIL;
-    snprintf(s->refusal.rcode, sizeof s->refusal.rcode, "%s", d.rcode[0] ? d.rcode : "451");
-    snprintf(s->refusal.xcode, sizeof s->refusal.xcode, "%s", d.xcode);
-    snprintf(s->refusal.text, sizeof s->refusal.text, "%s", d.text[0] ? d.text : "rate limit exceeded");
-    s->refusal.rule = d.rule;
-    mw_sess_trace(s, "ratelimit: %s refused by rule %s: %s %s %s", mw_rl_stage_name(stage),
-                  d.rule ? d.rule : "?", s->refusal.rcode, s->refusal.xcode, s->refusal.text);
-    return false;
+    return rl_decided(s, stage, &d);
 }
 
 /* Subjects: the client, and the domains authenticated so far. */
@@ -84,17 +102,15 @@ static size_t subjects(mw_session *s, mw_rep_subjects *subj, const char **doms, 
     return n;
 }
 
-void mw_sess_reputation_score(mw_session *s)
+static bool rep_applies(mw_session *s)
 {
     mw_runtime *rt = s->rt;
-    if (!rt || !rt->reputation || !s->have_addr || mw_trust_outbound(s->res.trust))
-        return;
-    const char *doms[8];
-    mw_rep_subjects subj;
-    subjects(s, &subj, doms, 8);
-    uint64_t t0 = mw_metrics_now_ns();
-    mw_store_status st = mw_reputation_score(rt->reputation, &subj, &s->res.reputation);
-    mw_metric_observe(MW_M_CHECK_SECONDS, MW_ML_CHK_REPUTATION, mw_metrics_now_ns() - t0);
+    return rt && rt->reputation && s->have_addr && !mw_trust_outbound(s->res.trust);
+}
+
+/* A score has been read (st) into s->res.reputation: count and trace it. */
+static void rep_scored(mw_session *s, mw_store_status st, size_t ndomains)
+{
     if (st != MW_STORE_OK) {
         mw_metric_inc(MW_M_REPUTATION_ERRORS, MW_ML_REPOP_SCORE, 0);
         mw_sess_trace(s, "reputation: unavailable (state store)");
@@ -103,7 +119,7 @@ void mw_sess_reputation_score(mw_session *s)
     const mw_rep_result *rr = &s->res.reputation;
     mw_metric_inc(MW_M_REPUTATION_SCORES, MW_ML_REPSUBJ_IP, rr->ip.known);
     mw_metric_inc(MW_M_REPUTATION_SCORES, MW_ML_REPSUBJ_NET, rr->net.known);
-    if (subj.ndomains)
+    if (ndomains)
         mw_metric_inc(MW_M_REPUTATION_SCORES, MW_ML_REPSUBJ_DOMAIN, rr->domain.known);
     s->res.reputation_done = true;
     mw_buf b = MW_BUF_INIT;
@@ -112,11 +128,95 @@ void mw_sess_reputation_score(mw_session *s)
     mw_buf_free(&b);
 }
 
+void mw_sess_reputation_score(mw_session *s)
+{
+    mw_runtime *rt = s->rt;
+    if (!rep_applies(s))
+        return;
+    const char *doms[8];
+    mw_rep_subjects subj;
+    subjects(s, &subj, doms, 8);
+    uint64_t t0 = mw_metrics_now_ns();
+    mw_store_status st = mw_reputation_score(rt->reputation, &subj, &s->res.reputation);
+    mw_metric_observe(MW_M_CHECK_SECONDS, MW_ML_CHK_REPUTATION, mw_metrics_now_ns() - t0);
+    rep_scored(s, st, subj.ndomains);
+}
+
+/*
+ * MAIL and end of message: the stage's rate limits and the reputation
+ * score in one store round trip (one batch, one mw_store_exec).  At MAIL
+ * the score is the client's (ip, net); at end of message it is read again
+ * only when authenticated domains are known (the policy and
+ * skip_reputation_above see them).  Rules with skip_reputation_above need
+ * that domain score first: their bucket subjects go in a second round trip
+ * after it, only when such a rule applies and the first part allowed.
+ */
+bool mw_sess_stage_state(mw_session *s, mw_rl_stage stage)
+{
+    mw_runtime *rt = s->rt;
+    s->refused = false;
+    if (!rt)
+        return true;
+    bool limits = rt->ratelimit && mw_ratelimit_has_stage(rt->ratelimit, stage);
+    const char *doms[8];
+    mw_rep_subjects subj = {0};
+    size_t ndoms = 0;
+    bool score = false;
+    if (rep_applies(s)) {
+        ndoms = subjects(s, &subj, doms, 8);
+        score = stage != MW_RL_EOM || ndoms > 0;
+    }
+    if (!limits && !score)
+        return true;
+
+    mw_store_batch *b = mw_store_batch_new();
+    mw_rl_facts f;
+    mw_rl_ticket *lt = NULL;
+    mw_rep_ticket st_ = {0};
+    mw_rl_decision d = {.allowed = true};
+    rl_facts(s, NULL, &f);
+    if (score && ndoms > 0)
+        f.part = MW_RL_PART_INDEPENDENT;   /* the domain score arrives with the limits */
+    if (limits)
+        lt = mw_ratelimit_prepare(rt->ratelimit, stage, &f, b, rl_trace, s);
+    if (score)
+        mw_reputation_prepare_score(rt->reputation, &subj, b, &st_);
+    uint64_t t0 = mw_metrics_now_ns();
+    if (mw_store_batch_count(b) > 0)
+        mw_store_exec(rt->store, b, NULL, 0);
+    uint64_t spent = mw_metrics_now_ns() - t0;
+    if (score) {
+        mw_store_status st = mw_reputation_finish_score(rt->reputation, &st_, b, &s->res.reputation);
+        mw_metric_observe(MW_M_CHECK_SECONDS, MW_ML_CHK_REPUTATION, spent);
+        rep_scored(s, st, ndoms);
+    }
+    if (limits) {
+        mw_ratelimit_finish(rt->ratelimit, &lt, b, &d, rl_trace, s);
+        if (d.allowed && !d.store_failed && d.rules_deferred > 0) {
+            /* skip_reputation_above: the subjects that waited for the score */
+            unsigned checked = d.rules_checked;
+            mw_store_batch_reset(b);
+            rl_facts(s, NULL, &f);
+            f.part = MW_RL_PART_DEPENDENT;
+            lt = mw_ratelimit_prepare(rt->ratelimit, stage, &f, b, rl_trace, s);
+            uint64_t t1 = mw_metrics_now_ns();
+            if (mw_store_batch_count(b) > 0)
+                mw_store_exec(rt->store, b, NULL, 0);
+            spent += mw_metrics_now_ns() - t1;
+            mw_ratelimit_finish(rt->ratelimit, &lt, b, &d, rl_trace, s);
+            d.rules_checked += checked;
+        }
+        mw_metric_observe(MW_M_CHECK_SECONDS, MW_ML_CHK_RATELIMIT, spent);
+    }
+    mw_store_batch_free(&b);
+    return limits ? rl_decided(s, stage, &d) : true;
+}
+
 void mw_sess_reputation_record(mw_session *s, const mw_verdict *v)
 {
     mw_runtime *rt = s->rt;
     mw_results *r = &s->res;
-    if (!rt || !rt->reputation || !s->have_addr || mw_trust_outbound(r->trust))
+    if (!rep_applies(s))
         return;
     /* bad: refused by policy, rate-limited, SPF fail, DMARC fail;
      * good: DMARC pass, or aligned authentication without DMARC */
@@ -134,7 +234,16 @@ void mw_sess_reputation_record(mw_session *s, const mw_verdict *v)
     const char *doms[8];
     mw_rep_subjects subj;
     subjects(s, &subj, doms, 8);
-    if (mw_reputation_record(rt->reputation, bad ? MW_REP_BAD : MW_REP_GOOD, &subj) != MW_STORE_OK) {
+    /* Nobody waits for the answer: sent without a round trip (store.h,
+     * mw_store_send); the next command on that connection reads it. */
+    mw_store_batch *b = mw_store_batch_new();
+    mw_rep_ticket t;
+    mw_reputation_prepare_record(rt->reputation, bad ? MW_REP_BAD : MW_REP_GOOD, &subj, b, &t);
+    mw_store_status st = t.n > 0 ? mw_store_send(rt->store, b, NULL, 0) : MW_STORE_OK;
+    if (st == MW_STORE_OK)
+        st = mw_reputation_finish_record(rt->reputation, &t, b);
+    mw_store_batch_free(&b);
+    if (st != MW_STORE_OK) {
         mw_metric_inc(MW_M_REPUTATION_ERRORS, MW_ML_REPOP_RECORD, 0);
         mw_sess_trace(s, "reputation: outcome not recorded (state store)");
     }

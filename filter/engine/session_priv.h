@@ -100,7 +100,12 @@ bool mw_sess_write_history(mw_session *s, const mw_verdict *v);
 /* Charge the rate limits of a stage; on refusal fills s->refusal and
  * returns false. */
 bool mw_sess_ratelimit(mw_session *s, mw_rl_stage stage, const char *rcpt);
-/* Reputation: score the client at MAIL, record the outcome after the verdict. */
+/* MAIL and end of message: the stage's rate limits and the reputation
+ * score (MAIL: the client; EOM: again when authenticated domains are known)
+ * in one store round trip.  On refusal fills s->refusal and returns false. */
+bool mw_sess_stage_state(mw_session *s, mw_rl_stage stage);
+/* Reputation: score on its own (a round trip), record the outcome after
+ * the verdict (sent without waiting). */
 void mw_sess_reputation_score(mw_session *s);
 void mw_sess_reputation_record(mw_session *s, const mw_verdict *v);
 

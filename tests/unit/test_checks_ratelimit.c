@@ -12,7 +12,12 @@
  *   - N threads racing through the limiter on a burst-B rule: exactly B;
  *   - Redis killed: store_failed within the timeout, accepted with
  *     failure_action "accept", 451 4.7.1 with "tempfail";
- *   - inspect and reset of a bucket (what `mailwarden limits` uses).
+ *   - inspect and reset of a bucket (what `mailwarden limits` uses);
+ *   - round trips (the store's counter): a check costs one when a rule
+ *     applies and none otherwise; the engine's stages on a shared batch
+ *     (limits + reputation score: one exec; the outcome: a send, none);
+ *     skip_reputation_above rules wait for the domain score in a second
+ *     part, which costs nothing when every rule of it is exempt.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -35,6 +40,7 @@
 #include "config.h"
 #include "mwtest.h"
 #include "ratelimit.h"
+#include "reputation.h"
 #include "store.h"
 
 static char tmpdir[] = "/tmp/mw-test-rl-XXXXXX";
@@ -583,6 +589,193 @@ static void test_redis_down(void)
     env_close(&closed);
 }
 
+/* ---- round trips -------------------------------------------------------------------- */
+
+static const char *conf_trips =
+    "reputation = { enabled = true; min_samples = 1; };\n"
+    "ratelimit = { rules = (\n"
+    "  { name = \"mail-ip\"; key = \"ip\"; rate = \"100/1h\"; stage = \"mail\"; },\n"
+    "  { name = \"eom-user\"; key = \"sasl_user\"; rate = \"100/1h\"; stage = \"eom\"; },\n"
+    "  { name = \"eom-ip\"; key = \"ip\"; rate = \"2/1h\"; stage = \"eom\";\n"
+    "    skip_reputation_above = \"0.5\"; },\n"
+    "  { name = \"eom-ip-day\"; key = \"ip\"; rate = \"100/1d\"; stage = \"eom\"; },\n"
+    "  { name = \"eom-from\"; key = \"sender\"; rate = \"100/1h\"; stage = \"eom\";\n"
+    "    skip_reputation_above = \"0.5\"; }\n"
+    "); };\n";
+
+static unsigned long long trips(mw_store *s)
+{
+    mw_store_stats st;
+    mw_store_stats_get(s, &st);
+    return st.round_trips;
+}
+
+/* End of message as the engine does it: limits (independent part) and the
+ * domain score in one exec; then, if rules waited, the dependent part. */
+static void eom_stage(struct env *e, mw_reputation *rep, mw_rl_facts *f,
+                      const mw_rep_subjects *subj, mw_rl_decision *d, mw_rep_result *res,
+                      size_t want_ops2)
+{
+    mw_store_batch *b = mw_store_batch_new();
+    mw_rep_ticket rt;
+    mw_rl_ticket *t;
+
+    f->part = MW_RL_PART_INDEPENDENT;
+    t = mw_ratelimit_prepare(e->rl, MW_RL_EOM, f, b, trace_print, NULL);
+    mw_reputation_prepare_score(rep, subj, b, &rt);
+    MW_TEST_EQ_INT(mw_store_batch_count(b), 1 + 3);      /* eom-user; ip, net, dom */
+    MW_TEST_EQ_INT(mw_store_exec(e->store, b, NULL, 0), MW_STORE_OK);
+    MW_TEST_EQ_INT(mw_reputation_finish_score(rep, &rt, b, res), MW_STORE_OK);
+    mw_ratelimit_finish(e->rl, &t, b, d, trace_print, NULL);
+    MW_TEST_ASSERT(t == NULL && d->allowed && !d->store_failed);
+    MW_TEST_EQ_INT(d->rules_checked, 1);
+    MW_TEST_EQ_INT(d->rules_deferred, 3);                 /* eom-ip + eom-ip-day, eom-from */
+    mw_store_batch_reset(b);
+    f->part = MW_RL_PART_DEPENDENT;
+    f->rep_domain_known = res->domain.known;
+    f->rep_domain_score = res->domain.score;
+    t = mw_ratelimit_prepare(e->rl, MW_RL_EOM, f, b, trace_print, NULL);
+    MW_TEST_EQ_INT(mw_store_batch_count(b), want_ops2);
+    if (mw_store_batch_count(b) > 0)
+        MW_TEST_EQ_INT(mw_store_exec(e->store, b, NULL, 0), MW_STORE_OK);
+    mw_ratelimit_finish(e->rl, &t, b, d, trace_print, NULL);
+    mw_store_batch_free(&b);
+}
+
+static void check_trips(struct env *e)
+{
+    mw_reputation *rep = mw_reputation_create(e->cfg, e->store);
+    mw_store_batch *b = mw_store_batch_new();
+    mw_addr cl = addr("203.0.113.50");
+    const char *doms[] = {"good.example"};
+    mw_rep_subjects ipsubj = {.client = &cl};
+    mw_rep_subjects domsubj = {.client = &cl, .domains = doms, .ndomains = 1};
+    mw_rl_facts f = {.trust = MW_RL_TRUST_INBOUND, .client = &cl, .sasl_user = "dave",
+                     .sender = "d@good.example", .nrcpt = 1};
+    mw_rl_decision d;
+    mw_rep_result res;
+    mw_rep_ticket rt;
+    mw_rl_ticket *t;
+    unsigned long long t0;
+
+    if (!MW_TEST_ASSERT(rep != NULL))
+        return;
+    /* A check: one round trip when rules apply, none when none does. */
+    t0 = trips(e->store);
+    mw_ratelimit_check(e->rl, MW_RL_RCPT, &f, &d, NULL, NULL);
+    MW_TEST_ASSERT(d.allowed && d.rules_checked == 0);
+    MW_TEST_EQ_INT(trips(e->store) - t0, 0);
+    mw_ratelimit_check(e->rl, MW_RL_MAIL, &f, &d, NULL, NULL);
+    MW_TEST_ASSERT(d.allowed && d.rules_checked == 1);
+    MW_TEST_EQ_INT(trips(e->store) - t0, 1);
+
+    /* MAIL: the limits and the client's score in one exec. */
+    t0 = trips(e->store);
+    t = mw_ratelimit_prepare(e->rl, MW_RL_MAIL, &f, b, trace_print, NULL);
+    mw_reputation_prepare_score(rep, &ipsubj, b, &rt);
+    MW_TEST_EQ_INT(mw_store_batch_count(b), 1 + 2);       /* gcra; ip, net */
+    MW_TEST_EQ_INT(mw_store_exec(e->store, b, NULL, 0), MW_STORE_OK);
+    MW_TEST_EQ_INT(mw_reputation_finish_score(rep, &rt, b, &res), MW_STORE_OK);
+    mw_ratelimit_finish(e->rl, &t, b, &d, trace_print, NULL);
+    MW_TEST_ASSERT(t == NULL && d.allowed && d.rules_checked == 1);
+    MW_TEST_ASSERT(!res.ip.known && res.ip.samples == 0);
+    MW_TEST_EQ_INT(trips(e->store) - t0, 1);
+
+    /* End of message, domain unknown: the rules that wait for the score go
+     * in a second part (eom-ip charged: 1 of 2 left). */
+    t0 = trips(e->store);
+    eom_stage(e, rep, &f, &domsubj, &d, &res, 2);
+    MW_TEST_ASSERT(!res.domain.known);
+    MW_TEST_ASSERT(d.allowed && d.rules_checked == 3);
+    MW_TEST_EQ_INT(trips(e->store) - t0, 2);
+
+    /* The outcome: sent without waiting, no round trip. */
+    for (int i = 0; i < 3; i++) {
+        mw_store_batch_reset(b);
+        mw_reputation_prepare_record(rep, MW_REP_GOOD, &domsubj, b, &rt);
+        MW_TEST_EQ_INT(mw_store_batch_count(b), 3);
+        MW_TEST_EQ_INT(mw_store_send(e->store, b, NULL, 0), MW_STORE_OK);
+        MW_TEST_EQ_INT(mw_reputation_finish_record(rep, &rt, b), MW_STORE_OK);
+    }
+    MW_TEST_EQ_INT(trips(e->store) - t0, 2);
+
+    /* Next messages: the domain is known good (the sent outcomes count):
+     * eom-ip and eom-from are exempt, only eom-ip-day (same subject as
+     * eom-ip) is left for the second part. */
+    for (int i = 0; i < 2; i++) {
+        t0 = trips(e->store);
+        f.rep_domain_known = false;
+        eom_stage(e, rep, &f, &domsubj, &d, &res, 1);
+        MW_TEST_ASSERT(res.domain.known && res.domain.score > 0.99 && res.domain.samples == 3);
+        MW_TEST_ASSERT(d.allowed && d.rules_checked == 1);
+        MW_TEST_EQ_INT(trips(e->store) - t0, 2);
+    }
+    /* eom-ip was not charged by them: one unit left, then refused. */
+    f.part = MW_RL_PART_ALL;
+    f.rep_domain_known = false;
+    mw_ratelimit_check(e->rl, MW_RL_EOM, &f, &d, NULL, NULL);
+    MW_TEST_ASSERT(d.allowed);
+    mw_ratelimit_check(e->rl, MW_RL_EOM, &f, &d, NULL, NULL);
+    MW_TEST_ASSERT(!d.allowed);
+    MW_TEST_EQ_STR(d.rule, "eom-ip");
+
+    /* No rule of the stage has skip_reputation_above (MAIL here): the
+     * limits and the domain score are one round trip, nothing waits. */
+    mw_store_batch_reset(b);
+    mw_addr cl2 = addr("203.0.113.51");
+    mw_rep_subjects s2 = {.client = &cl2, .domains = doms, .ndomains = 1};
+    mw_rl_facts f2 = {.part = MW_RL_PART_INDEPENDENT, .trust = MW_RL_TRUST_INBOUND, .client = &cl2,
+                      .sasl_user = "erin", .nrcpt = 1};
+    t0 = trips(e->store);
+    t = mw_ratelimit_prepare(e->rl, MW_RL_MAIL, &f2, b, NULL, NULL);
+    mw_reputation_prepare_score(rep, &s2, b, &rt);
+    MW_TEST_EQ_INT(mw_store_exec(e->store, b, NULL, 0), MW_STORE_OK);
+    MW_TEST_EQ_INT(mw_reputation_finish_score(rep, &rt, b, &res), MW_STORE_OK);
+    mw_ratelimit_finish(e->rl, &t, b, &d, NULL, NULL);
+    MW_TEST_ASSERT(d.allowed && d.rules_checked == 1 && d.rules_deferred == 0);
+    MW_TEST_ASSERT(res.domain.known);
+    MW_TEST_EQ_INT(trips(e->store) - t0, 1);
+    mw_store_batch_free(&b);
+    mw_reputation_destroy(&rep);
+}
+
+static void test_trips_memory(void)
+{
+    struct env e;
+    if (env_open(&e, conf_trips, false, false))
+        check_trips(&e);
+    env_close(&e);
+}
+
+static void test_trips_redis(void)
+{
+    struct env e;
+    if (env_open(&e, conf_trips, true, false))
+        check_trips(&e);
+    env_close(&e);
+}
+
+/* A shared batch whose exec failed: finish reports the store failure. */
+static void test_finish_unexecuted(void)
+{
+    struct env e;
+    if (!env_open(&e, conf_trips, false, true))
+        return;
+    mw_addr cl = addr("203.0.113.52");
+    mw_rl_facts f = {.trust = MW_RL_TRUST_INBOUND, .client = &cl};
+    mw_store_batch *b = mw_store_batch_new();
+    mw_rl_decision d;
+    mw_rl_ticket *t = mw_ratelimit_prepare(e.rl, MW_RL_MAIL, &f, b, NULL, NULL);
+    MW_TEST_EQ_INT(mw_store_batch_count(b), 1);
+    mw_ratelimit_finish(e.rl, &t, b, &d, NULL, NULL);      /* never executed */
+    MW_TEST_ASSERT(t == NULL && d.store_failed && !d.allowed);
+    MW_TEST_EQ_STR(d.rcode, "451");
+    mw_ratelimit_finish(e.rl, &t, b, &d, NULL, NULL);      /* NULL ticket: nothing */
+    MW_TEST_ASSERT(d.allowed && !d.store_failed);
+    mw_store_batch_free(&b);
+    env_close(&e);
+}
+
 static void cleanup(void)
 {
     char cmd[600];
@@ -605,6 +798,8 @@ int main(void)
     MW_TEST_RUN(test_basic_memory);
     MW_TEST_RUN(test_eom_memory);
     MW_TEST_RUN(test_race_memory);
+    MW_TEST_RUN(test_trips_memory);
+    MW_TEST_RUN(test_finish_unexecuted);
     if (!MW_TEST_ASSERT(start_redis())) {
         fprintf(stderr, "redis-server did not start: the redis tests cannot run\n");
         return MW_TEST_SUMMARY();
@@ -612,6 +807,7 @@ int main(void)
     MW_TEST_RUN(test_basic_redis);
     MW_TEST_RUN(test_eom_redis);
     MW_TEST_RUN(test_race_redis);
+    MW_TEST_RUN(test_trips_redis);
     MW_TEST_RUN(test_redis_down);
     return MW_TEST_SUMMARY();
 }

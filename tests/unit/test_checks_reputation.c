@@ -9,7 +9,10 @@
  *   - old outcomes decay (half-life) and leave the window;
  *   - memory and Redis give the same scores for the same history;
  *   - Redis keeps a subject's hash bounded (old buckets pruned) and has a
- *     TTL; Redis down gives TEMPFAIL and unknown scores.
+ *     TTL; Redis down gives TEMPFAIL and unknown scores;
+ *   - prepare/finish on a shared batch: one exec (one round trip by the
+ *     store's counter) for a record and a score together; a record sent
+ *     without waiting costs none and counts for the next score.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -249,6 +252,62 @@ static size_t history(struct env *e, double *out)
     return n;
 }
 
+static unsigned long long trips(mw_store *s)
+{
+    mw_store_stats st;
+    mw_store_stats_get(s, &st);
+    return st.round_trips;
+}
+
+static void check_shared(struct env *e)
+{
+    mw_store_batch *b = mw_store_batch_new();
+    mw_addr a;
+    const char *doms[] = {"Shared.Example", "shared.example."};     /* one subject */
+    mw_rep_subjects s = {.client = &a, .domains = doms, .ndomains = 2}, none = {0};
+    mw_rep_ticket t1, t2;
+    mw_rep_result r;
+    unsigned long long t0 = trips(e->store);
+
+    if (!mw_addr_parse("198.18.7.99", &a))
+        abort();
+    /* A record and a score in one batch: one round trip; the operations
+     * run in order, so the score sees the record. */
+    mw_reputation_prepare_record(e->rep, MW_REP_GOOD, &s, b, &t1);
+    mw_reputation_prepare_score(e->rep, &s, b, &t2);
+    MW_TEST_EQ_INT(t1.n, 3);
+    MW_TEST_EQ_INT(t2.first, 3);
+    MW_TEST_EQ_INT(mw_store_batch_count(b), 6);
+    MW_TEST_EQ_INT(mw_store_exec(e->store, b, NULL, 0), MW_STORE_OK);
+    MW_TEST_EQ_INT(mw_reputation_finish_record(e->rep, &t1, b), MW_STORE_OK);
+    MW_TEST_EQ_INT(mw_reputation_finish_score(e->rep, &t2, b, &r), MW_STORE_OK);
+    MW_TEST_EQ_INT(r.ip.samples, 1);
+    MW_TEST_EQ_INT(r.net.samples, 1);
+    MW_TEST_EQ_INT(r.domain.samples, 1);
+    MW_TEST_EQ_INT(trips(e->store) - t0, 1);
+    /* Four records sent without waiting: no round trip. */
+    for (int i = 0; i < 4; i++) {
+        mw_store_batch_reset(b);
+        mw_reputation_prepare_record(e->rep, MW_REP_GOOD, &s, b, &t1);
+        MW_TEST_EQ_INT(mw_store_send(e->store, b, NULL, 0), MW_STORE_OK);
+        MW_TEST_EQ_INT(mw_reputation_finish_record(e->rep, &t1, b), MW_STORE_OK);
+    }
+    MW_TEST_EQ_INT(trips(e->store) - t0, 1);
+    /* The next score (one round trip) counts them. */
+    MW_TEST_EQ_INT(mw_reputation_score(e->rep, &s, &r), MW_STORE_OK);
+    MW_TEST_ASSERT(r.ip.known && r.ip.samples == 5 && r.domain.known && r.domain.score > 0.99);
+    MW_TEST_EQ_INT(trips(e->store) - t0, 2);
+    /* No subjects: nothing added, no round trip, unknown scores. */
+    mw_store_batch_reset(b);
+    mw_reputation_prepare_score(e->rep, &none, b, &t2);
+    MW_TEST_EQ_INT(mw_store_batch_count(b), 0);
+    MW_TEST_EQ_INT(mw_reputation_finish_score(e->rep, &t2, b, &r), MW_STORE_OK);
+    MW_TEST_ASSERT(!r.ip.known && !r.domain.known);
+    MW_TEST_EQ_INT(mw_reputation_record(e->rep, MW_REP_BAD, &none), MW_STORE_OK);
+    MW_TEST_EQ_INT(trips(e->store) - t0, 2);
+    mw_store_batch_free(&b);
+}
+
 static double mem_scores[8], redis_scores[8];
 static size_t nmem;
 
@@ -258,6 +317,8 @@ static void test_memory(void)
     if (env_open(&e, false, NULL))
         nmem = history(&e, mem_scores);
     MW_TEST_EQ_INT(mw_reputation_min_samples(e.rep), 5);
+    if (e.rep != NULL)
+        check_shared(&e);
     env_close(&e);
 }
 
@@ -267,6 +328,7 @@ static void test_redis(void)
     if (!env_open(&e, true, "mwrep:"))
         return;
     size_t n = history(&e, redis_scores);
+    check_shared(&e);
     /* The same answers as the memory backend. */
     MW_TEST_EQ_INT(n, nmem);
     for (size_t i = 0; i < n && i < nmem; i++)

@@ -12,7 +12,12 @@
  *   - Redis killed / stopped mid-run: TEMPFAIL within the timeout, fast
  *     failure while backing off, recovery when Redis returns;
  *   - Sentinel failover: kill the master, the replica is promoted, the
- *     store follows without errors afterwards.
+ *     store follows without errors afterwards;
+ *   - round trips: one exec with operations costs exactly one (an empty
+ *     one none, a NOSCRIPT reload two more); mw_store_send costs none, its
+ *     operations run before the next command and their owed replies (an
+ *     error among them counted as a lost send) never mix with the next
+ *     exec's answers.
  *
  * Environment: MW_REDIS_SERVER / MW_REDIS_SENTINEL (default redis-server,
  * redis-sentinel in PATH).  Without redis-server the redis parts are
@@ -467,6 +472,66 @@ static void ops_scan(mw_store *s)
 /* ------------------------------------------------------------------------ */
 /* memory backend                                                            */
 
+static unsigned long long trips(mw_store *s)
+{
+    mw_store_stats st;
+    mw_store_stats_get(s, &st);
+    return st.round_trips;
+}
+
+static void ops_send(mw_store *s, bool redis)
+{
+    mw_store_batch *b = mw_store_batch_new();
+    mw_store_stats st0, st1;
+    unsigned long long t0;
+
+    mw_store_stats_get(s, &st0);
+    t0 = st0.round_trips;
+    /* Three operations, one exec: one round trip; an empty exec: none. */
+    mw_store_batch_incr(b, "snd:{a}", 7, 1, 60000);
+    mw_store_batch_incr(b, "snd:{s}", 7, 1, 60000);
+    mw_store_batch_get(b, "snd:{none}", 10);
+    MW_TEST_EQ_INT(mw_store_exec(s, b, NULL, 0), MW_STORE_OK);
+    MW_TEST_EQ_INT(trips(s) - t0, 1);
+    mw_store_batch_reset(b);
+    MW_TEST_EQ_INT(mw_store_exec(s, b, NULL, 0), MW_STORE_OK);
+    MW_TEST_EQ_INT(trips(s) - t0, 1);
+    /* 150 sends (more than one connection may owe): no round trip.  One of
+     * them fails (a hash operation on a string): a lost send. */
+    for (int i = 0; i < 150; i++) {
+        mw_store_batch_reset(b);
+        mw_store_batch_incr(b, "snd:{a}", 7, 1, 60000);
+        if (i == 70)
+            mw_store_batch_hincr(b, "snd:{s}", 7, "f", 1, 60000);
+        MW_TEST_EQ_INT(mw_store_send(s, b, NULL, 0), MW_STORE_OK);
+    }
+    MW_TEST_EQ_INT(trips(s) - t0, 1);
+    /* The next exec reads the owed replies first, then its own answers. */
+    mw_store_batch_reset(b);
+    mw_store_batch_get(b, "snd:{a}", 7);
+    mw_store_batch_get(b, "snd:{none}", 10);
+    MW_TEST_EQ_INT(mw_store_exec(s, b, NULL, 0), MW_STORE_OK);
+    MW_TEST_EQ_INT(trips(s) - t0, 2);
+    MW_TEST_EQ_INT(mw_store_batch_status(b, 0), MW_STORE_OK);
+    MW_TEST_ASSERT(mw_store_batch_result(b, 0)->type == MW_STORE_STR &&
+                   strcmp(mw_store_batch_result(b, 0)->str, "151") == 0);
+    MW_TEST_EQ_INT(mw_store_batch_status(b, 1), MW_STORE_NOTFOUND);
+    MW_TEST_EQ_STR(mw_store_batch_error(b, 1), "");
+    mw_store_stats_get(s, &st1);
+    MW_TEST_EQ_INT(st1.sends - st0.sends, 150);
+    MW_TEST_EQ_INT(st1.batches - st0.batches, 3);
+    if (redis)
+        MW_TEST_EQ_INT(st1.sends_lost - st0.sends_lost, 1);
+    mw_store_batch_free(&b);
+}
+
+static void test_memory_send(void)
+{
+    mw_store *s = memory_store(1000);
+    ops_send(s, false);
+    mw_store_destroy(&s);
+}
+
 static void test_memory_basic(void)
 {
     mw_store *s = memory_store(100000);
@@ -629,6 +694,26 @@ static void test_redis_basic(void)
     mw_store_destroy(&s);
 }
 
+static void test_redis_send(void)
+{
+    mw_store *s = redis_store(redis1.port, "mwsend:");
+    ops_send(s, true);
+    /* A scan reads the owed replies first too. */
+    mw_store_batch *b = mw_store_batch_new();
+    mw_store_batch_incr(b, "snd:{a}", 7, 1, 60000);
+    MW_TEST_EQ_INT(mw_store_send(s, b, NULL, 0), MW_STORE_OK);
+    int n = 0;
+    MW_TEST_EQ_INT(mw_store_scan(s, "snd:*", count_key, &n, NULL, 0), MW_STORE_OK);
+    MW_TEST_EQ_INT(n, 2);
+    mw_store_batch_reset(b);
+    mw_store_batch_get(b, "snd:{a}", 7);
+    MW_TEST_EQ_INT(mw_store_exec(s, b, NULL, 0), MW_STORE_OK);
+    MW_TEST_ASSERT(mw_store_batch_result(b, 0)->type == MW_STORE_STR &&
+                   strcmp(mw_store_batch_result(b, 0)->str, "152") == 0);
+    mw_store_batch_free(&b);
+    mw_store_destroy(&s);
+}
+
 static void test_cases_redis(void)
 {
     mw_store *s = redis_store(redis1.port, "mwcases:");
@@ -654,9 +739,11 @@ static void test_noscript(void)
     r = raw(redis1.port, "SCRIPT", "FLUSH", NULL, NULL);
     if (r)
         freeReplyObject(r);
+    unsigned long long t0 = trips(s);
     struct gcra_out o = gcra1(s, "rl:{ns}:r", 1000, 5, 1);
     MW_TEST_EQ_INT(o.st, MW_STORE_OK);
     MW_TEST_EQ_INT(o.allowed, 1);
+    MW_TEST_EQ_INT(trips(s) - t0, 3);     /* EVALSHA, SCRIPT LOAD, EVALSHA */
     /* The script is cached again under the SHA-1 computed at build time. */
     const struct mw_store_script *sc = mw_store_script_find("gcra");
     r = raw(redis1.port, "SCRIPT", "EXISTS", sc->sha1, NULL);
@@ -751,6 +838,14 @@ static void test_redis_down(void)
         worst = dt > worst ? dt : worst;
     }
     MW_TEST_ASSERT(worst < 450);       /* connect 200 + command 200, plus slack */
+    /* A send fails as fast. */
+    t0 = now_ms();
+    mw_store_batch *sb = mw_store_batch_new();
+    mw_store_batch_incr(sb, "d:{s}", 5, 1, 1000);
+    MW_TEST_EQ_INT(mw_store_send(s, sb, NULL, 0), MW_STORE_TEMPFAIL);
+    MW_TEST_EQ_INT(mw_store_batch_status(sb, 0), MW_STORE_TEMPFAIL);
+    mw_store_batch_free(&sb);
+    MW_TEST_ASSERT(now_ms() - t0 < 450);
 
     /* Stopped (not dead): the connection accepts, nothing answers. */
     int port = p.port;
@@ -900,6 +995,7 @@ int main(void)
 
     MW_TEST_RUN(test_config_same);
     MW_TEST_RUN(test_memory_basic);
+    MW_TEST_RUN(test_memory_send);
     MW_TEST_RUN(test_memory_ttl);
     MW_TEST_RUN(test_memory_bounded);
     MW_TEST_RUN(test_cases_memory);
@@ -910,6 +1006,7 @@ int main(void)
         return MW_TEST_SUMMARY();
     }
     MW_TEST_RUN(test_redis_basic);
+    MW_TEST_RUN(test_redis_send);
     MW_TEST_RUN(test_cases_redis);
     MW_TEST_RUN(test_noscript);
     MW_TEST_RUN(test_race_redis);

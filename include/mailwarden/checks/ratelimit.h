@@ -26,6 +26,12 @@
  * when a rule of one subject refuses, buckets of other subjects checked in
  * the same stage have been charged (docs/ratelimit.md: charging).
  *
+ * Shared round trips: mw_ratelimit_prepare adds a stage's script calls to a
+ * batch that other modules fill too (the engine adds the reputation score),
+ * the caller executes it once, and mw_ratelimit_finish decides from the
+ * answers.  mw_ratelimit_check is prepare + exec + finish on a batch of its
+ * own.
+ *
  * Thread safety: a limiter is immutable after creation and shared; check
  * from any thread.  Counters are atomic.
  */
@@ -60,7 +66,21 @@ const char *mw_rl_stage_name(mw_rl_stage st);
 
 /* What the engine knows at the stage.  Strings may be NULL (unknown); they
  * are compared case-insensitively (lower-cased into the key). */
+/* Which rules of the stage one prepare takes.  A rule with
+ * skip_reputation_above needs the domain reputation before it can be
+ * charged; when that score is fetched in the same round trip as the
+ * limits, prepare the INDEPENDENT part with it and, if the decision says
+ * rules_deferred and allowed, the DEPENDENT part after it with the score
+ * in the facts (a second round trip, only in that case). */
+typedef enum mw_rl_part {
+    MW_RL_PART_ALL = 0,        /* every rule (the domain reputation is known, or not needed) */
+    MW_RL_PART_INDEPENDENT,    /* the bucket subjects none of whose rules has
+                                * skip_reputation_above (rep_domain_* are ignored) */
+    MW_RL_PART_DEPENDENT       /* the others (the "not applied" lines are not traced again) */
+} mw_rl_part;
+
 typedef struct mw_rl_facts {
+    mw_rl_part     part;         /* 0: MW_RL_PART_ALL */
     unsigned       trust;        /* one MW_RL_TRUST_* bit */
     const mw_addr *client;       /* NULL: unknown (unix socket) */
     const char    *sasl_user;    /* {auth_authen}; NULL or "": none */
@@ -80,6 +100,7 @@ typedef struct mw_rl_decision {
     char        text[256];       /* reply text without the codes; "" when allowed */
     unsigned    retry_after;     /* seconds until the refused cost would fit (0 unknown/never) */
     unsigned    rules_checked;   /* buckets consulted (0: nothing applied, no round trip) */
+    unsigned    rules_deferred;  /* MW_RL_PART_INDEPENDENT: rules left for the DEPENDENT part */
 } mw_rl_decision;
 
 /* One trace line ("ratelimit: ..."), for the `check` trace and debug logs. */
@@ -110,6 +131,22 @@ size_t mw_ratelimit_rule_count(const mw_ratelimit *rl);
  */
 void mw_ratelimit_check(mw_ratelimit *rl, mw_rl_stage stage, const mw_rl_facts *facts,
                         mw_rl_decision *out, mw_rl_trace_fn trace, void *trace_arg);
+
+/*
+ * The same check on a shared batch.  prepare adds one gcra call per bucket
+ * subject to b (nothing when no rule applies: then no round trip is
+ * needed) and returns a ticket; the caller executes b once (mw_store_exec
+ * on the limiter's store), then finish reads the answers, fills out
+ * exactly as mw_ratelimit_check would, and frees the ticket (*ticket
+ * becomes NULL).  Call finish exactly once per prepare, with the same
+ * batch, after the exec (not executed: a store failure).  Buckets are
+ * charged by the exec, so the decision cannot be undone.
+ */
+typedef struct mw_rl_ticket mw_rl_ticket;
+mw_rl_ticket *mw_ratelimit_prepare(mw_ratelimit *rl, mw_rl_stage stage, const mw_rl_facts *facts,
+                                   mw_store_batch *b, mw_rl_trace_fn trace, void *trace_arg);
+void mw_ratelimit_finish(mw_ratelimit *rl, mw_rl_ticket **ticket, const mw_store_batch *b,
+                         mw_rl_decision *out, mw_rl_trace_fn trace, void *trace_arg);
 
 typedef struct mw_rl_stats {
     unsigned long long checks;          /* calls that consulted the store */

@@ -19,8 +19,11 @@
  * reject, SPF fail, DMARC fail, rate-limited.  One record per message.
  *
  * One store round trip per call (pipelined: one script or HGETALL per
- * subject).  Failures: record drops the update (logged by the store);
- * score returns TEMPFAIL and unknown scores.
+ * subject), or none of its own: prepare/finish put the operations into a
+ * batch shared with other modules (the engine's rate limits), and a record
+ * batch may go out by mw_store_send without waiting for the answers.
+ * Failures: record drops the update (logged by the store); score returns
+ * TEMPFAIL and unknown scores.
  *
  * Thread safety: immutable after creation; call from any thread.
  */
@@ -75,6 +78,30 @@ mw_store_status mw_reputation_record(mw_reputation *rep, mw_rep_outcome outcome,
  * score unknown. */
 mw_store_status mw_reputation_score(mw_reputation *rep, const mw_rep_subjects *subj,
                                     mw_rep_result *out);
+
+/*
+ * The same on a shared batch: prepare adds the operations (one per
+ * subject; none when there are no subjects, t->n == 0) and fills the
+ * ticket; the caller executes the batch once (or, for a record whose
+ * outcome nobody waits for, sends it: mw_store_send); finish reads the
+ * answers with the same batch and ticket.  finish_score returns and fills
+ * out like mw_reputation_score; finish_record like mw_reputation_record
+ * (after a send: only whether the backend took the operations).
+ */
+typedef struct mw_rep_ticket {              /* fields private to reputation.c */
+    size_t             first, n;            /* the batch's operations first .. first+n-1 */
+    unsigned char      kind[2 + MW_REP_MAX_DOMAINS];
+    unsigned long long now_s;
+} mw_rep_ticket;
+
+void mw_reputation_prepare_score(mw_reputation *rep, const mw_rep_subjects *subj,
+                                 mw_store_batch *b, mw_rep_ticket *t);
+mw_store_status mw_reputation_finish_score(mw_reputation *rep, const mw_rep_ticket *t,
+                                           const mw_store_batch *b, mw_rep_result *out);
+void mw_reputation_prepare_record(mw_reputation *rep, mw_rep_outcome outcome,
+                                  const mw_rep_subjects *subj, mw_store_batch *b, mw_rep_ticket *t);
+mw_store_status mw_reputation_finish_record(mw_reputation *rep, const mw_rep_ticket *t,
+                                            const mw_store_batch *b);
 
 /* One line for the trace and the log, e.g.
  * "reputation: ip 0.82 (41 samples), net 0.50 (120), domain unknown (3)". */

@@ -10,7 +10,9 @@
  *           AUTH (user + password), SELECT, Sentinel discovery and failover.
  *
  * What the policy modules see
- *   A batch of operations executed in ONE round trip (pipelined):
+ *   A batch of operations executed in ONE round trip (pipelined), by
+ *   mw_store_exec (waits for the answers) or mw_store_send (writes them and
+ *   does not wait: for updates whose answer nobody needs):
  *     get       a string value
  *     incr      counter + TTL set when the counter is created
  *     hgetall   all fields of a hash
@@ -98,8 +100,16 @@ void mw_store_set_clock(mw_store *s, mw_store_clock_fn fn, void *arg);
 
 /* Counters since creation (for metrics and tests). */
 typedef struct mw_store_stats {
-    unsigned long long batches;      /* executed */
-    unsigned long long failures;     /* batches that ended TEMPFAIL */
+    unsigned long long batches;      /* executed (mw_store_exec calls) */
+    unsigned long long failures;     /* batches (exec or send) that ended TEMPFAIL */
+    unsigned long long round_trips;  /* requests whose answer was waited for: redis, one per
+                                      * pipeline written and read (a NOSCRIPT reload or a
+                                      * READONLY retry adds one; connecting is not counted);
+                                      * memory, one per exec with operations (what it would
+                                      * cost against Redis) */
+    unsigned long long sends;        /* batches written by mw_store_send (no wait) */
+    unsigned long long sends_lost;   /* ... operations of them the backend refused (redis:
+                                      * an error reply read later, e.g. NOSCRIPT) */
     unsigned long long reconnects;   /* connections made (redis) */
     unsigned long long failovers;    /* master changes seen (READONLY, Sentinel) */
     unsigned long long evictions;    /* entries evicted for space (memory) */
@@ -158,12 +168,32 @@ size_t mw_store_batch_count(const mw_store_batch *b);
  */
 mw_store_status mw_store_exec(mw_store *s, mw_store_batch *b, char *why, size_t whylen);
 
+/*
+ * Send every operation of the batch without waiting for the answers: for
+ * updates whose result nobody needs (reputation outcomes).  redis: the
+ * pipeline is written to a pooled connection within redis.command_timeout
+ * (waiting for a free connection included) and the connection goes back
+ * to the pool owing the replies; whoever uses it next reads and discards
+ * them before its own, within its own timeout (Redis has long answered by
+ * then: no extra round trip).  So the operations run before that
+ * connection's next command, and a send never blocks past the timeout.
+ * memory: executed at once.  Returns OK if the operations were handed
+ * over (not whether they succeeded: an error is counted and logged when
+ * its reply is read), TEMPFAIL if they could not be (the store is down or
+ * backing off; the write did not happen or may be lost).  The batch's
+ * results are not available (statuses OK, values NIL) unless the backend
+ * is memory.
+ */
+mw_store_status mw_store_send(mw_store *s, mw_store_batch *b, char *why, size_t whylen);
+
 /* The result of operation i after exec (owned by the batch, valid until
  * the next reset/exec/free).  get: STR or NIL; incr/hincr: INT;
  * hgetall: ARRAY of STR field, value, ...; del: INT (keys removed);
  * script: what the script returned. */
 mw_store_status mw_store_batch_status(const mw_store_batch *b, size_t i);
 const mw_store_value *mw_store_batch_result(const mw_store_batch *b, size_t i);
+/* Why operation i ended TEMPFAIL or ERROR ("" otherwise; owned by the batch). */
+const char *mw_store_batch_error(const mw_store_batch *b, size_t i);
 
 /* ---- inspection (mailwarden limits) ---- */
 
@@ -236,6 +266,8 @@ typedef struct mw_store_redis mw_store_redis;
 mw_store_redis *mw_store_redis_create(const mw_config *cfg, const mw_store *owner);
 void mw_store_redis_destroy(mw_store_redis **r);
 mw_store_status mw_store_redis_exec(mw_store_redis *r, mw_store_op *ops, size_t n, char *why,
+                                    size_t whylen);
+mw_store_status mw_store_redis_send(mw_store_redis *r, mw_store_op *ops, size_t n, char *why,
                                     size_t whylen);
 mw_store_status mw_store_redis_scan(mw_store_redis *r, const char *pattern, mw_store_scan_fn fn,
                                     void *arg, char *why, size_t whylen);
