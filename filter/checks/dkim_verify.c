@@ -642,7 +642,12 @@ static char *raw_tag(const char *v, size_t len, const char *t)
 
 void mw_dkim_msg_header(mw_dkim_msg *m, const char *name, const char *value, size_t vlen)
 {
-    bool is_sig = strcasecmp(name, "DKIM-Signature") == 0;
+    /* blanks before the colon ("DKIM-Signature :") still make a signature
+     * for libopendkim, so they must count here too (limit, duplicate tags) */
+    size_t nl = strlen(name);
+    while (nl && (name[nl - 1] == ' ' || name[nl - 1] == '\t'))
+        nl--;
+    bool is_sig = nl == 14 && strncasecmp(name, "DKIM-Signature", 14) == 0;
     bool to_verifier = m->vactive;
 
     if (is_sig && ++m->nsighdr > (m->v != NULL ? m->v->o.max_signatures : 0)) {

@@ -111,6 +111,7 @@ static void message_clear(mw_session *s)
     s->nsign_keys = 0;
     s->dkim_verifying = false;
     s->eoh_done = false;
+    s->eom_done = false;
     s->not_signed[0] = '\0';
     mw_dkim_results_clear(&s->res.dkim);
     mw_from_clear(&s->res.from);
@@ -941,6 +942,10 @@ static void count_message(mw_session *s, bool history_tempfail)
 
 const mw_verdict *mw_session_eom(mw_session *s)
 {
+    /* a second end of message without a new MAIL FROM: the same verdict
+     * (nothing is evaluated, recorded or charged twice) */
+    if (s->eom_done)
+        return &s->verdict;
     if (!s->rt) {
         /* end of message without MAIL FROM (should not happen): evaluate anyway */
         mw_session_mail(s, "");
@@ -1069,6 +1074,7 @@ const mw_verdict *mw_session_eom(mw_session *s)
         mw_engine_message_done(s->engine);
         s->in_message = false;
     }
+    s->eom_done = true;
     return v;
 }
 

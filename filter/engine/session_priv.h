@@ -79,6 +79,7 @@ struct mw_session {
     uint64_t      t_mail_ns;        /* monotonic time of MAIL FROM (metrics) */
     bool          rate_limited;     /* this message hit a limit (reputation: bad) */
     bool          connect_done;
+    bool          eom_done;         /* verdict given for the current message */
 
     /* A-R results from trusted upstream hosts (dmarc.trusted_authserv_ids) */
     mw_authres_parsed *trusted_ar[4];

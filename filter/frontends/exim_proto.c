@@ -158,6 +158,12 @@ static void flush_header(mw_exim_mbox *m)
     if (m->hdr.len == 0)
         return;
     char *colon = memchr(m->hdr.data, ':', m->hdr.len);
+    /* a name that is empty or holds a NUL is not a header: passing it on as
+     * a C string would cut "From\0x:" to a From header */
+    if (colon && (colon == m->hdr.data || memchr(m->hdr.data, '\0', (size_t)(colon - m->hdr.data)))) {
+        m->nbad_headers++;
+        colon = NULL;
+    }
     if (colon) {
         *colon = '\0';
         const char *v = colon + 1;

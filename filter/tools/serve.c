@@ -34,6 +34,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#endif
+
 #include "engine.h"
 #include "log.h"
 #include "exim.h"
@@ -41,6 +45,27 @@
 #include "metrics.h"
 #include "milter.h"
 #include "tools.h"
+
+/* Readiness and state for systemd (Type=notify, NotifyAccess=all: the worker
+ * is a child of the main PID).  Without libsystemd, or outside systemd
+ * (no $NOTIFY_SOCKET), these do nothing. */
+#ifdef MW_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#else
+static int sd_notify(int unset_environment, const char *state)
+{
+    (void)unset_environment;
+    (void)state;
+    return 0;
+}
+static int sd_notifyf(int unset_environment, const char *format, ...) __attribute__((format(printf, 2, 3)));
+static int sd_notifyf(int unset_environment, const char *format, ...)
+{
+    (void)unset_environment;
+    (void)format;
+    return 0;
+}
+#endif
 
 static void usage(FILE *f)
 {
@@ -75,6 +100,7 @@ struct reload_ctx {
  */
 static void drain_and_stop(struct reload_ctx *rc)
 {
+    sd_notify(0, "STOPPING=1\nSTATUS=draining in-flight messages");
     mw_engine_set_draining(rc->engine);
     unsigned n = mw_engine_active_messages(rc->engine);
     if (n)
@@ -101,6 +127,8 @@ static void *control_thread(void *arg)
             drain_and_stop(rc);
             return NULL;
         }
+        /* every path below ends with READY=1 again */
+        sd_notify(0, "RELOADING=1\nSTATUS=reloading the configuration");
         mw_config_errors errs = {0};
         mw_config *cfg = mw_config_load(rc->cli->config_file, &rc->cli->ov, &errs);
         if (!cfg) {
@@ -109,6 +137,8 @@ static void *control_thread(void *arg)
             mw_error("reload refused: configuration has %zu error(s); keeping the running configuration",
                      errs.n);
             mw_metric_inc(MW_M_CONFIG_RELOADS, MW_ML_RELOAD_FAILURE, 0);
+            sd_notifyf(0, "READY=1\nSTATUS=reload refused (%zu config error(s)); generation %u running",
+                       errs.n, mw_engine_generation(rc->engine));
             mw_config_errors_free(&errs);
             continue;
         }
@@ -117,10 +147,12 @@ static void *control_thread(void *arg)
         if (!mw_engine_reload(rc->engine, cfg, err, sizeof err)) {
             mw_error("reload refused: %s; keeping the running configuration", err);
             mw_config_free(&cfg);   /* still ours: reload takes it only on success */
+            sd_notifyf(0, "READY=1\nSTATUS=reload refused; generation %u running", mw_engine_generation(rc->engine));
             mw_metric_inc(MW_M_CONFIG_RELOADS, MW_ML_RELOAD_FAILURE, 0);
             continue;
         }
         mw_info("configuration reloaded (generation %u)", mw_engine_generation(rc->engine));
+        sd_notifyf(0, "READY=1\nSTATUS=configuration generation %u", mw_engine_generation(rc->engine));
         mw_metric_inc(MW_M_CONFIG_RELOADS, MW_ML_RELOAD_SUCCESS, 0);
         mw_metric_gauge_set(MW_M_CONFIG_RELOAD_TIME, 0, (int64_t)time(NULL));
     }
@@ -243,6 +275,9 @@ static int run_worker(const mw_cli *cli)
         return 1;
     }
     mw_info("listening on %s (pid %d)", sock, (int)getpid());
+    /* the milter socket is bound and listening (smfi_opensocket in
+     * mw_milter_open), the Exim listeners accept: ready */
+    sd_notifyf(0, "READY=1\nSTATUS=listening on %s", sock);
     int rcode = mw_milter_run();
     mw_info("stopped");
     /* The engine is not destroyed: libmilter session threads may still be
@@ -307,7 +342,13 @@ static pid_t spawn_worker(const mw_cli *cli, const sigset_t *oldmask)
     if (p == 0) {
         sigprocmask(SIG_SETMASK, oldmask, NULL);
         signal(SIGCHLD, SIG_DFL);
-        _exit(run_worker(cli));
+        int rc = run_worker(cli);
+#if defined(__SANITIZE_ADDRESS__)
+        /* _exit skips LeakSanitizer's atexit check: run it here so the
+         * sanitizer build checks the worker too */
+        __lsan_do_leak_check();
+#endif
+        _exit(rc);
     }
     return p;
 }
@@ -384,6 +425,7 @@ int mw_cmd_serve(int argc, char **argv)
             }
         } else if (sig == SIGTERM || sig == SIGINT) {
             mw_info("%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            sd_notify(0, "STOPPING=1");
             if (worker > 0) {
                 kill(worker, SIGUSR2);   /* graceful: drain, then stop */
                 while (waitpid(worker, &status, 0) < 0 && errno == EINTR)

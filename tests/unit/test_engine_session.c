@@ -111,6 +111,10 @@ static void test_forged_authres(void)
         MW_TEST_EQ_STR(v->add[0].value, "mx.test;\n\tdkim=none;\n\tdmarc=permerror (no From header)");
     }
     MW_TEST_ASSERT(mw_session_trace_count(s) >= 3);
+    /* a second end of message returns the same verdict, evaluates nothing again */
+    size_t ntrace = mw_session_trace_count(s);
+    MW_TEST_ASSERT(mw_session_eom(s) == v);
+    MW_TEST_EQ_INT(mw_session_trace_count(s), ntrace);
     /* a second message on the same connection starts clean */
     mw_session_mail(s, "<c@example.com>");
     const mw_verdict *v2 = mw_session_eom(s);

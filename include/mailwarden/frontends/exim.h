@@ -119,6 +119,7 @@ typedef struct mw_exim_mbox {
     bool    line_over;      /* current line exceeded the cap */
     bool    prev_cr;        /* body: last byte passed was CR */
     size_t  nheaders;
+    size_t  nbad_headers;   /* lines refused as headers (empty name, NUL in the name) */
 } mw_exim_mbox;
 
 void mw_exim_mbox_init(mw_exim_mbox *m, const mw_exim_mbox_cb *cb, void *ctx);

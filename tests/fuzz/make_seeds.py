@@ -1,0 +1,286 @@
+#!/usr/bin/python3
+"""make_seeds.py - (re)write the seed corpora in tests/fuzz/corpus/<target>/.
+
+Small realistic inputs plus hostile ones (the shapes that broke other
+milters: NULs, 8-bit bytes, unbalanced quoting, deep nesting, huge counts).
+Files are named seed-<n>; regression inputs for fixed crashes live beside
+them as crash-<what> and are never rewritten by this script.
+Usage: tests/fuzz/make_seeds.py   (idempotent)
+"""
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+S = {}
+
+S["fromhdr"] = [
+    b"alice@example.com",
+    b" Alice Example <alice@example.com>",
+    b"\"Example, Alice\" <alice@Example.COM.>",
+    b"=?utf-8?q?Al=C3=AFce?= <alice@example.com>",
+    b"alice@example.com (comment (nested (deeper)))",
+    b"undisclosed-recipients:;",
+    b"friends: a@example.com, b@example.org;",
+    b"a@example.com, b@example.org",
+    b"\"quoted\\\"local\"@example.com",
+    b"Alice <alice@example.com\r\n\t>",
+    b"alice",
+    b"<>",
+    b"paypal.com@evil.example <x@evil.example>",
+    b"\"a@b.example\" <x@evil.example>",
+    b"<alice@example.com",
+    b"\"unterminated <alice@example.com>",
+    b"alice@exa\x00mple.com",
+    b"alice@ex\xc3\xa4mple.com",
+    b"(" * 200 + b"a@b.example" + b")" * 200,
+    b"\\" * 100,
+    b", " * 100 + b"a@b.example",
+    b"a@[192.0.2.1]",
+    b"x@" + b"a." * 130 + b"example",
+]
+
+S["authres"] = [
+    b"mx.example.net; spf=pass smtp.mailfrom=a@example.com",
+    b" mx.example.net 1; dkim=pass header.d=example.com header.s=sel header.b=abcdefgh",
+    b"\"mx.example.net\"; none",
+    b"(comment) mx.example.net (more); dmarc=fail (p=reject) header.from=example.com",
+    b"mx.example.net;\r\n\tspf=pass smtp.mailfrom=\"a b\"@example.com;\r\n\tdkim=fail reason=\"bad sig\"",
+    b"MX.EXAMPLE.NET; arc=pass",
+    b"mx.example.net; " + b"spf=pass; " * 60,
+    b"mx.example.net; spf=pass " + b"a.b=c " * 20,
+    b"\"unterminated",
+    b"\"a\\",
+    b"(((((((((((",
+    b";",
+    b"mx\x00.example.net; spf=pass",
+    b"mx.example.net; spf=pass smtp.mailfrom=\xff\xfe@example.com",
+    b"x" * 300 + b"; none",
+    b"mx.example.net; dkim=pass header.i=@example.com (\"quoted) comment\")",
+]
+
+S["spf_record"] = [
+    b"v=spf1 -all",
+    b"v=spf1 ip4:192.0.2.0/24 ip6:2001:db8::/32 a mx ~all",
+    b"v=spf1 include:_spf.example.com redirect=_spf.example.net",
+    b"v=spf1 a:%{d}/24//64 mx:mail.%{d2} exists:%{ir}.%{v}._spf.%{d} -all\nstrong-bad\nemail.example.com\nmx.example.org\n192.0.2.3",
+    b"v=spf1 exists:%{l1r+-}.%{o}.%{h}.%{p}.%{i} exp=explain.%{d} -all\nfirst.last\nexample.com\nhelo\n2001:db8::1",
+    b"v=spf1 -all exp=%{ir}.%{v}.x\nuser\nexample.com\nh\n::ffff:192.0.2.1",
+    b"v=spf1 ptr:%{d} ?all unknown-mod=x.y foo.bar=%{d}",
+    b"v=spf1 redirect=a redirect=b",
+    b"v=spf1 ip4:300.1.1.1",
+    b"v=spf1 ip4:192.0.2.1/33 ip6:::/129",
+    b"v=spf1 a:%",
+    b"v=spf1 a:%{z}",
+    b"v=spf1 a:%{d999r}.example.com",
+    b"v=spf1 a:%%%_%-.%{d}",
+    b"v=spf1 a:foo.123",
+    b"v=spf1 \x00 -all",
+    b"v=spf1 \xc3\xa4 -all",
+    b"V=SPF1",
+    b"v=spf1 " + b"a " * 500,
+    b"v=spf1 exists:" + b"%{o}." * 100 + b"example.com",
+    b"The %{l} at %{o} from %{c} via %{r} at %{t}: %{i} %{p} %{v} %{h} %%",
+    b"%{ir}.%{v}._spf.%{d2}",
+]
+
+S["dmarc_record"] = [
+    b"v=DMARC1; p=reject; rua=mailto:dmarc@example.com",
+    b"v=DMARC1; p=none; sp=quarantine; np=reject; adkim=s; aspf=r; pct=50; t=y; psd=n",
+    b"v=DMARC1;p=quarantine;rua=mailto:a@example.com!10m,mailto:b@example.org;ruf=mailto:f@example.com;fo=1;rf=afrf;ri=86400",
+    b"v = DMARC1 ; p = reject",
+    b"v=DMARC1; rua=mailto:only@example.com",
+    b"v=DMARC1; p=bogus",
+    b"v=DMARC1; p=reject; p=none",
+    b"v=DMARC1; p=reject; pct=-1; pct=1000",
+    b"v=DMARC1; p=reject; rua=" + b"mailto:a@example.com," * 100,
+    b"v=dmarc1; p=reject",
+    b"v=DMARC1",
+    b"v=DMARC1; p=reject\x00; sp=none",
+    b"v=DMARC1; p=reject; rua=mailto:\xff@example.com",
+    b";;;;;;;;;;",
+    b"v=DMARC1; p=reject; " + b"x=y; " * 200,
+    b"v=DMARC1; p=reject; pct=99999999999999999999999",
+]
+
+HIST_JSON = (b'{"time":1740873600,"source_ip":"192.0.2.1","header_from":"example.com",'
+             b'"envelope_from":"example.com","envelope_to":"example.net","spf_domain":"example.com",'
+             b'"spf_scope":"mfrom","spf_result":"pass","dkim":[{"domain":"example.com","selector":"s1",'
+             b'"result":"pass"}],"rua":["mailto:dmarc@example.com"],"policy_domain":"example.com",'
+             b'"p":"reject","disposition":"none","dkim_aligned":"pass","spf_aligned":"pass",'
+             b'"reporter_host":"mx1.example.net"}')
+
+
+def hist_line(json):
+    head = b"MWH1 %d " % len(json)
+    return head + b"%08x " % crc32c(head + json) + json
+
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+# history_line: first byte even = raw line; odd = JSON framed by the harness
+S["history_line"] = [
+    b"\x00" + hist_line(HIST_JSON),
+    b"\x00" + hist_line(HIST_JSON)[:60],
+    b"\x00MWH1 12 0000000g {}",
+    b"\x00MWH2 2 00000000 {}",
+    b"\x00" + hist_line(HIST_JSON)[:40] + hist_line(HIST_JSON),
+    b"\x01" + HIST_JSON,
+    b"\x01{\"time\":0}",
+    b"\x01{\"time\":-1,\"dkim\":[],\"rua\":[]}",
+    b"\x01{\"time\":1,\"header_from\":\"\\u00e4\\u20ac\\ud800\\\"\\\\\\/\\b\\f\\n\\r\\t\"}",
+    b"\x01{\"time\":1,\"future\":{\"a\":[1,2.5e3,true,false,null,{\"b\":\"c\"}]}}",
+    b"\x01{\"time\":1,\"x\":" + b"[" * 40 + b"]" * 40 + b"}",
+    b"\x01{\"time\":1,\"header_from\":\"a\",\"header_from\":\"b\",\"dkim\":[{}],\"dkim\":[{}]}",
+    b"\x01{\"time\":99999999999999999999}",
+    b"\x01{\"time\":1,\"rua\":[\"a\",\"b\",]}",
+    b"\x01{\"time\":1,\"p\":\"\\u0000\"}",
+    b"\x01{\"time\":1,\"dkim\":[{\"domain\":\"d\",\"domain\":\"e\",\"selector\":1}]}",
+]
+
+S["config"] = [
+    b"",
+    b"socket = \"inet:8894@127.0.0.1\";\nauthserv_id = \"mx.example.net\";\n",
+    b"socket = \"unix:/run/mailwarden/milter.sock\";\nsocket_mode = \"0660\";\nuser = \"mailwarden\";\n"
+    b"pid_file = \"/run/mailwarden/mailwarden.pid\";\n",
+    b"dns = { mode = \"forward\"; forwarders = [\"127.0.0.1@53\", \"::1\"]; timeout = 2000; tcp = true; };\n",
+    b"trust = { internal_networks = [\"10.0.0.0/8\", \"2001:db8::/32\"]; submission_daemons = [\"ORIGINATING\"]; };\n",
+    b"spf = { enabled = true; helo = false; timeout = 20000; };\ndmarc = { enabled = true; mode = \"rfc7489\"; "
+    b"never_reject = [\"*.example.com\"]; quarantine_action = \"header\"; };\n",
+    b"history = { dir = \"/var/lib/mailwarden/history\"; fsync_interval = 1000; on_error = \"tempfail\"; };\n",
+    b"dkim = { sign = true; keys = ( { name = \"k\"; domain = \"example.com\"; selector = \"s\"; file = \"/nonexistent.pem\"; } );\n"
+    b"  signing = ( { pattern = \"*@example.com\"; keys = [\"k\"]; } ); };\n",
+    b"ratelimit = { rules = ( { name = \"r1\"; key = [\"ip\"]; rate = \"100/1h\"; burst = 10; } ); };\n",
+    b"log = { target = \"syslog\"; format = \"json\"; level = \"debug\"; facility = \"local7\"; };\n",
+    b"socket = \"inet:99999@host\";\nsocket_mode = \"9999\";\n",
+    b"unknown.key = 1;\ndns = { timeout = -5; };\ntrust = { internal_networks = [\"10.0.0.1/8\"]; };\n",
+    b"dns = { forwarders = [\"127.0.0.1@53\"]; };\n",
+    b"a = \"\\x00\";\n",
+    b"socket = \"unterminated\n",
+    b"x = (" * 50 + b")" * 50 + b";\n",
+    b"trust = { internal_networks = [" + b"\"10.0.0.0/8\"," * 200 + b"\"::1\"]; };\n",
+]
+
+SIGNED = (b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel;\r\n"
+          b"\tt=1700000000; h=from:to:subject:date; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=;\r\n"
+          b"\tb=dGVzdA==\r\n")
+MSG = (b"From: Alice <alice@example.com>\r\nTo: bob@example.net\r\nSubject: hi\r\n"
+       b"Date: Tue, 14 Nov 2023 22:13:20 +0000\r\nMessage-ID: <1@example.com>\r\n\r\nHello.\r\n")
+KEY = (b"v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDwIRP/UC3SBsEmGqZ9ZJW3/DkMoGeLnQg1fWn7/zYt"
+       b"IxN2SnFCjxOCKG9v3b4jYfcTNh5ijSsq631uBItLa7od+v/RtdC2UzJ1lWT947qR+Rcac2gbto/NMqJ0fzfVjH4OuKhi"
+       b"tdY9tf6mcwGjaNBcWToIMmPSPDdQPNUYckcQ2QIDAQAB")
+S["dkim_verify"] = [
+    KEY + b"\n" + SIGNED + MSG,
+    b"\n" + SIGNED + MSG,
+    b"v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n"
+    b"DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed; d=football.example.com; i=@football.example.com;\r\n"
+    b" q=dns/txt; s=brisbane; t=1528637909; h=from : to : subject : date : message-id : from : subject : date;\r\n"
+    b" bh=2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=;\r\n b=/gCrinpcQOoIfuHNQIbq4pgh9kyIK3AQUdt9OdqQehSwhEIug4D11Bus\r\n"
+    b" Fa3bT3FY5OsU7ZbnKELq+eXdp1Q1Dw==\r\n" + MSG,
+    KEY + b"\n" + SIGNED.replace(b"d=example.com;", b"d=example.com; d=evil.example;") + MSG,
+    KEY + b"\n" + SIGNED.replace(b"h=from", b"h=from:from:from") + MSG,
+    KEY + b"\n" + SIGNED.replace(b"v=1;", b"v=1; l=3;") + MSG + b"appended\r\n",
+    b"v=DKIM1; k=rsa; p=\n" + SIGNED + MSG,
+    b"v=DKIM1; k=rsa; p=AAAA; t=y:s; h=sha1; s=email\n" + SIGNED + MSG,
+    b"v=DKIM1; p=" + b"A" * 2000 + b"\n" + SIGNED + MSG,
+    KEY + b"\n" + SIGNED * 12 + MSG,
+    KEY + b"\n" + b"DKIM-Signature: \r\n" + b"DKIM-Signature: ;;;;;;;=;=\r\n" + MSG,
+    KEY + b"\n" + b"DKIM-Signature: v=1; a=rsa-sha256; d=\x00; s=\xff; b=; bh=\r\n" + MSG,
+    KEY + b"\n" + MSG.replace(b"\r\n\r\n", b"\r\n" + b"X-Long: " + b"a" * 5000 + b"\r\n\r\n"),
+    KEY + b"\n" + SIGNED + MSG.replace(b"\r\n", b"\n"),
+    KEY + b"\n" + SIGNED + MSG + b"\r\n" * 50 + b"trailing\r",
+]
+
+S["milter_session"] = [
+    b"E0\nC192.0.2.1 client.example.org\nK\nHclient.example.org\nF<alice@example.com>\nR<bob@example.net>\n"
+    b"XFrom: Alice <alice@example.com>\nXSubject: hi\nXAuthentication-Results: mx.example.net; spf=pass\nO\nBHello.\\r\\n\nD\n",
+    b"E1\nTv=spf1 ip4:192.0.2.0/24 -all\nC192.0.2.1 client.example.org\nHclient.example.org\nF<alice@example.com>\n"
+    b"R<bob@example.net>\nXFrom: alice@example.com\nO\nBbody\\r\\n\nD\n",
+    b"E1\nTv=DMARC1; p=reject; rua=mailto:d@example.com\nC198.51.100.7 x\nHx\nF<a@example.com>\nR<b@example.net>\n"
+    b"XFrom: a@example.com, b@example.org\nXFrom: c@example.com\nO\nD\nF<>\nXFrom: <>\nD\n",
+    b"C10.1.2.3 internal\nM{auth_authen}=alice\nM{daemon_name}=ORIGINATING\nMi=4XyzQ1\nF<alice@example.com>\nR<x@y.z>\n"
+    b"XFrom: alice@example.com\nXDKIM-Signature: v=1; a=rsa-sha256; d=example.com; s=s; h=from; bh=x; b=y\nO\nBbody\nD\nA\n",
+    b"F<a@b>\nF<c@d>\nR<e@f>\nD\nD\nA\nA\nO\nO\nB\nD\n",
+    b"C\nM{auth_authen}=\nM{daemon_name}=\\0\nMi=\\xff\\xfe\nH\\0\nF\\r\\n\nR\\0\nX:\\n\\t\nXFrom:\\0\nD\n",
+    b"C::ffff:10.1.2.3\nF<a@example.com>\n" + b"R<r@example.net>\n" * 50 + b"D\n",
+    b"C2001:db8::1 v6.example\nF<a@example.com>\nXAuthentication-Results: MX.EXAMPLE.NET; dkim=pass\n"
+    b"XAuthentication-Results: \\n\\tmx.example.net;\\n\\tdkim=pass\nXauthentication-results: other; spf=fail\nO\nD\n",
+    b"Tv=DKIM1; p=\nF<a@example.com>\nXDKIM-Signature: v=1; a=ed25519-sha256; d=example.com; s=s; h=from:from; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=AAAA\n"
+    b"XFrom: a@example.com\nO\nD\n",
+]
+
+S["exim_request"] = [
+    b"CHECK RSPAMC/1.3\nContent-length: 120\nQueue-Id: 1rABCd-000123-Xy\nFrom: <alice@example.com>\n"
+    b"Rcpt: <bob@example.net>\nRcpt: <carol@example.net>\nHelo: client.example.org\nHostname: client.example.org\n"
+    b"IP: 192.0.2.1\nUser: alice\n",
+    b"PING SPAMC/1.5\n",
+    b"SYMBOLS RSPAMC/1.3\nContent-length: 0\n",
+    b"CHECK RSPAMC/1.3\nContent-length: -1\n",
+    b"CHECK RSPAMC/1.3\nContent-length: 99999999999999999999999\n",
+    b"CHECK RSPAMC/1.3\nContent-length: 12x\n",
+    b"CHECK RSPAMC/1.3\nFrom: <>\nFrom: <a@b>\n",
+    b"CHECK RSPAMC/1.3\n" + b"Rcpt: <r@example.net>\n" * 1200,
+    b"CHECK\n",
+    b"CHECK RSPAMC/9.9\n",
+    b"CHECK RSPAMC/1.3\nNoColon\n: empty name\nHelo:\nIP: \x00\xff\n",
+    b"CHECK RSPAMC/1.3\nHelo: " + b"h" * 10000 + b"\n",
+]
+
+S["exim_rcpt"] = [
+    b"RCPT ip=192.0.2.1 helo=client.example.org from=alice@example.com rcpt=bob@example.net auth= port=25\n",
+    b"RCPT ip=2001:db8::1 from= rcpt=<bob@example.net> auth=alice port=587\r\n",
+    b"RCPT",
+    b"RCPT ",
+    b"RCPTX ip=1",
+    b"RCPT ip=1 ip=2 ip=3 helo=a helo=b",
+    b"RCPT =x ==y noeq k=",
+    b"RCPT ip=\x00 helo=\xff\xfe",
+    b"RCPT " + b"helo=" + b"x" * 5000,
+    b"RCPT " + b"a=b " * 1000,
+    b"rcpt ip=1",
+]
+
+MBOX = (b"From alice@example.com Tue Nov 14 22:13:20 2023\n"
+        b"Received: from client.example.org ([192.0.2.1])\n\tby mx.example.net with esmtp\n"
+        b"X-Envelope-From: <alice@example.com>\nX-Envelope-To: <bob@example.net>\n"
+        b"From: Alice <alice@example.com>\nTo: bob@example.net\nSubject: hi\n"
+        b"Authentication-Results: mx.example.net; spf=pass\n"
+        b"Authentication-Results: other.example;\n\tdkim=pass\n\nHello.\n>From the body\n")
+S["exim_mbox"] = [
+    b"\xff" + MBOX,
+    b"\x00" + MBOX,
+    b"\x07" + MBOX.replace(b"\n", b"\r\n"),
+    b"\xff" + b"Subject: no envelope line\n\nbody",
+    b"\xff" + b"From x\nSubject: no blank line at the end",
+    b"\xff" + b"From x\n\tcontinuation first\nA: b\n\n",
+    b"\x10" + b"From x\nAuthentication-Results: " + b"a" * 3000 + b"\n\n",
+    b"\x10" + b"From x\nAuthentication-Results: x;\x00\x01\x7f\r\r\n\n\n",
+    b"\xff" + b"From x\n" + b"Authentication-Results: a; none\n" * 100 + b"\n",
+    b"\xff" + b"From x\nNoColonHeader\n: empty\nA:\n\n\r\n\r\r\n\n",
+    b"\x00" + b"From x\nA: " + b"b" * 5000 + b"\n\n",
+]
+
+
+def main():
+    for name, seeds in S.items():
+        d = os.path.join(HERE, "corpus", name)
+        os.makedirs(d, exist_ok=True)
+        for f in os.listdir(d):
+            if f.startswith("seed-"):
+                os.unlink(os.path.join(d, f))
+        for i, s in enumerate(seeds):
+            with open(os.path.join(d, "seed-%02d" % i), "wb") as f:
+                f.write(s)
+        print("%-16s %d seeds" % (name, len(seeds)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
