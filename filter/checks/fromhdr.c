@@ -35,7 +35,7 @@ typedef struct {
 
 typedef struct {
     tok    *t;
-    size_t  n;
+    size_t  n, cap;
     mw_buf  text;      /* decoded token text (quotes/escapes removed) */
 } lexed;
 
@@ -60,8 +60,10 @@ static bool push(lexed *lx, tok_kind k, char c, size_t start, size_t len, bool s
 {
     if (lx->n >= MAX_TOKENS)
         return false;
-    if (!lx->t)
-        lx->t = mw_calloc(MAX_TOKENS, sizeof *lx->t);
+    if (lx->n == lx->cap) {   /* grow on demand: most From headers have < 16 tokens */
+        lx->cap = lx->cap ? lx->cap * 2 : 16;
+        lx->t = mw_reallocarray(lx->t, lx->cap, sizeof *lx->t);
+    }
     lx->t[lx->n++] = (tok){k, c, start, len, sp};
     return true;
 }

@@ -10,6 +10,8 @@
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -314,6 +316,30 @@ static struct smfiDesc desc = {
     .xxfi_negotiate = cb_negotiate,
 };
 
+/*
+ * libmilter writes a reply as several small segments (e.g. insheader, then
+ * continue); on a TCP socket Nagle's algorithm then waits for the delayed
+ * ACK, ~40 ms per message.  libmilter does not expose its listening
+ * socket, so find it (the only listening TCP socket at this point) and set
+ * TCP_NODELAY, which accepted sockets inherit on Linux.
+ */
+static void nodelay_listeners(void)
+{
+    for (int fd = 3; fd < 1024; fd++) {
+        int acc = 0, one = 1;
+        socklen_t l = sizeof acc;
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &l) != 0 || !acc)
+            continue;
+        if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0 ||
+            (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+            continue;
+        if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0)
+            mw_warn_errno("TCP_NODELAY on the milter socket");
+    }
+}
+
 bool mw_milter_open(mw_engine *e, const mw_milter_options *o, char *err, size_t errlen)
 {
     the_engine = e;
@@ -334,6 +360,7 @@ bool mw_milter_open(mw_engine *e, const mw_milter_options *o, char *err, size_t 
         snprintf(err, errlen, "cannot listen on %s (in use, or no permission?)", o->socket);
         return false;
     }
+    nodelay_listeners();
     const char *path = NULL;
     if (strncmp(o->socket, "unix:", 5) == 0)
         path = o->socket + 5;
