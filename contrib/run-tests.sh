@@ -40,5 +40,23 @@ for variant in asan normal; do
         total_pass=$((total_pass + t - f)); total_fail=$((total_fail + f))
     fi
 done
+# ThreadSanitizer: the daemon is multi-threaded (libmilter).  Unit tests and
+# the Postfix rate-limit test (12 parallel sessions, two daemons, Redis
+# killed mid-load) with an instrumented build; reports that reach our code
+# count as failures (tests/sanitizers/run-tsan.sh).
+echo "=== tsan build ==="
+tsan_log="$top/build-test-tsan.log"
+sh "$top/tests/sanitizers/run-tsan.sh" "$top/build-test-tsan" >"$tsan_log" 2>&1
+[ $? -eq 0 ] || rc=1
+cat "$tsan_log"
+line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$tsan_log" | tail -1)
+if [ -n "$line" ]; then
+    p=${line%% passed*}
+    f=$(echo "$line" | sed -E 's/.*passed, ([0-9]+) failed/\1/')
+    total_pass=$((total_pass + p)); total_fail=$((total_fail + f))
+else
+    rc=1; total_fail=$((total_fail + 1))
+fi
+
 echo "$total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ] && [ "$rc" -eq 0 ]

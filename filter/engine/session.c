@@ -112,6 +112,7 @@ static void message_clear(mw_session *s)
     s->dkim_verifying = false;
     s->eoh_done = false;
     s->eom_done = false;
+    s->dkim_overflow = false;
     s->not_signed[0] = '\0';
     mw_dkim_results_clear(&s->res.dkim);
     mw_from_clear(&s->res.from);
@@ -591,6 +592,7 @@ void mw_session_eoh(mw_session *s)
         return;
     }
     if (s->held_overflow) {
+        s->dkim_overflow = s->dkim_verifying;   /* say so in A-R, not silently */
         s->dkim_verifying = false;
         s->nsign_keys = 0;
         snprintf(s->not_signed, sizeof s->not_signed, "too many or too large headers");
@@ -692,10 +694,12 @@ static void build_headers(mw_session *s)
         add_header(v, "DKIM-Signature", s->dkim_sigs[i]);
     if (s->quarantined_by_header)
         add_header(v, "X-Mailwarden-Quarantine", v->quarantine_reason ? v->quarantine_reason : "dmarc");
-    if (mw_trust_outbound(s->res.trust) || (s->res.spf_skipped && !s->res.dkim_verified))
+    if (mw_trust_outbound(s->res.trust) || (s->res.spf_skipped && !s->res.dkim_verified && !s->dkim_overflow))
         return;
 
     mw_authres *ar = mw_authres_new(cfg->authserv_id);
+    if (s->dkim_overflow)
+        mw_authres_add(ar, "dkim", "permerror", "not verified: too many or too large headers", NULL);
     if (s->res.dkim_verified) {
         if (s->res.dkim.nsig == 0)
             mw_authres_add(ar, "dkim", "none", NULL, NULL);

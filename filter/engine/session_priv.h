@@ -80,6 +80,7 @@ struct mw_session {
     bool          rate_limited;     /* this message hit a limit (reputation: bad) */
     bool          connect_done;
     bool          eom_done;         /* verdict given for the current message */
+    bool          dkim_overflow;    /* inbound headers too many/large: DKIM not verified */
 
     /* A-R results from trusted upstream hosts (dmarc.trusted_authserv_ids) */
     mw_authres_parsed *trusted_ar[4];
