@@ -717,8 +717,10 @@ void mw_dkim_msg_body(mw_dkim_msg *m, const unsigned char *chunk, size_t len)
     mw_dkim_signmsg_body(m->sign, chunk, len);
     if (!m->vactive)
         return;
-    for (size_t i = 0; i < len && !bare; i++)
-        bare = chunk[i] == '\n' && !(i > 0 ? chunk[i - 1] == '\r' : m->body_cr);
+    /* look for a bare LF line by line (memchr), not byte by byte */
+    for (const unsigned char *q = memchr(chunk, '\n', len); q && !bare;
+         q = memchr(q + 1, '\n', len - (size_t)(q + 1 - chunk)))
+        bare = !(q > chunk ? q[-1] == '\r' : m->body_cr);
     if (bare) {
         mw_buf_reset(&m->tmp);
         crlf_append(&m->tmp, (const char *)chunk, len, m->body_cr);
