@@ -32,6 +32,15 @@ import json, os, random, signal, smtplib, socket, struct, subprocess, sys, threa
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H
 
+
+def is_asan(binary):
+    """True when the daemon binary is built with AddressSanitizer."""
+    try:
+        with open(binary, "rb") as f:
+            return b"__asan_init" in f.read()
+    except OSError:
+        return False
+
 HELO = "helo.faults.test"
 INBOUND = 'trust = { internal_networks = [ "198.18.0.1/32" ]; };\n'   # loopback mail is inbound
 FAST_DNS = 'dns = { timeout = 1000; };\nspf = { timeout = 3000; };\n'
@@ -378,10 +387,17 @@ def check_hostile(h, chk, pf, dns_port, port):
     print("INFO hostile: worker %d memory kB before %s, after round 1 %s, after round 2 %s"
           % (wpid, before, marks[0], marks[1]), flush=True)
     ok = before and marks[1]
-    chk.check("hostile: worker VmHWM growth < 64 MiB",
-              ok and marks[1]["VmHWM"] - before["VmHWM"] < 64 * 1024, (before, marks[1]))
-    chk.check("hostile: worker VmRSS growth over round 2 < 16 MiB (no per-message leak)",
-              ok and marks[1]["VmRSS"] - marks[0]["VmRSS"] < 16 * 1024, marks)
+    # An AddressSanitizer build keeps freed memory in its quarantine (256 MiB
+    # by default) and shadows every allocation, so its RSS grows with
+    # traffic without any leak (LeakSanitizer checks leaks there); the
+    # bounds below are for a normal build and widened 4x under ASan.
+    asan = is_asan(H.MW_BINARY)
+    k = 4 if asan else 1
+    chk.check("hostile: worker VmHWM growth < %d MiB%s" % (64 * k, " (ASan build)" if asan else ""),
+              ok and marks[1]["VmHWM"] - before["VmHWM"] < 64 * k * 1024, (before, marks[1]))
+    chk.check("hostile: worker VmRSS growth over round 2 < %d MiB (no per-message leak)%s"
+              % (16 * k, " (ASan build)" if asan else ""),
+              ok and marks[1]["VmRSS"] - marks[0]["VmRSS"] < 16 * k * 1024, marks)
     lost = [n for n, t in accepted if pf.wait_delivered(t, 20) is None]
     chk.check("hostile: every corpus message Postfix accepted was delivered (%d)" % len(accepted), not lost, lost)
     t = tok()
