@@ -503,7 +503,10 @@ static void err_log(mw_history *h, int e, const char *what)
 /* Sync the open file.  Caller holds mu. */
 static bool sync_locked(mw_history *h)
 {
-    if (h->fd < 0 || !h->dirty)
+    /* Not dirty is not enough: the flusher clears dirty before its
+     * fdatasync (outside the lock), so a caller asking for a sync while that
+     * one is in flight must sync itself rather than return early. */
+    if (h->fd < 0 || (!h->dirty && h->synced == h->appended))
         return true;
     if (fdatasync(h->fd) != 0) {
         mw_metric_inc(MW_M_HISTORY_FSYNC_FAILURES, 0, 0);
