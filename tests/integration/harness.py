@@ -540,7 +540,12 @@ class Harness:
         self.reaper.tell("netns", name)
         try:
             _, used = run(["ip", "-4", "-o", "addr"], timeout=10)
-            slots = [("192.0.2", i) for i in range(0, 256, 4)] + [("198.51.100", i) for i in range(0, 256, 4)]
+            # Namespaces take /30s from 198.51.100.0/24 only. Tests write fixed addresses
+            # from 192.0.2.0/24 into their zones (A records, ip4: terms that must NOT
+            # match the client); a client drawn from that range once matched such a term
+            # (192.0.2.250 in test_spf_conformance_postfix) and turned an SPF fail into a pass.
+            # Extra client addresses (add_alt_address) come from 203.0.113.0/24.
+            slots = [("198.51.100", i) for i in range(0, 256, 4)]
             k = pid % len(slots)
             for net, base in slots[k:] + slots[:k]:
                 host, cli = "%s.%d" % (net, base + 1), "%s.%d" % (net, base + 2)
