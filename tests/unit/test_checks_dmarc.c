@@ -33,11 +33,10 @@
 #include "dmarc.h"
 #include "dns.h"
 #include "mwtest.h"
+#include "mwtest_procs.h"
 
-static char   tmpdir[] = "/tmp/mw-test-dmarc-XXXXXX";
-static char   zonefile[512], portfile[512], logfile[512];
-static pid_t  server_pid = -1;
-static int    server_port;
+static mwt_proc testdns;
+static void stop_testdns(void) { mwt_proc_stop(&testdns); }
 static mw_dns *dns;
 static mw_dmarc *dm, *dm7489;
 
@@ -94,112 +93,6 @@ static const char *const ZONE =
     " \"_dmarc.last.example\": [{\"TXT\": \"v=DMARC1; p=none\"}]\n"
     "}\n";
 
-static void write_file(const char *path, const char *data)
-{
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        perror(path);
-        exit(2);
-    }
-    fputs(data, f);
-    fclose(f);
-}
-
-static const char *server_script(char *buf, size_t len)
-{
-    const char *src = getenv("MW_SOURCE_DIR");
-    if (src && *src) {
-        snprintf(buf, len, "%s/tests/lib/testdns.py", src);
-    } else {
-        char file[512];
-        snprintf(file, sizeof file, "%s", __FILE__);
-        snprintf(buf, len, "%s/../lib/testdns.py", dirname(file));
-    }
-    return buf;
-}
-
-static void stop_server(void)
-{
-    if (server_pid > 0) {
-        kill(server_pid, SIGTERM);
-        waitpid(server_pid, NULL, 0);
-        server_pid = -1;
-    }
-}
-
-static void cleanup(void)
-{
-    stop_server();
-    unlink(zonefile);
-    unlink(portfile);
-    unlink(logfile);
-    rmdir(tmpdir);
-}
-
-static bool start_server(void)
-{
-    char script[600];
-    const char *py = getenv("MW_TEST_PYTHON");
-    struct timespec ts = {0, 20 * 1000000L};
-
-    if (!py || !*py)
-        py = "/usr/bin/python3";
-    server_script(script, sizeof script);
-    server_pid = fork();
-    if (server_pid < 0)
-        return false;
-    if (server_pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        FILE *log = freopen(logfile, "w", stderr);
-        (void)log;
-        execl(py, py, script, "--port", "0", "--portfile", portfile, "--zone", zonefile, "-v",
-              (char *)NULL);
-        fprintf(stderr, "exec %s: %s\n", py, strerror(errno));
-        _exit(127);
-    }
-    for (int i = 0; i < 500; i++) {
-        FILE *f = fopen(portfile, "r");
-        if (f) {
-            int ok = fscanf(f, "%d", &server_port);
-            fclose(f);
-            if (ok == 1 && server_port > 0)
-                return true;
-        }
-        if (waitpid(server_pid, NULL, WNOHANG) == server_pid) {
-            server_pid = -1;
-            return false;
-        }
-        nanosleep(&ts, NULL);
-    }
-    return false;
-}
-
-/* How many times did the server log a query for name (TXT or any)?  The
- * log has one line per query naming it. */
-static int server_count(const char *name)
-{
-    FILE *f = fopen(logfile, "r");
-    char line[1024];
-    int n = 0;
-    size_t len = strlen(name);
-
-    if (!f)
-        return 0;
-    while (fgets(line, sizeof line, f)) {
-        for (char *p = line; (p = strcasestr(p, name)) != NULL; p += len) {
-            /* whole name: preceded by a blank or quote, followed by '.' + blank or quote */
-            char before = p == line ? ' ' : p[-1];
-            char after = p[len];
-            if ((before == ' ' || before == '\'' || before == '"') &&
-                (after == '.' || after == ' ' || after == '\'' || after == '"')) {
-                n++;
-                break;
-            }
-        }
-    }
-    fclose(f);
-    return n;
-}
 
 /* ---- helpers ------------------------------------------------------------------------- */
 
@@ -610,10 +503,10 @@ static void test_deep_walk(void)
     MW_TEST_EQ_STR(o.policy_domain, "deep.test");
     MW_TEST_EQ_STR(o.org_domain, "deep.test");
     MW_TEST_EQ_INT(o.queries, 8);
-    MW_TEST_EQ_INT(server_count("_dmarc.a.b.c.d.e.f.g.h.i.deep.test"), 1);
-    MW_TEST_EQ_INT(server_count("_dmarc.b.c.d.e.f.g.h.i.deep.test"), 0);
-    MW_TEST_EQ_INT(server_count("_dmarc.c.d.e.f.g.h.i.deep.test"), 0);
-    MW_TEST_EQ_INT(server_count("_dmarc.d.e.f.g.h.i.deep.test"), 0);
+    MW_TEST_EQ_INT(mwt_testdns_count(&testdns, "_dmarc.a.b.c.d.e.f.g.h.i.deep.test"), 1);
+    MW_TEST_EQ_INT(mwt_testdns_count(&testdns, "_dmarc.b.c.d.e.f.g.h.i.deep.test"), 0);
+    MW_TEST_EQ_INT(mwt_testdns_count(&testdns, "_dmarc.c.d.e.f.g.h.i.deep.test"), 0);
+    MW_TEST_EQ_INT(mwt_testdns_count(&testdns, "_dmarc.d.e.f.g.h.i.deep.test"), 0);
     mw_dmarc_outcome_clear(&o);
 
     /* 9 labels with its own record: still at most 8 queries. */
@@ -842,20 +735,12 @@ int main(int argc, char **argv)
     MW_TEST_RUN(test_record_table);
     MW_TEST_RUN(test_names);
 
-    if (mkdtemp(tmpdir) == NULL) {
-        perror("mkdtemp");
-        return 2;
-    }
-    snprintf(zonefile, sizeof zonefile, "%s/zone.json", tmpdir);
-    snprintf(portfile, sizeof portfile, "%s/port", tmpdir);
-    snprintf(logfile, sizeof logfile, "%s/log", tmpdir);
-    atexit(cleanup);
-    write_file(zonefile, ZONE);
-    if (!start_server()) {
+    atexit(stop_testdns);
+    if (!mwt_testdns_start(&testdns, "dmarc", ZONE)) {
         fprintf(stderr, "cannot start testdns.py (python3-dnslib missing?)\n");
         return 1;
     }
-    snprintf(fwd, sizeof fwd, "127.0.0.1@%d", server_port);
+    snprintf(fwd, sizeof fwd, "127.0.0.1@%d", testdns.port);
     const char *fwds[] = {fwd};
     mw_dns_options dopt = {.forwarders = fwds, .nforwarders = 1, .timeout_ms = 800};
     dns = mw_dns_create(&dopt, err, sizeof err);

@@ -33,84 +33,19 @@
 #include "buf.h"
 #include "config.h"
 #include "mwtest.h"
+#include "mwtest_procs.h"
 #include "reputation.h"
 #include "store.h"
 
 static double fabs_(double x) { return x < 0 ? -x : x; }
 #define fabs fabs_
 
-static char tmpdir[] = "/tmp/mw-test-rep-XXXXXX";
-static pid_t redis_pid = -1;
-static int redis_port;
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
+static mwt_proc redis_srv;
 
 static redisReply *raw2(const char *a0, const char *a1)
 {
     const char *argv[] = {a0, a1};
-    struct timeval tv = {1, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", redis_port, tv);
-    redisReply *r = NULL;
-
-    if (c && !c->err)
-        r = redisCommandArgv(c, a1 ? 2 : 1, argv, NULL);
-    if (c)
-        redisFree(c);
-    return r;
-}
-
-static bool start_redis(void)
-{
-    char portbuf[16];
-    const char *bin = getenv("MW_REDIS_SERVER");
-
-    redis_port = free_port();
-    snprintf(portbuf, sizeof portbuf, "%d", redis_port);
-    redis_pid = fork();
-    if (redis_pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (freopen("/dev/null", "w", stdout) == NULL)
-            _exit(127);
-        execlp(bin && *bin ? bin : "redis-server", "redis-server", "--port", portbuf, "--bind",
-               "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmpdir, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 250; i++) {
-        redisReply *r = raw2("PING", NULL);
-        if (r) {
-            freeReplyObject(r);
-            return true;
-        }
-        sleep_ms(20);
-    }
-    return false;
-}
-
-static void stop_redis(void)
-{
-    if (redis_pid > 0) {
-        kill(redis_pid, SIGKILL);
-        waitpid(redis_pid, NULL, 0);
-        redis_pid = -1;
-    }
+    return mwt_redis_cmd(&redis_srv, a1 ? 2 : 1, argv);
 }
 
 static _Atomic uint64_t fake_now = 1700000000000000ULL;
@@ -140,7 +75,7 @@ static bool env_open(struct env *e, bool redis, const char *prefix)
     e->cfg->reputation_min_samples = 5;
     if (redis) {
         e->cfg->state_backend = MW_STATE_REDIS;
-        e->cfg->redis_port = (unsigned)redis_port;
+        e->cfg->redis_port = (unsigned)redis_srv.port;
         free(e->cfg->redis_prefix);
         e->cfg->redis_prefix = mw_strdup(prefix);
         e->cfg->redis_connect_timeout_ms = 200;
@@ -352,7 +287,7 @@ static void test_redis(void)
     MW_TEST_ASSERT(res.ip.samples <= 29 && res.ip.samples >= 28);
 
     /* Redis down: TEMPFAIL, unknown scores. */
-    stop_redis();
+    mwt_proc_stop(&redis_srv);
     mw_addr a;
     mw_addr_parse("198.51.100.1", &a);
     mw_rep_subjects s = {.client = &a};
@@ -362,25 +297,16 @@ static void test_redis(void)
     env_close(&e);
 }
 
-static void cleanup(void)
-{
-    char cmd[600];
-    stop_redis();
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "cleanup failed\n");
-}
+static void cleanup(void) { mwt_proc_stop(&redis_srv); }
 
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     mw_log_configure(MW_LOG_TO_STDERR, MW_LOG_FMT_TEXT, "test_checks_reputation", "mail",
                      MW_LOG_WARN);
-    if (mkdtemp(tmpdir) == NULL)
-        return 2;
     atexit(cleanup);
     MW_TEST_RUN(test_memory);
-    if (!MW_TEST_ASSERT(start_redis())) {
+    if (!MW_TEST_ASSERT(mwt_redis_start(&redis_srv, "rep"))) {
         fprintf(stderr, "redis-server did not start: the redis tests cannot run\n");
         return MW_TEST_SUMMARY();
     }

@@ -21,6 +21,7 @@
 #include "buf.h"
 #include "dns.h"
 #include "mwtest.h"
+#include "mwtest_procs.h"
 #include "spf.h"
 /* private to filter/checks: the strict parser and the macro expander */
 #include "../../filter/checks/spf_record.h"
@@ -105,30 +106,20 @@ static const char ZONE[] =
     " \"ttl1.test\": [{\"TXT\": \"v=spf1 ip4:192.0.2.0/24 -all\", \"ttl\": 1}],\n"
     " \"trunc.test\": [\"TRUNCATE\", {\"TXT\": \"v=spf1 ip4:192.0.2.0/24 -all\"}],\n";
 
-static char tmpdir[64];
-static pid_t server_pid = -1;
-static int server_port;
+static mwt_proc testdns;
 static mw_dns *dns;
 static mw_spf *spf;
 static mw_spf *spf_fast;   /* short deadline, for the timeout cases */
 
 #define RECEIVER "mx.receiver.test"
 
+/* testdns.py serving ZONE plus generated names (include chain, long records). */
 static bool start_server(void)
 {
-    const char *src = getenv("MW_SOURCE_DIR");
-    const char *py = getenv("MW_TEST_PYTHON");
-    if (!src)
-        src = ".";
-    if (!py)
-        py = "/usr/bin/python3";
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/mwspfXXXXXX");
-    if (!mkdtemp(tmpdir))
+    char zone[128];
+    if (!mwt_proc_dir(&testdns, "spf"))
         return false;
-    char zone[128], portfile[128], script[1024];
-    snprintf(zone, sizeof zone, "%s/zone.json", tmpdir);
-    snprintf(portfile, sizeof portfile, "%s/port", tmpdir);
-    snprintf(script, sizeof script, "%s/tests/lib/testdns.py", src);
+    mwt_path(&testdns, "zone.json", zone, sizeof zone);
     FILE *f = fopen(zone, "w");
     if (!f)
         return false;
@@ -155,46 +146,12 @@ static bool start_server(void)
     fputs("\"}]\n}\n", f);
     fclose(f);
 
-    server_pid = fork();
-    if (server_pid < 0)
-        return false;
-    if (server_pid == 0) {
-        execl(py, py, script, "--port", "0", "--portfile", portfile, "--zone", zone,
-              (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 200; i++) {   /* up to 10 s */
-        f = fopen(portfile, "r");
-        if (f) {
-            int ok = fscanf(f, "%d", &server_port);
-            fclose(f);
-            if (ok == 1 && server_port > 0)
-                return true;
-        }
-        int st;
-        if (waitpid(server_pid, &st, WNOHANG) == server_pid) {
-            server_pid = -1;
-            return false;
-        }
-        struct timespec ts = {0, 50 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    return false;
+    return mwt_testdns_start(&testdns, "spf", NULL);
 }
 
 static void stop_server(void)
 {
-    if (server_pid > 0) {
-        kill(server_pid, SIGTERM);
-        waitpid(server_pid, NULL, 0);
-        server_pid = -1;
-    }
-    char p[128];
-    snprintf(p, sizeof p, "%s/zone.json", tmpdir);
-    unlink(p);
-    snprintf(p, sizeof p, "%s/port", tmpdir);
-    unlink(p);
-    rmdir(tmpdir);
+    mwt_proc_stop(&testdns);
 }
 
 static double now_s(void)
@@ -1124,7 +1081,7 @@ int main(void)
         return MW_TEST_SUMMARY();
     }
     char fwd[64], err[256] = "";
-    snprintf(fwd, sizeof fwd, "127.0.0.1@%d", server_port);
+    snprintf(fwd, sizeof fwd, "127.0.0.1@%d", testdns.port);
     const char *fwds[] = {fwd};
     mw_dns_options dopt = {.forwarders = fwds, .nforwarders = 1, .timeout_ms = 3000};
     dns = mw_dns_create(&dopt, err, sizeof err);

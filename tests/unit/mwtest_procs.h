@@ -1,0 +1,279 @@
+/*
+ * mwtest_procs.h - the real servers unit tests talk to, started on loopback
+ * by the test itself: tests/lib/testdns.py (scripted authoritative DNS) and
+ * redis-server.  Each gets a private directory under /tmp, dies with the
+ * test (PR_SET_PDEATHSIG) and is stopped by mwt_proc_stop().
+ *
+ *     mwt_proc dns;
+ *     if (!mwt_testdns_start(&dns, "dmarc", ZONE_JSON))   // JSON zone text
+ *         ...skip or fail...
+ *     snprintf(fwd, sizeof fwd, "127.0.0.1@%d", dns.port);
+ *     ...
+ *     mwt_testdns_count(&dns, "_dmarc.example.com");     // queries seen
+ *     mwt_proc_stop(&dns);
+ *
+ * A zone too long for a string literal is written by the test itself:
+ * mwt_proc_dir() first, then write mwt_path(&p, "zone.json"), then
+ * mwt_testdns_start(&p, tag, NULL).
+ *
+ * Environment: MW_SOURCE_DIR (tests/lib/testdns.py is found there; else
+ * next to this file), MW_TEST_PYTHON (default /usr/bin/python3: the pyenv
+ * shim cannot see Debian's python3-dnslib), MW_REDIS_SERVER.
+ */
+#ifndef MW_TEST_PROCS_H
+#define MW_TEST_PROCS_H
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ftw.h>
+#include <libgen.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct mwt_proc {
+    pid_t pid;        /* -1 when not running */
+    int   port;       /* loopback port it listens on */
+    char  dir[64];    /* private directory ("" before mwt_proc_dir) */
+} mwt_proc;
+
+static inline void mwt_sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* dir/name into buf; returns buf. */
+static inline const char *mwt_path(const mwt_proc *p, const char *name, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/%s", p->dir, name);
+    return buf;
+}
+
+/* A fresh private directory /tmp/mw-test-TAG-XXXXXX (once per mwt_proc). */
+static inline bool mwt_proc_dir(mwt_proc *p, const char *tag)
+{
+    if (p->dir[0])
+        return true;
+    p->pid = -1;
+    snprintf(p->dir, sizeof p->dir, "/tmp/mw-test-%.20s-XXXXXX", tag);
+    if (!mkdtemp(p->dir)) {
+        fprintf(stderr, "mkdtemp %s: %s\n", p->dir, strerror(errno));
+        p->dir[0] = '\0';
+        return false;
+    }
+    return true;
+}
+
+static inline bool mwt_write_file(const char *path, const char *data)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "%s: %s\n", path, strerror(errno));
+        return false;
+    }
+    fputs(data, f);
+    return fclose(f) == 0;
+}
+
+/* A TCP port free on 127.0.0.1 right now (for servers that cannot report
+ * the one they bound). */
+static inline int mwt_free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+static inline int mwt_rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    remove(path);
+    return 0;
+}
+
+/* Kill the server, wait for it, remove its directory.  Idempotent. */
+static inline void mwt_proc_stop(mwt_proc *p)
+{
+    if (p->pid > 0) {
+        kill(p->pid, SIGTERM);
+        waitpid(p->pid, NULL, 0);
+    }
+    p->pid = -1;
+    if (p->dir[0])
+        nftw(p->dir, mwt_rm_one, 8, FTW_DEPTH | FTW_PHYS);
+    p->dir[0] = '\0';
+}
+
+/*
+ * Start tests/lib/testdns.py serving zone_json (the JSON zone format that
+ * script documents; NULL: dir/zone.json is already written) on a loopback
+ * port (p->port), logging every query to dir/log.  false (with a line on
+ * stderr) when it does not come up within 10 s.
+ */
+static inline bool mwt_testdns_start(mwt_proc *p, const char *tag, const char *zone_json)
+{
+    char zone[128], portfile[128], logfile[128], script[600];
+    const char *src = getenv("MW_SOURCE_DIR");
+    const char *py = getenv("MW_TEST_PYTHON");
+
+    if (!mwt_proc_dir(p, tag))
+        return false;
+    mwt_path(p, "zone.json", zone, sizeof zone);
+    mwt_path(p, "port", portfile, sizeof portfile);
+    mwt_path(p, "log", logfile, sizeof logfile);
+    if (zone_json && !mwt_write_file(zone, zone_json))
+        return false;
+    if (src && *src) {
+        snprintf(script, sizeof script, "%s/tests/lib/testdns.py", src);
+    } else {
+        char file[512];
+        snprintf(file, sizeof file, "%s", __FILE__);
+        snprintf(script, sizeof script, "%s/../lib/testdns.py", dirname(file));
+    }
+    if (!py || !*py)
+        py = "/usr/bin/python3";
+    p->pid = fork();
+    if (p->pid < 0)
+        return false;
+    if (p->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (!freopen(logfile, "w", stderr))
+            _exit(127);
+        execl(py, py, script, "--port", "0", "--portfile", portfile, "--zone", zone, "-v",
+              (char *)NULL);
+        fprintf(stderr, "exec %s: %s\n", py, strerror(errno));
+        _exit(127);
+    }
+    for (int i = 0; i < 500; i++) {
+        FILE *f = fopen(portfile, "r");
+        if (f) {
+            int ok = fscanf(f, "%d", &p->port);
+            fclose(f);
+            if (ok == 1 && p->port > 0)
+                return true;
+        }
+        if (waitpid(p->pid, NULL, WNOHANG) == p->pid) {
+            p->pid = -1;
+            fprintf(stderr, "testdns exited; its log is %s\n", logfile);
+            return false;
+        }
+        mwt_sleep_ms(20);
+    }
+    fprintf(stderr, "testdns did not report a port within 10 s\n");
+    return false;
+}
+
+/* How many queries for exactly this name (any type, any case) has the
+ * server logged?  One log line per query names it. */
+static inline int mwt_testdns_count(const mwt_proc *p, const char *name)
+{
+    char logfile[128], line[1024];
+    size_t len = strlen(name);
+    int n = 0;
+    FILE *f = fopen(mwt_path(p, "log", logfile, sizeof logfile), "r");
+
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof line, f)) {
+        for (char *s = line; (s = strcasestr(s, name)) != NULL; s += len) {
+            /* whole name: a blank or quote before, '.', blank or quote after */
+            char before = s == line ? ' ' : s[-1];
+            char after = s[len];
+            if ((before == ' ' || before == '\'' || before == '"') &&
+                (after == '.' || after == ' ' || after == '\'' || after == '"')) {
+                n++;
+                break;
+            }
+        }
+    }
+    fclose(f);
+    return n;
+}
+
+/*
+ * Start redis-server on a free loopback port (p->port), no persistence,
+ * working directory dir.  The caller checks readiness with its own client
+ * (mwt_redis_wait below when it has hiredis).
+ */
+static inline bool mwt_redis_spawn(mwt_proc *p, const char *tag)
+{
+    char portbuf[16];
+    const char *bin = getenv("MW_REDIS_SERVER");
+
+    if (!mwt_proc_dir(p, tag))
+        return false;
+    p->port = mwt_free_port();
+    if (p->port <= 0)
+        return false;
+    snprintf(portbuf, sizeof portbuf, "%d", p->port);
+    p->pid = fork();
+    if (p->pid < 0)
+        return false;
+    if (p->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (freopen("/dev/null", "w", stdout) == NULL)
+            _exit(127);
+        execlp(bin && *bin ? bin : "redis-server", "redis-server", "--port", portbuf, "--bind",
+               "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", p->dir, (char *)NULL);
+        _exit(127);
+    }
+    return true;
+}
+
+#ifdef __HIREDIS_H
+/* One command on a fresh connection (NULL when Redis does not answer). */
+static inline redisReply *mwt_redis_cmd(const mwt_proc *p, int argc, const char **argv)
+{
+    struct timeval tv = {1, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", p->port, tv);
+    redisReply *r = NULL;
+
+    if (c && !c->err)
+        r = redisCommandArgv(c, argc, argv, NULL);
+    if (c)
+        redisFree(c);
+    return r;
+}
+
+/* mwt_redis_spawn, then wait up to 5 s for PING to answer. */
+static inline bool mwt_redis_start(mwt_proc *p, const char *tag)
+{
+    const char *ping[] = {"PING"};
+
+    if (!mwt_redis_spawn(p, tag))
+        return false;
+    for (int i = 0; i < 250; i++) {
+        redisReply *r = mwt_redis_cmd(p, 1, ping);
+        if (r) {
+            freeReplyObject(r);
+            return true;
+        }
+        if (waitpid(p->pid, NULL, WNOHANG) == p->pid) {
+            p->pid = -1;
+            break;
+        }
+        mwt_sleep_ms(20);
+    }
+    fprintf(stderr, "redis-server did not answer PING on port %d\n", p->port);
+    return false;
+}
+#endif
+
+#endif
