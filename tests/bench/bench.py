@@ -148,6 +148,28 @@ class Daemon:
     def hwm(self):
         return status_kb(self.pids(), "VmHWM")
 
+    def hwm_dedup(self):
+        """Peak memory without counting shared pages twice: the largest process's VmHWM
+        (mailwarden's worker) plus the private memory (USS: Private_Clean + Private_Dirty
+        of smaps_rollup) of the others (the supervisor, a fork of the same binary, shares
+        nearly all its pages with the worker; summing VmHWM counts them twice)."""
+        per = []
+        for p in self.pids():
+            hwm = status_kb([p], "VmHWM")
+            uss = 0
+            try:
+                with open("/proc/%d/smaps_rollup" % p) as f:
+                    for line in f:
+                        if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                            uss += int(line.split()[1])
+            except OSError:
+                pass
+            per.append((hwm, uss))
+        if not per:
+            return 0
+        per.sort(reverse=True)
+        return per[0][0] + sum(u for _, u in per[1:])
+
     def reset_hwm(self):
         for p in self.pids():
             try:
@@ -557,8 +579,10 @@ def run(b):
         r = b.load(d, "%s 200conn" % d.name, max(400, int((2000 if not q else 600) * sc)), size="2k,16k,256k", conc=200,
                    extra=["--barrier"], signed=signed, auth=auth, warm=0, keep=False)
         peak["%s (%s)" % (d.name, "inbound" if signed else "signing")] = {
-            "rss_before_kb": base, "hwm_kb": d.hwm(), "msgs_per_s": r["msgs_per_s"], "errors": r["errors"]}
-        log("    %-30s rss before %6d kB  peak %6d kB" % (d.name, base, d.hwm()))
+            "rss_before_kb": base, "hwm_kb": d.hwm(), "hwm_dedup_kb": d.hwm_dedup(),
+            "nprocs": len(d.pids()), "msgs_per_s": r["msgs_per_s"], "errors": r["errors"]}
+        log("    %-30s rss before %6d kB  peak %6d kB  (largest process + others' private: %6d kB)"
+            % (d.name, base, d.hwm(), d.hwm_dedup()))
     # one 4 MiB message more or less: 20 at once
     mw.reset_hwm()
     base = mw.rss()
@@ -730,9 +754,12 @@ def report(b):
           % (rl["cpu_ms"]["off"], rl["cpu_ms"]["on"], 100 * (rl["cpu_ms"]["on"] / rl["cpu_ms"]["off"] - 1)))
     if "peak_rss" in R:
         P("")
-        P("Peak RSS (VmHWM summed over the daemon's processes), 200 connections open at once, 2k/16k/256k corpus")
+        P("Peak RSS, 200 connections open at once, 2k/16k/256k corpus: VmHWM summed over the daemon's")
+        P("processes, and (dedup) the largest process's VmHWM plus the other processes' private memory")
         for k, v in R["peak_rss"].items():
-            P("  %-38s before %7.1f MiB   peak %7.1f MiB" % (k, v["rss_before_kb"] / 1024, v["hwm_kb"] / 1024))
+            dd = v.get("hwm_dedup_kb")
+            P("  %-38s before %7.1f MiB   peak %7.1f MiB%s" % (k, v["rss_before_kb"] / 1024, v["hwm_kb"] / 1024,
+                                                          "   dedup %7.1f MiB" % (dd / 1024) if dd else ""))
     s = R.get("rss_series")
     if s and s["samples"]:
         P("")
@@ -775,8 +802,11 @@ def report(b):
             if k.startswith("mw-rsa (") or k.startswith("mw-rsa 20"):
                 lim = 30 * 1024 if "(" in k else None
                 if lim:
-                    tg.append(("peak RSS <= 30 MiB at 200 connections, %s" % k, v["hwm_kb"] <= lim,
+                    tg.append(("peak RSS <= 30 MiB at 200 connections, %s (summed VmHWM)" % k, v["hwm_kb"] <= lim,
                                "%.1f MiB" % (v["hwm_kb"] / 1024)))
+                    if v.get("hwm_dedup_kb"):
+                        tg.append(("peak RSS <= 30 MiB at 200 connections, %s (dedup)" % k,
+                                   v["hwm_dedup_kb"] <= lim, "%.1f MiB" % (v["hwm_dedup_kb"] / 1024)))
     if s and "slope_kb_per_100k" in s:
         tg.append(("flat RSS after warm-up", abs(s["slope_kb_per_100k"]) < 1024,
                    "%+.0f kB per 100k messages" % s["slope_kb_per_100k"]))
