@@ -10,7 +10,8 @@ BUILD="build-essential cmake pkg-config clang libclang-rt-14-dev
   libopendmarc-dev publicsuffix libhiredis-dev libssl-dev libxml2-dev zlib1g-dev
   libmicrohttpd-dev"
 TEST="postfix nsd swaks python3-dnslib python3-authres python3-dkim python3-yaml opendkim opendkim-tools
-  python3-dnspython iproute2 libxml2-utils dnsutils procps util-linux redis-server redis-sentinel"
+  python3-dnspython iproute2 libxml2-utils dnsutils procps util-linux redis-server redis-sentinel
+  ldnsutils"
 
 want="$BUILD"
 [ "${1:-}" = "--test" ] && want="$want $TEST"

@@ -464,8 +464,10 @@ class Harness:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     # ---- DNS
-    def start_nsd(self, zones):
-        """zones: {origin: records text}; SOA/NS are added. Returns the port (127.0.0.1)."""
+    def start_nsd(self, zones, complete=()):
+        """zones: {origin: records text}; SOA/NS are added, except for the origins listed in
+        complete, whose text is a whole zone file (e.g. one signed with ldns-signzone).
+        Returns the port (127.0.0.1)."""
         d = self.path("nsd-%d" % len(self.procs))
         os.makedirs(d)
         port = free_port(udp_too=True)
@@ -489,7 +491,8 @@ class Harness:
         for origin, text in zones.items():
             origin = origin.rstrip(".")
             with open(os.path.join(d, origin + ".zone"), "w") as f:
-                f.write(ZONE_HEAD.format(origin=origin) + text + "\n")
+                full = origin in [c.rstrip(".") for c in complete]
+                f.write((text if full else ZONE_HEAD.format(origin=origin) + text) + "\n")
             conf += ["zone:", "  name: %s" % origin, "  zonefile: %s.zone" % origin]
         with open(os.path.join(d, "nsd.conf"), "w") as f:
             f.write("\n".join(conf) + "\n")
