@@ -284,6 +284,12 @@ static const struct key keys[] = {
      .check = check_abs_or_empty, .doc = "DNSSEC root trust anchor file; \"\" disables validation"},
     {.name = "dns.tcp", .type = KT_BOOL, .off = F(dns_tcp), .def_int = 0,
      .doc = "query upstream servers over TCP only"},
+    {.name = "dns.cache_size", .type = KT_UINT, .off = F(dns_cache_size), .def_int = 10000,
+     .min = 0, .max = 10000000, .doc = "answers kept in the in-process DNS answer cache; 0 disables it"},
+    {.name = "dns.cache_min_ttl", .type = KT_UINT, .off = F(dns_cache_min_ttl), .def_int = 0,
+     .min = 0, .max = 86400, .doc = "seconds: shorter answer TTLs are cached this long"},
+    {.name = "dns.cache_max_ttl", .type = KT_UINT, .off = F(dns_cache_max_ttl), .def_int = 3600,
+     .min = 1, .max = 86400, .doc = "seconds: longer answer TTLs are cached only this long"},
     /* trust classes */
     {.name = "trust.internal_networks", .type = KT_CIDRLIST, .off = F(internal_networks),
      .def_list = def_internal, .doc = "client networks whose mail is outbound (internal)"},

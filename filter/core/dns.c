@@ -41,6 +41,13 @@
  * answer we do not understand).  When no DNS reply was received (timeout,
  * invalid name, library error) answer->rcode is -1.
  *
+ * Answer cache (dns_cache.h): with cache_size > 0, mw_dns_query() first asks
+ * the cache (after the name check) and stores what libunbound answered
+ * (OK/NXDOMAIN/NODATA with a TTL, never failures or bogus answers).  A hit
+ * never touches libunbound, its thread or our pump.  Cache hits are counted
+ * in mailwarden_dns_queries_total and the latency histogram like any answer,
+ * and in mailwarden_dns_cache_{hits,misses}_total.
+ *
  * Diagnostics: reasons go into answer->why; nothing is logged here except a
  * failing pump (which would stall every query).
  *
@@ -49,6 +56,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -64,6 +72,7 @@
 #include "metrics.h"
 #include "buf.h"
 #include "dns.h"
+#include "dns_cache.h"
 #include "log.h"
 
 #define DNS_DEFAULT_TIMEOUT_MS 5000u
@@ -76,6 +85,8 @@ struct mw_dns {
     pthread_mutex_t lock;        /* guards every dns_query's done/abandoned/result */
     pthread_t       pump;
     int             wake[2];     /* pipe: a byte (or EOF) stops the pump */
+    mw_dns_cache   *cache;       /* NULL: no cache */
+    atomic_ullong   upstream;    /* ub_resolve_async() calls */
 };
 
 /* One outstanding query, shared by the waiting caller and the callback. */
@@ -254,6 +265,7 @@ mw_dns *mw_dns_create(const mw_dns_options *opt, char *err, size_t errlen)
     dns = mw_calloc(1, sizeof *dns);
     dns->timeout_ms = opt->timeout_ms ? opt->timeout_ms : DNS_DEFAULT_TIMEOUT_MS;
     dns->wake[0] = dns->wake[1] = -1;
+    atomic_init(&dns->upstream, 0);
     dns->ctx = ub_ctx_create();
     if (!dns->ctx) {
         snprintf(err, errlen, "cannot create resolver context");
@@ -271,6 +283,7 @@ mw_dns *mw_dns_create(const mw_dns_options *opt, char *err, size_t errlen)
         pthread_mutex_destroy(&dns->lock);
         goto fail;
     }
+    dns->cache = mw_dns_cache_create(opt->cache_size, opt->cache_min_ttl, opt->cache_max_ttl);
     return dns;
 
 fail:
@@ -299,7 +312,26 @@ void mw_dns_destroy(mw_dns **pdns)
      * (whose callback argument we have already freed and it never uses). */
     ub_ctx_delete(dns->ctx);
     pthread_mutex_destroy(&dns->lock);
+    mw_dns_cache_destroy(&dns->cache);
     free(dns);
+}
+
+void mw_dns_get_stats(mw_dns *dns, mw_dns_stats *st)
+{
+    mw_dns_cache_stats cs;
+
+    memset(st, 0, sizeof *st);
+    if (!dns)
+        return;
+    st->upstream = atomic_load_explicit(&dns->upstream, memory_order_relaxed);
+    mw_dns_cache_get_stats(dns->cache, &cs);
+    st->cache_hits = cs.hits;
+    st->cache_misses = cs.misses;
+    st->cache_inserts = cs.inserts;
+    st->cache_evictions = cs.evictions;
+    st->cache_expired = cs.expired;
+    st->cache_entries = cs.entries;
+    st->cache_capacity = cs.capacity;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -524,6 +556,16 @@ static mw_dns_status query_timed(mw_dns *dns, const char *name, uint16_t type, u
         return answer_fail(a, MW_DNS_TEMPFAIL, "no resolver");
     if (!timeout_ms)
         timeout_ms = dns->timeout_ms;
+    if (dns->cache) {
+        mw_dns_answer *hit = NULL;
+        if (mw_dns_cache_get(dns->cache, name, type, 1 /* IN */, &hit)) {
+            mw_metric_inc(MW_M_DNS_CACHE_HITS, 0, 0);
+            mw_dns_answer_free(&a);
+            *out = hit;
+            return hit->status;
+        }
+        mw_metric_inc(MW_M_DNS_CACHE_MISSES, 0, 0);
+    }
 
     q = mw_calloc(1, sizeof *q);
     q->dns = dns;
@@ -533,6 +575,7 @@ static mw_dns_status query_timed(mw_dns *dns, const char *name, uint16_t type, u
     pthread_condattr_destroy(&ca);
 
     deadline_after(&deadline, timeout_ms);
+    atomic_fetch_add_explicit(&dns->upstream, 1, memory_order_relaxed);
     r = ub_resolve_async(dns->ctx, name, type, 1 /* IN */, q, dns_callback, &id);
     if (r != 0) {
         /* The query never reached the worker: no callback will come. */
@@ -559,8 +602,8 @@ static mw_dns_status query_timed(mw_dns *dns, const char *name, uint16_t type, u
 
     if (q->err != 0 || !q->res) {
         answer_fail(a, MW_DNS_TEMPFAIL, "resolver: %s", ub_strerror(q->err));
-    } else {
-        classify(a, q->res);
+    } else if (classify(a, q->res) != MW_DNS_TEMPFAIL && dns->cache) {
+        mw_dns_cache_put(dns->cache, name, type, 1 /* IN */, a);
     }
     ub_resolve_free(q->res);
     query_free(q);

@@ -26,6 +26,9 @@ mw_runtime *mw_runtime_build(mw_config *cfg, unsigned generation, const mw_runti
     dopt.timeout_ms = cfg->dns_timeout_ms;
     dopt.trust_anchor_file = (cfg->dns_trust_anchor && *cfg->dns_trust_anchor) ? cfg->dns_trust_anchor : NULL;
     dopt.use_tcp = cfg->dns_tcp;
+    dopt.cache_size = cfg->dns_cache_size;      /* per generation: a reload starts cold */
+    dopt.cache_min_ttl = cfg->dns_cache_min_ttl;
+    dopt.cache_max_ttl = cfg->dns_cache_max_ttl;
     char why[256] = "";
     rt->dns = mw_dns_create(&dopt, why, sizeof why);
     if (!rt->dns) {

@@ -168,6 +168,9 @@ typedef struct mw_config {
     bool     dns_tcp;           /* force TCP to upstream servers */
     unsigned dns_timeout_ms;
     char    *dns_trust_anchor;  /* "" = no DNSSEC validation */
+    unsigned dns_cache_size;    /* answers in the in-process cache; 0 = off */
+    unsigned dns_cache_min_ttl; /* seconds; the cached TTL is clamped to */
+    unsigned dns_cache_max_ttl; /* [min_ttl, max_ttl] */
 
     /* trust classes */
     mw_cidr_set *internal_networks;

@@ -3,7 +3,11 @@
  *
  * Forwarders ("ADDR" or "ADDR@PORT") or, with none configured, full
  * recursion from the root (or /etc/resolv.conf's servers when resolv_conf is
- * set).  libunbound caches answers (positive and negative) for their TTLs.
+ * set).  libunbound caches answers (positive and negative) for their TTLs;
+ * in front of it, an answer cache of our own (dns_cache.h, cache_size > 0)
+ * answers repeated lookups in the calling thread without libunbound's
+ * thread hand-offs.  The cache belongs to the mw_dns: a new resolver (a
+ * config reload) starts cold.
  * Every query has its own deadline, enforced here: libunbound alone waits
  * ~17 s on a silent server.  libunbound's built-in local zones (test.,
  * invalid., localhost., onion., RFC 1918 reverse zones, ...) are disabled so
@@ -66,7 +70,17 @@ typedef struct mw_dns_options {
     unsigned    timeout_ms;         /* default per-query deadline (0 -> 5000) */
     const char *trust_anchor_file;  /* DNSSEC root anchor; NULL -> no validation */
     bool        use_tcp;            /* force TCP upstream (tests, firewalls) */
+    size_t      cache_size;         /* answers in our cache (dns_cache.h); 0 -> no cache */
+    unsigned    cache_min_ttl;      /* clamp of the cached TTL, seconds */
+    unsigned    cache_max_ttl;      /* (0 -> no upper clamp) */
 } mw_dns_options;
+
+/* Counters of one resolver (tests, tools). */
+typedef struct mw_dns_stats {
+    uint64_t upstream;              /* queries handed to libunbound */
+    uint64_t cache_hits, cache_misses, cache_inserts, cache_evictions, cache_expired;
+    size_t   cache_entries, cache_capacity;   /* capacity 0: no cache */
+} mw_dns_stats;
 
 typedef struct mw_dns mw_dns;
 
@@ -77,13 +91,15 @@ void mw_dns_destroy(mw_dns **dns);
 
 /*
  * Look up name/type, waiting at most timeout_ms (0: the resolver default).
- * Always stores a non-NULL answer in *out (free with mw_dns_answer_free) and
+ * An answer in the cache is returned at once (a copy; TTLs reduced by the
+ * time it was held).  Always stores a non-NULL answer in *out (free with mw_dns_answer_free) and
  * returns its status.  A name longer than 253 bytes or with an empty or
  * >63-byte label is MW_DNS_PERMFAIL without any network traffic.
  */
 mw_dns_status mw_dns_query(mw_dns *dns, const char *name, uint16_t type, unsigned timeout_ms,
                            mw_dns_answer **out);
 void mw_dns_answer_free(mw_dns_answer **a);
+void mw_dns_get_stats(mw_dns *dns, mw_dns_stats *st);
 
 /* --- rdata helpers (return false on malformed rdata) --- */
 /* TXT: join the character-strings of one RR (no separator) into out (reset first). */

@@ -56,6 +56,8 @@ typedef enum mw_metric {
     MW_M_REPUTATION_ERRORS,    /* mailwarden_reputation_errors_total{op}                       */
     MW_M_DNS_QUERIES,          /* mailwarden_dns_queries_total{status}                         */
     MW_M_DNS_TIMEOUTS,         /* mailwarden_dns_timeouts_total                                */
+    MW_M_DNS_CACHE_HITS,       /* mailwarden_dns_cache_hits_total                              */
+    MW_M_DNS_CACHE_MISSES,     /* mailwarden_dns_cache_misses_total                            */
     MW_M_REDIS_REQUESTS,       /* mailwarden_redis_requests_total{op,result}                   */
     MW_M_REDIS_FAILURES,       /* mailwarden_redis_connection_failures_total                   */
     MW_M_CONNECTIONS,          /* mailwarden_connections_total{frontend}                       */
