@@ -218,6 +218,8 @@ void mw_ratelimit_destroy(mw_ratelimit **rlp)
 
 bool mw_ratelimit_has_stage(const mw_ratelimit *rl, mw_rl_stage stage)
 {
+    if (rl == NULL)
+        return false;
     for (size_t i = 0; i < rl->nrules; i++)
         if (rl->rules[i].stage == stage)
             return true;
@@ -417,11 +419,17 @@ static void store_failed(mw_ratelimit *rl, mw_rl_stage stage, const char *why, m
 
 /* ---- the check --------------------------------------------------------------------- */
 
+struct entry {
+    size_t  rule;          /* index into rl->rules */
+    unsigned long long cost;
+    bool    skip;          /* exempt by skip_reputation_above */
+    char   *subject;       /* its bucket subject (owned) */
+};
+
+/* One gcra call: the rules of one subject, or (with_mail) every rule of
+ * the first recipient and of MAIL, whatever their subjects. */
 struct group {
-    char   *subject;
-    size_t  rules[16];     /* indices into rl->rules */
-    unsigned long long cost[16];
-    bool    skip[16];      /* exempt by skip_reputation_above */
+    struct entry *e;       /* rl->nrules slots */
     size_t  n;
     bool    dep;           /* a rule of the group has skip_reputation_above */
     size_t  op;            /* batch operation */
@@ -434,11 +442,55 @@ struct mw_rl_ticket {
     unsigned      rules_checked, rules_deferred;
 };
 
+static void group_clear(struct group *x)
+{
+    for (size_t j = 0; j < x->n; j++)
+        free(x->e[j].subject);
+    free(x->e);
+    x->e = NULL;
+    x->n = 0;
+}
+
 static void groups_free(struct group *g, size_t ng)
 {
     for (size_t k = 0; k < ng; k++)
-        free(g[k].subject);
+        group_clear(&g[k]);
     free(g);
+}
+
+/* The batch operation of group x: one gcra call, arguments built in one
+ * buffer (no allocation per number). */
+static size_t group_send(const mw_ratelimit *rl, const struct group *x, uint64_t now,
+                         bool multi, mw_store_batch *b)
+{
+    const char **keys = mw_calloc(x->n + 1, sizeof *keys);
+    const char **args = mw_calloc(1 + 3 * x->n, sizeof *args);
+    char *nums = mw_calloc(1 + 3 * x->n, 24);
+    mw_buf kb = MW_BUF_INIT;
+    size_t *koff = mw_calloc(x->n + 1, sizeof *koff), na = 0, op;
+
+#define NUM(fmt, v) (snprintf(nums + 24 * na, 24, fmt, v), args[na] = nums + 24 * na, na++)
+    NUM("%llu", (unsigned long long)now);
+    for (size_t j = 0; j < x->n; j++) {
+        const struct rule *r = &rl->rules[x->e[j].rule];
+        koff[j] = kb.len;
+        mw_ratelimit_bucket_key(&kb, r->name, x->e[j].subject);
+        mw_buf_putc(&kb, '\0');
+        NUM("%llu", r->interval_us);
+        NUM("%u", r->burst);
+        NUM("%llu", x->e[j].cost);
+    }
+#undef NUM
+    for (size_t j = 0; j < x->n; j++)
+        keys[j] = kb.data + koff[j];
+    op = multi ? mw_store_batch_script_multi(b, "gcra", keys, x->n, args, na)
+               : mw_store_batch_script(b, "gcra", keys, x->n, args, na);
+    mw_buf_free(&kb);
+    free(koff);
+    free(nums);
+    free(args);
+    free(keys);
+    return op;
 }
 
 mw_rl_ticket *mw_ratelimit_prepare(mw_ratelimit *rl, mw_rl_stage stage, const mw_rl_facts *f,
@@ -450,6 +502,8 @@ mw_rl_ticket *mw_ratelimit_prepare(mw_ratelimit *rl, mw_rl_stage stage, const mw
     /* The dependent part sees the same rules again: their "not applied"
      * lines were traced by the independent part. */
     mw_rl_trace_fn tr = f->part == MW_RL_PART_DEPENDENT ? NULL : trace;
+    /* The first recipient also charges the MAIL-stage rules, in one call. */
+    bool with_mail = f->with_mail && stage == MW_RL_RCPT;
     uint64_t now;
 
     t->stage = stage;
@@ -459,7 +513,7 @@ mw_rl_ticket *mw_ratelimit_prepare(mw_ratelimit *rl, mw_rl_stage stage, const mw
         mw_buf subj = MW_BUF_INIT;
         unsigned long long cost = 1;
 
-        if (r->stage != stage)
+        if (r->stage != stage && !(with_mail && r->stage == MW_RL_MAIL))
             continue;
         if (!(r->trust & f->trust)) {
             tracef(tr, targ, "ratelimit %s: not for this trust class", r->name);
@@ -481,16 +535,21 @@ mw_rl_ticket *mw_ratelimit_prepare(mw_ratelimit *rl, mw_rl_stage stage, const mw
             continue;
         }
         size_t k = 0;
-        while (k < ng && !(strcmp(g[k].subject, mw_buf_cstr(&subj)) == 0 && g[k].n < 16))
-            k++;
-        if (k == ng)
-            g[ng++].subject = mw_buf_steal(&subj);
-        mw_buf_free(&subj);
+        if (!with_mail)
+            while (k < ng && strcmp(g[k].e[0].subject, mw_buf_cstr(&subj)) != 0)
+                k++;
+        if (k == ng) {
+            g[ng].e = mw_calloc(rl->nrules, sizeof *g[ng].e);
+            ng++;
+        }
+        struct entry *en = &g[k].e[g[k].n++];
         g[k].dep = g[k].dep || r->skip_rep;
-        g[k].skip[g[k].n] = r->skip_rep && f->part != MW_RL_PART_INDEPENDENT &&
-                            f->rep_domain_known && f->rep_domain_score > r->skip_rep_above;
-        g[k].cost[g[k].n] = cost;
-        g[k].rules[g[k].n++] = i;
+        en->skip = r->skip_rep && f->part != MW_RL_PART_INDEPENDENT && f->rep_domain_known &&
+                   f->rep_domain_score > r->skip_rep_above;
+        en->cost = cost;
+        en->rule = i;
+        en->subject = mw_buf_steal(&subj);
+        mw_buf_free(&subj);
     }
 
     /* The part asked for; exempt rules leave their group (the others of
@@ -506,22 +565,21 @@ mw_rl_ticket *mw_ratelimit_prepare(mw_ratelimit *rl, mw_rl_stage stage, const mw
                 tracef(trace, targ, "ratelimit: %zu rule%s on one subject checked after the domain "
                        "reputation (skip_reputation_above)", x->n, x->n == 1 ? "" : "s");
             }
-            free(x->subject);
+            group_clear(x);
             continue;
         }
         for (size_t j = 0; j < x->n; j++) {
-            if (x->skip[j]) {
+            if (x->e[j].skip) {
                 tracef(trace, targ, "ratelimit %s: not applied (authenticated domain reputation "
-                       "above skip_reputation_above)", rl->rules[x->rules[j]].name);
+                       "above skip_reputation_above)", rl->rules[x->e[j].rule].name);
+                free(x->e[j].subject);
                 continue;
             }
-            x->rules[m] = x->rules[j];
-            x->cost[m] = x->cost[j];
-            x->skip[m++] = false;
+            x->e[m++] = x->e[j];
         }
         x->n = m;
         if (m == 0) {
-            free(x->subject);
+            group_clear(x);
             continue;
         }
         if (nsend != k)
@@ -533,38 +591,16 @@ mw_rl_ticket *mw_ratelimit_prepare(mw_ratelimit *rl, mw_rl_stage stage, const mw
     if (nsend == 0)
         return t;
 
-    /* One gcra call per subject, all in the caller's batch (one round trip). */
+    /* One gcra call per subject (with_mail: one call in all), all in the
+     * caller's batch (one round trip). */
     now = mw_store_now_us(rl->store);
     for (size_t k = 0; k < nsend; k++) {
-        const char *keys[16];
-        const char *args[1 + 3 * 16];
-        char nums[1 + 3 * 16][24];
-        mw_buf kb[16];
-        size_t na = 0;
-
-        snprintf(nums[na], sizeof nums[na], "%llu", (unsigned long long)now);
-        args[na] = nums[na];
-        na++;
-        for (size_t j = 0; j < g[k].n; j++) {
-            const struct rule *r = &rl->rules[g[k].rules[j]];
-            mw_buf_init(&kb[j]);
-            mw_ratelimit_bucket_key(&kb[j], r->name, g[k].subject);
-            keys[j] = mw_buf_cstr(&kb[j]);
-            snprintf(nums[na], sizeof nums[na], "%llu", r->interval_us);
-            args[na] = nums[na];
-            na++;
-            snprintf(nums[na], sizeof nums[na], "%u", r->burst);
-            args[na] = nums[na];
-            na++;
-            snprintf(nums[na], sizeof nums[na], "%llu", g[k].cost[j]);
-            args[na] = nums[na];
-            na++;
-        }
-        g[k].op = mw_store_batch_script(b, "gcra", keys, g[k].n, args, na);
-        for (size_t j = 0; j < g[k].n; j++)
-            mw_buf_free(&kb[j]);
+        g[k].op = group_send(rl, &g[k], now, with_mail, b);
         t->rules_checked += (unsigned)g[k].n;
     }
+    if (with_mail)
+        tracef(trace, targ, "ratelimit: first recipient: its rules and the MAIL-stage rules in one "
+               "call (all or nothing)");
     atomic_fetch_add(&rl->checks, 1);
     return t;
 }
@@ -606,25 +642,28 @@ void mw_ratelimit_finish(mw_ratelimit *rl, mw_rl_ticket **tp, const mw_store_bat
     for (size_t k = 0; k < t->ng; k++) {
         const mw_store_value *v = mw_store_batch_result(b, g[k].op);
         for (size_t j = 0; j < g[k].n; j++) {
-            const struct rule *r = &rl->rules[g[k].rules[j]];
+            const struct entry *en = &g[k].e[j];
+            const struct rule *r = &rl->rules[en->rule];
             long long ok = v->elem[4 * j].integer, rem = v->elem[4 * j + 1].integer,
                       retry = v->elem[4 * j + 2].integer, reset = v->elem[4 * j + 3].integer;
-            mw_buf ps = MW_BUF_INIT;
-            mw_str_printable(&ps, g[k].subject, strlen(g[k].subject), 120);
-            if (ok)
-                tracef(trace, targ, "ratelimit %s: %s cost %llu: allowed, %lld left (%s, burst %u; "
-                       "full in %lld s)", r->name, mw_buf_cstr(&ps), g[k].cost[j], rem, r->rate,
-                       r->burst, (reset + 999) / 1000);
-            else if (retry < 0)
-                tracef(trace, targ, "ratelimit %s: %s cost %llu: refused, more than the burst %u "
-                       "(%s)", r->name, mw_buf_cstr(&ps), g[k].cost[j], r->burst, r->rate);
-            else
-                tracef(trace, targ, "ratelimit %s: %s cost %llu: refused, %lld left (%s, burst "
-                       "%u); retry in %lld s", r->name, mw_buf_cstr(&ps), g[k].cost[j], rem, r->rate,
-                       r->burst, (retry + 999) / 1000);
-            mw_buf_free(&ps);
-            if (!ok && (best == (size_t)-1 || g[k].rules[j] < best)) {
-                best = g[k].rules[j];
+            if (trace != NULL) {
+                mw_buf ps = MW_BUF_INIT;
+                mw_str_printable(&ps, en->subject, strlen(en->subject), 120);
+                if (ok)
+                    tracef(trace, targ, "ratelimit %s: %s cost %llu: allowed, %lld left (%s, burst "
+                           "%u; full in %lld s)", r->name, mw_buf_cstr(&ps), en->cost, rem, r->rate,
+                           r->burst, (reset + 999) / 1000);
+                else if (retry < 0)
+                    tracef(trace, targ, "ratelimit %s: %s cost %llu: refused, more than the burst "
+                           "%u (%s)", r->name, mw_buf_cstr(&ps), en->cost, r->burst, r->rate);
+                else
+                    tracef(trace, targ, "ratelimit %s: %s cost %llu: refused, %lld left (%s, burst "
+                           "%u); retry in %lld s", r->name, mw_buf_cstr(&ps), en->cost, rem,
+                           r->rate, r->burst, (retry + 999) / 1000);
+                mw_buf_free(&ps);
+            }
+            if (!ok && (best == (size_t)-1 || en->rule < best)) {
+                best = en->rule;
                 best_retry = retry;
             }
         }
@@ -633,6 +672,7 @@ void mw_ratelimit_finish(mw_ratelimit *rl, mw_rl_ticket **tp, const mw_store_bat
         const struct rule *r = &rl->rules[best];
         d->allowed = false;
         d->rule = r->name;
+        d->rule_stage = r->stage;
         d->retry_after = best_retry > 0 ? (unsigned)((best_retry + 999) / 1000) : 0;
         reply_build(r, d->retry_after, d);
         atomic_fetch_add(&rl->refused, 1);

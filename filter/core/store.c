@@ -351,6 +351,15 @@ size_t mw_store_batch_script(mw_store_batch *b, const char *name, const char *co
     return b->n - 1;
 }
 
+size_t mw_store_batch_script_multi(mw_store_batch *b, const char *name, const char *const *keys,
+                                   size_t nkeys, const char *const *args, size_t nargs)
+{
+    size_t i = mw_store_batch_script(b, name, keys, nkeys, args, nargs);
+
+    b->ops[i].multi_slot = true;
+    return i;
+}
+
 mw_store_status mw_store_batch_status(const mw_store_batch *b, size_t i)
 {
     return i < b->n ? b->ops[i].status : MW_STORE_ERROR;
@@ -382,7 +391,7 @@ static bool op_valid(mw_store_op *op)
         mw_store_op_fail(op, MW_STORE_ERROR, "unknown script");
         return false;
     }
-    if (op->nkeys == 0)
+    if (op->nkeys == 0 || op->multi_slot)
         return true;
     t0 = mw_store_key_tag(op->keys[0], op->keylens[0], &tl0);
     for (size_t i = 1; i < op->nkeys; i++) {

@@ -10,7 +10,9 @@
  * Design notes
  *   - 64 shards, each a chained hash table under its own mutex.  The shard
  *     is chosen by the key's hash tag, so all keys of one script call (which
- *     share a tag) sit under one lock and the script is atomic.
+ *     share a tag) sit under one lock and the script is atomic.  A gcra
+ *     call across tags (mw_store_batch_script_multi) locks every shard it
+ *     touches, in address order.
  *   - Hashing is seeded from getrandom() at creation: keys contain client
  *     addresses and senders, and a fixed hash would let a sender pile keys
  *     into one chain.
@@ -359,7 +361,8 @@ static void op_hincr(mw_store_mem *m, struct mem_shard *sh, mw_store_op *op, uin
 }
 
 /* scripts/redis/gcra.lua, in C: the same integers, the same decisions. */
-static void script_gcra(mw_store_mem *m, struct mem_shard *sh, mw_store_op *op, uint64_t now_ms)
+/* shs[i]: the (locked) shard of KEYS[i]. */
+static void script_gcra(mw_store_mem *m, struct mem_shard *const *shs, mw_store_op *op, uint64_t now_ms)
 {
     size_t n = op->nkeys;
     long long now = arg_ll(op, 0);
@@ -375,7 +378,7 @@ static void script_gcra(mw_store_mem *m, struct mem_shard *sh, mw_store_op *op, 
     for (size_t i = 0; i < n; i++) {
         long long iv = arg_ll(op, 1 + 3 * i), burst = arg_ll(op, 2 + 3 * i),
                   cost = arg_ll(op, 3 + 3 * i), tat = 0;
-        struct mem_entry *e = lookup(m, sh, op->keys[i], op->keylens[i], now_ms);
+        struct mem_entry *e = lookup(m, shs[i], op->keys[i], op->keylens[i], now_ms);
         mw_store_value *r = &op->val.elem[4 * i];
 
         if (e != NULL && e->type != ENT_STR) {
@@ -410,7 +413,7 @@ static void script_gcra(mw_store_mem *m, struct mem_shard *sh, mw_store_op *op, 
         if (all) {
             char num[32];
             long long ttl = ceil_div(nt[i] - now, 1000);
-            struct mem_entry *e = lookup_create(m, sh, op->keys[i], op->keylens[i], ENT_STR, now_ms);
+            struct mem_entry *e = lookup_create(m, shs[i], op->keys[i], op->keylens[i], ENT_STR, now_ms);
             if (e == NULL)
                 continue;   /* checked above: cannot happen */
             set_str(e, num, (size_t)snprintf(num, sizeof num, "%lld", nt[i]));
@@ -459,11 +462,46 @@ static void script_reputation(mw_store_mem *m, struct mem_shard *sh, mw_store_op
     }
 }
 
+static int shard_cmp(const void *a, const void *b)
+{
+    const struct mem_shard *x = *(struct mem_shard *const *)a, *y = *(struct mem_shard *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* A gcra call whose keys may sit in several shards (mw_store_batch_script_
+ * multi): every shard involved is locked, in address order (no other path
+ * holds two shard locks), so the call is atomic like a Redis script. */
+static void op_gcra_multi(mw_store_mem *m, mw_store_op *op, uint64_t now_ms)
+{
+    struct mem_shard **shs = mw_calloc(op->nkeys + 1, sizeof *shs);
+    struct mem_shard **lk = mw_calloc(op->nkeys + 1, sizeof *lk);
+    size_t nlk = 0;
+
+    for (size_t i = 0; i < op->nkeys; i++)
+        shs[i] = lk[i] = shard_of(m, op->keys[i], op->keylens[i]);
+    qsort(lk, op->nkeys, sizeof *lk, shard_cmp);
+    for (size_t i = 0; i < op->nkeys; i++)
+        if (nlk == 0 || lk[nlk - 1] != lk[i])
+            lk[nlk++] = lk[i];
+    for (size_t i = 0; i < nlk; i++)
+        pthread_mutex_lock(&lk[i]->mu);
+    op->status = MW_STORE_OK;
+    script_gcra(m, shs, op, now_ms);
+    for (size_t i = nlk; i-- > 0;)
+        pthread_mutex_unlock(&lk[i]->mu);
+    free(lk);
+    free(shs);
+}
+
 static void op_exec(mw_store_mem *m, mw_store_op *op, uint64_t now_ms)
 {
-    struct mem_shard *sh = shard_of(m, op->keys[0], op->keylens[0]);
+    struct mem_shard *sh;
     struct mem_entry *e;
 
+    if (op->kind == MW_STORE_OP_SCRIPT && op->multi_slot && op->nkeys > 1 &&
+        strcmp(op->script->name, "gcra") == 0)
+        return op_gcra_multi(m, op, now_ms);
+    sh = shard_of(m, op->keys[0], op->keylens[0]);
     pthread_mutex_lock(&sh->mu);
     op->status = MW_STORE_OK;
     switch (op->kind) {
@@ -506,8 +544,14 @@ static void op_exec(mw_store_mem *m, mw_store_op *op, uint64_t now_ms)
         val_int(&op->val, e != NULL);
         break;
     case MW_STORE_OP_SCRIPT:
-        if (strcmp(op->script->name, "gcra") == 0)
-            script_gcra(m, sh, op, now_ms);
+        if (strcmp(op->script->name, "gcra") == 0) {
+            struct mem_shard *one[16], **shs = op->nkeys <= 16 ? one : mw_calloc(op->nkeys, sizeof *shs);
+            for (size_t i = 0; i < op->nkeys; i++)
+                shs[i] = sh;   /* one hash tag: one shard (store.c checked) */
+            script_gcra(m, shs, op, now_ms);
+            if (shs != one)
+                free(shs);
+        }
         else if (strcmp(op->script->name, "reputation") == 0)
             script_reputation(m, sh, op, now_ms);
         else

@@ -9,11 +9,20 @@
  * A store failure gives the configured redis.failure_action inside the
  * rate-limit module; here it is only traced.
  *
- * Round trips (docs/ratelimit.md): connect and RCPT one each (rate limits
- * only); MAIL one (limits + the client's score, one batch); end of message
- * one (limits + the score of the authenticated domains; a second only when
- * a skip_reputation_above rule must wait for that score), and the outcome
- * is then sent without waiting (mw_store_send).
+ * Round trips (docs/ratelimit.md): connect one (rate limits only); in an
+ * SMTP session (the milter: the MTA reports every recipient) MAIL none and
+ * the first recipient one: its limits, the MAIL-stage limits (one script
+ * call, all or nothing) and the client's score in one batch; further
+ * recipients one each; end of message one (limits + the score of the
+ * authenticated domains; a second only when a skip_reputation_above rule
+ * must wait for that score), and the outcome is then sent without waiting
+ * (mw_store_send).  Without an SMTP session (Exim's scan, whose recipients
+ * were charged at RCPT time; `mailwarden check`) MAIL keeps its own round
+ * trip as before.
+ *
+ * The state this needs is the session's own: a message whose nrcpt is 0
+ * has not charged its MAIL stage yet (the first recipient accepted here
+ * charges it; a refused one charges nothing and leaves nrcpt at 0).
  */
 #include <stdio.h>
 #include <string.h>
@@ -71,10 +80,23 @@ static bool rl_decided(mw_session *s, mw_rl_stage stage, const mw_rl_decision *d
     return false;
 }
 
+/* MAIL-stage limits and the client's score wait for the first recipient:
+ * only in an SMTP session, whose front end reports each recipient through
+ * mw_session_rcpt (mw_session_connect was called: the milter).  Exim's
+ * scan session and `mailwarden check` charge MAIL at MAIL. */
+static bool defers_mail(const mw_session *s)
+{
+    return s->connect_done;
+}
+
+static bool first_rcpt(mw_session *s, const char *rcpt);
+
 bool mw_sess_ratelimit(mw_session *s, mw_rl_stage stage, const char *rcpt)
 {
     mw_runtime *rt = s->rt;
     s->refused = false;
+    if (stage == MW_RL_RCPT && rt && s->in_message && s->nrcpt == 0 && defers_mail(s))
+        return first_rcpt(s, rcpt);
     if (!rt || !rt->ratelimit || !mw_ratelimit_has_stage(rt->ratelimit, stage))
         return true;
     mw_rl_facts f;
@@ -155,8 +177,16 @@ bool mw_sess_stage_state(mw_session *s, mw_rl_stage stage)
 {
     mw_runtime *rt = s->rt;
     s->refused = false;
+    if (stage == MW_RL_MAIL)
+        s->rate_limited = false;   /* a new message */
     if (!rt)
         return true;
+    if (stage == MW_RL_MAIL && defers_mail(s)) {
+        if ((rt->ratelimit && mw_ratelimit_has_stage(rt->ratelimit, MW_RL_MAIL)) || rep_applies(s))
+            mw_sess_trace(s, "ratelimit: MAIL-stage limits and the client's reputation wait for the "
+                          "first recipient (one round trip with its limits)");
+        return true;
+    }
     bool limits = rt->ratelimit && mw_ratelimit_has_stage(rt->ratelimit, stage);
     const char *doms[8];
     mw_rep_subjects subj = {0};
@@ -210,6 +240,62 @@ bool mw_sess_stage_state(mw_session *s, mw_rl_stage stage)
     }
     mw_store_batch_free(&b);
     return limits ? rl_decided(s, stage, &d) : true;
+}
+
+/*
+ * The message's first recipient in an SMTP session: the MAIL-stage limits,
+ * this recipient's limits and the client's score in one round trip.  The
+ * limits are one script call (all or nothing): if any rule refuses, the
+ * recipient is refused with that rule's reply and nothing is charged, so
+ * the next recipient tries again (nrcpt is still 0).  A MAIL-stage refusal
+ * is the message's: its bad reputation outcome is recorded once.
+ */
+static bool first_rcpt(mw_session *s, const char *rcpt)
+{
+    mw_runtime *rt = s->rt;
+    bool limits = rt->ratelimit && (mw_ratelimit_has_stage(rt->ratelimit, MW_RL_MAIL) ||
+                                    mw_ratelimit_has_stage(rt->ratelimit, MW_RL_RCPT));
+    bool score = rep_applies(s) && !s->res.reputation_done;
+    const char *doms[8];
+    mw_rep_subjects subj = {0};
+    if (score) {
+        subjects(s, &subj, doms, 8);
+        subj.ndomains = 0;   /* the client's score, as at MAIL; domains at end of message */
+    }
+    if (!limits && !score)
+        return true;
+
+    mw_store_batch *b = mw_store_batch_new();
+    mw_rl_facts f;
+    mw_rl_ticket *lt = NULL;
+    mw_rep_ticket st_ = {0};
+    mw_rl_decision d = {.allowed = true};
+    rl_facts(s, rcpt, &f);
+    f.with_mail = true;
+    if (limits)
+        lt = mw_ratelimit_prepare(rt->ratelimit, MW_RL_RCPT, &f, b, rl_trace, s);
+    if (score)
+        mw_reputation_prepare_score(rt->reputation, &subj, b, &st_);
+    uint64_t t0 = mw_metrics_now_ns();
+    if (mw_store_batch_count(b) > 0)
+        mw_store_exec(rt->store, b, NULL, 0);
+    uint64_t spent = mw_metrics_now_ns() - t0;
+    if (score) {
+        mw_store_status st = mw_reputation_finish_score(rt->reputation, &st_, b, &s->res.reputation);
+        mw_metric_observe(MW_M_CHECK_SECONDS, MW_ML_CHK_REPUTATION, spent);
+        rep_scored(s, st, 0);
+    }
+    if (limits) {
+        mw_ratelimit_finish(rt->ratelimit, &lt, b, &d, rl_trace, s);
+        mw_metric_observe(MW_M_CHECK_SECONDS, MW_ML_CHK_RATELIMIT, spent);
+    }
+    mw_store_batch_free(&b);
+    bool was_limited = s->rate_limited;
+    if (rl_decided(s, MW_RL_RCPT, &d))
+        return true;
+    if (d.rule_stage == MW_RL_MAIL && !was_limited)
+        mw_sess_reputation_record(s, &s->verdict);   /* what a refused MAIL recorded */
+    return false;
 }
 
 void mw_sess_reputation_record(mw_session *s, const mw_verdict *v)

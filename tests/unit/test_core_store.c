@@ -414,6 +414,27 @@ static void ops_basic(mw_store *s)
     MW_TEST_EQ_INT(mw_store_batch_status(b, i0), MW_STORE_ERROR);
     MW_TEST_EQ_INT(mw_store_batch_status(b, i1), MW_STORE_ERROR);
 
+    /* ... unless asked for (the first recipient's rate limits): still all
+     * or nothing across the slots.  Burst 1 of one per hour each. */
+    const char *mkeys[] = {"rl:{mx}:a", "rl:{my}:a"};
+    const char *margs_big[] = {"1", "3600000000", "1", "1", "3600000000", "1", "2"};
+    const char *margs[] = {"1", "3600000000", "1", "1", "3600000000", "1", "1"};
+    mw_store_batch_reset(b);
+    i0 = mw_store_batch_script_multi(b, "gcra", mkeys, 2, margs_big, 7);   /* my: 2 > burst */
+    i1 = mw_store_batch_script_multi(b, "gcra", mkeys, 2, margs, 7);       /* nothing was charged */
+    i2 = mw_store_batch_script_multi(b, "gcra", mkeys, 2, margs, 7);       /* both used up */
+    MW_TEST_EQ_INT(mw_store_exec(s, b, NULL, 0), MW_STORE_OK);
+    const long long want[3][2] = {{1, 0}, {1, 1}, {0, 0}};
+    const size_t ops[3] = {i0, i1, i2};
+    for (int k = 0; k < 3; k++) {
+        const mw_store_value *v = mw_store_batch_result(b, ops[k]);
+        if (MW_TEST_EQ_INT(mw_store_batch_status(b, ops[k]), MW_STORE_OK) &&
+            MW_TEST_EQ_INT(v->nelem, 8)) {
+            MW_TEST_EQ_INT(v->elem[0].integer, want[k][0]);   /* mx allowed */
+            MW_TEST_EQ_INT(v->elem[4].integer, want[k][1]);   /* my allowed */
+        }
+    }
+
     /* Delete. */
     mw_store_batch_reset(b);
     i0 = mw_store_batch_del(b, "t:cnt", 5);

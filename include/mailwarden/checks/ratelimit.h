@@ -26,6 +26,14 @@
  * when a rule of one subject refuses, buckets of other subjects checked in
  * the same stage have been charged (docs/ratelimit.md: charging).
  *
+ * The first recipient (facts.with_mail): the MAIL-stage rules are charged
+ * with the RCPT-stage rules of the message's first recipient, all of them
+ * in ONE script call whatever their subjects (mw_store_batch_script_multi):
+ * nothing is charged unless every rule allows, so a refused first
+ * recipient leaves the MAIL-stage buckets untouched and the next recipient
+ * can try again without charging twice.  That call spans hash tags (one
+ * slot each otherwise): fine for Redis and Sentinel, not for a Cluster.
+ *
  * Shared round trips: mw_ratelimit_prepare adds a stage's script calls to a
  * batch that other modules fill too (the engine adds the reputation score),
  * the caller executes it once, and mw_ratelimit_finish decides from the
@@ -87,6 +95,9 @@ typedef struct mw_rl_facts {
     const char    *sender;       /* envelope sender without <>; NULL or "": null sender */
     const char    *recipient;    /* RCPT stage: this recipient, without <> */
     unsigned       nrcpt;        /* EOM stage: recipients accepted for the message */
+    bool           with_mail;    /* RCPT stage, the message's first recipient: charge the
+                                  * MAIL-stage rules too, all in one script call (all or
+                                  * nothing across subjects; see below) */
     bool           rep_domain_known;  /* reputation of the authenticated domains so far */
     double         rep_domain_score;  /* -1 .. 1 (skip_reputation_above) */
 } mw_rl_facts;
@@ -95,6 +106,7 @@ typedef struct mw_rl_decision {
     bool        allowed;         /* true: go on; false: refuse with the reply below */
     bool        store_failed;    /* the store did not answer; allowed = failure action */
     const char *rule;            /* the refusing rule (owned by the limiter), NULL if allowed */
+    mw_rl_stage rule_stage;      /* its stage (MW_RL_MAIL when with_mail and a MAIL rule refused) */
     char        rcode[4];        /* "451" / "550"; "" when allowed */
     char        xcode[10];       /* "4.7.1" / "5.7.1"; "" when allowed */
     char        text[256];       /* reply text without the codes; "" when allowed */

@@ -157,6 +157,14 @@ size_t mw_store_batch_del(mw_store_batch *b, const char *key, size_t keylen);
  * the same hash tag) and arguments (NUL-terminated strings). */
 size_t mw_store_batch_script(mw_store_batch *b, const char *name, const char *const *keys,
                              size_t nkeys, const char *const *args, size_t nargs);
+/* The same, but the keys may carry different hash tags: the script is
+ * still atomic (Redis runs a script alone; the memory backend locks every
+ * shard involved, in shard order), but the call spans slots, so a Redis
+ * Cluster (or a Cluster-aware proxy) would refuse it.  Used for the first
+ * recipient's rate limits together with the MAIL-stage ones
+ * (docs/ratelimit.md). */
+size_t mw_store_batch_script_multi(mw_store_batch *b, const char *name, const char *const *keys,
+                                   size_t nkeys, const char *const *args, size_t nargs);
 size_t mw_store_batch_count(const mw_store_batch *b);
 
 /*
@@ -243,6 +251,7 @@ typedef struct mw_store_op {
     mw_store_status status;                 /* set by exec */
     mw_store_value  val;                    /* set by exec */
     char           *err;                    /* ERROR reason (owned) */
+    bool            multi_slot;             /* keys may carry different hash tags */
 } mw_store_op;
 
 /* Result helpers for the backends. */
