@@ -29,6 +29,12 @@
  *   The DKIM_LIB is configured at create and shared read-only; each message
  *   has its own DKIM handles (libopendkim's thread model).
  *
+ * Keys
+ *   libopendkim parses each RSA key with d2i_PUBKEY_bio(); dkim_keycache.c
+ *   interposes on it and answers repeated keys from a content-addressed
+ *   cache (MW_DKIM_KEY_CACHE=off turns it off).  Creating a verifier
+ *   initialises it and says if it is not in libopendkim's path.
+ *
  * See also: dkim.h, dkim_sign.c, RFC 6376 §6, RFC 8601 §2.7.1 (header.b).
  */
 #include "dkim_priv.h"
@@ -42,6 +48,7 @@
 
 #include "alloc.h"
 #include "buf.h"
+#include "dkim_keycache.h"
 #include "log.h"
 #include "strutil.h"
 
@@ -270,6 +277,13 @@ mw_dkim_verifier *mw_dkim_verifier_create(mw_dns *dns, const mw_dkim_verify_opti
         v->o.min_key_bits = 1024;
     if (v->o.max_signatures == 0)
         v->o.max_signatures = 10;
+    if (!mw_dkim_keycache_init()) {
+        mw_dkim_keycache_stats ks;
+        mw_dkim_keycache_get_stats(&ks);
+        mw_info("dkim: public key cache %s", !ks.enabled ? "off (MW_DKIM_KEY_CACHE)"
+                                             : "not in libopendkim's path (d2i_PUBKEY_bio "
+                                               "is not interposed): keys are parsed per message");
+    }
     v->lib = dkim_init(NULL, NULL);
     if (v->lib == NULL) {
         snprintf(err, errlen, "cannot initialise libopendkim");

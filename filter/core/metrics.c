@@ -77,6 +77,7 @@ static const char *const w_result[] = {"none", "pass", "fail", "softfail",
                                        "neutral", "policy", "temperror", "permerror"};
 static const char *const w_rstage[] = {"connect", "mail", "rcpt", "eom"};
 static const char *const w_alg[] = {"rsa-sha256", "ed25519-sha256"};
+static const char *const w_keycache[] = {"hit", "miss"};
 static const char *const w_rep[] = {"good", "bad", "neutral"};
 static const char *const w_repsubj[] = {"ip", "net", "domain"};
 static const char *const w_bool[] = {"false", "true"};
@@ -101,6 +102,7 @@ _Static_assert(sizeof w_check / sizeof w_check[0] == MW_ML_CHECK__N, "check word
 _Static_assert(sizeof w_result / sizeof w_result[0] == MW_ML_RESULT__N, "result words");
 _Static_assert(sizeof w_rstage / sizeof w_rstage[0] == MW_ML_RSTAGE__N, "refusal stage words");
 _Static_assert(sizeof w_alg / sizeof w_alg[0] == MW_ML_ALG__N, "algorithm words");
+_Static_assert(sizeof w_keycache / sizeof w_keycache[0] == MW_ML_KEYCACHE__N, "key cache words");
 _Static_assert(sizeof w_rep / sizeof w_rep[0] == MW_ML_REP__N, "reputation words");
 _Static_assert(sizeof w_repsubj / sizeof w_repsubj[0] == MW_ML_REPSUBJ__N, "subject words");
 _Static_assert(sizeof w_repop / sizeof w_repop[0] == MW_ML_REPOP__N, "rep op words");
@@ -161,6 +163,9 @@ static const struct family fams[MW_M__COUNT] = {
     [MW_M_DKIM_SIGNATURES] = {T_COUNTER, "mailwarden_dkim_signatures_made_total",
         "DKIM signatures added to outbound mail, by algorithm.",
         {WORDS("algorithm", w_alg), NODIM}, NULL, 0, NULL},
+    [MW_M_DKIM_KEY_CACHE] = {T_COUNTER, "mailwarden_dkim_key_cache_lookups_total",
+        "Parsed DKIM public keys looked up in the key cache (RSA keys only), by result.",
+        {WORDS("result", w_keycache), NODIM}, NULL, 0, NULL},
     [MW_M_RATELIMIT_HITS] = {T_COUNTER, "mailwarden_ratelimit_hits_total",
         "Rate-limit refusals, by rule.",
         {INTERNED("rule"), NODIM}, NULL, 0, NULL},

@@ -32,6 +32,7 @@
 #include "buf.h"
 #include "config.h"
 #include "dkim.h"
+#include "dkim_keycache.h"
 #include "dns.h"
 #include "mwtest.h"
 
@@ -413,6 +414,12 @@ static mw_dkim_signer *main_signer;
 static const char *main_keys_conf(void)
 {
     static char buf[4096];
+    char rsa[256], ed[256], small[256], kc1[256], kc2[256];   /* tpath() rotates 4 buffers */
+    snprintf(rsa, sizeof rsa, "%s", tpath("rsa.pem"));
+    snprintf(ed, sizeof ed, "%s", tpath("ed.pem"));
+    snprintf(small, sizeof small, "%s", tpath("small.pem"));
+    snprintf(kc1, sizeof kc1, "%s", tpath("kc1.pem"));
+    snprintf(kc2, sizeof kc2, "%s", tpath("kc2.pem"));
     snprintf(buf, sizeof buf,
              "keys = (\n"
              " { name = \"rsa\"; domain = \"sign.test\"; selector = \"rsa\"; file = \"%s\"; },\n"
@@ -422,10 +429,13 @@ static const char *main_keys_conf(void)
              " { name = \"timeout\"; domain = \"sign.test\"; selector = \"timeout\"; file = \"%s\"; },\n"
              " { name = \"servfail\"; domain = \"sign.test\"; selector = \"servfail\"; file = \"%s\"; },\n"
              " { name = \"badkey\"; domain = \"sign.test\"; selector = \"badkey\"; file = \"%s\"; },\n"
-             " { name = \"nokey\"; domain = \"sign.test\"; selector = \"nokey\"; file = \"%s\"; }\n"
+             " { name = \"nokey\"; domain = \"sign.test\"; selector = \"nokey\"; file = \"%s\"; },\n"
+             " { name = \"kc1\"; domain = \"sign.test\"; selector = \"kc1\"; file = \"%s\"; },\n"
+             " { name = \"kc2\"; domain = \"sign.test\"; selector = \"kc2\"; file = \"%s\"; },\n"
+             " { name = \"kcoid\"; domain = \"sign.test\"; selector = \"kcoid\"; file = \"%s\"; },\n"
+             " { name = \"kcshort\"; domain = \"sign.test\"; selector = \"kcshort\"; file = \"%s\"; }\n"
              ");\n",
-             tpath("rsa.pem"), tpath("ed.pem"), tpath("small.pem"), tpath("rsa.pem"),
-             tpath("rsa.pem"), tpath("rsa.pem"), tpath("rsa.pem"), tpath("rsa.pem"));
+             rsa, ed, small, rsa, rsa, rsa, rsa, rsa, kc1, kc2, kc1, kc1);
     return buf;
 }
 
@@ -1490,6 +1500,230 @@ static void test_sign_cases(void)
     mw_dkim_verifier_destroy(&v);
 }
 
+/* ---- the parsed-key cache (dkim_keycache.c) under libopendkim ------------------------- */
+
+/* kc1, kc2: keys used by no other test.  kcoid: kc1's key with an unknown
+ * algorithm OID (a well-formed DER SEQUENCE libcrypto refuses); kcshort:
+ * kc1's key cut short (its SEQUENCE length runs past the data). */
+static void keycache_keys(void)
+{
+    mw_buf pem = MW_BUF_INIT, p = MW_BUF_INIT, rec = MW_BUF_INIT;
+    unsigned char der[4096], b64[6000];
+    char err[256];
+    int n;
+
+    make_key("kc2", "rsa", 2048, "kc2", "sign.test");
+    if (!mw_dkim_keygen("rsa", 2048, &pem, &p, err, sizeof err)) {
+        fprintf(stderr, "keygen kc1: %s\n", err);
+        exit(2);
+    }
+    write_file(tpath("kc1.pem"), pem.data, pem.len, 0600);
+    mw_buf_printf(&rec, "v=DKIM1; k=rsa; p=%s", p.data);
+    zone_txt("kc1._domainkey.sign.test", rec.data);
+    n = EVP_DecodeBlock(der, (const unsigned char *)p.data, (int)p.len);
+    for (size_t i = p.len; i > 0 && p.data[i - 1] == '='; i--)
+        n--;
+    der[16] ^= 0x7e;                         /* rsaEncryption 1.2.840.113549.1.1.1 -> .1.1.127 */
+    EVP_EncodeBlock(b64, der, n);
+    mw_buf_reset(&rec);
+    mw_buf_printf(&rec, "v=DKIM1; k=rsa; p=%s", b64);
+    zone_txt("kcoid._domainkey.sign.test", rec.data);
+    der[16] ^= 0x7e;
+    EVP_EncodeBlock(b64, der, n - 12);
+    mw_buf_reset(&rec);
+    mw_buf_printf(&rec, "v=DKIM1; k=rsa; p=%s", b64);
+    zone_txt("kcshort._domainkey.sign.test", rec.data);
+    mw_buf_free(&pem);
+    mw_buf_free(&p);
+    mw_buf_free(&rec);
+}
+
+/* MSG (or body-tampered) signed with KEYNAME, as the verifier receives it. */
+static char *signed_with(const char *keyname, const char *msg)
+{
+    size_t k = key_index(main_signer, keyname);
+    outcome o;
+    char *sm = NULL;
+
+    run(NULL, main_signer, &k, 1, msg, 0, &o);
+    if (MW_TEST_EQ_INT(o.nsigs, 1))
+        sm = with_sigs(o.sigs, o.nsigs, msg);
+    outcome_clear(&o);
+    return sm;
+}
+
+static mw_dkim_result verify1(mw_dkim_verifier *v, const char *sm, char **reason)
+{
+    outcome o;
+    mw_dkim_result r = MW_DKIM_NONE;
+
+    run(v, NULL, NULL, 0, sm, 0, &o);
+    if (o.res.nsig == 1) {
+        r = o.res.sig[0].result;
+        if (reason != NULL)
+            *reason = o.res.sig[0].reason != NULL ? mw_strdup(o.res.sig[0].reason) : NULL;
+    }
+    outcome_clear(&o);
+    return r;
+}
+
+static mw_dkim_keycache_stats kc_now(void)
+{
+    mw_dkim_keycache_stats s;
+    mw_dkim_keycache_get_stats(&s);
+    return s;
+}
+
+static void test_keycache(void)
+{
+    mw_dkim_verifier *v = verifier(1024, 0, 0);
+    char *m1 = signed_with("kc1", MSG), *m2 = signed_with("kc2", MSG);
+    char *med = signed_with("ed", MSG);
+    const int N = 20;
+    int pass = 0;
+
+    if (!MW_TEST_ASSERT(v != NULL && m1 != NULL && m2 != NULL && med != NULL))
+        goto out;
+    mw_dkim_keycache_stats s0 = kc_now(), s;
+    MW_TEST_ASSERT(s0.enabled && s0.interposed);
+    /* the same key N times: parsed once */
+    for (int i = 0; i < N; i++)
+        pass += verify1(v, m1, NULL) == MW_DKIM_PASS;
+    MW_TEST_EQ_INT(pass, N);
+    s = kc_now();
+    MW_TEST_EQ_INT(s.misses - s0.misses, 1);
+    MW_TEST_EQ_INT(s.hits - s0.hits, N - 1);
+    /* another key: a second miss, then hits */
+    MW_TEST_EQ_INT(verify1(v, m2, NULL), MW_DKIM_PASS);
+    MW_TEST_EQ_INT(verify1(v, m2, NULL), MW_DKIM_PASS);
+    s = kc_now();
+    MW_TEST_EQ_INT(s.misses - s0.misses, 2);
+    MW_TEST_EQ_INT(s.hits - s0.hits, N);
+    /* Ed25519 keys do not go through d2i_PUBKEY_bio */
+    MW_TEST_EQ_INT(verify1(v, med, NULL), MW_DKIM_PASS);
+    s = kc_now();
+    MW_TEST_EQ_INT(s.misses + s.hits - s0.misses - s0.hits, N + 2);
+
+    /* a cached key does not make a tampered message pass */
+    char *t = mw_strdup(m1);
+    char *lunch = strstr(t, "lunch at");
+    if (MW_TEST_ASSERT(lunch != NULL))
+        lunch[0] = 'L';
+    char *why = NULL;
+    MW_TEST_EQ_INT(verify1(v, t, &why), MW_DKIM_FAIL);
+    MW_TEST_EQ_STR(why, "body hash mismatch");
+    free(why);
+    char *subj = strstr(t, "Subject: lunch?");
+    if (MW_TEST_ASSERT(subj != NULL)) {
+        lunch[0] = 'l';
+        subj[9] = 'L';
+    }
+    why = NULL;
+    MW_TEST_EQ_INT(verify1(v, t, &why), MW_DKIM_FAIL);
+    MW_TEST_EQ_STR(why, "signature did not verify");
+    free(why);
+    free(t);
+    s = kc_now();
+    MW_TEST_EQ_INT(s.misses - s0.misses, 2);
+    /* and the untampered one still passes after that */
+    MW_TEST_EQ_INT(verify1(v, m1, NULL), MW_DKIM_PASS);
+out:
+    free(m1);
+    free(m2);
+    free(med);
+    mw_dkim_verifier_destroy(&v);
+}
+
+/* Broken key records give what they gave before the cache, every time. */
+static void test_keycache_broken_keys(void)
+{
+    mw_dkim_verifier *v = verifier(1024, 0, 0);
+    char *moid = signed_with("kcoid", MSG), *mshort = signed_with("kcshort", MSG);
+    char *mbad = signed_with("badkey", MSG);
+    char *r1 = NULL, *r2 = NULL, *r3 = NULL, *r4 = NULL;
+
+    if (!MW_TEST_ASSERT(v != NULL && moid != NULL && mshort != NULL && mbad != NULL))
+        goto out;
+    mw_dkim_keycache_stats s0 = kc_now(), s;
+    /* a SEQUENCE that is no key: a miss each time, never cached */
+    MW_TEST_EQ_INT(verify1(v, moid, &r1), MW_DKIM_PERMERROR);
+    MW_TEST_EQ_INT(verify1(v, moid, &r2), MW_DKIM_PERMERROR);
+    s = kc_now();
+    MW_TEST_EQ_INT(s.misses - s0.misses, 2);
+    MW_TEST_EQ_INT(s.hits - s0.hits, 0);
+    MW_TEST_EQ_INT(s.entries, s0.entries);
+    /* a cut-short key: straight to libcrypto */
+    MW_TEST_EQ_INT(verify1(v, mshort, &r3), MW_DKIM_PERMERROR);
+    s = kc_now();
+    MW_TEST_EQ_INT(s.bypassed - s0.bypassed, 1);
+    MW_TEST_EQ_INT(s.misses - s0.misses, 2);
+    /* p= that is not base64 never reaches the parse */
+    MW_TEST_EQ_INT(verify1(v, mbad, &r4), MW_DKIM_PERMERROR);
+    s = kc_now();
+    MW_TEST_EQ_INT(s.bypassed - s0.bypassed + s.misses - s0.misses + s.hits - s0.hits, 3);
+    /* libopendkim's own reason for a key it could not decode, as without the cache */
+    MW_TEST_EQ_STR(r1, r2);
+    MW_TEST_EQ_STR(r1, r3);
+    MW_TEST_ASSERT(r1 != NULL && strstr(r1, "key") != NULL);
+    fprintf(stderr, "  undecodable key: %s; not base64: %s\n", r1 ? r1 : "-", r4 ? r4 : "-");
+out:
+    free(r1);
+    free(r2);
+    free(r3);
+    free(r4);
+    free(moid);
+    free(mshort);
+    free(mbad);
+    mw_dkim_verifier_destroy(&v);
+}
+
+struct kc_thr {
+    mw_dkim_verifier *v;
+    const char       *m[2];
+    int               ok;
+};
+
+static void *kc_thr_main(void *p)
+{
+    struct kc_thr *a = p;
+    for (int i = 0; i < 25; i++)
+        a->ok += verify1(a->v, a->m[i % 2], NULL) == MW_DKIM_PASS;
+    return NULL;
+}
+
+/* Several threads verify with the same two keys from an empty cache: the
+ * first parses may race (each thread may miss once per key), the cache
+ * ends up with one entry per key, and every verification passes. */
+static void test_keycache_threads(void)
+{
+    mw_dkim_verifier *v = verifier(1024, 0, 0);
+    char *m1 = signed_with("kc1", MSG), *m2 = signed_with("kc2", MSG);
+    pthread_t t[4];
+    struct kc_thr a[4];
+
+    if (!MW_TEST_ASSERT(v != NULL && m1 != NULL && m2 != NULL))
+        goto out;
+    mw_dkim_keycache_flush();
+    mw_dkim_keycache_stats s0 = kc_now();
+    MW_TEST_EQ_INT(s0.entries, 0);
+    for (int i = 0; i < 4; i++) {
+        a[i] = (struct kc_thr){.v = v, .m = {m1, m2}};
+        pthread_create(&t[i], NULL, kc_thr_main, &a[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        MW_TEST_EQ_INT(a[i].ok, 25);
+    }
+    mw_dkim_keycache_stats s = kc_now();
+    MW_TEST_EQ_INT(s.entries, 2);
+    MW_TEST_EQ_INT(s.hits - s0.hits + s.misses - s0.misses, 100);
+    MW_TEST_ASSERT(s.misses - s0.misses >= 2 && s.misses - s0.misses <= 8);
+out:
+    free(m1);
+    free(m2);
+    mw_dkim_verifier_destroy(&v);
+}
+
 int main(void)
 {
     mw_config_errors errs = {0};
@@ -1508,6 +1742,7 @@ int main(void)
     zone_special("servfail._domainkey.sign.test", "SERVFAIL");
     zone_txt("badkey._domainkey.sign.test", "v=DKIM1; k=rsa; p=!!!not base64!!!");
     zone_txt("other.sign.test", "x");
+    keycache_keys();
     vectors_publish();
     if (!start_server()) {
         fprintf(stderr, "cannot start the test DNS server\n");
@@ -1533,6 +1768,9 @@ int main(void)
         MW_TEST_RUN(test_key_problems);
         MW_TEST_RUN(test_threads);
         MW_TEST_RUN(test_sign_cases);
+        MW_TEST_RUN(test_keycache);
+        MW_TEST_RUN(test_keycache_broken_keys);
+        MW_TEST_RUN(test_keycache_threads);
     } else {
         MW_TEST_ASSERT(main_signer != NULL);
     }

@@ -50,6 +50,7 @@ typedef enum mw_metric {
     MW_M_REJECTS,              /* mailwarden_rejects_total{stage,rule}        (rule interned)  */
     MW_M_TEMPFAILS,            /* mailwarden_tempfails_total{stage,rule}      (rule interned)  */
     MW_M_DKIM_SIGNATURES,      /* mailwarden_dkim_signatures_made_total{algorithm}             */
+    MW_M_DKIM_KEY_CACHE,       /* mailwarden_dkim_key_cache_lookups_total{result}              */
     MW_M_RATELIMIT_HITS,       /* mailwarden_ratelimit_hits_total{rule}       (rule interned)  */
     MW_M_REPUTATION_OUTCOMES,  /* mailwarden_reputation_outcomes_total{outcome}                */
     MW_M_REPUTATION_SCORES,    /* mailwarden_reputation_scores_total{subject,known}            */
@@ -100,6 +101,8 @@ enum { MW_ML_RESULT_NONE, MW_ML_RESULT_PASS, MW_ML_RESULT_FAIL, MW_ML_RESULT_SOF
 enum { MW_ML_RSTAGE_CONNECT, MW_ML_RSTAGE_MAIL, MW_ML_RSTAGE_RCPT, MW_ML_RSTAGE_EOM, MW_ML_RSTAGE__N };
 /* algorithm of dkim_signatures_made_total */
 enum { MW_ML_ALG_RSA_SHA256, MW_ML_ALG_ED25519_SHA256, MW_ML_ALG__N };
+/* result of dkim_key_cache_lookups_total */
+enum { MW_ML_KEYCACHE_HIT, MW_ML_KEYCACHE_MISS, MW_ML_KEYCACHE__N };
 /* outcome of reputation_outcomes_total */
 enum { MW_ML_REP_GOOD, MW_ML_REP_BAD, MW_ML_REP_NEUTRAL, MW_ML_REP__N };
 /* subject of reputation_scores_total (x known: 0 "false", 1 "true") */
