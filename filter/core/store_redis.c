@@ -143,6 +143,30 @@ static bool set_deadline(redisContext *c, uint64_t deadline)
     return redisSetTimeout(c, tv) == REDIS_OK;
 }
 
+/* The next reply: from what hiredis has already read if it is there (a
+ * pipeline's replies mostly arrive in one read), else a blocking read
+ * bounded by deadline.  Only the blocking read needs the socket timeouts
+ * set: two setsockopt calls saved per buffered reply.  REDIS_ERR with
+ * *rep NULL on timeout or I/O error (c->err). */
+static int get_reply(redisContext *c, uint64_t deadline, void **rep, bool *timed_out)
+{
+    *rep = NULL;
+    *timed_out = false;
+    if (redisGetReplyFromReader(c, rep) != REDIS_OK)
+        return REDIS_ERR;
+    if (*rep != NULL)
+        return REDIS_OK;
+    if (!set_deadline(c, deadline)) {
+        *timed_out = true;
+        return REDIS_ERR;
+    }
+    if (redisGetReply(c, rep) != REDIS_OK || *rep == NULL) {
+        *timed_out = c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK);
+        return REDIS_ERR;
+    }
+    return REDIS_OK;
+}
+
 /* ---- logging and backoff (called with mu held) ----------------------------------- */
 
 static void note_failure(mw_store_redis *r, const char *why, bool retire)
@@ -523,13 +547,9 @@ static bool drain_owed(mw_store_redis *r, struct rconn *conn, uint64_t deadline,
 
     while (conn->owed > 0) {
         void *rep = NULL;
-        if (!set_deadline(conn->c, deadline)) {
-            snprintf(why, whylen, "command timeout (%u ms)", r->command_ms);
-            ok = false;
-            break;
-        }
-        if (redisGetReply(conn->c, &rep) != REDIS_OK || rep == NULL) {
-            if (conn->c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK))
+        bool tmo;
+        if (get_reply(conn->c, deadline, &rep, &tmo) != REDIS_OK) {
+            if (tmo)
                 snprintf(why, whylen, "command timeout (%u ms)", r->command_ms);
             else
                 snprintf(why, whylen, "%s", conn->c->err ? conn->c->errstr : "no reply");
@@ -566,11 +586,17 @@ enum op_state { ST_PENDING, ST_DONE, ST_NOSCRIPT, ST_READONLY };
 static void append_op(mw_store_redis *r, redisContext *c, const mw_store_op *op)
 {
     const struct mw_store_script *sc = op->script;
-    size_t argc = 0, cap = op->nkeys + op->nargs + 6;
-    const char **argv = mw_calloc(cap, sizeof *argv);
-    size_t *lens = mw_calloc(cap, sizeof *lens);
-    char **owned = mw_calloc(op->nkeys + 1, sizeof *owned);
-    char nk[24];
+    size_t argc = 0, cap = op->nkeys + op->nargs + 6, klen = 0;
+    /* the usual command fits on the stack; prefixed keys in one block */
+    const char *argv_s[64];
+    size_t lens_s[64];
+    const char **argv = cap <= 64 ? argv_s : mw_calloc(cap, sizeof *argv);
+    size_t *lens = cap <= 64 ? lens_s : mw_calloc(cap, sizeof *lens);
+    char nk[24], *kp, *kblock;
+
+    for (size_t i = 0; i < op->nkeys; i++)
+        klen += r->prefixlen + op->keylens[i];
+    kp = kblock = mw_malloc(klen + 1);
 
 #define ARG(p, l) do { argv[argc] = (p); lens[argc++] = (l); } while (0)
     switch (op->kind) {
@@ -588,20 +614,20 @@ static void append_op(mw_store_redis *r, redisContext *c, const mw_store_op *op)
         ARG(nk, (size_t)snprintf(nk, sizeof nk, "%zu", op->nkeys));
     }
     for (size_t i = 0; i < op->nkeys; i++) {
-        owned[i] = mw_malloc(r->prefixlen + op->keylens[i] + 1);
-        memcpy(owned[i], r->prefix, r->prefixlen);
-        memcpy(owned[i] + r->prefixlen, op->keys[i], op->keylens[i]);
-        ARG(owned[i], r->prefixlen + op->keylens[i]);
+        memcpy(kp, r->prefix, r->prefixlen);
+        memcpy(kp + r->prefixlen, op->keys[i], op->keylens[i]);
+        ARG(kp, r->prefixlen + op->keylens[i]);
+        kp += r->prefixlen + op->keylens[i];
     }
     for (size_t i = 0; i < op->nargs; i++)
         ARG(op->args[i], op->arglens[i]);
 #undef ARG
     redisAppendCommandArgv(c, (int)argc, argv, lens);
-    for (size_t i = 0; i < op->nkeys; i++)
-        free(owned[i]);
-    free(owned);
-    free(argv);
-    free(lens);
+    free(kblock);
+    if (argv != argv_s)
+        free(argv);
+    if (lens != lens_s)
+        free(lens);
 }
 
 static const struct mw_store_script *op_script(const mw_store_op *op)
@@ -677,14 +703,11 @@ static bool run_round(mw_store_redis *r, struct rconn *conn, mw_store_op *ops, e
         return false;
     for (size_t i = 0; i < n && sent > 0; i++) {
         void *rep = NULL;
+        bool tmo;
         if (state[i] != ST_PENDING)
             continue;
-        if (!set_deadline(c, deadline)) {
-            snprintf(why, whylen, "command timeout (%u ms)", r->command_ms);
-            return false;
-        }
-        if (redisGetReply(c, &rep) != REDIS_OK || rep == NULL) {
-            if (c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK))
+        if (get_reply(c, deadline, &rep, &tmo) != REDIS_OK) {
+            if (tmo)
                 snprintf(why, whylen, "command timeout (%u ms)", r->command_ms);
             else
                 snprintf(why, whylen, "%s", c->err ? c->errstr : "no reply");
