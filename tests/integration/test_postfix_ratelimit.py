@@ -15,6 +15,10 @@ skipped (with a SKIP line, the memory-backend part still runs) when redis-server
      delivered, one failure line per interval; tempfail -> every send started after the kill
      gets 451 4.7.1; no accepted message lost, queue empty; after Redis restarts on the same
      port the limits apply again (5 accepted, the 6th refused).
+  6. a MAIL-stage rule (per client IP, 3/1d) with a RCPT-stage one (per recipient, 1/1d), Redis:
+     MAIL is charged with the first recipient in ONE EVALSHA per message (INFO commandstats);
+     a recipient refused by the RCPT rule charges nothing (the MAIL rule neither); the
+     exceeded MAIL rule refuses at RCPT TO with its own reply (451 4.7.1 naming it).
   5. reputation (min_samples 3): after SPF-fail mail from the namespace address the next
      message's trace shows a negative IP score; after DMARC-pass mail from a second client
      address a positive one. Read from the serve log (log.level debug, trace lines) and from
@@ -278,6 +282,37 @@ def rep_scores(text):
             for s, n in re.findall(r"reputation: (?:reputation: )?ip (unknown|-?[0-9.]+) \((\d+) samples?\)", text)]
 
 
+def evalsha_calls(red):
+    m = re.search(r"cmdstat_evalsha:calls=(\d+)", resp(red.port, "INFO", "commandstats") or "")
+    return int(m.group(1)) if m else 0
+
+
+def check_mail_stage(chk, h, pf, red, nsd, port):
+    """Check 6: MAIL-stage rule charged with the first recipient, one EVALSHA per message."""
+    rules = ['{ name = "mail-ip6"; key = "ip"; rate = "3/1d"; stage = "mail"; }',
+             '{ name = "cap6"; key = "recipient"; rate = "1/1d"; }']
+    conf = write_conf(h, "mailstage.conf", rules, red)
+    d = h.start_daemon(dns=[nsd], port=port, args=["-c", conf], name="mw-mailstage")
+    resp(red.port, "CONFIG", "RESETSTAT")
+    cap = "cap6-%s@dest.test" % uuid.uuid4().hex[:8]
+    codes = []
+    for i, rcpt in enumerate([cap, cap, "m6a@dest.test", "m6b@dest.test", "m6c@dest.test"]):
+        r = pf.send(SENDER, rcpt, headers=["Subject: mail stage %d" % i])
+        codes.append(r)
+    chk.equal("mail stage: accepted, cap6 refused, accepted x2, mail-ip6 refused",
+              [r.code for r in codes], ["250", "451", "250", "250", "451"])
+    chk.check("mail stage: 2nd refused by cap6 (nothing charged)",
+              "rate limit exceeded (cap6: 1/1d)" in codes[1].final, codes[1].final)
+    chk.check("mail stage: 5th refused at RCPT TO with mail-ip6's reply",
+              "4.7.1 rate limit exceeded (mail-ip6: 3/1d)" in codes[4].final, codes[4].final)
+    chk.equal("mail stage: one EVALSHA per message (5 messages)", evalsha_calls(red), 5)
+    H.wait_for(lambda: re.search(r"refused\b.*stage=rcpt.*rule=mail-ip6", d.log_text()), 5)
+    chk.check("mail stage: logged 'refused stage=rcpt rule=mail-ip6'",
+              re.search(r"refused\b.*stage=rcpt.*rule=mail-ip6", d.log_text()), d.log_tail(5))
+    chk.check("mail stage: queue empty", queue_empty(pf), pf.queue())
+    d.stop()
+
+
 def check_reputation(chk, h, pf, ns, red, nsd, port, alt):
     resp(red.port, "FLUSHALL")
     conf = write_conf(h, "rep.conf", [], red)
@@ -367,6 +402,9 @@ def test(h, chk):
     rc, out = limits("show", "rl:{ip=%s}:burst-ip" % ns.ns_addr, "-c", conf)
     chk.check("redis: bucket of the client IP in Redis with 0 remaining", re.search(r"remaining:\s+0\b", out), out)
     d.stop()
+
+    # 6. MAIL-stage rule: charged with the first recipient, one EVALSHA per message
+    check_mail_stage(chk, h, pf, red, nsd, port)
 
     # 2 + 3. two daemons, one Redis
     check_shared(chk, h, pf, red, write_conf(h, "sasl.conf", [RULE_SASL], red), nsd)
