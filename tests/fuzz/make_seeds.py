@@ -216,6 +216,41 @@ S["milter_session"] = [
     b"XFrom: a@example.com\nO\nD\n",
 ]
 
+def _pkt(cmd, payload=b""):
+    return (len(payload) + 1).to_bytes(4, "big") + cmd + payload
+
+
+def _z(*strs):
+    return b"".join(s + b"\0" for s in strs)
+
+
+_OPT = _pkt(b"O", (6).to_bytes(4, "big") + (0x1FF).to_bytes(4, "big") + (0x1FFFFF).to_bytes(4, "big"))
+_MSG = (_OPT + _pkt(b"D", b"C" + _z(b"j", b"mx.example.net", b"{client_addr}", b"192.0.2.1"))
+        + _pkt(b"C", _z(b"client.example.org") + b"4" + (25000).to_bytes(2, "big") + _z(b"192.0.2.1"))
+        + _pkt(b"H", _z(b"client.example.org"))
+        + _pkt(b"D", b"M" + _z(b"i", b"4XyzQ1", b"{auth_authen}", b"alice"))
+        + _pkt(b"M", _z(b"<alice@example.com>", b"SIZE=120", b"BODY=8BITMIME"))
+        + _pkt(b"R", _z(b"<bob@example.net>"))
+        + _pkt(b"L", _z(b"From", b" Alice <alice@example.com>")) + _pkt(b"L", _z(b"Subject", b" hi"))
+        + _pkt(b"N") + _pkt(b"B", b"Hello.\r\n") + _pkt(b"E") + _pkt(b"A"))
+S["milter_proto"] = [
+    _MSG + _pkt(b"Q"),
+    _MSG + _pkt(b"K") + _OPT + _pkt(b"C", _z(b"v6") + b"6" + b"\0\x19" + _z(b"IPv6:2001:db8::1")),
+    _pkt(b"C", _z(b"local") + b"L\0\0" + _z(b"/run/x")) + _pkt(b"C", _z(b"unknown") + b"U"),
+    _pkt(b"y", _z(b"550 5.7.1 no")) + _pkt(b"i", b"\0\0\0\0" + _z(b"X-A", b" b")) + _pkt(b"m", b"\0\0\0\1" + _z(b"X", b""))
+    + _pkt(b"O", (6).to_bytes(4, "big") + (0x131).to_bytes(4, "big") + (0x1C0380).to_bytes(4, "big")
+           + (0).to_bytes(4, "big") + _z(b"j {client_addr}") + (5).to_bytes(4, "big") + _z(b"i"))
+    + _pkt(b"q", _z(b"why")) + _pkt(b"h", _z(b"a", b"b")) + _pkt(b"c") + _pkt(b"p"),
+    _pkt(b"D", b"C" + _z(b"j")) + _pkt(b"D", b"Zx\0y\0") + _pkt(b"D", b"C" + b"j\0x"),
+    _pkt(b"L", b"Subject\0") + _pkt(b"L", _z(b"a", b"b", b"c")) + _pkt(b"M", b"<a@b>"),
+    b"\0\0\0\0Q",
+    b"\xff\xff\xff\xffB",
+    b"\0\x10\0\x01B" + b"x" * 100,
+    _pkt(b"B", bytes(range(256)) * 16) + _pkt(b"E", b"tail\r\n"),
+    _pkt(b"L", _z(b"X-Long", b" " + b"a" * 70000)),
+    _pkt(b"y", _z(b"550 100% sure\r\n\x01\x7f")),
+]
+
 S["exim_request"] = [
     b"CHECK RSPAMC/1.3\nContent-length: 120\nQueue-Id: 1rABCd-000123-Xy\nFrom: <alice@example.com>\n"
     b"Rcpt: <bob@example.net>\nRcpt: <carol@example.net>\nHelo: client.example.org\nHostname: client.example.org\n"
