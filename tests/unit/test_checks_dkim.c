@@ -1677,6 +1677,97 @@ out:
     mw_dkim_verifier_destroy(&v);
 }
 
+/* Header values reach the verifier with bare LF, CRLF or mixed folding, a
+ * fold right after the colon, and the body split between CR and LF; all
+ * verify (dkim_verify.c crlf_append makes every line end CRLF). */
+static void feed_split(mw_dkim_verifier *v, const char *const *hdr, size_t nh, const char *body,
+                       const char *eol, bool mixed, mw_dkim_result *r)
+{
+    mw_dkim_msg *m = mw_dkim_msg_begin(v, NULL, NULL, 0, "LE");
+    mw_dkim_results res;
+
+    for (size_t i = 0; i < nh; i++) {
+        const char *colon = strchr(hdr[i], ':');
+        char name[64];
+        mw_buf val = MW_BUF_INIT;
+        snprintf(name, sizeof name, "%.*s", (int)(colon - hdr[i]), hdr[i]);
+        int k = 0;
+        for (const char *p = colon + 1; *p != '\0'; p++) {
+            if (*p == '\n')
+                mw_buf_puts(&val, mixed ? (k++ % 2 ? "\r\n" : "\n") : eol);
+            else
+                mw_buf_putc(&val, *p);
+        }
+        mw_buf_puts(&val, "");
+        mw_dkim_msg_header(m, name, val.data, val.len);
+        mw_buf_free(&val);
+    }
+    mw_dkim_msg_eoh(m);
+    for (const char *p = body; *p != '\0';) {   /* chunks end right after a CR */
+        const char *cr = strchr(p, '\r');
+        size_t n = cr != NULL ? (size_t)(cr - p) + 1 : strlen(p);
+        mw_dkim_msg_body(m, (const unsigned char *)p, n);
+        p += n;
+    }
+    mw_dkim_msg_end(m, &res, NULL, NULL);
+    *r = res.nsig == 1 ? res.sig[0].result : MW_DKIM_NONE;
+    mw_dkim_results_clear(&res);
+    mw_dkim_msg_free(&m);
+}
+
+static void test_verify_line_ends(void)
+{
+    static const char FOLDED[] =
+        "From: Alice <alice@sign.test>\n"
+        "To: Bob <bob@example.net>,\n carol@example.net\n"
+        "Subject:\n\tfolded at once\n\tand again\n"
+        "Message-ID: <le@sign.test>\n"
+        "\n"
+        "line one\r\nline two\nline three\r\n";
+    mw_dkim_verifier *v = verifier(1024, 0, 0);
+    char *sm = signed_with("kc1", FOLDED);
+    const char *hdr[16];
+    size_t nh = 0;
+    char *copy, *body;
+    mw_dkim_result r;
+
+    if (!MW_TEST_ASSERT(v != NULL && sm != NULL))
+        goto out;
+    /* split the signed message into whole (unfolded-by-LF) header fields */
+    copy = mw_strdup(sm);
+    body = strstr(copy, "\n\n");
+    *body = '\0';
+    body += 2;
+    for (char *p = copy; *p != '\0' && nh < 16;) {
+        hdr[nh++] = p;
+        char *e = p;
+        while ((e = strchr(e, '\n')) != NULL && (e[1] == ' ' || e[1] == '\t'))
+            e++;
+        if (e == NULL)
+            break;
+        *e = '\0';
+        p = e + 1;
+    }
+    MW_TEST_EQ_INT(verify1(v, sm, NULL), MW_DKIM_PASS);
+    feed_split(v, hdr, nh, body, "\n", false, &r);
+    MW_TEST_EQ_INT(r, MW_DKIM_PASS);
+    feed_split(v, hdr, nh, body, "\r\n", false, &r);
+    MW_TEST_EQ_INT(r, MW_DKIM_PASS);
+    feed_split(v, hdr, nh, body, NULL, true, &r);
+    MW_TEST_EQ_INT(r, MW_DKIM_PASS);
+    /* a fold that changes the text still fails */
+    char *bad = mw_strdup(sm);
+    char *f = strstr(bad, "\tand again");
+    if (MW_TEST_ASSERT(f != NULL))
+        f[1] = 'A';
+    MW_TEST_EQ_INT(verify1(v, bad, NULL), MW_DKIM_FAIL);
+    free(bad);
+    free(copy);
+out:
+    free(sm);
+    mw_dkim_verifier_destroy(&v);
+}
+
 struct kc_thr {
     mw_dkim_verifier *v;
     const char       *m[2];
@@ -1771,6 +1862,7 @@ int main(void)
         MW_TEST_RUN(test_keycache);
         MW_TEST_RUN(test_keycache_broken_keys);
         MW_TEST_RUN(test_keycache_threads);
+        MW_TEST_RUN(test_verify_line_ends);
     } else {
         MW_TEST_ASSERT(main_signer != NULL);
     }
