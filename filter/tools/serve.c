@@ -1,22 +1,25 @@
 /*
  * serve.c - `mailwarden serve`: the daemon.
  *
- * Process model (why): libmilter's signal thread treats SIGHUP as "stop",
- * and it cannot be told otherwise, yet postmasters expect SIGHUP to reload.
- * So serve is two processes:
+ * Process model (why): a crashed worker is restarted by a supervisor, so a
+ * crash costs seconds of milter_default_action, not an outage.  (The split
+ * was first needed because libmilter's signal thread treated SIGHUP as
+ * "stop"; our own milter engine has no signal handling, the supervisor
+ * stays for the restarts and the pid file.)  So serve is two processes:
  *   supervisor  validates the config (fail fast, FILE:LINE errors), writes
  *               the pid file, daemonises unless -f, and forwards signals:
  *               SIGHUP -> SIGUSR1 to the worker (reload), SIGTERM/SIGINT ->
- *               SIGUSR2 (graceful stop: drain, then stop libmilter).  A worker that dies unexpectedly is
- *               restarted with backoff, so a crash costs seconds of
- *               milter_default_action, not an outage.
+ *               SIGUSR2 (graceful stop: drain, then stop the milter).  A
+ *               worker that dies unexpectedly is restarted with backoff.
  *   worker      builds the engine, binds the milter socket, drops
- *               privileges, and runs libmilter.  A dedicated thread waits
- *               for SIGUSR1 and reloads atomically (a bad config is logged
- *               and the running one kept).  On SIGUSR2 it refuses new
- *               connections (tempfail), waits for in-flight messages (up to
- *               shutdown_timeout), then stops libmilter.  libmilter's own
- *               stop abandons open sessions, hence this order.
+ *               privileges, and runs the milter's accept loop.  A dedicated
+ *               control thread sigwaits: SIGUSR1 (or SIGHUP sent to the
+ *               worker directly) reloads atomically (a bad config is logged
+ *               and the running one kept); SIGUSR2, SIGTERM or SIGINT stop
+ *               gracefully: refuse new connections (tempfail), wait for
+ *               in-flight messages (up to shutdown_timeout), then stop
+ *               accepting and exit.  Exiting abandons open connections,
+ *               hence this order.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -94,10 +97,10 @@ struct reload_ctx {
 };
 
 /*
- * Graceful stop (SIGUSR2 from the supervisor).  libmilter's own stop
- * (smfi_stop, or SIGTERM to the worker) abandons sessions in progress, so we
- * drain first: refuse new connections with a temporary failure, wait for the
- * messages in flight to get their verdicts, and only then stop libmilter.
+ * Graceful stop (SIGUSR2 from the supervisor, or SIGTERM/SIGINT to the
+ * worker).  The worker's exit abandons sessions in progress, so we drain
+ * first: refuse new connections with a temporary failure, wait for the
+ * messages in flight to get their verdicts, and only then stop the milter.
  */
 static void drain_and_stop(struct reload_ctx *rc)
 {
@@ -120,11 +123,14 @@ static void *control_thread(void *arg)
     sigemptyset(&set);
     sigaddset(&set, SIGUSR1);
     sigaddset(&set, SIGUSR2);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     for (;;) {
         int sig;
         if (sigwait(&set, &sig) != 0)
             continue;
-        if (sig == SIGUSR2) {
+        if (sig == SIGUSR2 || sig == SIGTERM || sig == SIGINT) {
             drain_and_stop(rc);
             return NULL;
         }
@@ -207,16 +213,16 @@ static int drop_privileges(const char *user, const char *group, char *err, size_
 static int run_worker(const mw_cli *cli)
 {
     /* glibc gives every thread that allocates its own arena (64 MiB of
-     * address space, real pages for each); libmilter runs a thread per
+     * address space, real pages for each); the milter runs a thread per
      * connection, so cap the arenas: measured 38.6 -> 33.5 MiB peak RSS
      * at 200 connections, no throughput change */
     mallopt(M_ARENA_MAX, 2);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
-    /* SIGUSR1 (reload) and SIGUSR2 (graceful stop) are ours; block them in every thread created from here
-     * on, so only the reload thread's sigwait receives it.  SIGTERM, SIGINT
-     * and SIGHUP are blocked too: libmilter's signal thread sigwaits them,
-     * and a thread we start before smfi_main (resolver, reload) must not
-     * take one with the default (terminate) disposition. */
+    /* SIGUSR1/SIGHUP (reload) and SIGUSR2/SIGTERM/SIGINT (graceful stop)
+     * are blocked in every thread created from here on (resolver,
+     * connection threads), so only the control thread's sigwait takes
+     * them; none is ever delivered with its default (terminate)
+     * disposition. */
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGUSR1);
@@ -281,12 +287,12 @@ static int run_worker(const mw_cli *cli)
         return 1;
     }
     mw_info("listening on %s (pid %d)", sock, (int)getpid());
-    /* the milter socket is bound and listening (smfi_opensocket in
-     * mw_milter_open), the Exim listeners accept: ready */
+    /* the milter socket is bound and listening (mw_milter_open), the
+     * Exim listeners accept: ready */
     sd_notifyf(0, "READY=1\nSTATUS=listening on %s", sock);
     int rcode = mw_milter_run();
     mw_info("stopped");
-    /* The engine is not destroyed: libmilter session threads may still be
+    /* The engine is not destroyed: milter connection threads may still be
      * unwinding, and process exit frees everything. */
     mw_http_metrics_stop();
     free(user);

@@ -1,14 +1,13 @@
 /*
- * milter.h - the libmilter front end: thin callbacks that copy MTA data
- * into an engine session and turn the verdict into smfi_* calls.
+ * milter.h - the milter front end: thin callbacks on our milter protocol 6
+ * server (milter_server.h) that copy MTA data into an engine session and
+ * turn the verdict into header edits and a reply.
  *
- * libmilter keeps process-global state, so there is one milter per
- * process: mw_milter_open() once, then mw_milter_run() once.
+ * One milter per process (the glue keeps the engine in a set-once
+ * static): mw_milter_open() once, then mw_milter_run() once.
  *
- * Signals: libmilter's own signal thread treats SIGHUP like SIGTERM (it
- * stops the milter).  That is why `serve` runs the milter in a worker
- * process under a small supervisor that turns SIGHUP into SIGUSR1 for the
- * worker; SIGUSR1 is untouched by libmilter.
+ * Signals: the milter installs no signal handling of its own; `serve`
+ * decides what SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 do.
  */
 #ifndef MW_FRONTENDS_MILTER_H
 #define MW_FRONTENDS_MILTER_H
@@ -21,19 +20,18 @@
 typedef struct mw_milter_options {
     const char *socket;       /* inet:PORT@HOST, inet6:PORT@HOST, unix:PATH */
     int         socket_mode;  /* permissions for a unix socket, e.g. 0660 */
-    unsigned    timeout;      /* seconds libmilter waits on the MTA */
+    unsigned    timeout;      /* seconds to wait on the MTA (read/write); 0: 7210 */
 } mw_milter_options;
 
 /*
- * Register the callbacks and bind the socket (call before dropping
- * privileges).  The engine is borrowed and must outlive mw_milter_run().
+ * Bind the socket (call before dropping privileges).  The engine is borrowed and must outlive mw_milter_run().
  * false with a reason in err on failure.
  */
 bool mw_milter_open(mw_engine *e, const mw_milter_options *o, char *err, size_t errlen);
-/* Run until libmilter is stopped (SIGTERM/SIGINT or mw_milter_stop()).
- * Returns 0 on a clean stop. */
+/* Accept connections until mw_milter_stop().  Returns 0 on a clean stop. */
 int mw_milter_run(void);
-/* Ask libmilter to stop accepting connections (async-signal-unsafe; call
+/* Stop accepting connections; connections in progress keep their thread
+ * until the MTA ends them or the process exits (async-signal-unsafe; call
  * from a normal thread). */
 void mw_milter_stop(void);
 

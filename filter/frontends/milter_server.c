@@ -1,0 +1,606 @@
+/*
+ * milter_server.c - the milter protocol 6 server (see milter_server.h):
+ * listener, accept loop, one thread per connection, buffered reads,
+ * batched replies, negotiation, macros.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "milter_server.h"
+
+struct mw_ms_server {
+    int              fd;
+    char            *unix_path;    /* to remove at free */
+    mw_ms_options    o;
+    char            *symlists[MW_MP_SYM__N];
+    mw_ms_callbacks  cb;
+    atomic_bool      stopping;
+    atomic_uint      nconn;
+};
+
+struct mw_ms_conn {
+    mw_ms_server *srv;
+    int           fd;
+    void         *priv;
+    /* read buffer: unconsumed bytes are [rd, end) */
+    uint8_t      *buf;
+    size_t        cap, rd, end;
+    mw_buf        out;             /* replies not yet written */
+    char         *mac[MW_MP_ST__N];   /* a copy of each stage's name\0value\0 list */
+    size_t        maclen[MW_MP_ST__N];
+    bool          negotiated;
+    uint32_t      actions, protocol;  /* agreed */
+    char         *reply;           /* set by mw_ms_setreply: "rcode", "xcode", "text" */
+    char          reply_rcode[4], reply_xcode[16];
+    bool          in_eom;
+};
+
+#define READ_CHUNK (64u * 1024u + 64u)
+
+/* ---------------- listening ---------------- */
+
+static int listen_unix(mw_ms_server *s, const char *path, char *err, size_t errlen)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (!*path || strlen(path) >= sizeof sa.sun_path) {
+        snprintf(err, errlen, "bad unix socket path \"%s\"", path);
+        return -1;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        unlink(path);   /* stale socket from an earlier run */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 128) != 0) {
+        snprintf(err, errlen, "cannot listen on unix:%s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    if (s->o.socket_mode && chmod(path, (mode_t)s->o.socket_mode) != 0)
+        mw_warn_errno("chmod %o %s", (unsigned)s->o.socket_mode, path);
+    s->unix_path = strdup(path);
+    return fd;
+}
+
+static int listen_inet(int family, const char *spec, char *err, size_t errlen)
+{
+    char port[64], host[256] = "";
+    const char *at = strchr(spec, '@');
+    size_t pl = at ? (size_t)(at - spec) : strlen(spec);
+    if (pl == 0 || pl >= sizeof port || (at && strlen(at + 1) >= sizeof host)) {
+        snprintf(err, errlen, "bad milter socket port/host in \"%s\"", spec);
+        return -1;
+    }
+    memcpy(port, spec, pl);
+    port[pl] = '\0';
+    if (at)
+        snprintf(host, sizeof host, "%s", at + 1);
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = '\0';
+    }
+    struct addrinfo hints = {.ai_family = family, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai;
+    int rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai);
+    if (rc != 0) {
+        snprintf(err, errlen, "bad milter socket \"%s\": %s", spec, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 128) != 0) {
+        snprintf(err, errlen, "cannot listen on %s (in use, or no permission?): %s", spec, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(ai);
+    return fd;
+}
+
+mw_ms_server *mw_ms_open(const mw_ms_options *o, const mw_ms_callbacks *cb, char *err, size_t errlen)
+{
+    mw_ms_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->o = *o;
+    s->cb = *cb;
+    s->o.socket = NULL;
+    for (int i = 0; i < MW_MP_SYM__N; i++) {
+        s->symlists[i] = o->symlists[i] ? strdup(o->symlists[i]) : NULL;
+        s->o.symlists[i] = s->symlists[i];
+    }
+    if (!s->o.timeout)
+        s->o.timeout = 7210;
+    if (!s->o.stack_size)
+        s->o.stack_size = MW_MS_STACK_SIZE;
+    const char *spec = o->socket ? o->socket : "";
+    if (strncmp(spec, "unix:", 5) == 0)
+        s->fd = listen_unix(s, spec + 5, err, errlen);
+    else if (strncmp(spec, "local:", 6) == 0)
+        s->fd = listen_unix(s, spec + 6, err, errlen);
+    else if (spec[0] == '/')
+        s->fd = listen_unix(s, spec, err, errlen);
+    else if (strncmp(spec, "inet:", 5) == 0)
+        s->fd = listen_inet(AF_INET, spec + 5, err, errlen);
+    else if (strncmp(spec, "inet6:", 6) == 0)
+        s->fd = listen_inet(AF_INET6, spec + 6, err, errlen);
+    else {
+        snprintf(err, errlen, "bad milter socket \"%s\"", spec);
+        s->fd = -1;
+    }
+    if (s->fd < 0) {
+        s->fd = -1;
+        mw_ms_free(&s);
+        return NULL;
+    }
+    return s;
+}
+
+void mw_ms_free(mw_ms_server **sp)
+{
+    mw_ms_server *s = *sp;
+    if (!s)
+        return;
+    if (s->fd >= 0)
+        close(s->fd);
+    if (s->unix_path) {
+        unlink(s->unix_path);
+        free(s->unix_path);
+    }
+    for (int i = 0; i < MW_MP_SYM__N; i++)
+        free(s->symlists[i]);
+    free(s);
+    *sp = NULL;
+}
+
+unsigned mw_ms_connections(const mw_ms_server *s)
+{
+    return atomic_load(&((mw_ms_server *)s)->nconn);
+}
+
+void mw_ms_stop(mw_ms_server *s)
+{
+    atomic_store(&s->stopping, true);
+    /* wakes the accept() in mw_ms_run (EINVAL on Linux) */
+    shutdown(s->fd, SHUT_RDWR);
+}
+
+/* ---------------- per connection: I/O ---------------- */
+
+static bool flush_out(mw_ms_conn *c)
+{
+    size_t off = 0;
+    while (off < c->out.len) {
+        ssize_t n = send(c->fd, c->out.data + off, c->out.len - off, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            mw_buf_reset(&c->out);
+            return false;
+        }
+        off += (size_t)n;
+    }
+    mw_buf_reset(&c->out);
+    return true;
+}
+
+/* 1: bytes added; 0: the MTA hung up; -1: error or timeout */
+static int fill(mw_ms_conn *c, size_t need)
+{
+    if (c->rd > 0) {
+        /* only a partial packet is left: move it to the front */
+        memmove(c->buf, c->buf + c->rd, c->end - c->rd);
+        c->end -= c->rd;
+        c->rd = 0;
+    }
+    size_t want = c->end + 4096;   /* room for at least some more */
+    if (need > want)
+        want = need;
+    if (want < READ_CHUNK)
+        want = READ_CHUNK;
+    if (want > c->cap) {
+        uint8_t *nb = realloc(c->buf, want);
+        if (!nb)
+            return -1;
+        c->buf = nb;
+        c->cap = want;
+    }
+    for (;;) {
+        ssize_t n = read(c->fd, c->buf + c->end, c->cap - c->end);
+        if (n > 0) {
+            c->end += (size_t)n;
+            return 1;
+        }
+        if (n == 0)
+            return 0;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            mw_warn("milter: no data from the MTA for %us; closing the connection", c->srv->o.timeout);
+        return -1;
+    }
+}
+
+/* ---------------- per connection: protocol ---------------- */
+
+static void clear_macros_after(mw_ms_conn *c, int stage)
+{
+    for (int i = stage + 1; i < MW_MP_ST__N; i++) {
+        free(c->mac[i]);
+        c->mac[i] = NULL;
+        c->maclen[i] = 0;
+    }
+}
+
+static void clear_reply(mw_ms_conn *c)
+{
+    free(c->reply);
+    c->reply = NULL;
+}
+
+static void negotiate(mw_ms_conn *c, const mw_mp_cmd *m)
+{
+    const mw_ms_options *o = &c->srv->o;
+    uint32_t mta_a = m->actions ? m->actions : MW_MP_V1_ACTS;
+    uint32_t mta_p = m->protocol ? m->protocol : MW_MP_V1_PROT;
+    uint32_t version = m->version < MW_MP_VERSION ? m->version : MW_MP_VERSION;
+    c->actions = o->actions & mta_a & ~MW_MP_F_SETSYMLIST;
+    bool symlists = false;
+    for (int i = 0; i < MW_MP_SYM__N; i++)
+        symlists |= o->symlists[i] != NULL;
+    if (symlists && (mta_a & MW_MP_F_SETSYMLIST))
+        c->actions |= MW_MP_F_SETSYMLIST;
+    c->protocol = (o->protocol & mta_p) | (o->no_reply & mta_p);
+    c->negotiated = true;
+    mw_mp_put_optneg(&c->out, version, c->actions, c->protocol,
+                     (c->actions & MW_MP_F_SETSYMLIST) ? o->symlists : NULL);
+}
+
+/* The reply for a step's status, unless the step is one without replies. */
+static void reply(mw_ms_conn *c, uint32_t nr_bit, mw_ms_status st)
+{
+    if (nr_bit && (c->protocol & nr_bit)) {
+        clear_reply(c);
+        return;
+    }
+    switch (st) {
+    case MW_MS_REJECT:
+    case MW_MS_TEMPFAIL: {
+        char want = st == MW_MS_REJECT ? '5' : '4';
+        if (c->reply && c->reply_rcode[0] == want)
+            mw_mp_put_replycode(&c->out, c->reply_rcode, c->reply_xcode, c->reply);
+        else
+            mw_mp_put_simple(&c->out, st == MW_MS_REJECT ? 'r' : 't');
+        break;
+    }
+    case MW_MS_DISCARD:
+        mw_mp_put_simple(&c->out, 'd');
+        break;
+    case MW_MS_ACCEPT:
+        mw_mp_put_simple(&c->out, 'a');
+        break;
+    default:
+        mw_mp_put_simple(&c->out, 'c');
+        break;
+    }
+    clear_reply(c);
+}
+
+#define CALL(fn, ...) (cb->fn ? cb->fn(__VA_ARGS__) : MW_MS_CONTINUE)
+
+/* One command.  false: end the connection (QUIT, or a protocol error). */
+static bool dispatch(mw_ms_conn *c, const mw_mp_cmd *m)
+{
+    const mw_ms_callbacks *cb = &c->srv->cb;
+    if (!c->negotiated && m->cmd != 'O') {
+        mw_warn("milter: command '%c' before option negotiation; closing", m->cmd);
+        return false;
+    }
+    switch (m->cmd) {
+    case 'O':
+        if (m->version < 2) {
+            mw_warn("milter: MTA offers protocol version %u (< 2); closing", (unsigned)m->version);
+            return false;
+        }
+        negotiate(c, m);
+        return true;
+    case 'D': {
+        char *copy = NULL;
+        if (m->strs_len) {
+            copy = malloc(m->strs_len);
+            if (!copy)
+                return false;
+            memcpy(copy, m->strs, m->strs_len);
+        }
+        free(c->mac[m->stage]);
+        c->mac[m->stage] = copy;
+        c->maclen[m->stage] = m->strs_len;
+        return true;
+    }
+    case 'C':
+        clear_macros_after(c, MW_MP_ST_CONNECT);
+        reply(c, MW_MP_P_NR_CONN, CALL(connect, c, m->host, m->family, m->port, m->addr));
+        return true;
+    case 'H':
+        clear_macros_after(c, MW_MP_ST_HELO);
+        reply(c, MW_MP_P_NR_HELO, CALL(helo, c, m->str1));
+        return true;
+    case 'M':
+        clear_macros_after(c, MW_MP_ST_MAIL);
+        reply(c, MW_MP_P_NR_MAIL, CALL(mail, c, m->strs));
+        return true;
+    case 'R':
+        clear_macros_after(c, MW_MP_ST_RCPT);
+        reply(c, MW_MP_P_NR_RCPT, CALL(rcpt, c, m->strs));
+        return true;
+    case 'T':
+        reply(c, MW_MP_P_NR_DATA, MW_MS_CONTINUE);
+        return true;
+    case 'U':
+        reply(c, MW_MP_P_NR_UNKN, MW_MS_CONTINUE);
+        return true;
+    case 'L':
+        reply(c, MW_MP_P_NR_HDR, CALL(header, c, m->str1, m->str2));
+        return true;
+    case 'N':
+        reply(c, MW_MP_P_NR_EOH, CALL(eoh, c));
+        return true;
+    case 'B':
+        reply(c, MW_MP_P_NR_BODY, CALL(body, c, m->data, m->len));
+        return true;
+    case 'E': {
+        mw_ms_status st = MW_MS_CONTINUE;
+        if (m->len)
+            st = CALL(body, c, m->data, m->len);
+        if (st == MW_MS_CONTINUE) {
+            c->in_eom = true;
+            st = CALL(eom, c);
+            c->in_eom = false;
+        }
+        reply(c, 0, st);
+        return true;
+    }
+    case 'A':
+        clear_reply(c);
+        if (cb->abort)
+            cb->abort(c);
+        return true;
+    case 'K':
+        /* QUIT, new connection follows: a new option negotiation */
+        if (cb->close)
+            cb->close(c);
+        clear_macros_after(c, -1);
+        clear_reply(c);
+        c->negotiated = false;
+        return true;
+    case 'Q':
+        return false;
+    default:
+        return false;
+    }
+}
+
+static void conn_free(mw_ms_conn *c)
+{
+    if (c->srv->cb.close)
+        c->srv->cb.close(c);
+    clear_macros_after(c, -1);
+    clear_reply(c);
+    mw_buf_free(&c->out);
+    free(c->buf);
+    close(c->fd);
+    atomic_fetch_sub(&c->srv->nconn, 1);
+    free(c);
+}
+
+static void *conn_thread(void *arg)
+{
+    mw_ms_conn *c = arg;
+    for (;;) {
+        char cmd;
+        const uint8_t *payload;
+        size_t plen, used;
+        const char *why = NULL;
+        int r = mw_mp_frame(c->buf + c->rd, c->end - c->rd, &cmd, &payload, &plen, &used, &why);
+        if (r < 0) {
+            mw_warn("milter: bad packet from the MTA (%s); closing the connection", why);
+            break;
+        }
+        if (r == 0) {
+            /* nothing complete left: answer what was asked, then wait */
+            if (c->out.len && !flush_out(c))
+                break;
+            size_t need = 0;
+            if (c->end - c->rd >= 4) {
+                const uint8_t *p = c->buf + c->rd;
+                need = 4 + ((size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3]);
+            }
+            if (fill(c, need) <= 0)
+                break;
+            continue;
+        }
+        mw_mp_cmd m;
+        if (!mw_mp_decode(cmd, payload, plen, &m, &why)) {
+            mw_warn("milter: malformed '%c' packet from the MTA (%s); closing the connection",
+                    cmd >= 0x21 && cmd < 0x7f ? cmd : '?', why);
+            break;
+        }
+        bool go_on = dispatch(c, &m);
+        c->rd += used;
+        if (!go_on) {
+            if (c->out.len)
+                flush_out(c);
+            break;
+        }
+    }
+    conn_free(c);
+    return NULL;
+}
+
+/* ---------------- accept loop ---------------- */
+
+int mw_ms_run(mw_ms_server *s)
+{
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    size_t stack = s->o.stack_size;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    stack *= 8;   /* sanitizer frames are several times larger */
+#endif
+    pthread_attr_setstacksize(&attr, stack);
+    int rc = 0;
+    while (!atomic_load(&s->stopping)) {
+        int fd = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (atomic_load(&s->stopping))
+                break;
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                mw_warn_errno("milter: accept");
+                nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+                continue;
+            }
+            mw_error_errno("milter: accept");
+            rc = 1;
+            break;
+        }
+        int one = 1;
+        if (!s->unix_path)   /* replies are small segments: no Nagle delay */
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        struct timeval tv = {.tv_sec = (time_t)s->o.timeout};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        mw_ms_conn *c = calloc(1, sizeof *c);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        c->srv = s;
+        c->fd = fd;
+        atomic_fetch_add(&s->nconn, 1);
+        pthread_t th;
+        if (pthread_create(&th, &attr, conn_thread, c) != 0) {
+            mw_warn("milter: cannot start a connection thread");
+            atomic_fetch_sub(&s->nconn, 1);
+            close(fd);
+            free(c);
+            nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+        }
+    }
+    pthread_attr_destroy(&attr);
+    return rc;
+}
+
+/* ---------------- per connection: API for the callbacks ---------------- */
+
+void *mw_ms_getpriv(mw_ms_conn *c)
+{
+    return c->priv;
+}
+
+void mw_ms_setpriv(mw_ms_conn *c, void *p)
+{
+    c->priv = p;
+}
+
+bool mw_ms_leadspc(const mw_ms_conn *c)
+{
+    return (c->protocol & MW_MP_P_HDR_LEADSPC) != 0;
+}
+
+const char *mw_ms_getsymval(mw_ms_conn *c, const char *name)
+{
+    if (!name || !*name)
+        return NULL;
+    size_t nl = strlen(name);
+    char alt[4] = "";
+    if (nl == 3 && name[0] == '{' && name[2] == '}') {
+        alt[0] = name[1];
+        alt[1] = '\0';
+    } else if (nl == 1) {
+        alt[0] = '{';
+        alt[1] = name[0];
+        alt[2] = '}';
+        alt[3] = '\0';
+    }
+    for (int st = MW_MP_ST__N - 1; st >= 0; st--) {
+        if (!c->mac[st])
+            continue;
+        const char *end = c->mac[st] + c->maclen[st];
+        for (const char *k = c->mac[st]; k;) {
+            const char *v = mw_mp_next(k, end);
+            if (!v)
+                break;
+            if (strcmp(k, name) == 0 || (alt[0] && strcmp(k, alt) == 0))
+                return v;
+            k = mw_mp_next(v, end);
+        }
+    }
+    return NULL;
+}
+
+void mw_ms_setreply(mw_ms_conn *c, const char *rcode, const char *xcode, const char *text)
+{
+    clear_reply(c);
+    if (!rcode || strlen(rcode) != 3 || (rcode[0] != '4' && rcode[0] != '5'))
+        return;
+    memcpy(c->reply_rcode, rcode, 4);
+    snprintf(c->reply_xcode, sizeof c->reply_xcode, "%s", xcode ? xcode : "");
+    c->reply = strdup(text ? text : "");
+}
+
+static bool may(mw_ms_conn *c, uint32_t action)
+{
+    return c->in_eom && (c->actions & action);
+}
+
+bool mw_ms_addheader(mw_ms_conn *c, const char *name, const char *value)
+{
+    if (!may(c, MW_MP_F_ADDHDRS))
+        return false;
+    mw_mp_put_addheader(&c->out, name, value);
+    return true;
+}
+
+bool mw_ms_insheader(mw_ms_conn *c, uint32_t index, const char *name, const char *value)
+{
+    if (!may(c, MW_MP_F_ADDHDRS))
+        return false;
+    mw_mp_put_insheader(&c->out, index, name, value);
+    return true;
+}
+
+bool mw_ms_chgheader(mw_ms_conn *c, uint32_t index, const char *name, const char *value)
+{
+    if (!may(c, MW_MP_F_CHGHDRS))
+        return false;
+    mw_mp_put_chgheader(&c->out, index, name, value ? value : "");
+    return true;
+}
+
+bool mw_ms_quarantine(mw_ms_conn *c, const char *reason)
+{
+    if (!may(c, MW_MP_F_QUARANTINE))
+        return false;
+    mw_mp_put_quarantine(&c->out, reason);
+    return true;
+}
