@@ -16,9 +16,11 @@ milter8.c sends them) talks to a real `mailwarden serve` with testdns behind it:
   - the MTA hanging up in the middle of a body packet, and garbage packets (huge
     length, zero length, unknown command, a command before negotiation): the
     connection is closed, the daemon stays alive, connections_open goes back to 0,
-    and the next connection is served.
+    and the next connection is served;
+  - SIGHUP sent to the worker itself reloads, SIGTERM to it stops it gracefully (the
+    supervisor starts a new worker, which serves).
 """
-import os, socket, struct, sys, time
+import os, signal, socket, struct, sys, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H
 
@@ -242,6 +244,39 @@ def body(h, chk):
     log = d.log_text()
     chk.check("bad packets logged", "bad packet from the MTA" in log and "malformed 'L' packet" in log, log[-2000:])
     chk.check("daemon log has no crash", "AddressSanitizer" not in log and "runtime error" not in log)
+
+    # 7. signals sent to the worker itself (no libmilter signal thread any more):
+    # SIGHUP reloads, SIGTERM drains and stops it (the supervisor then starts a new one)
+    worker = worker_pid(d.pid)
+    chk.check("worker process found", worker is not None)
+    if worker:
+        os.kill(worker, signal.SIGHUP)
+        chk.check("SIGHUP to the worker reloads", H.wait_for(lambda: "configuration reloaded" in d.log_text(), 10))
+        chk.check("worker still the same process after SIGHUP", worker_pid(d.pid) == worker)
+        m = Mta(d.port)
+        m.negotiate()
+        os.kill(worker, signal.SIGTERM)
+        chk.check("SIGTERM to the worker: graceful stop", H.wait_for(lambda: "stopped" in d.log_text(), 10),
+                  d.log_tail())
+        chk.check("SIGTERM to the worker: it exits", H.wait_for(lambda: not os.path.exists("/proc/%d" % worker)
+                                                                or worker_pid(d.pid) != worker, 10))
+        m.close()
+        chk.check("supervisor starts a new worker", H.wait_for(lambda: worker_pid(d.pid) not in (None, worker), 10))
+        H.wait_port(d.port, proc=d)
+        m = Mta(d.port)
+        m.negotiate()
+        m.send(*connect_pkts())
+        chk.equal("new worker serves", m.reply()[0], b"c")
+        m.close()
+
+
+def worker_pid(sup):
+    try:
+        with open("/proc/%d/task/%d/children" % (sup, sup)) as f:
+            kids = [int(x) for x in f.read().split()]
+    except OSError:
+        return None
+    return kids[0] if kids else None
 
 
 if __name__ == "__main__":
