@@ -245,7 +245,10 @@ void mw_mp_put_replycode(mw_buf *b, const char *rcode, const char *xcode, const 
     char rc[4] = "550", xc[16];
     if (rcode && strlen(rcode) == 3)
         memcpy(rc, rcode, 4);
-    if (xcode && *xcode && strlen(xcode) < sizeof xc)
+    /* the enhanced code's class must be the reply's (Postfix refuses the
+     * reply as malformed otherwise) */
+    if (xcode && xcode[0] == rc[0] && xcode[1] == '.' && strlen(xcode) < sizeof xc &&
+        !strpbrk(xcode, " \t\r\n"))
         memcpy(xc, xcode, strlen(xcode) + 1);
     else
         snprintf(xc, sizeof xc, "%c.0.0", rc[0]);

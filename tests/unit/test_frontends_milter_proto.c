@@ -161,6 +161,11 @@ static void test_replies(void)
     mw_mp_put_replycode(&b, "550", "", "first\nsecond\r\nthird");
     MW_TEST_ASSERT(one_reply(&b, &r));
     MW_TEST_EQ_STR(r.str1, "550-5.0.0 first\r\n550-5.0.0 second\r\n550 5.0.0 third");
+    /* an enhanced code of another class would make Postfix refuse the reply */
+    mw_buf_reset(&b);
+    mw_mp_put_replycode(&b, "451", "5.7.1", "later");
+    MW_TEST_ASSERT(one_reply(&b, &r));
+    MW_TEST_EQ_STR(r.str1, "451 4.0.0 later");
     /* control characters never reach the SMTP reply */
     mw_buf_reset(&b);
     mw_mp_put_replycode(&b, "550", "5.7.1", "a\tb\001c");

@@ -121,7 +121,8 @@ void mw_mp_put(mw_buf *b, char cmd, const void *payload, size_t len);
 /* 'c' 'r' 't' 'd' 'a' 'p' and the MTA's 'T' 'N' 'A' 'Q' 'K' */
 void mw_mp_put_simple(mw_buf *b, char cmd);
 /* 'y': "550 5.7.1 text"; text lines split at '\n' become RFC 5321
- * continuation lines ("550-5.7.1 a\r\n550 5.7.1 b").  No xcode: x.0.0.
+ * continuation lines ("550-5.7.1 a\r\n550 5.7.1 b").  No xcode, or one
+ * of another class than rcode: x.0.0.
  * Control characters become blanks.  '%' is doubled: Sendmail uses the
  * text as a format string and Postfix undoes the doubling. */
 void mw_mp_put_replycode(mw_buf *b, const char *rcode, const char *xcode, const char *text);
