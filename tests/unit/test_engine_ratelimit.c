@@ -14,7 +14,10 @@
  *     one: then its RCPT-stage buckets are untouched);
  *   - per-recipient cost over several recipients, MAIL charged once;
  *   - without an SMTP session (Exim's scan, `mailwarden check`: no
- *     mw_session_connect) MAIL is still charged and refused at MAIL.
+ *     mw_session_connect) MAIL is still charged and refused at MAIL;
+ *   - reputation: the client's score rides with the first recipient; a
+ *     MAIL-stage refusal is one bad outcome per message; a limited message
+ *     does not make the next one of the connection bad.
  *
  * SPF is off (it has its own tests); the client is inbound.
  */
@@ -129,14 +132,15 @@ static long long redis_evalsha_calls(void)
     "  { name = \"rcpt-cap\"; key = \"recipient\"; rate = \"2/1d\"; action = \"reject\"; }\n" \
     "); };\n"
 
-static mw_engine *make_engine(bool redis)
+static mw_engine *make_engine(bool redis, bool rep)
 {
     char path[600], text[2048];
     snprintf(path, sizeof path, "%s/mailwarden.conf", tmpdir);
     snprintf(text, sizeof text,
              "dns = { mode = \"forward\"; forwarders = [\"127.0.0.1@9\"]; };\n"
-             "spf = { enabled = false; };\n%s" RULES,
-             redis ? "" : "state = { backend = \"memory\"; };\n");
+             "spf = { enabled = false; };\n%s%s" RULES,
+             redis ? "" : "state = { backend = \"memory\"; };\n",
+             rep ? "reputation = { enabled = true; min_samples = 1; };\n" : "");
     if (redis)
         snprintf(text + strlen(text), sizeof text - strlen(text),
                  "state = { backend = \"redis\"; };\nredis = { host = \"127.0.0.1\"; port = %d; };\n",
@@ -365,9 +369,73 @@ static void check_no_smtp_session(mw_engine *e)
     mw_session_free(&s);
 }
 
+/* Bad outcomes recorded for a client (rep:{ip=IP}, fields BUCKET:b). */
+static long long bad_outcomes(mw_engine *e, const char *ip)
+{
+    mw_runtime *rt = mw_engine_acquire(e, false);
+    mw_store_batch *b = mw_store_batch_new();
+    char key[100];
+    long long n = 0;
+    snprintf(key, sizeof key, "rep:{ip=%s}", ip);
+    size_t op = mw_store_batch_hgetall(b, key, strlen(key));
+    if (mw_store_exec(rt->store, b, NULL, 0) == MW_STORE_OK &&
+        mw_store_batch_status(b, op) == MW_STORE_OK) {
+        const mw_store_value *v = mw_store_batch_result(b, op);
+        for (size_t i = 0; i + 1 < v->nelem; i += 2) {
+            const char *f = v->elem[i].str;
+            size_t fl = strlen(f);
+            if (fl > 2 && strcmp(f + fl - 2, ":b") == 0)
+                n += atoll(v->elem[i + 1].str);
+        }
+    }
+    mw_store_batch_free(&b);
+    mw_engine_release(e, &rt, false);
+    return n;
+}
+
+/* Reputation on: the client's score rides with the first recipient (MAIL
+ * still costs nothing); a MAIL-stage refusal records one bad outcome per
+ * message however many recipients it refuses; a later message of the same
+ * connection is not counted bad because an earlier one was limited. */
+static void check_reputation(mw_engine *e)
+{
+    const char *ip = "203.0.113.60";
+    mw_session *s = smtp(e, ip);
+    unsigned long long t0 = trips(e);
+    MW_TEST_EQ_STR(mail(s, "<a@sender.example>"), "");
+    MW_TEST_EQ_INT(trips(e) - t0, 0);
+    MW_TEST_EQ_STR(rcpt(s, "<q0@dest.example>"), "");
+    MW_TEST_EQ_INT(trips(e) - t0, 1);                     /* limits + ip, net score */
+    mw_session_eom(s);                                     /* neutral outcome: not recorded */
+    MW_TEST_EQ_INT(bad_outcomes(e, ip), 0);
+
+    /* A recipient limited (a second one to cap2@): this message is bad ... */
+    mw_session *o = smtp(e, "203.0.113.61");
+    MW_TEST_EQ_INT(message(o, "cap2", 1), 1);
+    MW_TEST_EQ_INT(message(o, "cap2", 1), 1);
+    mw_session_free(&o);
+    MW_TEST_EQ_STR(mail(s, "<a@sender.example>"), "");
+    MW_TEST_EQ_STR(rcpt(s, "<q1@dest.example>"), "");
+    MW_TEST_EQ_STR(rcpt(s, "<rcap2-0@dest.example>"), CAP_REFUSAL);
+    mw_session_eom(s);
+    MW_TEST_EQ_INT(bad_outcomes(e, ip), 1);
+    /* ... the next one, accepted, is not. */
+    MW_TEST_EQ_INT(message(s, "q2", 1), 1);
+    MW_TEST_EQ_INT(bad_outcomes(e, ip), 1);
+
+    /* mail-ip used up (3 messages): the 4th is refused at each recipient,
+     * and counted bad once. */
+    MW_TEST_EQ_STR(mail(s, "<a@sender.example>"), "");
+    MW_TEST_EQ_STR(rcpt(s, "<q3@dest.example>"), MAIL_IP_REFUSAL);
+    MW_TEST_EQ_STR(rcpt(s, "<q4@dest.example>"), MAIL_IP_REFUSAL);
+    mw_session_abort(s);
+    MW_TEST_EQ_INT(bad_outcomes(e, ip), 2);
+    mw_session_free(&s);
+}
+
 static void run_all(bool redis)
 {
-    mw_engine *e = make_engine(redis);
+    mw_engine *e = make_engine(redis, false);
     if (e == NULL)
         return;
     check_trips(e, redis);
@@ -375,6 +443,10 @@ static void run_all(bool redis)
     check_not_charged(e);
     check_per_recipient(e);
     check_no_smtp_session(e);
+    mw_engine_destroy(&e);
+    if ((e = make_engine(redis, true)) == NULL)
+        return;
+    check_reputation(e);
     mw_engine_destroy(&e);
 }
 
