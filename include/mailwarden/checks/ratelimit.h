@@ -56,7 +56,8 @@
 
 typedef enum mw_rl_stage {
     MW_RL_CONNECT = 0,   /* client connected: charge 1 per connection */
-    MW_RL_MAIL,          /* MAIL FROM accepted by us: 1 per message (transaction) */
+    MW_RL_MAIL,          /* 1 per message (transaction): with its first accepted
+                          * recipient in an SMTP session (facts.with_mail), else at MAIL */
     MW_RL_RCPT,          /* a recipient we are about to accept: 1 per recipient */
     MW_RL_EOM            /* end of message: 1 per message, or nrcpt for cost recipient */
 } mw_rl_stage;
