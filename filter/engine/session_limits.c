@@ -172,6 +172,8 @@ void mw_sess_reputation_score(mw_session *s)
  * skip_reputation_above see them).  Rules with skip_reputation_above need
  * that domain score first: their bucket subjects go in a second round trip
  * after it, only when such a rule applies and the first part allowed.
+ * In an SMTP session MAIL does nothing here: its limits and the client's
+ * score go with the first recipient (first_rcpt).
  */
 bool mw_sess_stage_state(mw_session *s, mw_rl_stage stage)
 {
