@@ -8,8 +8,11 @@
 -- and then TAT becomes max(TAT, now) + c*I.  An idle bucket is simply an
 -- absent key: once TAT <= now the bucket is full and the key has expired.
 --
--- KEYS[1..n]   the buckets, "<prefix>rl:{<subject>}:<rule>".  All keys of one
---              call carry the same {hash tag}, so they live in one slot.
+-- KEYS[1..n]   the buckets, "<prefix>rl:{<subject>}:<rule>".  The keys of one
+--              call carry the same {hash tag} (one slot), except the call of a
+--              message's first recipient, which also charges the MAIL-stage
+--              rules: its keys may span tags (fine for one Redis or Sentinel,
+--              refused by a Cluster; docs/ratelimit.md).
 -- ARGV[1]      now, microseconds since the epoch (the caller's clock)
 -- ARGV[2+3(i-1)], ARGV[3+3(i-1)], ARGV[4+3(i-1)]
 --              for KEYS[i]: interval I (us), burst B (units), cost c (units)

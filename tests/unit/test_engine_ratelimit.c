@@ -15,6 +15,8 @@
  *   - per-recipient cost over several recipients, MAIL charged once;
  *   - without an SMTP session (Exim's scan, `mailwarden check`: no
  *     mw_session_connect) MAIL is still charged and refused at MAIL;
+ *   - threads racing through first recipients (one call across subjects,
+ *     several shards of the memory store): exactly the MAIL rule's burst;
  *   - reputation: the client's score rides with the first recipient; a
  *     MAIL-stage refusal is one bad outcome per message; a limited message
  *     does not make the next one of the connection bad.
@@ -23,6 +25,7 @@
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -433,6 +436,54 @@ static void check_reputation(mw_engine *e)
     mw_session_free(&s);
 }
 
+/* Threads racing through first recipients (one gcra call across three
+ * subjects each: the memory backend locks several shards) on one client:
+ * exactly mail-ip's burst of 3 pass, the rest are refused by it. */
+struct racer {
+    mw_ratelimit *rl;
+    int           id;
+    int           allowed, refused_mail;
+};
+
+static void *race_thread(void *arg)
+{
+    struct racer *r = arg;
+    mw_addr cl;
+    mw_addr_parse("203.0.113.70", &cl);
+    for (int i = 0; i < 20; i++) {
+        char to[64];
+        snprintf(to, sizeof to, "race-%d-%d@dest.example", r->id, i);
+        mw_rl_facts f = {.trust = MW_RL_TRUST_INBOUND, .client = &cl, .sender = "a@sender.example",
+                         .recipient = to, .with_mail = true};
+        mw_rl_decision d;
+        mw_ratelimit_check(r->rl, MW_RL_RCPT, &f, &d, NULL, NULL);
+        r->allowed += d.allowed;
+        r->refused_mail += !d.allowed && d.rule != NULL && strcmp(d.rule, "mail-ip") == 0 &&
+                           d.rule_stage == MW_RL_MAIL;
+    }
+    return NULL;
+}
+
+static void check_race(mw_engine *e)
+{
+    mw_runtime *rt = mw_engine_acquire(e, false);
+    struct racer r[8];
+    pthread_t th[8];
+    int allowed = 0, refused = 0;
+    for (int i = 0; i < 8; i++) {
+        r[i] = (struct racer){.rl = rt->ratelimit, .id = i};
+        pthread_create(&th[i], NULL, race_thread, &r[i]);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        allowed += r[i].allowed;
+        refused += r[i].refused_mail;
+    }
+    MW_TEST_EQ_INT(allowed, 3);
+    MW_TEST_EQ_INT(refused, 8 * 20 - 3);
+    mw_engine_release(e, &rt, false);
+}
+
 static void run_all(bool redis)
 {
     mw_engine *e = make_engine(redis, false);
@@ -443,6 +494,7 @@ static void run_all(bool redis)
     check_not_charged(e);
     check_per_recipient(e);
     check_no_smtp_session(e);
+    check_race(e);
     mw_engine_destroy(&e);
     if ((e = make_engine(redis, true)) == NULL)
         return;
