@@ -132,6 +132,7 @@ static void message_clear(mw_session *s)
     s->in_message = false;
     MW_FREE(&s->mail_from);
     s->nrcpt = 0;
+    s->rate_limited = false;
     s->ar_seen = 0;
     for (size_t i = 0; i < s->nar_remove; i++)
         free(s->ar_remove[i].name);
