@@ -46,6 +46,7 @@ struct mw_ms_conn {
     char         *reply;           /* set by mw_ms_setreply: "rcode", "xcode", "text" */
     char          reply_rcode[4], reply_xcode[16];
     bool          in_eom;
+    bool          tcp;             /* TCP: re-arm TCP_QUICKACK after each read */
 };
 
 #define READ_CHUNK (64u * 1024u + 64u)
@@ -226,6 +227,15 @@ static int fill(mw_ms_conn *c, size_t need)
         ssize_t n = read(c->fd, c->buf + c->end, c->cap - c->end);
         if (n > 0) {
             c->end += (size_t)n;
+            if (c->tcp) {
+                /* Steps we do not answer (SMFIP_NR_*) send nothing back, so
+                 * the kernel would delay its ACK (up to 40 ms) while the MTA's
+                 * Nagle algorithm holds its next packet until that ACK comes:
+                 * a stall per header.  Quick ACKs end it; Linux clears the
+                 * flag again, so it is set after every read. */
+                int one = 1;
+                setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+            }
             return 1;
         }
         if (n == 0)
@@ -496,6 +506,7 @@ int mw_ms_run(mw_ms_server *s)
         }
         c->srv = s;
         c->fd = fd;
+        c->tcp = !s->unix_path;
         atomic_fetch_add(&s->nconn, 1);
         pthread_t th;
         if (pthread_create(&th, &attr, conn_thread, c) != 0) {
