@@ -49,6 +49,7 @@ static void write_zone(void)
                 " \"ttl1.example.com\": [{\"A\": \"192.0.2.2\", \"ttl\": 1}],\n"
                 " \"ttl0.example.com\": [{\"A\": \"192.0.2.3\", \"ttl\": 0}],\n"
                 " \"www.example.com\": [{\"CNAME\": \"c.example.com\"}],\n"
+                " \"cn1.example.com\": [{\"CNAME\": \"c.example.com\", \"ttl\": 1}],\n"
                 " \"servfail.example.com\": [\"SERVFAIL\"],\n"
                 " \"silent.example.com\": [\"TIMEOUT\", {\"A\": \"192.0.2.4\"}],\n");
     for (int i = 0; i < NNAMES; i++)
@@ -406,26 +407,39 @@ static void test_ttl_expiry(void)
     mw_dns_get_stats(d, &st);
     MW_TEST_EQ_INT(st.cache_expired, 1);
 
+    /* A CNAME chain lives as long as its shortest link (1 s CNAME to a 300 s A):
+     * libunbound's ub_result.ttl is the minimum over the whole chain. */
+    mw_dns_answer *cn = NULL;
+    MW_TEST_EQ_INT(mw_dns_query(d, "cn1.example.com", MW_DNS_T_A, 0, &cn), MW_DNS_OK);
+    MW_TEST_ASSERT(cn->ttl <= 1);
+    MW_TEST_EQ_STR(cn->canonname, "c.example.com");
+    mw_dns_answer_free(&cn);
+    MW_TEST_EQ_INT(ask(d, "cn1.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
+    MW_TEST_EQ_INT(upstream(d), 3);
+    sleep_ms(1200);
+    MW_TEST_EQ_INT(ask(d, "cn1.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
+    MW_TEST_EQ_INT(upstream(d), 4);
+
     /* TTL 0 is never cached. */
     MW_TEST_EQ_INT(ask(d, "ttl0.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
     MW_TEST_EQ_INT(ask(d, "ttl0.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
-    MW_TEST_EQ_INT(upstream(d), 4);
+    MW_TEST_EQ_INT(upstream(d), 6);
 
     /* NXDOMAIN and NODATA: kept for the negative TTL (--negttl 2). */
     mw_dns_answer *a = NULL;
     MW_TEST_EQ_INT(ask(d, "nx.example.com", MW_DNS_T_TXT, 0), MW_DNS_NXDOMAIN);
     MW_TEST_EQ_INT(ask(d, "c.example.com", MW_DNS_T_MX, 0), MW_DNS_NODATA);
-    MW_TEST_EQ_INT(upstream(d), 6);
+    MW_TEST_EQ_INT(upstream(d), 8);
     MW_TEST_EQ_INT(mw_dns_query(d, "NX.example.com", MW_DNS_T_TXT, 0, &a), MW_DNS_NXDOMAIN);
     MW_TEST_EQ_INT(a->rcode, 3);
     MW_TEST_ASSERT(a->ttl <= 2);
     mw_dns_answer_free(&a);
     MW_TEST_EQ_INT(ask(d, "c.example.com", MW_DNS_T_MX, 0), MW_DNS_NODATA);
-    MW_TEST_EQ_INT(upstream(d), 6);
+    MW_TEST_EQ_INT(upstream(d), 8);
     sleep_ms(2200);
     MW_TEST_EQ_INT(ask(d, "nx.example.com", MW_DNS_T_TXT, 0), MW_DNS_NXDOMAIN);
     MW_TEST_EQ_INT(ask(d, "c.example.com", MW_DNS_T_MX, 0), MW_DNS_NODATA);
-    MW_TEST_EQ_INT(upstream(d), 8);
+    MW_TEST_EQ_INT(upstream(d), 10);
     mw_dns_destroy(&d);
 
     /* cache_max_ttl shortens a 300 s answer to 1 s. */
