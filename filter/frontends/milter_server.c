@@ -29,7 +29,21 @@ struct mw_ms_server {
     mw_ms_callbacks  cb;
     atomic_bool      stopping;
     atomic_uint      nconn;
+    /* Threads that finished a connection wait here for the next one instead
+     * of exiting: a thread per SMTP session cost 8 syscalls (clone3, signal
+     * masks, rseq, robust list, the stack's madvise) and the scheduler's
+     * start-up.  Bounded: at most IDLE_MAX wait, each for IDLE_SECONDS. */
+    pthread_mutex_t  pool_mu;
+    pthread_cond_t   pool_cv;      /* a connection queued, or stopping */
+    pthread_cond_t   pool_gone;    /* an idle thread left (stop waits) */
+    struct mw_ms_conn *queue;      /* handed over, not yet picked up (FIFO) */
+    struct mw_ms_conn *queue_tail;
+    unsigned         idle;         /* threads waiting, minus connections queued */
+    unsigned         waiting;      /* threads inside the wait */
 };
+
+#define IDLE_MAX     64u
+#define IDLE_SECONDS 30
 
 struct mw_ms_conn {
     mw_ms_server *srv;
@@ -47,6 +61,7 @@ struct mw_ms_conn {
     char          reply_rcode[4], reply_xcode[16];
     bool          in_eom;
     bool          tcp;             /* TCP: re-arm TCP_QUICKACK after each read */
+    struct mw_ms_conn *next;       /* in srv->queue */
 };
 
 #define READ_CHUNK (64u * 1024u + 64u)
@@ -123,6 +138,13 @@ mw_ms_server *mw_ms_open(const mw_ms_options *o, const mw_ms_callbacks *cb, char
     s->o = *o;
     s->cb = *cb;
     s->o.socket = NULL;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&s->pool_mu, NULL);
+    pthread_cond_init(&s->pool_cv, &ca);
+    pthread_cond_init(&s->pool_gone, NULL);
+    pthread_condattr_destroy(&ca);
     for (int i = 0; i < MW_MP_SYM__N; i++) {
         s->symlists[i] = o->symlists[i] ? strdup(o->symlists[i]) : NULL;
         s->o.symlists[i] = s->symlists[i];
@@ -167,6 +189,9 @@ void mw_ms_free(mw_ms_server **sp)
     }
     for (int i = 0; i < MW_MP_SYM__N; i++)
         free(s->symlists[i]);
+    pthread_mutex_destroy(&s->pool_mu);
+    pthread_cond_destroy(&s->pool_cv);
+    pthread_cond_destroy(&s->pool_gone);
     free(s);
     *sp = NULL;
 }
@@ -174,6 +199,15 @@ void mw_ms_free(mw_ms_server **sp)
 unsigned mw_ms_connections(const mw_ms_server *s)
 {
     return atomic_load(&((mw_ms_server *)s)->nconn);
+}
+
+unsigned mw_ms_idle_threads(const mw_ms_server *s)
+{
+    mw_ms_server *m = (mw_ms_server *)s;
+    pthread_mutex_lock(&m->pool_mu);
+    unsigned n = m->waiting;
+    pthread_mutex_unlock(&m->pool_mu);
+    return n;
 }
 
 void mw_ms_stop(mw_ms_server *s)
@@ -420,9 +454,8 @@ static void conn_free(mw_ms_conn *c)
     free(c);
 }
 
-static void *conn_thread(void *arg)
+static void serve_conn(mw_ms_conn *c)
 {
-    mw_ms_conn *c = arg;
     for (;;) {
         char cmd;
         const uint8_t *payload;
@@ -461,7 +494,79 @@ static void *conn_thread(void *arg)
         }
     }
     conn_free(c);
+}
+
+/* Wait (up to IDLE_SECONDS) for a connection handed over by the accept
+ * loop; NULL: time to exit (stopping, enough idle threads, or timeout). */
+static mw_ms_conn *next_conn(mw_ms_server *s)
+{
+    mw_ms_conn *c = NULL;
+    pthread_mutex_lock(&s->pool_mu);
+    if (!atomic_load(&s->stopping) && s->idle < IDLE_MAX) {
+        s->idle++;
+        s->waiting++;
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += IDLE_SECONDS;
+        while (!s->queue && !atomic_load(&s->stopping))
+            if (pthread_cond_timedwait(&s->pool_cv, &s->pool_mu, &until) == ETIMEDOUT)
+                break;
+        if (s->queue) {              /* the accept loop already took us off idle */
+            c = s->queue;
+            s->queue = c->next;
+            if (!s->queue)
+                s->queue_tail = NULL;
+        } else {
+            s->idle--;
+        }
+        s->waiting--;
+        pthread_cond_broadcast(&s->pool_gone);
+    }
+    pthread_mutex_unlock(&s->pool_mu);
+    return c;
+}
+
+static void *conn_thread(void *arg)
+{
+    mw_ms_conn *c = arg;
+    mw_ms_server *s = c->srv;
+    while (c) {
+        serve_conn(c);
+        c = next_conn(s);
+    }
     return NULL;
+}
+
+/* Give c to an idle thread; false when there is none. */
+static bool hand_over(mw_ms_server *s, mw_ms_conn *c)
+{
+    bool ok = false;
+    pthread_mutex_lock(&s->pool_mu);
+    if (s->idle > 0) {
+        s->idle--;
+        c->next = NULL;
+        if (s->queue_tail)
+            s->queue_tail->next = c;
+        else
+            s->queue = c;
+        s->queue_tail = c;
+        pthread_cond_signal(&s->pool_cv);
+        ok = true;
+    }
+    pthread_mutex_unlock(&s->pool_mu);
+    return ok;
+}
+
+/* At stop: wake the idle threads and wait until none is left in the wait,
+ * so none touches the server after mw_ms_run returns.  Connections still
+ * queued (accepted just before the stop) are served by their thread. */
+static void pool_stop(mw_ms_server *s)
+{
+    pthread_mutex_lock(&s->pool_mu);
+    pthread_cond_broadcast(&s->pool_cv);
+    while (s->waiting > 0)
+        pthread_cond_wait(&s->pool_gone, &s->pool_mu);
+    pthread_mutex_unlock(&s->pool_mu);
 }
 
 /* ---------------- accept loop ---------------- */
@@ -508,6 +613,8 @@ int mw_ms_run(mw_ms_server *s)
         c->fd = fd;
         c->tcp = !s->unix_path;
         atomic_fetch_add(&s->nconn, 1);
+        if (hand_over(s, c))
+            continue;
         pthread_t th;
         if (pthread_create(&th, &attr, conn_thread, c) != 0) {
             mw_warn("milter: cannot start a connection thread");
@@ -518,6 +625,7 @@ int mw_ms_run(mw_ms_server *s)
         }
     }
     pthread_attr_destroy(&attr);
+    pool_stop(s);
     return rc;
 }
 

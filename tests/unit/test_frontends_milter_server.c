@@ -5,7 +5,8 @@
  * replies where NR was agreed, header edits at end of message), several
  * messages per connection, abort mid-message, pipelined packets answered
  * in one write, a reject with reply text, QUIT_NC, the MTA hanging up mid
- * body, and garbage (connection closed, server still serving).
+ * body, and garbage (connection closed, server still serving); a finished
+ * connection's thread serving the next one, and none left waiting at stop.
  */
 #include <errno.h>
 #include <poll.h>
@@ -56,9 +57,16 @@ static const char *nz(const char *s)
     return s ? s : "(null)";
 }
 
+static pthread_t conn_threads[16];
+static unsigned nconn_threads;
+
 static mw_ms_status t_connect(mw_ms_conn *c, const char *host, char family, uint16_t port, const char *addr)
 {
     (void)port;
+    pthread_mutex_lock(&log_mu);
+    if (nconn_threads < 16)
+        conn_threads[nconn_threads++] = pthread_self();
+    pthread_mutex_unlock(&log_mu);
     char f[2] = {family, 0};
     ev("C %s %s", host, f);
     ev("addr=%s j=%s", addr, nz(mw_ms_getsymval(c, "j")));
@@ -454,6 +462,42 @@ static void test_reject_abort_hangup_garbage(void)
     mw_buf_free(&b);
 }
 
+/* A finished connection's thread serves the next connection: ten connections
+ * one after the other, each opened once the previous one's thread waits
+ * idle, are all served by one thread. */
+static void test_thread_reuse(void)
+{
+    uint8_t *raw = NULL;
+    mw_buf b = MW_BUF_INIT;
+    pthread_mutex_lock(&log_mu);
+    nconn_threads = 0;
+    int closed0 = closes;
+    pthread_mutex_unlock(&log_mu);
+    for (int i = 0; i < 10; i++) {
+        for (int t = 0; t < 300 && mw_ms_idle_threads(srv) == 0; t++)
+            nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+        MW_TEST_ASSERT(mw_ms_idle_threads(srv) >= 1);
+        int fd = mta_connect();
+        if (!MW_TEST_ASSERT(fd >= 0))
+            break;
+        mw_mp_put_optneg(&b, 6, ALL_ACTIONS, ALL_PROTO, NULL);
+        mw_mp_put_connect(&b, "reuse.test", '4', 25, "192.0.2.9");
+        mta_send(fd, &b);
+        MW_TEST_EQ_INT(expect_cmd(fd, &raw), 'O');
+        MW_TEST_EQ_INT(expect_cmd(fd, &raw), 'c');
+        close(fd);
+        wait_closed(closed0 + i + 1);
+    }
+    pthread_mutex_lock(&log_mu);
+    MW_TEST_EQ_INT(nconn_threads, 10);
+    for (unsigned i = 1; i < nconn_threads; i++)
+        MW_TEST_ASSERT(pthread_equal(conn_threads[i], conn_threads[0]));
+    pthread_mutex_unlock(&log_mu);
+    free(take_log());
+    free(raw);
+    mw_buf_free(&b);
+}
+
 static void *run_thread(void *arg)
 {
     return (void *)(intptr_t)mw_ms_run(arg);
@@ -490,10 +534,12 @@ int main(void)
     MW_TEST_RUN(test_nr_full_message);
     MW_TEST_RUN(test_no_nr_old_mta);
     MW_TEST_RUN(test_reject_abort_hangup_garbage);
+    MW_TEST_RUN(test_thread_reuse);
     mw_ms_stop(srv);
     void *rc;
     pthread_join(th, &rc);
     MW_TEST_EQ_INT((intptr_t)rc, 0);
+    MW_TEST_EQ_INT(mw_ms_idle_threads(srv), 0);   /* stop woke and waited for them */
     mw_ms_free(&srv);
     MW_TEST_ASSERT(access(sock_path, F_OK) != 0);   /* socket file removed */
     rmdir(dir);

@@ -78,6 +78,10 @@ int mw_ms_run(mw_ms_server *s);
 void mw_ms_stop(mw_ms_server *s);
 /* Connections currently open. */
 unsigned mw_ms_connections(const mw_ms_server *s);
+/* Threads waiting for a next connection (a finished connection's thread
+ * waits up to 30 s to serve the next one instead of exiting; at most 64
+ * wait).  0 once mw_ms_run has returned. */
+unsigned mw_ms_idle_threads(const mw_ms_server *s);
 /* Close the socket (removing a unix socket file) and free; only after
  * mw_ms_run returned and with no connection left. */
 void mw_ms_free(mw_ms_server **s);
