@@ -60,11 +60,16 @@ struct mw_ms_conn {
     char         *reply;           /* set by mw_ms_setreply: "rcode", "xcode", "text" */
     char          reply_rcode[4], reply_xcode[16];
     bool          in_eom;
+    bool          in_message;      /* between MAIL and end of message or abort */
     bool          tcp;             /* TCP: re-arm TCP_QUICKACK after each read */
     struct mw_ms_conn *next;       /* in srv->queue */
 };
 
-#define READ_CHUNK (64u * 1024u + 64u)
+/* The read buffer starts small and grows to the largest packet seen (body
+ * chunks are up to 64 KiB); after a message it drops back, so 200 idle or
+ * small-message connections do not each hold 64 KiB (peak RSS). */
+#define READ_MIN  (8u * 1024u)
+#define READ_KEEP (16u * 1024u)
 
 /* ---------------- listening ---------------- */
 
@@ -245,12 +250,22 @@ static int fill(mw_ms_conn *c, size_t need)
         c->end -= c->rd;
         c->rd = 0;
     }
+    if (c->end == 0 && c->cap > READ_KEEP && !c->in_message) {
+        free(c->buf);            /* between messages: give the big buffer back */
+        c->buf = NULL;
+        c->cap = 0;
+    }
     size_t want = c->end + 4096;   /* room for at least some more */
     if (need > want)
         want = need;
-    if (want < READ_CHUNK)
-        want = READ_CHUNK;
+    if (want < READ_MIN)
+        want = READ_MIN;
     if (want > c->cap) {
+        /* double for a stream of growing reads, but a big packet gets just
+         * its size (a 64 KiB body chunk must not cost 128 KiB) */
+        if (want < 2 * c->cap)
+            want = 2 * c->cap;
+        want = (want + 4095) & ~(size_t)4095;
         uint8_t *nb = realloc(c->buf, want);
         if (!nb)
             return -1;
@@ -387,6 +402,7 @@ static bool dispatch(mw_ms_conn *c, const mw_mp_cmd *m)
         reply(c, MW_MP_P_NR_HELO, CALL(helo, c, m->str1));
         return true;
     case 'M':
+        c->in_message = true;
         clear_macros_after(c, MW_MP_ST_MAIL);
         reply(c, MW_MP_P_NR_MAIL, CALL(mail, c, m->strs));
         return true;
@@ -418,10 +434,12 @@ static bool dispatch(mw_ms_conn *c, const mw_mp_cmd *m)
             st = CALL(eom, c);
             c->in_eom = false;
         }
+        c->in_message = false;
         reply(c, 0, st);
         return true;
     }
     case 'A':
+        c->in_message = false;
         clear_reply(c);
         if (cb->abort)
             cb->abort(c);
@@ -454,6 +472,41 @@ static void conn_free(mw_ms_conn *c)
     free(c);
 }
 
+/*
+ * A body chunk larger than STREAM_MIN is not buffered whole: its bytes go
+ * to the body callback as they arrive, so a connection carrying a big
+ * message holds READ_KEEP, not 64 KiB (or up to 1 MiB), of read buffer.
+ * The body callback sees several calls for one packet, which it must
+ * accept anyway (MTAs cut bodies at arbitrary points).  Called with the
+ * packet's 5-byte header at c->rd and plen payload bytes to come; the
+ * reply (or none, with NR_BODY) follows the whole packet.  false: the MTA
+ * hung up or timed out.
+ */
+#define STREAM_MIN (16u * 1024u)
+
+static bool stream_body(mw_ms_conn *c, size_t plen)
+{
+    const mw_ms_callbacks *cb = &c->srv->cb;
+    mw_ms_status st = MW_MS_CONTINUE;
+    c->rd += 5;
+    while (plen > 0) {
+        size_t have = c->end - c->rd;
+        if (have == 0) {
+            c->rd = c->end = 0;
+            if (fill(c, 0) <= 0)
+                return false;
+            continue;
+        }
+        size_t n = have < plen ? have : plen;
+        if (st == MW_MS_CONTINUE)   /* after a refusal the rest is only read */
+            st = CALL(body, c, c->buf + c->rd, n);
+        c->rd += n;
+        plen -= n;
+    }
+    reply(c, MW_MP_P_NR_BODY, st);
+    return true;
+}
+
 static void serve_conn(mw_ms_conn *c)
 {
     for (;;) {
@@ -474,6 +527,13 @@ static void serve_conn(mw_ms_conn *c)
             if (c->end - c->rd >= 4) {
                 const uint8_t *p = c->buf + c->rd;
                 need = 4 + ((size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3]);
+                if (c->end - c->rd == 4)
+                    need = 5;           /* the command decides: a body chunk is streamed */
+                else if (p[4] == 'B' && c->negotiated && need - 5 > STREAM_MIN) {
+                    if (!stream_body(c, need - 5))
+                        break;
+                    continue;
+                }
             }
             if (fill(c, need) <= 0)
                 break;

@@ -498,6 +498,70 @@ static void test_thread_reuse(void)
     mw_buf_free(&b);
 }
 
+/* Packets of every size on one connection, pipelined: body chunks above
+ * 16 KiB are handed on as they are read (the read buffer stays small),
+ * smaller packets whole; every body byte arrives, per message (the order
+ * is checked end to end by DKIM: bench and test_postfix_dkim). */
+static void test_buffer_sizes(void)
+{
+    static const size_t sizes[] = {65535, 10, 300000, 1, 65535, 65535, 7000};
+    uint8_t *raw = NULL;
+    mw_buf b = MW_BUF_INIT;
+    int fd = mta_connect();
+    if (!MW_TEST_ASSERT(fd >= 0))
+        return;
+    mw_mp_put_optneg(&b, 6, ALL_ACTIONS, ALL_PROTO, NULL);
+    mw_mp_put_connect(&b, "sizes.test", '4', 25, "192.0.2.9");
+    mta_send(fd, &b);
+    MW_TEST_EQ_INT(expect_cmd(fd, &raw), 'O');
+    MW_TEST_EQ_INT(expect_cmd(fd, &raw), 'c');
+    free(take_log());
+    char *chunk = malloc(300000);
+    memset(chunk, 'x', 300000);
+    size_t n = sizeof sizes / sizeof sizes[0];
+    for (size_t i = 0; i < n; i++) {
+        char qid[16];
+        snprintf(qid, sizeof qid, "QS%zu", i);
+        put_message(&b, qid, "<s@example.net>");
+        mw_mp_put_header(&b, "X-Old", " z");
+        mw_mp_put_simple(&b, 'N');
+        mw_mp_put_body(&b, 'B', chunk, sizes[i]);
+        mw_mp_put_body(&b, 'B', chunk, 3);
+        mw_mp_put_body(&b, 'E', NULL, 0);
+    }
+    mta_send(fd, &b);
+    for (size_t i = 0; i < n; i++) {
+        const char *want = "ccimc";   /* MAIL, RCPT, then the end-of-message edits */
+        for (size_t k = 0; want[k]; k++)
+            MW_TEST_EQ_INT(expect_cmd(fd, &raw), want[k]);
+    }
+    close(fd);
+    /* per message, the body bytes the callback got (a chunk above 16 KiB
+     * arrives in several calls as it is read), all of them 'x' */
+    char *log = take_log();
+    size_t got[8] = {0}, msg = 0, calls = 0, bad = 0;
+    for (char *save = NULL, *e = strtok_r(log, ";", &save); e; e = strtok_r(NULL, ";", &save)) {
+        size_t len;
+        char x;
+        if (sscanf(e, "B %zu %c", &len, &x) == 2) {
+            got[msg < 8 ? msg : 7] += len;
+            calls++;
+            bad += x != 'x';
+        } else if (strncmp(e, "E i=QS", 6) == 0) {
+            msg++;
+        }
+    }
+    MW_TEST_EQ_INT(msg, n);
+    for (size_t i = 0; i < n; i++)
+        MW_TEST_EQ_INT(got[i], sizes[i] + 3);
+    MW_TEST_EQ_INT(bad, 0);
+    MW_TEST_ASSERT(calls > 2 * n);   /* the big chunks were streamed in pieces */
+    free(log);
+    free(chunk);
+    free(raw);
+    mw_buf_free(&b);
+}
+
 static void *run_thread(void *arg)
 {
     return (void *)(intptr_t)mw_ms_run(arg);
@@ -535,6 +599,7 @@ int main(void)
     MW_TEST_RUN(test_no_nr_old_mta);
     MW_TEST_RUN(test_reject_abort_hangup_garbage);
     MW_TEST_RUN(test_thread_reuse);
+    MW_TEST_RUN(test_buffer_sizes);
     mw_ms_stop(srv);
     void *rc;
     pthread_join(th, &rc);
