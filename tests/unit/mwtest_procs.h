@@ -108,14 +108,21 @@ static inline int mwt_rm_one(const char *path, const struct stat *st, int flag, 
     return 0;
 }
 
-/* Kill the server, wait for it, remove its directory.  Idempotent. */
-static inline void mwt_proc_stop(mwt_proc *p)
+/* Send sig (SIGKILL: a crash) and wait for the server; its directory stays,
+ * so it can be started again in it.  Idempotent. */
+static inline void mwt_proc_kill(mwt_proc *p, int sig)
 {
     if (p->pid > 0) {
-        kill(p->pid, SIGTERM);
+        kill(p->pid, sig);
         waitpid(p->pid, NULL, 0);
     }
     p->pid = -1;
+}
+
+/* Kill the server, wait for it, remove its directory.  Idempotent. */
+static inline void mwt_proc_stop(mwt_proc *p)
+{
+    mwt_proc_kill(p, SIGTERM);
     if (p->dir[0])
         nftw(p->dir, mwt_rm_one, 8, FTW_DEPTH | FTW_PHYS);
     p->dir[0] = '\0';

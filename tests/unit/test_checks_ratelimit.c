@@ -39,79 +39,20 @@
 #include "buf.h"
 #include "config.h"
 #include "mwtest.h"
+#include "mwtest_procs.h"
 #include "ratelimit.h"
 #include "reputation.h"
 #include "store.h"
 
-static char tmpdir[] = "/tmp/mw-test-rl-XXXXXX";
-static pid_t redis_pid = -1;
-static int redis_port;
+static mwt_proc redis_srv;          /* its directory also holds the config files */
 
 /* ---- plumbing ------------------------------------------------------------------ */
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static double now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
-}
-
-static int free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
-static bool start_redis(void)
-{
-    char portbuf[16];
-    const char *bin = getenv("MW_REDIS_SERVER");
-
-    redis_port = free_port();
-    snprintf(portbuf, sizeof portbuf, "%d", redis_port);
-    redis_pid = fork();
-    if (redis_pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (freopen("/dev/null", "w", stdout) == NULL)
-            _exit(127);
-        execlp(bin && *bin ? bin : "redis-server", "redis-server", "--port", portbuf, "--bind",
-               "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmpdir, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 250; i++) {
-        struct timeval tv = {1, 0};
-        redisContext *c = redisConnectWithTimeout("127.0.0.1", redis_port, tv);
-        bool up = c != NULL && !c->err;
-        if (c)
-            redisFree(c);
-        if (up)
-            return true;
-        sleep_ms(20);
-    }
-    return false;
-}
-
-static void stop_redis(void)
-{
-    if (redis_pid > 0) {
-        kill(redis_pid, SIGKILL);
-        waitpid(redis_pid, NULL, 0);
-        redis_pid = -1;
-    }
 }
 
 static _Atomic uint64_t fake_now = 1700000000000000ULL;
@@ -123,7 +64,7 @@ static mw_config *load(const char *text, mw_config_errors *errs)
     char path[600];
     FILE *f;
 
-    snprintf(path, sizeof path, "%s/mailwarden.conf", tmpdir);
+    snprintf(path, sizeof path, "%s/mailwarden.conf", redis_srv.dir);
     f = fopen(path, "w");
     if (f == NULL)
         exit(2);
@@ -162,7 +103,7 @@ static bool env_open(struct env *e, const char *conf, bool redis, bool fail_clos
     }
     if (redis) {
         e->cfg->state_backend = MW_STATE_REDIS;
-        e->cfg->redis_port = (unsigned)redis_port;
+        e->cfg->redis_port = (unsigned)redis_srv.port;
         e->cfg->redis_connect_timeout_ms = 200;
         if (e->cfg->redis_command_timeout_ms == 250)     /* the default */
             e->cfg->redis_command_timeout_ms = 200;
@@ -565,7 +506,7 @@ static void test_redis_down(void)
     MW_TEST_ASSERT(d.allowed && !d.store_failed);
     mw_ratelimit_check(closed.rl, MW_RL_MAIL, &f, &d, NULL, NULL);
     MW_TEST_ASSERT(d.allowed && !d.store_failed);
-    stop_redis();
+    mwt_proc_kill(&redis_srv, SIGKILL);
     for (int i = 0; i < 20; i++) {
         double t0 = now_ms();
         mw_ratelimit_check(open_.rl, MW_RL_MAIL, &f, &d, trace_print, NULL);
@@ -778,11 +719,7 @@ static void test_finish_unexecuted(void)
 
 static void cleanup(void)
 {
-    char cmd[600];
-    stop_redis();
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "cleanup failed\n");
+    mwt_proc_stop(&redis_srv);
 }
 
 int main(void)
@@ -790,7 +727,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     mw_log_configure(MW_LOG_TO_STDERR, MW_LOG_FMT_TEXT, "test_checks_ratelimit", "mail",
                      MW_LOG_WARN);
-    if (mkdtemp(tmpdir) == NULL)
+    if (!mwt_proc_dir(&redis_srv, "rl"))
         return 2;
     atexit(cleanup);
     MW_TEST_RUN(test_config_errors);
@@ -800,7 +737,7 @@ int main(void)
     MW_TEST_RUN(test_race_memory);
     MW_TEST_RUN(test_trips_memory);
     MW_TEST_RUN(test_finish_unexecuted);
-    if (!MW_TEST_ASSERT(start_redis())) {
+    if (!MW_TEST_ASSERT(mwt_redis_start(&redis_srv, "rl"))) {
         fprintf(stderr, "redis-server did not start: the redis tests cannot run\n");
         return MW_TEST_SUMMARY();
     }

@@ -41,76 +41,17 @@
 #include "../../filter/engine/engine_priv.h"
 #include "log.h"
 #include "mwtest.h"
+#include "mwtest_procs.h"
 
-static char tmpdir[] = "/tmp/mw-test-erl-XXXXXX";
-static pid_t redis_pid = -1;
-static int redis_port;
+static mwt_proc redis_srv;          /* its directory also holds the config files */
 
 /* ---- plumbing ------------------------------------------------------------------ */
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
-static bool start_redis(void)
-{
-    char portbuf[16];
-    const char *bin = getenv("MW_REDIS_SERVER");
-
-    redis_port = free_port();
-    snprintf(portbuf, sizeof portbuf, "%d", redis_port);
-    redis_pid = fork();
-    if (redis_pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (freopen("/dev/null", "w", stdout) == NULL)
-            _exit(127);
-        execlp(bin && *bin ? bin : "redis-server", "redis-server", "--port", portbuf, "--bind",
-               "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmpdir, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 250; i++) {
-        struct timeval tv = {1, 0};
-        redisContext *c = redisConnectWithTimeout("127.0.0.1", redis_port, tv);
-        bool up = c != NULL && !c->err;
-        if (c)
-            redisFree(c);
-        if (up)
-            return true;
-        sleep_ms(20);
-    }
-    return false;
-}
-
-static void stop_redis(void)
-{
-    if (redis_pid > 0) {
-        kill(redis_pid, SIGKILL);
-        waitpid(redis_pid, NULL, 0);
-        redis_pid = -1;
-    }
-}
 
 /* The server's own count of EVALSHA calls (INFO commandstats). */
 static long long redis_evalsha_calls(void)
 {
     struct timeval tv = {2, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", redis_port, tv);
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", redis_srv.port, tv);
     long long n = -1;
     if (c != NULL && !c->err) {
         redisReply *r = redisCommand(c, "INFO commandstats");
@@ -138,7 +79,7 @@ static long long redis_evalsha_calls(void)
 static mw_engine *make_engine(bool redis, bool rep)
 {
     char path[600], text[2048];
-    snprintf(path, sizeof path, "%s/mailwarden.conf", tmpdir);
+    snprintf(path, sizeof path, "%s/mailwarden.conf", redis_srv.dir);
     snprintf(text, sizeof text,
              "dns = { mode = \"forward\"; forwarders = [\"127.0.0.1@9\"]; };\n"
              "spf = { enabled = false; };\n%s%s" RULES,
@@ -147,7 +88,7 @@ static mw_engine *make_engine(bool redis, bool rep)
     if (redis)
         snprintf(text + strlen(text), sizeof text - strlen(text),
                  "state = { backend = \"redis\"; };\nredis = { host = \"127.0.0.1\"; port = %d; };\n",
-                 redis_port);
+                 redis_srv.port);
     FILE *f = fopen(path, "w");
     if (f == NULL)
         exit(2);
@@ -507,22 +448,18 @@ static void test_redis(void) { run_all(true); }
 
 static void cleanup(void)
 {
-    char cmd[600];
-    stop_redis();
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "cleanup failed\n");
+    mwt_proc_stop(&redis_srv);
 }
 
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     mw_log_configure(MW_LOG_TO_STDERR, MW_LOG_FMT_TEXT, "test_engine_ratelimit", "mail", MW_LOG_WARN);
-    if (mkdtemp(tmpdir) == NULL)
+    if (!mwt_proc_dir(&redis_srv, "erl"))
         return 2;
     atexit(cleanup);
     MW_TEST_RUN(test_memory);
-    if (!MW_TEST_ASSERT(start_redis())) {
+    if (!MW_TEST_ASSERT(mwt_redis_start(&redis_srv, "erl"))) {
         fprintf(stderr, "redis-server did not start: the redis tests cannot run\n");
         return MW_TEST_SUMMARY();
     }
