@@ -132,9 +132,11 @@ static inline void mwt_proc_stop(mwt_proc *p)
  * Start tests/lib/testdns.py serving zone_json (the JSON zone format that
  * script documents; NULL: dir/zone.json is already written) on a loopback
  * port (p->port), logging every query to dir/log.  false (with a line on
- * stderr) when it does not come up within 10 s.
+ * stderr) when it does not come up within 10 s.  mwt_testdns_start_args:
+ * with extra NULL-terminated arguments for the script ("--negttl", "2", NULL).
  */
-static inline bool mwt_testdns_start(mwt_proc *p, const char *tag, const char *zone_json)
+static inline bool mwt_testdns_start_args(mwt_proc *p, const char *tag, const char *zone_json,
+                                          const char *const *extra)
 {
     char zone[128], portfile[128], logfile[128], script[600];
     const char *src = getenv("MW_SOURCE_DIR");
@@ -163,8 +165,11 @@ static inline bool mwt_testdns_start(mwt_proc *p, const char *tag, const char *z
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (!freopen(logfile, "w", stderr))
             _exit(127);
-        execl(py, py, script, "--port", "0", "--portfile", portfile, "--zone", zone, "-v",
-              (char *)NULL);
+        const char *argv[40] = {py, script, "--port", "0", "--portfile", portfile, "--zone", zone, "-v"};
+        size_t n = 9;
+        for (; extra && *extra && n < sizeof argv / sizeof *argv - 1; extra++)
+            argv[n++] = *extra;
+        execv(py, (char *const *)argv);
         fprintf(stderr, "exec %s: %s\n", py, strerror(errno));
         _exit(127);
     }
@@ -185,6 +190,27 @@ static inline bool mwt_testdns_start(mwt_proc *p, const char *tag, const char *z
     }
     fprintf(stderr, "testdns did not report a port within 10 s\n");
     return false;
+}
+
+static inline bool mwt_testdns_start(mwt_proc *p, const char *tag, const char *zone_json)
+{
+    return mwt_testdns_start_args(p, tag, zone_json, NULL);
+}
+
+/* How many lines of the server's log contain s (any case)?  A looser
+ * count than mwt_testdns_count, for "name. TYPE" or "tcp name". */
+static inline int mwt_testdns_lines(const mwt_proc *p, const char *s)
+{
+    char logfile[128], line[1024];
+    int n = 0;
+    FILE *f = fopen(mwt_path(p, "log", logfile, sizeof logfile), "r");
+
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof line, f))
+        n += strcasestr(line, s) != NULL;
+    fclose(f);
+    return n;
 }
 
 /* How many queries for exactly this name (any type, any case) has the

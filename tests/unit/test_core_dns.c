@@ -23,11 +23,9 @@
 #include "buf.h"
 #include "dns.h"
 #include "mwtest.h"
+#include "mwtest_procs.h"
 
-static char   tmpdir[] = "/tmp/mw-test-dns-XXXXXX";
-static char   zonefile[512], portfile[512], logfile[512];
-static pid_t  server_pid = -1;
-static int    server_port;
+static mwt_proc server;         /* testdns.py; its dir holds zone.json and log */
 static mw_dns *dns;
 
 /* ------------------------------------------------------------------------ */
@@ -65,17 +63,6 @@ static mw_dns *dns;
 
 #define NLOAD 400
 
-static void write_file(const char *path, const char *data)
-{
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        perror(path);
-        exit(2);
-    }
-    fputs(data, f);
-    fclose(f);
-}
-
 static void write_zone(const char *extra_names)
 {
     char longtxt[301];
@@ -89,94 +76,24 @@ static void write_zone(const char *extra_names)
                       i, i / 256, i % 256, i);
     mw_buf_puts(&load, extra_names);
     mw_buf_printf(&z, ZONE_JSON_FMT, longtxt, mw_buf_cstr(&load));
-    write_file(zonefile, mw_buf_cstr(&z));
+    char zonefile[128];
+
+    if (!mwt_write_file(mwt_path(&server, "zone.json", zonefile, sizeof zonefile),
+                        mw_buf_cstr(&z)))
+        exit(2);
     mw_buf_free(&load);
     mw_buf_free(&z);
 }
 
-static const char *server_script(char *buf, size_t len)
-{
-    const char *src = getenv("MW_SOURCE_DIR");
-    if (src && *src) {
-        snprintf(buf, len, "%s/tests/lib/testdns.py", src);
-    } else {
-        char file[512];
-        snprintf(file, sizeof file, "%s", __FILE__);
-        snprintf(buf, len, "%s/../lib/testdns.py", dirname(file));
-    }
-    return buf;
-}
-
-static void stop_server(void)
-{
-    if (server_pid > 0) {
-        kill(server_pid, SIGTERM);
-        waitpid(server_pid, NULL, 0);
-        server_pid = -1;
-    }
-}
-
 static void cleanup(void)
 {
-    stop_server();
-    unlink(zonefile);
-    unlink(portfile);
-    unlink(logfile);
-    rmdir(tmpdir);
-}
-
-static bool start_server(void)
-{
-    char script[600];
-    const char *py = getenv("MW_TEST_PYTHON");
-    struct timespec ts = { 0, 20 * 1000000L };
-
-    if (!py || !*py)
-        py = "/usr/bin/python3";
-    server_script(script, sizeof script);
-    server_pid = fork();
-    if (server_pid < 0)
-        return false;
-    if (server_pid == 0) {
-        /* Never outlive the test, even when it crashes. */
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        FILE *log = freopen(logfile, "w", stderr);
-        (void)log;
-        execl(py, py, script, "--port", "0", "--portfile", portfile, "--zone", zonefile, "-v",
-              (char *)NULL);
-        fprintf(stderr, "exec %s: %s\n", py, strerror(errno));
-        _exit(127);
-    }
-    for (int i = 0; i < 500; i++) {      /* up to 10 s */
-        FILE *f = fopen(portfile, "r");
-        if (f) {
-            int ok = fscanf(f, "%d", &server_port);
-            fclose(f);
-            if (ok == 1 && server_port > 0)
-                return true;
-        }
-        if (waitpid(server_pid, NULL, WNOHANG) == server_pid) {
-            server_pid = -1;
-            return false;
-        }
-        nanosleep(&ts, NULL);
-    }
-    return false;
+    mwt_proc_stop(&server);
 }
 
 /* Does the server's query log mention s (case-insensitive substring)? */
 static bool server_saw(const char *s)
 {
-    FILE *f = fopen(logfile, "r");
-    char line[1024];
-    bool found = false;
-
-    if (!f)
-        return false;
-    while (!found && fgets(line, sizeof line, f))
-        found = strcasestr(line, s) != NULL;
-    fclose(f);
-    return found;
+    return mwt_testdns_lines(&server, s) > 0;
 }
 
 static double now_ms(void)
@@ -574,7 +491,7 @@ static void test_reload(void)
     struct timespec ts = { 0, 20 * 1000000L };
 
     write_zone(" \"reloaded.example.com\": [{\"A\": \"192.0.2.77\"}],\n");
-    kill(server_pid, SIGHUP);
+    kill(server.pid, SIGHUP);
     for (int i = 0; i < 250 && !server_saw("reloaded "); i++)
         nanosleep(&ts, NULL);
     MW_TEST_EQ_INT(q("reloaded.example.com", MW_DNS_T_A, &a), MW_DNS_OK);
@@ -689,7 +606,7 @@ static void test_options(void)
     mw_dns_answer *a = NULL;
     mw_dns *d;
 
-    snprintf(fwd, sizeof fwd, "127.0.0.1@%d", server_port);
+    snprintf(fwd, sizeof fwd, "127.0.0.1@%d", server.port);
     d = mw_dns_create(&o, err, sizeof err);
     if (!MW_TEST_ASSERT(d != NULL))
         return;
@@ -709,20 +626,15 @@ int main(void)
     const char *fwds[1] = { fwd };
     mw_dns_options o = { .forwarders = fwds, .nforwarders = 1, .timeout_ms = 3000 };
 
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
+    if (!mwt_proc_dir(&server, "dns"))
         return 2;
-    }
-    snprintf(zonefile, sizeof zonefile, "%s/zone.json", tmpdir);
-    snprintf(portfile, sizeof portfile, "%s/port", tmpdir);
-    snprintf(logfile, sizeof logfile, "%s/testdns.log", tmpdir);
     atexit(cleanup);
     write_zone("");
-    if (!start_server()) {
-        fprintf(stderr, "cannot start the test DNS server (see %s)\n", logfile);
+    if (!mwt_testdns_start(&server, "dns", NULL)) {
+        fprintf(stderr, "cannot start the test DNS server (see %s/log)\n", server.dir);
         return 1;
     }
-    snprintf(fwd, sizeof fwd, "127.0.0.1@%d", server_port);
+    snprintf(fwd, sizeof fwd, "127.0.0.1@%d", server.port);
 
     MW_TEST_RUN(test_create_errors);
     MW_TEST_RUN(test_rdata_helpers);

@@ -29,10 +29,10 @@
 #include "dns_cache.h"
 #include "metrics.h"
 #include "mwtest.h"
+#include "mwtest_procs.h"
 
-static char  tmpdir[] = "/tmp/mw-test-dnscache-XXXXXX";
-static char  zonefile[512], portfile[512], logfile[512], fwd[64];
-static pid_t server_pid = -1;
+static mwt_proc server;        /* testdns.py; its dir holds zone.json and log */
+static char     fwd[64];
 
 #define NNAMES 300
 
@@ -42,7 +42,7 @@ static pid_t server_pid = -1;
 static void write_zone(void)
 {
     mw_buf z = MW_BUF_INIT;
-    FILE *f;
+    char zonefile[128];
 
     mw_buf_puts(&z, "{\n"
                 " \"c.example.com\": [{\"A\": \"192.0.2.1\"}, {\"TXT\": \"v=spf1 -all\"}],\n"
@@ -56,94 +56,21 @@ static void write_zone(void)
         mw_buf_printf(&z, " \"n%d.load.test\": [{\"A\": \"10.0.%d.%d\"}, {\"TXT\": \"load %d\"}],\n",
                       i, i / 256, i % 256, i);
     mw_buf_puts(&z, " \"last.example.com\": [{\"A\": \"192.0.2.255\"}]\n}\n");
-    f = fopen(zonefile, "w");
-    if (!f) {
-        perror(zonefile);
+    if (!mwt_write_file(mwt_path(&server, "zone.json", zonefile, sizeof zonefile),
+                        mw_buf_cstr(&z)))
         exit(2);
-    }
-    fputs(mw_buf_cstr(&z), f);
-    fclose(f);
     mw_buf_free(&z);
 }
 
 static void cleanup(void)
 {
-    if (server_pid > 0) {
-        kill(server_pid, SIGTERM);
-        waitpid(server_pid, NULL, 0);
-        server_pid = -1;
-    }
-    unlink(zonefile);
-    unlink(portfile);
-    unlink(logfile);
-    rmdir(tmpdir);
-}
-
-static bool start_server(void)
-{
-    char script[600], file[512];
-    const char *py = getenv("MW_TEST_PYTHON"), *src = getenv("MW_SOURCE_DIR");
-    struct timespec ts = { 0, 20 * 1000000L };
-    int port = 0;
-
-    if (!py || !*py)
-        py = "/usr/bin/python3";
-    if (src && *src) {
-        snprintf(script, sizeof script, "%s/tests/lib/testdns.py", src);
-    } else {
-        snprintf(file, sizeof file, "%s", __FILE__);
-        snprintf(script, sizeof script, "%s/../lib/testdns.py", dirname(file));
-    }
-    server_pid = fork();
-    if (server_pid < 0)
-        return false;
-    if (server_pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        FILE *log = freopen(logfile, "w", stderr);
-        (void)log;
-        execl(py, py, script, "--port", "0", "--portfile", portfile, "--zone", zonefile,
-              "--negttl", "2", "-v", (char *)NULL);
-        fprintf(stderr, "exec %s: %s\n", py, strerror(errno));
-        _exit(127);
-    }
-    for (int i = 0; i < 500; i++) {
-        FILE *f = fopen(portfile, "r");
-        if (f) {
-            int ok = fscanf(f, "%d", &port);
-            fclose(f);
-            if (ok == 1 && port > 0) {
-                snprintf(fwd, sizeof fwd, "127.0.0.1@%d", port);
-                return true;
-            }
-        }
-        if (waitpid(server_pid, NULL, WNOHANG) == server_pid) {
-            server_pid = -1;
-            return false;
-        }
-        nanosleep(&ts, NULL);
-    }
-    return false;
+    mwt_proc_stop(&server);
 }
 
 /* Lines of the server's query log containing s (case-insensitive). */
 static int server_count(const char *s)
 {
-    FILE *f = fopen(logfile, "r");
-    char line[1024];
-    int n = 0;
-
-    if (!f)
-        return 0;
-    while (fgets(line, sizeof line, f))
-        n += strcasestr(line, s) != NULL;
-    fclose(f);
-    return n;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
+    return mwt_testdns_lines(&server, s);
 }
 
 static mw_dns *resolver(size_t cache_size, unsigned min_ttl, unsigned max_ttl)
@@ -321,7 +248,7 @@ static void test_cache_lru(void)
     c = mw_dns_cache_create(10, 2, 1);   /* min above max: min wins */
     a->ttl = 1;
     mw_dns_cache_put(c, "min.example", MW_DNS_T_TXT, 1, a);
-    sleep_ms(1300);
+    mwt_sleep_ms(1300);
     MW_TEST_ASSERT(mw_dns_cache_get(c, "min.example", MW_DNS_T_TXT, 1, &b));
     MW_TEST_EQ_INT(b ? b->ttl : 99, 0);
     mw_dns_answer_free(&b);
@@ -331,7 +258,7 @@ static void test_cache_lru(void)
     mw_dns_cache_put(c, "max.example", MW_DNS_T_TXT, 1, a);
     MW_TEST_ASSERT(mw_dns_cache_get(c, "max.example", MW_DNS_T_TXT, 1, &b));
     mw_dns_answer_free(&b);
-    sleep_ms(1100);
+    mwt_sleep_ms(1100);
     MW_TEST_ASSERT(!mw_dns_cache_get(c, "max.example", MW_DNS_T_TXT, 1, &b));
     mw_dns_cache_get_stats(c, &st);
     MW_TEST_EQ_INT(st.expired, 1);
@@ -401,7 +328,7 @@ static void test_ttl_expiry(void)
     MW_TEST_EQ_INT(ask(d, "ttl1.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
     MW_TEST_EQ_INT(ask(d, "ttl1.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
     MW_TEST_EQ_INT(upstream(d), 1);
-    sleep_ms(1200);
+    mwt_sleep_ms(1200);
     MW_TEST_EQ_INT(ask(d, "ttl1.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
     MW_TEST_EQ_INT(upstream(d), 2);
     mw_dns_get_stats(d, &st);
@@ -416,7 +343,7 @@ static void test_ttl_expiry(void)
     mw_dns_answer_free(&cn);
     MW_TEST_EQ_INT(ask(d, "cn1.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
     MW_TEST_EQ_INT(upstream(d), 3);
-    sleep_ms(1200);
+    mwt_sleep_ms(1200);
     MW_TEST_EQ_INT(ask(d, "cn1.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
     MW_TEST_EQ_INT(upstream(d), 4);
 
@@ -436,7 +363,7 @@ static void test_ttl_expiry(void)
     mw_dns_answer_free(&a);
     MW_TEST_EQ_INT(ask(d, "c.example.com", MW_DNS_T_MX, 0), MW_DNS_NODATA);
     MW_TEST_EQ_INT(upstream(d), 8);
-    sleep_ms(2200);
+    mwt_sleep_ms(2200);
     MW_TEST_EQ_INT(ask(d, "nx.example.com", MW_DNS_T_TXT, 0), MW_DNS_NXDOMAIN);
     MW_TEST_EQ_INT(ask(d, "c.example.com", MW_DNS_T_MX, 0), MW_DNS_NODATA);
     MW_TEST_EQ_INT(upstream(d), 10);
@@ -449,7 +376,7 @@ static void test_ttl_expiry(void)
     MW_TEST_EQ_INT(ask(d, "last.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
     MW_TEST_EQ_INT(ask(d, "last.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
     MW_TEST_EQ_INT(upstream(d), 1);
-    sleep_ms(1200);
+    mwt_sleep_ms(1200);
     MW_TEST_EQ_INT(ask(d, "last.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
     MW_TEST_EQ_INT(upstream(d), 2);
     mw_dns_destroy(&d);
@@ -578,23 +505,21 @@ static void test_threads(void)
 
 int main(void)
 {
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
+    static const char *const negttl[] = {"--negttl", "2", NULL};
+
+    if (!mwt_proc_dir(&server, "dnscache"))
         return 2;
-    }
-    snprintf(zonefile, sizeof zonefile, "%s/zone.json", tmpdir);
-    snprintf(portfile, sizeof portfile, "%s/port", tmpdir);
-    snprintf(logfile, sizeof logfile, "%s/testdns.log", tmpdir);
     atexit(cleanup);
 
     MW_TEST_RUN(test_cache_unit);
     MW_TEST_RUN(test_cache_lru);
 
     write_zone();
-    if (!start_server()) {
-        fprintf(stderr, "cannot start the test DNS server (see %s)\n", logfile);
+    if (!mwt_testdns_start_args(&server, "dnscache", NULL, negttl)) {
+        fprintf(stderr, "cannot start the test DNS server (see %s/log)\n", server.dir);
         return 1;
     }
+    snprintf(fwd, sizeof fwd, "127.0.0.1@%d", server.port);
     MW_TEST_RUN(test_hit_without_libunbound);
     MW_TEST_RUN(test_ttl_expiry);
     MW_TEST_RUN(test_failures_not_cached);
