@@ -35,6 +35,7 @@
 #include "dkim_keycache.h"
 #include "dns.h"
 #include "mwtest.h"
+#include "mwtest_procs.h"
 
 /* The signer's canonicalization, tested directly (private to filter/checks). */
 #include "../../filter/checks/dkim_canon.h"
@@ -44,10 +45,8 @@
  * 2.11 dkim_privkey_load leaked an EVP_PKEY per Ed25519 signature).
  */
 
-static char tmpdir[64];
+static mwt_proc server;            /* testdns.py; its dir holds the keys and configs */
 static char shared[1024];          /* .../shared/conformance, "" when absent */
-static pid_t server_pid = -1;
-static int server_port;
 static mw_dns *dns;
 static mw_buf zone = MW_BUF_INIT;  /* JSON body, entries separated by ",\n" */
 
@@ -88,7 +87,7 @@ static const char *tpath(const char *name)
     static _Thread_local char buf[4][256];
     static _Thread_local int i;
     i = (i + 1) % 4;
-    snprintf(buf[i], sizeof buf[i], "%s/%s", tmpdir, name);
+    mwt_path(&server, name, buf[i], sizeof buf[i]);
     return buf[i];
 }
 
@@ -125,61 +124,13 @@ static void zone_special(const char *name, const char *what)
 
 static bool start_server(void)
 {
-    const char *src = getenv("MW_SOURCE_DIR");
-    const char *py = getenv("MW_TEST_PYTHON");
-    char script[1024];
     mw_buf z = MW_BUF_INIT;
+    bool ok;
 
-    if (src == NULL)
-        src = ".";
-    if (py == NULL)
-        py = "/usr/bin/python3";
-    snprintf(script, sizeof script, "%s/tests/lib/testdns.py", src);
     mw_buf_printf(&z, "{\n%s\n}\n", mw_buf_cstr(&zone));
-    write_file(tpath("zone.json"), z.data, z.len, 0600);
+    ok = mwt_testdns_start(&server, "dkim", mw_buf_cstr(&z));
     mw_buf_free(&z);
-    server_pid = fork();
-    if (server_pid < 0)
-        return false;
-    if (server_pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        execl(py, py, script, "--port", "0", "--portfile", tpath("port"), "--zone",
-              tpath("zone.json"), (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 200; i++) {
-        FILE *f = fopen(tpath("port"), "r");
-        if (f != NULL) {
-            int ok = fscanf(f, "%d", &server_port);
-            fclose(f);
-            if (ok == 1 && server_port > 0)
-                return true;
-        }
-        if (waitpid(server_pid, NULL, WNOHANG) == server_pid) {
-            server_pid = -1;
-            return false;
-        }
-        struct timespec ts = {0, 50 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    return false;
-}
-
-static void stop_server(void)
-{
-    if (server_pid > 0) {
-        kill(server_pid, SIGTERM);
-        waitpid(server_pid, NULL, 0);
-        server_pid = -1;
-    }
-}
-
-static void cleanup_tmp(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (tmpdir[0] != '\0' && system(cmd) != 0)
-        fprintf(stderr, "cannot remove %s\n", tmpdir);
+    return ok;
 }
 
 static double now_s(void)
@@ -189,7 +140,7 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Generate a key into tmpdir/NAME.pem (0600) and publish it at SEL._domainkey.DOM. */
+/* Generate a key into server.dir/NAME.pem (0600) and publish it at SEL._domainkey.DOM. */
 static void make_key(const char *name, const char *type, unsigned bits, const char *sel,
                      const char *dom)
 {
@@ -217,7 +168,7 @@ static void make_key(const char *name, const char *type, unsigned bits, const ch
     mw_buf_free(&fn);
 }
 
-/* A raw Ed25519 seed (base64, as dkimpy stores it) as a PEM file in tmpdir. */
+/* A raw Ed25519 seed (base64, as dkimpy stores it) as a PEM file in server.dir. */
 static bool seed_to_pem(const char *seedfile, const char *name)
 {
     char *b64 = slurp(seedfile, NULL);
@@ -1820,11 +1771,8 @@ int main(void)
     mw_config_errors errs = {0};
     char err[256], fwd[64];
 
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/mwdkimXXXXXX");
-    if (mkdtemp(tmpdir) == NULL) {
-        perror("mkdtemp");
+    if (!mwt_proc_dir(&server, "dkim"))
         return 1;
-    }
     make_key("rsa", "rsa", 2048, "rsa", "sign.test");
     make_key("ed", "ed25519", 0, "ed", "sign.test");
     make_key("small", "rsa", 1024, "small", "sign.test");
@@ -1837,17 +1785,16 @@ int main(void)
     vectors_publish();
     if (!start_server()) {
         fprintf(stderr, "cannot start the test DNS server\n");
-        cleanup_tmp();
+        mwt_proc_stop(&server);
         return 1;
     }
-    snprintf(fwd, sizeof fwd, "127.0.0.1@%d", server_port);
+    snprintf(fwd, sizeof fwd, "127.0.0.1@%d", server.port);
     const char *fw[] = {fwd};
     mw_dns_options dopt = {.forwarders = fw, .nforwarders = 1, .timeout_ms = 2000};
     dns = mw_dns_create(&dopt, err, sizeof err);
     if (dns == NULL) {
         fprintf(stderr, "dns: %s\n", err);
-        stop_server();
-        cleanup_tmp();
+        mwt_proc_stop(&server);
         return 1;
     }
     main_signer = signer_from(main_keys_conf(), &errs);
@@ -1875,8 +1822,7 @@ int main(void)
     MW_TEST_RUN(test_vectors);
     mw_dkim_signer_destroy(&main_signer);
     mw_dns_destroy(&dns);
-    stop_server();
-    cleanup_tmp();
+    mwt_proc_stop(&server);
     mw_buf_free(&zone);
     return MW_TEST_SUMMARY();
 }
