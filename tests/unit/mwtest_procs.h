@@ -16,9 +16,18 @@
  * mwt_proc_dir() first, then write mwt_path(&p, "zone.json"), then
  * mwt_testdns_start(&p, tag, NULL).
  *
+ * More than the defaults:
+ *     mwt_testdns_start_args(&p, tag, zone, (const char *const[]){"--negttl", "2", NULL});
+ *     mwt_testdns_lines(&p, "tcp tc.example.com");       // log lines containing it
+ *     mwt_redis_start_args(&p, tag, 0, extra);   // extra redis-server arguments
+ *     mwt_proc_kill(&p, SIGKILL);                // crash it; the directory stays
+ *     mwt_redis_start_args(&p, tag, p.port, NULL);        // back on the same port
+ *     mwt_sentinel_start(&s, tag, master.port, "mymaster");
+ * (the redis parts with hiredis.h included first).
+ *
  * Environment: MW_SOURCE_DIR (tests/lib/testdns.py is found there; else
  * next to this file), MW_TEST_PYTHON (default /usr/bin/python3: the pyenv
- * shim cannot see Debian's python3-dnslib), MW_REDIS_SERVER.
+ * shim cannot see Debian's python3-dnslib), MW_REDIS_SERVER, MW_REDIS_SENTINEL.
  */
 #ifndef MW_TEST_PROCS_H
 #define MW_TEST_PROCS_H
@@ -243,19 +252,28 @@ static inline int mwt_testdns_count(const mwt_proc *p, const char *name)
 /*
  * Start redis-server on a free loopback port (p->port), no persistence,
  * working directory dir.  The caller checks readiness with its own client
- * (mwt_redis_wait below when it has hiredis).
+ * (mwt_redis_start below when it has hiredis).  mwt_redis_spawn_args: on
+ * port (0: a free one; the same port again restarts a killed server in its
+ * directory) with extra NULL-terminated arguments ("--requirepass", "pw",
+ * NULL).
  */
-static inline bool mwt_redis_spawn(mwt_proc *p, const char *tag)
+static inline bool mwt_redis_spawn_args(mwt_proc *p, const char *tag, int port,
+                                        const char *const *extra)
 {
     char portbuf[16];
     const char *bin = getenv("MW_REDIS_SERVER");
+    const char *argv[40] = {"redis-server", "--port", portbuf, "--bind", "127.0.0.1", "--save", "",
+                            "--appendonly", "no", "--dir", p->dir};
+    size_t n = 11;
 
     if (!mwt_proc_dir(p, tag))
         return false;
-    p->port = mwt_free_port();
+    p->port = port > 0 ? port : mwt_free_port();
     if (p->port <= 0)
         return false;
     snprintf(portbuf, sizeof portbuf, "%d", p->port);
+    for (; extra && *extra && n < sizeof argv / sizeof *argv - 1; extra++)
+        argv[n++] = *extra;
     p->pid = fork();
     if (p->pid < 0)
         return false;
@@ -263,8 +281,50 @@ static inline bool mwt_redis_spawn(mwt_proc *p, const char *tag)
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (freopen("/dev/null", "w", stdout) == NULL)
             _exit(127);
-        execlp(bin && *bin ? bin : "redis-server", "redis-server", "--port", portbuf, "--bind",
-               "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", p->dir, (char *)NULL);
+        execvp(bin && *bin ? bin : "redis-server", (char *const *)argv);
+        _exit(127);
+    }
+    return true;
+}
+
+static inline bool mwt_redis_spawn(mwt_proc *p, const char *tag)
+{
+    return mwt_redis_spawn_args(p, tag, 0, NULL);
+}
+
+/*
+ * Start redis-sentinel on a free loopback port (p->port) watching the
+ * master on master_port as "name" (quorum 1, down after 1 s, failover
+ * timeout 3 s); its config is dir/sentinel.conf.  MW_REDIS_SENTINEL.
+ */
+static inline bool mwt_sentinel_spawn(mwt_proc *p, const char *tag, int master_port,
+                                      const char *name)
+{
+    char conf[128], text[600];
+    const char *bin = getenv("MW_REDIS_SENTINEL");
+
+    if (!mwt_proc_dir(p, tag))
+        return false;
+    p->port = mwt_free_port();
+    if (p->port <= 0)
+        return false;
+    snprintf(text, sizeof text,
+             "port %d\nbind 127.0.0.1\ndir %s\nlogfile %s/sentinel.log\n"
+             "sentinel monitor %s 127.0.0.1 %d 1\n"
+             "sentinel down-after-milliseconds %s 1000\n"
+             "sentinel failover-timeout %s 3000\n"
+             "sentinel parallel-syncs %s 1\n",
+             p->port, p->dir, p->dir, name, master_port, name, name, name);
+    if (!mwt_write_file(mwt_path(p, "sentinel.conf", conf, sizeof conf), text))
+        return false;
+    if (!bin || !*bin)
+        bin = "redis-sentinel";
+    p->pid = fork();
+    if (p->pid < 0)
+        return false;
+    if (p->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        execlp(bin, bin, conf, (char *)NULL);
         _exit(127);
     }
     return true;
@@ -278,20 +338,21 @@ static inline redisReply *mwt_redis_cmd(const mwt_proc *p, int argc, const char 
     redisContext *c = redisConnectWithTimeout("127.0.0.1", p->port, tv);
     redisReply *r = NULL;
 
-    if (c && !c->err)
+    if (c && !c->err) {
+        redisSetTimeout(c, tv);
         r = redisCommandArgv(c, argc, argv, NULL);
+    }
     if (c)
         redisFree(c);
     return r;
 }
 
-/* mwt_redis_spawn, then wait up to 5 s for PING to answer. */
-static inline bool mwt_redis_start(mwt_proc *p, const char *tag)
+/* Wait up to 5 s for a spawned server to answer PING (any answer: an
+ * AUTH-protected server's NOAUTH error counts). */
+static inline bool mwt_redis_wait(mwt_proc *p)
 {
     const char *ping[] = {"PING"};
 
-    if (!mwt_redis_spawn(p, tag))
-        return false;
     for (int i = 0; i < 250; i++) {
         redisReply *r = mwt_redis_cmd(p, 1, ping);
         if (r) {
@@ -304,8 +365,27 @@ static inline bool mwt_redis_start(mwt_proc *p, const char *tag)
         }
         mwt_sleep_ms(20);
     }
-    fprintf(stderr, "redis-server did not answer PING on port %d\n", p->port);
+    fprintf(stderr, "redis did not answer PING on port %d\n", p->port);
     return false;
+}
+
+/* mwt_redis_spawn(_args), then mwt_redis_wait. */
+static inline bool mwt_redis_start_args(mwt_proc *p, const char *tag, int port,
+                                        const char *const *extra)
+{
+    return mwt_redis_spawn_args(p, tag, port, extra) && mwt_redis_wait(p);
+}
+
+static inline bool mwt_redis_start(mwt_proc *p, const char *tag)
+{
+    return mwt_redis_start_args(p, tag, 0, NULL);
+}
+
+/* mwt_sentinel_spawn, then mwt_redis_wait. */
+static inline bool mwt_sentinel_start(mwt_proc *p, const char *tag, int master_port,
+                                      const char *name)
+{
+    return mwt_sentinel_spawn(p, tag, master_port, name) && mwt_redis_wait(p);
 }
 #endif
 

@@ -43,37 +43,12 @@
 #include "alloc.h"
 #include "config.h"
 #include "mwtest.h"
+#include "mwtest_procs.h"
 #include "store.h"
 
 /* ------------------------------------------------------------------------ */
 /* redis processes                                                          */
 
-static char tmpdir[] = "/tmp/mw-test-store-XXXXXX";
-
-struct proc {
-    pid_t pid;
-    int   port;
-};
-
-static int free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static double now_ms(void)
 {
@@ -87,128 +62,16 @@ static redisReply *raw(int port, const char *a0, const char *a1, const char *a2,
 {
     const char *argv[4] = {a0, a1, a2, a3};
     int argc = a3 ? 4 : a2 ? 3 : a1 ? 2 : 1;
-    struct timeval tv = {1, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
-    redisReply *r = NULL;
+    mwt_proc p = {.pid = -1, .port = port};
 
-    if (c != NULL && !c->err) {
-        redisSetTimeout(c, tv);
-        r = redisCommandArgv(c, argc, argv, NULL);
-    }
-    if (c != NULL)
-        redisFree(c);
-    return r;
+    return mwt_redis_cmd(&p, argc, argv);
 }
 
-static bool redis_up(int port, const char *pass)
+/* Killed as a crash would (SIGKILL); then its directory goes too. */
+static void stop_proc(mwt_proc *p)
 {
-    redisReply *r = pass ? raw(port, "AUTH", pass, NULL, NULL) : raw(port, "PING", NULL, NULL, NULL);
-    bool ok = r != NULL && r->type != REDIS_REPLY_ERROR;
-    if (r)
-        freeReplyObject(r);
-    return ok;
-}
-
-static const char *redis_bin(bool sentinel)
-{
-    const char *e = getenv(sentinel ? "MW_REDIS_SENTINEL" : "MW_REDIS_SERVER");
-    return e && *e ? e : sentinel ? "redis-sentinel" : "redis-server";
-}
-
-/* Start redis-server on port (0: a free one) with extra "--x y" args. */
-static bool start_redis(struct proc *p, int port, const char *const *extra)
-{
-    char portbuf[16], logf[600];
-    const char *argv[40];
-    int n = 0;
-
-    p->port = port > 0 ? port : free_port();
-    snprintf(portbuf, sizeof portbuf, "%d", p->port);
-    snprintf(logf, sizeof logf, "%s/redis-%d.log", tmpdir, p->port);
-    argv[n++] = redis_bin(false);
-    argv[n++] = "--port";
-    argv[n++] = portbuf;
-    argv[n++] = "--bind";
-    argv[n++] = "127.0.0.1";
-    argv[n++] = "--save";
-    argv[n++] = "";
-    argv[n++] = "--appendonly";
-    argv[n++] = "no";
-    argv[n++] = "--dir";
-    argv[n++] = tmpdir;
-    argv[n++] = "--logfile";
-    argv[n++] = logf;
-    for (; extra != NULL && *extra != NULL && n < 38; extra++)
-        argv[n++] = *extra;
-    argv[n] = NULL;
-    p->pid = fork();
-    if (p->pid < 0)
-        return false;
-    if (p->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        execvp(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    for (int i = 0; i < 250; i++) {
-        if (redis_up(p->port, NULL))
-            return true;
-        /* An AUTH-protected server answers PING with NOAUTH: ask differently. */
-        redisReply *r = raw(p->port, "PING", NULL, NULL, NULL);
-        bool noauth = r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOAUTH", 6) == 0;
-        if (r)
-            freeReplyObject(r);
-        if (noauth)
-            return true;
-        if (waitpid(p->pid, NULL, WNOHANG) == p->pid) {
-            p->pid = -1;
-            return false;
-        }
-        sleep_ms(20);
-    }
-    return false;
-}
-
-static bool start_sentinel(struct proc *p, int master_port)
-{
-    char conf[600], portbuf[16];
-    FILE *f;
-
-    p->port = free_port();
-    snprintf(conf, sizeof conf, "%s/sentinel-%d.conf", tmpdir, p->port);
-    f = fopen(conf, "w");
-    if (f == NULL)
-        return false;
-    fprintf(f, "port %d\nbind 127.0.0.1\ndir %s\nlogfile %s/sentinel-%d.log\n"
-               "sentinel monitor mymaster 127.0.0.1 %d 1\n"
-               "sentinel down-after-milliseconds mymaster 1000\n"
-               "sentinel failover-timeout mymaster 3000\n"
-               "sentinel parallel-syncs mymaster 1\n",
-            p->port, tmpdir, tmpdir, p->port, master_port);
-    fclose(f);
-    snprintf(portbuf, sizeof portbuf, "%d", p->port);
-    p->pid = fork();
-    if (p->pid < 0)
-        return false;
-    if (p->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        execlp(redis_bin(true), redis_bin(true), conf, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 250; i++) {
-        if (redis_up(p->port, NULL))
-            return true;
-        sleep_ms(20);
-    }
-    return false;
-}
-
-static void stop_proc(struct proc *p)
-{
-    if (p->pid > 0) {
-        kill(p->pid, SIGKILL);
-        waitpid(p->pid, NULL, 0);
-        p->pid = -1;
-    }
+    mwt_proc_kill(p, SIGKILL);
+    mwt_proc_stop(p);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -686,7 +549,7 @@ static void test_race_memory(void)
 /* ------------------------------------------------------------------------ */
 /* redis backend                                                             */
 
-static struct proc redis1 = {-1, 0};
+static mwt_proc redis1 = {.pid = -1};
 
 static void test_redis_basic(void)
 {
@@ -793,13 +656,15 @@ static void test_race_redis(void)
 
 static void test_auth_db(void)
 {
-    struct proc p = {-1, 0};
+    mwt_proc p = {.pid = -1};
     const char *extra[] = {"--user", "mw", "on", ">s3cret", "~*", "&*", "+@all",
                            "--requirepass", "defaultpw", NULL};
     redisReply *r;
 
-    if (!MW_TEST_ASSERT(start_redis(&p, 0, extra)))
+    if (!MW_TEST_ASSERT(mwt_redis_start_args(&p, "store", 0, extra))) {
+        stop_proc(&p);
         return;
+    }
     mw_config *cfg = base_config();
     cfg->redis_port = (unsigned)p.port;
     set_str(&cfg->redis_username, "mw");
@@ -838,11 +703,13 @@ static void test_auth_db(void)
  * off; and back to OK when Redis returns on the same port. */
 static void test_redis_down(void)
 {
-    struct proc p = {-1, 0};
+    mwt_proc p = {.pid = -1};
     double t0, worst = 0;
 
-    if (!MW_TEST_ASSERT(start_redis(&p, 0, NULL)))
+    if (!MW_TEST_ASSERT(mwt_redis_start(&p, "store"))) {
+        stop_proc(&p);
         return;
+    }
     mw_config *cfg = base_config();
     cfg->redis_port = (unsigned)p.port;
     cfg->redis_connect_timeout_ms = 200;
@@ -850,7 +717,7 @@ static void test_redis_down(void)
     mw_store *s = redis_store_cfg(cfg);
     MW_TEST_EQ_INT(gcra1(s, "rl:{d}:r", 1000, 100, 1).st, MW_STORE_OK);
 
-    stop_proc(&p);
+    mwt_proc_kill(&p, SIGKILL);
     for (int i = 0; i < 50; i++) {
         t0 = now_ms();
         struct gcra_out o = gcra1(s, "rl:{d}:r", 1000, 100, 1);
@@ -870,12 +737,12 @@ static void test_redis_down(void)
 
     /* Stopped (not dead): the connection accepts, nothing answers. */
     int port = p.port;
-    if (!MW_TEST_ASSERT(start_redis(&p, port, NULL)))
+    if (!MW_TEST_ASSERT(mwt_redis_start_args(&p, "store", port, NULL)))
         goto out;
     for (int i = 0; i < 200; i++) {     /* backoff runs out, the store reconnects */
         if (gcra1(s, "rl:{d}:r", 1000, 100, 1).st == MW_STORE_OK)
             break;
-        sleep_ms(50);
+        mwt_sleep_ms(50);
     }
     MW_TEST_EQ_INT(gcra1(s, "rl:{d}:r", 1000, 100, 1).st, MW_STORE_OK);
     kill(p.pid, SIGSTOP);
@@ -885,7 +752,7 @@ static void test_redis_down(void)
         MW_TEST_EQ_INT(gcra1(s, "rl:{d}:r", 1000, 100, 1).st, MW_STORE_TEMPFAIL);
         double dt = now_ms() - t0;
         worst = dt > worst ? dt : worst;
-        sleep_ms(30);
+        mwt_sleep_ms(30);
     }
     MW_TEST_ASSERT(worst < 450);
     kill(p.pid, SIGCONT);
@@ -893,7 +760,7 @@ static void test_redis_down(void)
     for (int i = 0; i < 200 && !back; i++) {
         back = gcra1(s, "rl:{d}:r", 1000, 100, 1).st == MW_STORE_OK;
         if (!back)
-            sleep_ms(50);
+            mwt_sleep_ms(50);
     }
     MW_TEST_ASSERT(back);
     mw_store_stats st;
@@ -908,15 +775,17 @@ out:
  * promotes the replica; the store follows and works without errors. */
 static void test_sentinel_failover(void)
 {
-    struct proc master = {-1, 0}, replica = {-1, 0}, sentinel = {-1, 0};
+    mwt_proc master = {.pid = -1}, replica = {.pid = -1}, sentinel = {.pid = -1};
     char mport[16], spec[64];
 
-    if (!MW_TEST_ASSERT(start_redis(&master, 0, NULL)))
+    if (!MW_TEST_ASSERT(mwt_redis_start(&master, "store"))) {
+        stop_proc(&master);
         return;
+    }
     snprintf(mport, sizeof mport, "%d", master.port);
     const char *rep_args[] = {"--replicaof", "127.0.0.1", mport, NULL};
-    if (!MW_TEST_ASSERT(start_redis(&replica, 0, rep_args)) ||
-        !MW_TEST_ASSERT(start_sentinel(&sentinel, master.port)))
+    if (!MW_TEST_ASSERT(mwt_redis_start_args(&replica, "store", 0, rep_args)) ||
+        !MW_TEST_ASSERT(mwt_sentinel_start(&sentinel, "store", master.port, "mymaster")))
         goto out;
     /* Let the sentinel discover the replica (INFO every 10 s at first; it
      * learns replicas from the master's INFO right away, usually < 2 s). */
@@ -927,7 +796,7 @@ static void test_sentinel_failover(void)
             freeReplyObject(r);
         if (seen)
             break;
-        sleep_ms(100);
+        mwt_sleep_ms(100);
     }
 
     mw_config *cfg = base_config();
@@ -945,7 +814,7 @@ static void test_sentinel_failover(void)
     for (int i = 0; i < 5; i++)
         MW_TEST_EQ_INT(gcra1(s, "rl:{f}:r", 1000, 1000, 1).st, MW_STORE_OK);
 
-    stop_proc(&master);
+    mwt_proc_kill(&master, SIGKILL);
     double t0 = now_ms();
     int fails = 0;
     bool recovered = false;
@@ -956,7 +825,7 @@ static void test_sentinel_failover(void)
             break;
         }
         fails++;
-        sleep_ms(100);
+        mwt_sleep_ms(100);
     }
     fprintf(stderr, "  failover: %d failed calls, %.1f s\n", fails, (now_ms() - t0) / 1000);
     MW_TEST_ASSERT(recovered);
@@ -997,21 +866,13 @@ static void test_config_same(void)
 
 static void cleanup(void)
 {
-    char cmd[600];
     stop_proc(&redis1);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "cleanup of %s failed\n", tmpdir);
 }
 
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     mw_log_configure(MW_LOG_TO_STDERR, MW_LOG_FMT_TEXT, "test_core_store", "mail", MW_LOG_WARN);
-    if (mkdtemp(tmpdir) == NULL) {
-        perror("mkdtemp");
-        return 2;
-    }
     atexit(cleanup);
 
     MW_TEST_RUN(test_config_same);
@@ -1022,7 +883,7 @@ int main(void)
     MW_TEST_RUN(test_cases_memory);
     MW_TEST_RUN(test_race_memory);
 
-    if (!MW_TEST_ASSERT(start_redis(&redis1, 0, NULL))) {
+    if (!MW_TEST_ASSERT(mwt_redis_start(&redis1, "store"))) {
         fprintf(stderr, "redis-server did not start: the redis tests cannot run\n");
         return MW_TEST_SUMMARY();
     }
