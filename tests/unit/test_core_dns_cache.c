@@ -12,14 +12,11 @@
  * MW_TEST_PYTHON (default /usr/bin/python3: Debian's, which has dnslib).
  */
 #include <errno.h>
-#include <libgen.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
