@@ -70,6 +70,27 @@ static inline void line_end(mw_dkim_bodycanon *c)
     c->bol = true;
 }
 
+/* n plain bytes of the current line, after content() started it. */
+static void put_run(mw_dkim_bodycanon *c, const unsigned char *p, size_t n)
+{
+    while (n > 0) {
+        size_t k = sizeof c->out - c->n;
+        if (k > n)
+            k = n;
+        memcpy(c->out + c->n, p, k);
+        c->n += k;
+        p += k;
+        n -= k;
+        if (c->n == sizeof c->out)
+            flush(c);
+    }
+}
+
+/* Bytes that end a run of plain content: line ends, and in relaxed the
+ * blanks (which are reduced). */
+static const bool stop_simple[256] = {['\r'] = true, ['\n'] = true};
+static const bool stop_relaxed[256] = {['\r'] = true, ['\n'] = true, [' '] = true, ['\t'] = true};
+
 bool mw_dkim_bodycanon_init(mw_dkim_bodycanon *c, const EVP_MD *md, mw_dkim_canon canon)
 {
     c->md = EVP_MD_CTX_new();
@@ -87,6 +108,7 @@ bool mw_dkim_bodycanon_init(mw_dkim_bodycanon *c, const EVP_MD *md, mw_dkim_cano
 void mw_dkim_bodycanon_update(mw_dkim_bodycanon *c, const unsigned char *p, size_t len)
 {
     const bool relaxed = c->canon == MW_DKIM_CANON_RELAXED;
+    const bool *stop = relaxed ? stop_relaxed : stop_simple;
 
     if (c->md == NULL)
         return;
@@ -116,14 +138,17 @@ void mw_dkim_bodycanon_update(mw_dkim_bodycanon *c, const unsigned char *p, size
             }
             content(c, ch);
             break;
-        default:
-            /* Fast path: the rest of a run of plain bytes. */
-            if (!c->bol && !c->wsp && c->n + 1 < sizeof c->out) {
-                c->out[c->n++] = ch;
-                break;
-            }
+        default: {
+            /* This byte (with what the line owes before it), then the
+             * rest of its run of plain bytes in one copy. */
             content(c, ch);
+            size_t j = i + 1;
+            while (j < len && !stop[p[j]])
+                j++;
+            put_run(c, p + i + 1, j - i - 1);
+            i = j - 1;
             break;
+        }
         }
     }
 }
