@@ -40,7 +40,7 @@ for variant in asan normal; do
         total_pass=$((total_pass + t - f)); total_fail=$((total_fail + f))
     fi
 done
-# ThreadSanitizer: the daemon is multi-threaded (libmilter).  Unit tests and
+# ThreadSanitizer: the daemon is multi-threaded (a thread per milter connection).  Unit tests and
 # the Postfix rate-limit test (12 parallel sessions, two daemons, Redis
 # killed mid-load) with an instrumented build; reports that reach our code
 # count as failures (tests/sanitizers/run-tsan.sh).

@@ -581,7 +581,7 @@ bool mw_config_socket_valid(const char *spec, char *why, size_t whylen)
         if (!port_valid(rest, at != NULL ? (size_t)(at - rest) : strlen(rest)))
             return fail(why, whylen, "port must be a number from 1 to 65535 (inet:PORT@HOST)");
         if (at == NULL)
-            return true;   /* libmilter: all addresses */
+            return true;   /* no host: all addresses */
         at++;
         if (*at == '\0')
             return fail(why, whylen, "empty host after '@'");

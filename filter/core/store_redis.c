@@ -11,7 +11,7 @@
  *   - hiredis in blocking mode, argv form only (redisAppendCommandArgv:
  *     explicit lengths, no command string is ever built from mail data).
  *   - A pool of at most redis.pool_size connections shared by all threads
- *     (libmilter runs one thread per SMTP connection, so per-thread
+ *     (the milter serves each SMTP connection on its own thread, so per-thread
  *     connections would mean a TCP connect + AUTH per SMTP session).  A
  *     thread that finds none idle waits on a condition variable until its
  *     deadline.

@@ -2,7 +2,7 @@
  * log.c - one logging module: syslog or stderr, text or JSON.
  *
  * Design: the settings and every write are under one mutex, so lines from
- * libmilter's threads never interleave and a reload may reconfigure logging
+ * the milter's connection threads never interleave and a reload may reconfigure logging
  * while other threads log.  Formatting happens outside the lock.
  */
 #include <errno.h>

@@ -7,7 +7,7 @@ A report is "ours" when a frame of one of its access stacks is in mailwarden
 (a source path under filter/, tests/, or a frame in the mailwarden binary or
 a test program).  Stacks that only say where a thread or mutex was created
 do not count: a race between two threads of an uninstrumented library (e.g.
-libmilter's worker pool tearing itself down at exit) is "third-party" even
+libunbound's worker thread tearing itself down at exit) is "third-party" even
 though our main() started that thread.  Third-party reports are printed
 but not counted.  Exit status: number of "ours" reports (at most 100).
 """

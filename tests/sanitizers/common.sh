@@ -47,7 +47,7 @@ san_run() {
         grep -E -A30 '\*\*\*Failed|\*\*\*Timeout|\*\*\*Exception' "$log" | head -120
     fi
     # sanitizer reports from every instrumented process; those whose access
-    # stacks never reach mailwarden code (races inside libmilter's own
+    # stacks never reach mailwarden code (races inside libunbound's own
     # threads, say) are shown but not counted (classify.py)
     nrep=0
     set -- "$reports"/*

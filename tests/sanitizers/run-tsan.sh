@@ -6,7 +6,7 @@
 # reports every data race / lock-order report from any process.
 # Exit 0 clean, 1 failures or reports.  Last line "N passed, N failed".
 # Run as root like the integration tests (Postfix, network namespaces).
-# Note: libmilter, libunbound, libspf2, libopendkim, hiredis and OpenSSL are
+# Note: libunbound, libspf2, libopendkim, hiredis and OpenSSL are
 # not instrumented; races inside them are invisible, and a report whose
 # stack is entirely inside one of them is listed in tsan.supp with a reason.
 here=$(cd "$(dirname "$0")" && pwd)

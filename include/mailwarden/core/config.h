@@ -148,7 +148,7 @@ typedef struct mw_config {
     char *user, *group;         /* "" = do not drop privileges */
     int   socket_mode;          /* unix socket permissions (octal), e.g. 0660 */
     unsigned shutdown_timeout;  /* s to wait for in-flight messages on SIGTERM */
-    unsigned milter_timeout;    /* s libmilter waits on the MTA (smfi_settimeout) */
+    unsigned milter_timeout;    /* s the milter server waits on the MTA (read/write timeout) */
 
     /* identity */
     char *authserv_id;          /* default: the host name */

@@ -1,6 +1,6 @@
 /*
  * engine.h - session and message state, trust class, checks, policy and
- * verdict.  Knows nothing of libmilter: front ends (milter, `check`) turn
+ * verdict.  Knows nothing of the milter protocol: front ends (milter, `check`) turn
  * their events into these calls and the verdict into their own actions.
  *
  * Lifecycle
@@ -18,7 +18,7 @@
  * ends, so a reload never pulls a config out from under a message.
  *
  * Thread safety: the engine is shared; a session belongs to one thread at a
- * time (libmilter guarantees this per connection).
+ * time (the milter server guarantees this per connection).
  */
 #ifndef MW_ENGINE_ENGINE_H
 #define MW_ENGINE_ENGINE_H

@@ -6,7 +6,7 @@
  * own bugs only).  Bad external input is never fatal.
  *
  * Thread safety: mw_log_configure() may be called at any time; every line is
- * written under one lock so lines from libmilter's threads never interleave.
+ * written under one lock so lines from different threads never interleave.
  *
  * Untrusted strings (HELO, addresses, header values) must pass through
  * mw_log_escape()/mw_str_printable() before they are logged; keys and secrets
