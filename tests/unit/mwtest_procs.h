@@ -137,6 +137,25 @@ static inline void mwt_proc_stop(mwt_proc *p)
     p->dir[0] = '\0';
 }
 
+/* Fork bin with argv (NULL-terminated) as the server p: it gets deathsig
+ * when the test dies, and stream goes to the file redirect (NULL: kept). */
+static inline bool mwt_spawn(mwt_proc *p, int deathsig, const char *redirect, FILE *stream,
+                             const char *bin, const char *const *argv)
+{
+    p->pid = fork();
+    if (p->pid < 0)
+        return false;
+    if (p->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, deathsig);
+        if (redirect && !freopen(redirect, "w", stream))
+            _exit(127);
+        execvp(bin, (char *const *)argv);
+        fprintf(stderr, "exec %s: %s\n", bin, strerror(errno));
+        _exit(127);
+    }
+    return true;
+}
+
 /*
  * Start tests/lib/testdns.py serving zone_json (the JSON zone format that
  * script documents; NULL: dir/zone.json is already written) on a loopback
@@ -167,21 +186,12 @@ static inline bool mwt_testdns_start_args(mwt_proc *p, const char *tag, const ch
     }
     if (!py || !*py)
         py = "/usr/bin/python3";
-    p->pid = fork();
-    if (p->pid < 0)
+    const char *argv[40] = {py, script, "--port", "0", "--portfile", portfile, "--zone", zone, "-v"};
+    size_t n = 9;
+    for (; extra && *extra && n < sizeof argv / sizeof *argv - 1; extra++)
+        argv[n++] = *extra;
+    if (!mwt_spawn(p, SIGTERM, logfile, stderr, py, argv))
         return false;
-    if (p->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (!freopen(logfile, "w", stderr))
-            _exit(127);
-        const char *argv[40] = {py, script, "--port", "0", "--portfile", portfile, "--zone", zone, "-v"};
-        size_t n = 9;
-        for (; extra && *extra && n < sizeof argv / sizeof *argv - 1; extra++)
-            argv[n++] = *extra;
-        execv(py, (char *const *)argv);
-        fprintf(stderr, "exec %s: %s\n", py, strerror(errno));
-        _exit(127);
-    }
     for (int i = 0; i < 500; i++) {
         FILE *f = fopen(portfile, "r");
         if (f) {
@@ -274,17 +284,7 @@ static inline bool mwt_redis_spawn_args(mwt_proc *p, const char *tag, int port,
     snprintf(portbuf, sizeof portbuf, "%d", p->port);
     for (; extra && *extra && n < sizeof argv / sizeof *argv - 1; extra++)
         argv[n++] = *extra;
-    p->pid = fork();
-    if (p->pid < 0)
-        return false;
-    if (p->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (freopen("/dev/null", "w", stdout) == NULL)
-            _exit(127);
-        execvp(bin && *bin ? bin : "redis-server", (char *const *)argv);
-        _exit(127);
-    }
-    return true;
+    return mwt_spawn(p, SIGKILL, "/dev/null", stdout, bin && *bin ? bin : "redis-server", argv);
 }
 
 static inline bool mwt_redis_spawn(mwt_proc *p, const char *tag)
@@ -319,15 +319,7 @@ static inline bool mwt_sentinel_spawn(mwt_proc *p, const char *tag, int master_p
         return false;
     if (!bin || !*bin)
         bin = "redis-sentinel";
-    p->pid = fork();
-    if (p->pid < 0)
-        return false;
-    if (p->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        execlp(bin, bin, conf, (char *)NULL);
-        _exit(127);
-    }
-    return true;
+    return mwt_spawn(p, SIGKILL, NULL, NULL, bin, (const char *const[]){bin, conf, NULL});
 }
 
 #ifdef __HIREDIS_H
