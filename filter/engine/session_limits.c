@@ -164,6 +164,28 @@ void mw_sess_reputation_score(mw_session *s)
     rep_scored(s, st, subj.ndomains);
 }
 
+/* One store round trip for a batch whose limits are already prepared:
+ * adds the score of subj (NULL: no score), runs the batch, reads the score
+ * (ndoms: how many of subj's domains were scored).  Returns the time spent
+ * in the store. */
+static uint64_t run_batch(mw_session *s, mw_store_batch *b, const mw_rep_subjects *subj, size_t ndoms)
+{
+    mw_runtime *rt = s->rt;
+    mw_rep_ticket st_ = {0};
+    if (subj)
+        mw_reputation_prepare_score(rt->reputation, subj, b, &st_);
+    uint64_t t0 = mw_metrics_now_ns();
+    if (mw_store_batch_count(b) > 0)
+        mw_store_exec(rt->store, b, NULL, 0);
+    uint64_t spent = mw_metrics_now_ns() - t0;
+    if (subj) {
+        mw_store_status st = mw_reputation_finish_score(rt->reputation, &st_, b, &s->res.reputation);
+        mw_metric_observe(MW_M_CHECK_SECONDS, MW_ML_CHK_REPUTATION, spent);
+        rep_scored(s, st, ndoms);
+    }
+    return spent;
+}
+
 /*
  * MAIL and end of message: the stage's rate limits and the reputation
  * score in one store round trip (one batch, one mw_store_exec).  At MAIL
@@ -204,24 +226,13 @@ bool mw_sess_stage_state(mw_session *s, mw_rl_stage stage)
     mw_store_batch *b = mw_store_batch_new();
     mw_rl_facts f;
     mw_rl_ticket *lt = NULL;
-    mw_rep_ticket st_ = {0};
     mw_rl_decision d = {.allowed = true};
     rl_facts(s, NULL, &f);
     if (score && ndoms > 0)
         f.part = MW_RL_PART_INDEPENDENT;   /* the domain score arrives with the limits */
     if (limits)
         lt = mw_ratelimit_prepare(rt->ratelimit, stage, &f, b, rl_trace, s);
-    if (score)
-        mw_reputation_prepare_score(rt->reputation, &subj, b, &st_);
-    uint64_t t0 = mw_metrics_now_ns();
-    if (mw_store_batch_count(b) > 0)
-        mw_store_exec(rt->store, b, NULL, 0);
-    uint64_t spent = mw_metrics_now_ns() - t0;
-    if (score) {
-        mw_store_status st = mw_reputation_finish_score(rt->reputation, &st_, b, &s->res.reputation);
-        mw_metric_observe(MW_M_CHECK_SECONDS, MW_ML_CHK_REPUTATION, spent);
-        rep_scored(s, st, ndoms);
-    }
+    uint64_t spent = run_batch(s, b, score ? &subj : NULL, ndoms);
     if (limits) {
         mw_ratelimit_finish(rt->ratelimit, &lt, b, &d, rl_trace, s);
         if (d.allowed && !d.store_failed && d.rules_deferred > 0) {
@@ -270,23 +281,12 @@ static bool first_rcpt(mw_session *s, const char *rcpt)
     mw_store_batch *b = mw_store_batch_new();
     mw_rl_facts f;
     mw_rl_ticket *lt = NULL;
-    mw_rep_ticket st_ = {0};
     mw_rl_decision d = {.allowed = true};
     rl_facts(s, rcpt, &f);
     f.with_mail = true;
     if (limits)
         lt = mw_ratelimit_prepare(rt->ratelimit, MW_RL_RCPT, &f, b, rl_trace, s);
-    if (score)
-        mw_reputation_prepare_score(rt->reputation, &subj, b, &st_);
-    uint64_t t0 = mw_metrics_now_ns();
-    if (mw_store_batch_count(b) > 0)
-        mw_store_exec(rt->store, b, NULL, 0);
-    uint64_t spent = mw_metrics_now_ns() - t0;
-    if (score) {
-        mw_store_status st = mw_reputation_finish_score(rt->reputation, &st_, b, &s->res.reputation);
-        mw_metric_observe(MW_M_CHECK_SECONDS, MW_ML_CHK_REPUTATION, spent);
-        rep_scored(s, st, 0);
-    }
+    uint64_t spent = run_batch(s, b, score ? &subj : NULL, 0);
     if (limits) {
         mw_ratelimit_finish(rt->ratelimit, &lt, b, &d, rl_trace, s);
         mw_metric_observe(MW_M_CHECK_SECONDS, MW_ML_CHK_RATELIMIT, spent);
