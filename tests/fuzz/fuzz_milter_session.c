@@ -35,9 +35,18 @@ static mw_engine *engines[2];
 
 static mw_engine *make_engine(int port, const char *extra)
 {
+    /* made once; "is the last character still 'X'" was the test before,
+     * and mkdtemp leaves an 'X' there one time in 62: the second engine
+     * then called mkdtemp on a name without a template and aborted */
     static char dir[] = "/tmp/mw-fuzz-milter-XXXXXX";
-    if (dir[sizeof dir - 2] == 'X' && !mkdtemp(dir))
-        abort();
+    static int made;
+    if (!made) {
+        if (!mkdtemp(dir)) {
+            perror("mkdtemp");
+            abort();
+        }
+        made = 1;
+    }
     char path[128], text[1024], err[256];
     snprintf(path, sizeof path, "%s/e.conf", dir);
     snprintf(text, sizeof text,
@@ -48,8 +57,10 @@ static mw_engine *make_engine(int port, const char *extra)
              "%s",
              port, extra);
     FILE *f = fopen(path, "w");
-    if (!f)
+    if (!f) {
+        perror(path);
         abort();
+    }
     fputs(text, f);
     fclose(f);
     mw_config_errors errs = {0};
