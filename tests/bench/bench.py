@@ -56,17 +56,23 @@ def proc_tree(root):
     return out
 
 
-def cpu_ticks(pids):
-    t = 0
+def cpu_ticks_split(pids):
+    """(utime, stime) in clock ticks, summed over pids (all threads of each)."""
+    u = st = 0
     for p in pids:
         try:
             with open("/proc/%d/stat" % p) as f:
-                st = f.read()
+                x = f.read()
         except OSError:
             continue
-        fields = st[st.rindex(")") + 2:].split()
-        t += int(fields[11]) + int(fields[12])       # utime + stime (all threads)
-    return t
+        fields = x[x.rindex(")") + 2:].split()
+        u += int(fields[11])
+        st += int(fields[12])
+    return u, st
+
+
+def cpu_ticks(pids):
+    return sum(cpu_ticks_split(pids))
 
 
 def tree_ticks_with_reaped(root):
@@ -130,17 +136,7 @@ class Daemon:
         return cpu_ticks(self.pids())
 
     def ticks_split(self):
-        u = st = 0
-        for p in self.pids():
-            try:
-                with open("/proc/%d/stat" % p) as f:
-                    x = f.read()
-            except OSError:
-                continue
-            fields = x[x.rindex(")") + 2:].split()
-            u += int(fields[11])
-            st += int(fields[12])
-        return u, st
+        return cpu_ticks_split(self.pids())
 
     def rss(self):
         return status_kb(self.pids(), "VmRSS")
