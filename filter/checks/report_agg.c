@@ -24,6 +24,7 @@
  */
 #include "report.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,7 @@
 #include "alloc.h"
 #include "buf.h"
 #include "report_priv.h"
+#include "strutil.h"
 
 /* ---- the set ------------------------------------------------------------------ */
 
@@ -168,6 +170,38 @@ static void row_fill(mw_report_row *row, const mw_history_record *r, char *key)
     }
 }
 
+/*
+ * A history line is only as trustworthy as the host that wrote it: its
+ * policy domain becomes a file name, a Subject, a journal field and a DNS
+ * query, its source IP an element the schema types as an address.  A
+ * record whose policy domain is not a host name or whose source IP is not
+ * an address is refused alone and counted; the report of its domain (and
+ * every other) is built from the rest.
+ */
+static bool record_ok(mw_report_set *s, const mw_history_record *r)
+{
+    const char *what = NULL, *val = NULL;
+    unsigned char a[16];
+
+    if (!mw_domain_valid(r->policy_domain)) {
+        what = "policy domain";
+        val = r->policy_domain;
+    } else if (r->source_ip == NULL || (inet_pton(AF_INET, r->source_ip, a) != 1 &&
+                                        inet_pton(AF_INET6, r->source_ip, a) != 1)) {
+        what = "source IP";
+        val = r->source_ip != NULL ? r->source_ip : "";
+    }
+    if (what == NULL)
+        return true;
+    if (s->bad_records++ == 0) {
+        mw_buf b = MW_BUF_INIT;
+        mw_str_printable(&b, val, strlen(val), 80);
+        snprintf(s->bad_why, sizeof s->bad_why, "bad %s \"%s\"", what, mw_buf_cstr(&b));
+        mw_buf_free(&b);
+    }
+    return false;
+}
+
 bool mw_report_add(mw_report_set *s, const mw_history_record *r, unsigned interval)
 {
     agg_index *ix = index_of(s, true);
@@ -175,6 +209,8 @@ bool mw_report_add(mw_report_set *s, const mw_history_record *r, unsigned interv
     size_t ri, wi;
 
     if (r->policy_domain == NULL || r->policy_domain[0] == '\0' || interval == 0)
+        return false;
+    if (!record_ok(s, r))
         return false;
     time_t begin = r->time - (time_t)((unsigned long long)r->time % interval);
     char *dom = dup_lower(r->policy_domain);

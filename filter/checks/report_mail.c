@@ -10,8 +10,13 @@
  *   - Signing feeds our own headers and body to the signer exactly as they
  *     will be sent; the DKIM-Signature headers go on top.
  *   - rua: only mailto: is deliverable; "!10m" style size limits (RFC 7489
- *     section 6.2) are parsed; percent-encoding in the address is decoded;
- *     a ?query part is ignored.
+ *     section 6.2) are parsed (saturating, at most 16 digits); percent-
+ *     encoding in the address is decoded; a ?query part is ignored.
+ *   - Threat notes: the rua comes from the DMARC record of whoever sent us
+ *     mail.  The decoded address must be a dot-atom local part (1..64
+ *     bytes of RFC 5322 atext) '@' a valid host name, 254 bytes at most:
+ *     nothing else can reach RCPT TO, the To: header or the state journal
+ *     (which refuses blanks, controls and tokens over 512 bytes).
  *
  * See also: report.h, filter/tools/report.c.
  */
@@ -28,6 +33,9 @@
 #include "alloc.h"
 #include "buf.h"
 #include "strutil.h"
+
+#define RUA_LOCAL_MAX 64    /* RFC 5321 4.5.3.1.1 */
+#define RUA_ADDR_MAX  254   /* RFC 5321 4.5.3.1.3 path minus the brackets */
 
 bool mw_report_gzip(const void *in, size_t len, mw_buf *out)
 {
@@ -64,65 +72,88 @@ static int hexval(int c)
     return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
+/* RFC 5322 atext (a dot-atom local part is atext and single inner dots). */
+static bool is_atext(int c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL);
+}
+
+static bool rua_fail(mw_buf *a, char *why, size_t whylen, const char *reason)
+{
+    snprintf(why, whylen, "%s", reason);
+    mw_buf_free(a);
+    return false;
+}
+
 bool mw_report_rua_parse(const char *uri, char **addr, unsigned long long *max_size, char *why,
                          size_t whylen)
 {
     mw_buf a = MW_BUF_INIT;
     const char *p, *end;
+    size_t at = 0, nat = 0;
 
     *addr = NULL;
     *max_size = 0;
     while (isspace((unsigned char)*uri))
         uri++;
-    if (strncasecmp(uri, "mailto:", 7) != 0) {
-        snprintf(why, whylen, "not a mailto: URI");
-        return false;
-    }
+    if (strncasecmp(uri, "mailto:", 7) != 0)
+        return rua_fail(&a, why, whylen, "not a mailto: URI");
     p = uri + 7;
     end = p + strcspn(p, "!?");
+    /* the address is bounded before anything is decoded or copied */
+    if ((size_t)(end - p) > 3 * RUA_ADDR_MAX)
+        return rua_fail(&a, why, whylen, "address longer than 254 bytes");
     for (const char *q = p; q < end; q++) {
         int c = (unsigned char)*q;
         if (c == '%' && q + 2 < end && hexval(q[1]) >= 0 && hexval(q[2]) >= 0) {
             c = hexval(q[1]) * 16 + hexval(q[2]);
             q += 2;
         }
-        if (c <= 0x20 || c >= 0x7f || c == '<' || c == '>' || c == ',' || c == '"') {
-            snprintf(why, whylen, "bad character in the address");
-            mw_buf_free(&a);
-            return false;
+        /* only a dot-atom local part and a host name: no blanks, controls,
+         * quotes, brackets or commas can reach RCPT TO or the To: header */
+        if (c == '@') {
+            at = a.len;
+            nat++;
+        } else if (c != '.' && !is_atext(c)) {
+            return rua_fail(&a, why, whylen, "bad character in the address");
         }
         mw_buf_putc(&a, (char)c);
     }
-    const char *s = mw_buf_cstr(&a), *at = strrchr(s, '@');
-    if (at == NULL || at == s || !mw_domain_valid(at + 1)) {
-        snprintf(why, whylen, "not an address local@domain");
-        mw_buf_free(&a);
-        return false;
-    }
-    for (char *d = a.data + (at - s); *d != '\0'; d++)
+    const char *s = mw_buf_cstr(&a);
+    if (nat != 1 || at == 0 || at + 1 >= a.len || !mw_domain_valid(s + at + 1) ||
+        s[a.len - 1] == '.')
+        return rua_fail(&a, why, whylen, "not an address local@domain");
+    if (at > RUA_LOCAL_MAX)
+        return rua_fail(&a, why, whylen, "local part longer than 64 bytes");
+    if (a.len > RUA_ADDR_MAX)
+        return rua_fail(&a, why, whylen, "address longer than 254 bytes");
+    if (s[0] == '.' || s[at - 1] == '.' || strstr(s, "..") != NULL)
+        return rua_fail(&a, why, whylen, "not an address local@domain (dots)");
+    for (char *d = a.data + at; *d != '\0'; d++)
         *d = (char)tolower((unsigned char)*d);
     if (*end == '!') {
         const char *q = end + 1;
         unsigned long long v = 0;
-        if (!isdigit((unsigned char)*q)) {
-            snprintf(why, whylen, "bad size limit after '!'");
-            mw_buf_free(&a);
-            return false;
-        }
-        while (isdigit((unsigned char)*q) && v < (1ULL << 50))
+        int digits = 0;
+        while (isdigit((unsigned char)*q) && digits < 16) {
             v = v * 10 + (unsigned long long)(*q++ - '0');
+            digits++;
+        }
+        if (digits == 0 || isdigit((unsigned char)*q))
+            return rua_fail(&a, why, whylen, "bad size limit after '!'");
+        unsigned shift = 0;
         switch (tolower((unsigned char)*q)) {
-        case 'k': v <<= 10; q++; break;
-        case 'm': v <<= 20; q++; break;
-        case 'g': v <<= 30; q++; break;
-        case 't': v <<= 40; q++; break;
+        case 'k': shift = 10; q++; break;
+        case 'm': shift = 20; q++; break;
+        case 'g': shift = 30; q++; break;
+        case 't': shift = 40; q++; break;
         default: break;
         }
-        if (*q != '\0' && *q != '?') {
-            snprintf(why, whylen, "bad size limit after '!'");
-            mw_buf_free(&a);
-            return false;
-        }
+        if (*q != '\0' && *q != '?')
+            return rua_fail(&a, why, whylen, "bad size limit after '!'");
+        /* saturate instead of wrapping: a huge limit is no limit */
+        v = v > (UINT64_MAX >> shift) ? UINT64_MAX : v << shift;
         *max_size = v;
     }
     *addr = mw_buf_steal(&a);

@@ -115,7 +115,7 @@ static bool status_parse(const char *w, mw_report_status *out)
 }
 
 /* A token fit for the journal (no blanks, no control characters). */
-static bool token_ok(const char *s)
+bool mw_report_state_key_ok(const char *s)
 {
     if (s == NULL || *s == '\0' || strlen(s) > 512)
         return false;
@@ -476,7 +476,8 @@ bool mw_report_state_set(mw_report_state *s, const char *id, const char *dest,
     unsigned attempts = 0;
     bool ok;
 
-    if (!token_ok(id) || !token_ok(dest) || !token_ok(domain)) {
+    if (!mw_report_state_key_ok(id) || !mw_report_state_key_ok(dest) ||
+        !mw_report_state_key_ok(domain)) {
         snprintf(err, errlen, "report state: unusable id, destination or domain");
         return false;
     }
@@ -503,7 +504,7 @@ bool mw_report_state_dest_result(mw_report_state *s, const char *dest, bool got_
     mw_buf p = MW_BUF_INIT;
     bool ok;
 
-    if (!token_ok(dest)) {
+    if (!mw_report_state_key_ok(dest)) {
         snprintf(err, errlen, "report state: unusable destination");
         return false;
     }

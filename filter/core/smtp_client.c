@@ -12,10 +12,17 @@
  *     relay can never hang the run.
  *   - Replies: multi-line replies are read to the "NNN " line; lines are
  *     capped (REPLY_LINE_MAX) and the whole reply too (REPLY_MAX_LINES).
- *   - TLS is opportunistic: STARTTLS when offered and allowed, no
- *     certificate verification (the relay is ours; the report's integrity
- *     comes from DKIM).  A failed handshake is a temporary failure: the
- *     caller retries later rather than silently falling back to plain text.
+ *   - TLS: STARTTLS when offered and allowed.  The certificate is verified
+ *     by default (the system CA store or the caller's CA file, the relay's
+ *     host name with SSL_set1_host, or its address when the relay is given
+ *     as one); tls_no_verify opts out (encryption only).  A failed
+ *     handshake or verification is a temporary failure with the reason
+ *     ("certificate verify failed: self-signed certificate"): the caller
+ *     retries later rather than silently falling back to plain text.
+ *   - Addresses reach MAIL FROM and RCPT TO only when they are visible
+ *     ASCII without blanks or angle brackets (no command injection, even by
+ *     a careless caller); reply text is made printable before it is
+ *     returned, since callers log it.
  *   - Dot-stuffing and CRLF normalisation happen while streaming the
  *     message; the message is never copied whole.
  *
@@ -27,11 +34,13 @@
  */
 #include "smtp_client.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -111,11 +120,9 @@ static bool wait_fd(int fd, bool want_read, long long deadline)
     }
 }
 
-/* Write all of p; false on error or timeout (s->dead set). */
-static bool io_write(mw_smtp *s, const char *p, size_t n)
+/* Write all of p by deadline; false on error or timeout (s->dead set). */
+static bool io_write_by(mw_smtp *s, const char *p, size_t n, long long deadline)
 {
-    long long deadline = now_ms() + s->timeout_ms;
-
     while (n > 0) {
         ssize_t w;
         if (s->ssl != NULL) {
@@ -142,6 +149,12 @@ static bool io_write(mw_smtp *s, const char *p, size_t n)
         n -= (size_t)w;
     }
     return true;
+}
+
+/* Write all of p within one step's deadline. */
+static bool io_write(mw_smtp *s, const char *p, size_t n)
+{
+    return io_write_by(s, p, n, now_ms() + s->timeout_ms);
 }
 
 /* Refill the read buffer; false on EOF, error or timeout. */
@@ -227,6 +240,9 @@ static bool read_reply(mw_smtp *s, int *code, mw_buf *text, mw_buf *lines)
             break;
         }
         *code = c;
+        for (size_t i = 0; i < line.len; i++)   /* callers log the text */
+            if ((unsigned char)line.data[i] < 0x20 || (unsigned char)line.data[i] >= 0x7f)
+                line.data[i] = '?';
         if (text->len < 400)
             mw_buf_printf(text, "%s%s", n > 0 ? " / " : "", line.len > 4 ? l + 4 : "");
         if (lines != NULL) {
@@ -373,6 +389,54 @@ out:
     return ok;
 }
 
+/*
+ * The SSL object for s->ctx: SNI, and unless o->tls_no_verify the trust
+ * anchors (o->tls_ca_file, else the system store) and the name check (the
+ * relay's address when o->host is one, else its host name).  false with
+ * res filled (temporary) on failure.
+ */
+static bool tls_setup(mw_smtp *s, const mw_smtp_options *o, mw_smtp_result *res)
+{
+    unsigned char addr[16];
+    bool is_ip = inet_pton(AF_INET, o->host, addr) == 1 || inet_pton(AF_INET6, o->host, addr) == 1;
+    const char *ca = o->tls_ca_file != NULL && o->tls_ca_file[0] != '\0' ? o->tls_ca_file : NULL;
+
+    s->dead = true;   /* until the end */
+    if (o->tls_no_verify) {
+        SSL_CTX_set_verify(s->ctx, SSL_VERIFY_NONE, NULL);
+    } else {
+        int ok = ca != NULL ? SSL_CTX_load_verify_locations(s->ctx, ca, NULL)
+                            : SSL_CTX_set_default_verify_paths(s->ctx);
+        if (ok != 1) {
+            char eb[200];
+            ERR_error_string_n(ERR_get_error(), eb, sizeof eb);
+            ERR_clear_error();
+            set_res(res, MW_SMTP_TEMP, 0, "starttls", "cannot load the CA certificates%s%s: %s",
+                    ca != NULL ? " from " : "", ca != NULL ? ca : "", eb);
+            return false;
+        }
+        SSL_CTX_set_verify(s->ctx, SSL_VERIFY_PEER, NULL);
+    }
+    s->ssl = SSL_new(s->ctx);
+    if (s->ssl == NULL || SSL_set_fd(s->ssl, s->fd) != 1) {
+        set_res(res, MW_SMTP_TEMP, 0, "starttls", "SSL_new failed");
+        return false;
+    }
+    if (!is_ip)
+        SSL_set_tlsext_host_name(s->ssl, o->host);
+    if (!o->tls_no_verify) {
+        int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(s->ssl), o->host)
+                       : SSL_set1_host(s->ssl, o->host);
+        if (ok != 1) {
+            set_res(res, MW_SMTP_TEMP, 0, "starttls", "cannot set the name to verify (%s)",
+                    o->host);
+            return false;
+        }
+    }
+    s->dead = false;
+    return true;
+}
+
 static bool starttls(mw_smtp *s, const mw_smtp_options *o, mw_smtp_result *res)
 {
     mw_buf text = MW_BUF_INIT;
@@ -398,14 +462,8 @@ static bool starttls(mw_smtp *s, const mw_smtp_options *o, mw_smtp_result *res)
         goto out;
     }
     SSL_CTX_set_min_proto_version(s->ctx, TLS1_2_VERSION);
-    SSL_CTX_set_verify(s->ctx, SSL_VERIFY_NONE, NULL);
-    s->ssl = SSL_new(s->ctx);
-    if (s->ssl == NULL || SSL_set_fd(s->ssl, s->fd) != 1) {
-        set_res(res, MW_SMTP_TEMP, 0, "starttls", "SSL_new failed");
-        s->dead = true;
+    if (!tls_setup(s, o, res))
         goto out;
-    }
-    SSL_set_tlsext_host_name(s->ssl, o->host);
     deadline = now_ms() + s->timeout_ms;
     for (;;) {
         int r = SSL_connect(s->ssl);
@@ -415,9 +473,17 @@ static bool starttls(mw_smtp *s, const mw_smtp_options *o, mw_smtp_result *res)
         if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) &&
             wait_fd(s->fd, e == SSL_ERROR_WANT_READ, deadline))
             continue;
-        char eb[200];
-        ERR_error_string_n(ERR_get_error(), eb, sizeof eb);
-        set_res(res, MW_SMTP_TEMP, 0, "starttls", "TLS handshake failed: %s", eb);
+        long vr = SSL_get_verify_result(s->ssl);
+        if (!o->tls_no_verify && vr != X509_V_OK) {
+            set_res(res, MW_SMTP_TEMP, 0, "starttls",
+                    "TLS certificate verification failed for %s: %s", o->host,
+                    X509_verify_cert_error_string(vr));
+        } else {
+            char eb[200];
+            ERR_error_string_n(ERR_get_error(), eb, sizeof eb);
+            set_res(res, MW_SMTP_TEMP, 0, "starttls", "TLS handshake failed: %s", eb);
+        }
+        ERR_clear_error();
         SSL_free(s->ssl);
         s->ssl = NULL;
         s->dead = true;
@@ -474,11 +540,14 @@ bool mw_smtp_usable(const mw_smtp *s)
     return s != NULL && !s->dead;
 }
 
-/* Stream msg with CRLF line ends and dot-stuffing, then the final dot. */
+/* Stream msg with CRLF line ends and dot-stuffing, then the final dot,
+ * all within one deadline (timeout_ms per started MiB): a relay that
+ * reads a byte now and then cannot stretch a transfer without end. */
 static bool send_data(mw_smtp *s, const char *msg, size_t len)
 {
     mw_buf out = MW_BUF_INIT;
     bool bol = true, ok = true;
+    long long deadline = now_ms() + (long long)s->timeout_ms * (long long)(1 + len / (1 << 20));
 
     for (size_t i = 0; i < len && ok; i++) {
         char c = msg[i];
@@ -494,7 +563,7 @@ static bool send_data(mw_smtp *s, const char *msg, size_t len)
             bol = false;
         }
         if (out.len >= 65536) {
-            ok = io_write(s, out.data, out.len);
+            ok = io_write_by(s, out.data, out.len, deadline);
             mw_buf_reset(&out);
         }
     }
@@ -502,10 +571,23 @@ static bool send_data(mw_smtp *s, const char *msg, size_t len)
         if (!bol)
             mw_buf_puts(&out, "\r\n");
         mw_buf_puts(&out, ".\r\n");
-        ok = io_write(s, out.data, out.len);
+        ok = io_write_by(s, out.data, out.len, deadline);
     }
     mw_buf_free(&out);
     return ok;
+}
+
+/* An address fit for MAIL FROM:<> / RCPT TO:<>: visible ASCII, no
+ * blanks or angle brackets, 254 bytes at most ("" is the null path). */
+static bool path_ok(const char *a)
+{
+    size_t n = 0;
+
+    for (; a[n] != '\0'; n++)
+        if ((unsigned char)a[n] <= 0x20 || (unsigned char)a[n] >= 0x7f || a[n] == '<' ||
+            a[n] == '>' || n >= 254)
+            return false;
+    return true;
 }
 
 mw_smtp_status mw_smtp_sendmail(mw_smtp *s, const char *from, const char *to, const char *msg,
@@ -515,6 +597,13 @@ mw_smtp_status mw_smtp_sendmail(mw_smtp *s, const char *from, const char *to, co
     int code = 0;
 
     memset(res, 0, sizeof *res);
+    if (!path_ok(from) || !path_ok(to) || to[0] == '\0') {
+        bool bad_from = !path_ok(from);
+        set_res(res, MW_SMTP_PERM, 0, bad_from ? "mail" : "rcpt",
+                "%s address refused locally: blanks, control characters, angle brackets or "
+                "longer than 254 bytes", bad_from ? "sender" : "recipient");
+        return res->status;
+    }
     if (s == NULL || s->dead) {
         set_res(res, MW_SMTP_TEMP, 0, "mail", "connection not usable");
         return res->status;

@@ -56,6 +56,7 @@
 #include "dns.h"
 #include "report.h"
 #include "smtp_client.h"
+#include "strutil.h"
 #include "tools.h"
 
 #define MAX_HISTORY   64
@@ -93,8 +94,12 @@ typedef struct run {
     /* counters */
     unsigned          reports, written, sent, skipped, deferred, failed, refused, toobig,
                       suppressed;
+    unsigned          bad_dest;      /* rua refused alone: not mailto, malformed, overlong */
+    unsigned          over_limit;    /* rua past report.max_destinations */
+    unsigned          bad_reports;   /* reports refused alone: bad domain, XML/gzip failure */
     bool              fatal;     /* state write failed: stop sending */
     bool              error;     /* something went wrong (exit 1) */
+    bool              tls_hint;  /* the certificate verification hint was logged */
     char              vwhy_tmp[300];   /* reason of an uncached verification */
 } run;
 
@@ -337,6 +342,16 @@ static bool record(run *R, const char *id, const char *dest, mw_report_status st
 {
     char err[512];
 
+    /* send_report() refuses such destinations before anything is sent; a
+     * field the journal cannot hold is never the disk's fault, so it must
+     * never stop the run */
+    if (!mw_report_state_key_ok(id) || !mw_report_state_key_ok(dest) ||
+        !mw_report_state_key_ok(r->policy_domain)) {
+        fprintf(stderr, "mailwarden report: %s: destination not recordable, refused\n",
+                r->policy_domain);
+        return false;
+    }
+
     if (mw_report_state_set(R->state, id, dest, st, r->policy_domain, r->begin, r->end,
                             time(NULL), err, sizeof err))
         return true;
@@ -359,6 +374,8 @@ static mw_report_status deliver(run *R, const mw_report *r, const char *id, cons
             mw_smtp_close(&R->smtp);
             mw_smtp_options o = {.host = cfg->report_relay_host, .port = cfg->report_relay_port,
                                  .helo = cfg->hostname, .starttls = cfg->report_starttls,
+                                 .tls_no_verify = !cfg->report_tls_verify,
+                                 .tls_ca_file = cfg->report_tls_ca_file,
                                  .timeout_ms = cfg->report_timeout_s * 1000};
             R->smtp = mw_smtp_open(&o, &res);
         }
@@ -382,6 +399,12 @@ static mw_report_status deliver(run *R, const mw_report *r, const char *id, cons
             if (R->die_after > 0 && R->delivered >= R->die_after)
                 raise(SIGKILL);
             return MW_RS_SENT;
+        }
+        if (res.stage != NULL && strcmp(res.stage, "starttls") == 0 &&
+            strstr(res.reply, "certificate verification failed") != NULL && !R->tls_hint) {
+            fprintf(stderr, "mailwarden report: %s; report.tls_ca_file names the relay's CA, "
+                            "report.tls_verify = false accepts any certificate\n", res.reply);
+            R->tls_hint = true;
         }
         if (res.status == MW_SMTP_PERM) {
             if (!record(R, id, addr, MW_RS_FAILED, r))
@@ -414,34 +437,61 @@ static mw_report_status deliver(run *R, const mw_report *r, const char *id, cons
     }
 }
 
-/* Handle every rua of one report.  Returns true when every destination
- * reached a final status. */
+/* s made printable for a log line (at most 120 input bytes rendered). */
+static const char *esc(mw_buf *b, const char *s)
+{
+    mw_buf_reset(b);
+    mw_str_printable(b, s, strlen(s), 120);
+    return mw_buf_cstr(b);
+}
+
+/*
+ * Handle every rua of one report.  Returns true when every destination
+ * reached a final status.  A bad destination (not mailto:, malformed,
+ * overlong, size junk, past report.max_destinations) is refused alone,
+ * printed escaped and counted; it is the same refusal on every run, so it
+ * never holds its period open and never stops another destination or
+ * report.  Only a journal the disk refuses stops the run (R->fatal).
+ */
 static bool send_report(run *R, const mw_report *r, const char *id, const char *filename,
                         const mw_buf *gz)
 {
     const mw_config *cfg = R->cfg;
     bool all_final = true;
-    char *seen[64];
+    char **seen = NULL;
     size_t nseen = 0;
+    mw_buf eb = MW_BUF_INIT;
 
     if (r->nrua == 0)
         printf("  (no rua address published)\n");
     for (size_t i = 0; i < r->nrua && !R->fatal; i++) {
-        char *addr = NULL, why[200];
+        char *addr = NULL, why[200] = "";
         unsigned long long limit = 0;
         mw_report_status st;
 
-        if (!mw_report_rua_parse(r->rua[i], &addr, &limit, why, sizeof why)) {
-            printf("  %s: skipped: %s\n", r->rua[i], why);
+        if (!mw_report_rua_parse(r->rua[i], &addr, &limit, why, sizeof why) ||
+            !mw_report_state_key_ok(addr)) {
+            printf("  \"%s\": refused: bad destination: %s\n", esc(&eb, r->rua[i]),
+                   why[0] != '\0' ? why : "not recordable");
+            R->bad_dest++;
+            free(addr);
             continue;
         }
         bool dup = false;
         for (size_t k = 0; k < nseen && !dup; k++)
             dup = strcasecmp(seen[k], addr) == 0;
-        if (dup || nseen == sizeof seen / sizeof seen[0]) {
+        if (dup) {
             free(addr);
             continue;
         }
+        if (nseen >= cfg->report_max_destinations) {
+            printf("  %s: refused: more than report.max_destinations (%u) destinations\n", addr,
+                   cfg->report_max_destinations);
+            R->over_limit++;
+            free(addr);
+            continue;
+        }
+        seen = mw_reallocarray(seen, nseen + 1, sizeof *seen);
         seen[nseen++] = addr;
 
         unsigned attempts = 0;
@@ -459,7 +509,7 @@ static bool send_report(run *R, const mw_report *r, const char *id, const char *
             fmt_utc(until, u, sizeof u);
             printf("  %s: suppressed until %s after repeated 5xx\n", addr, u);
             R->suppressed++;
-            if (!R->dry_run && !record(R, id, addr, MW_RS_SUPPRESSED, r))
+            if (!R->dry_run && !record(R, id, addr, MW_RS_SUPPRESSED, r) && R->fatal)
                 break;
             continue;
         }
@@ -468,7 +518,7 @@ static bool send_report(run *R, const mw_report *r, const char *id, const char *
         if (v == 0) {
             printf("  %s: refused: external destination not authorised (%s)\n", addr, vwhy);
             R->refused++;
-            if (!R->dry_run && !record(R, id, addr, MW_RS_REFUSED, r))
+            if (!R->dry_run && !record(R, id, addr, MW_RS_REFUSED, r) && R->fatal)
                 break;
             continue;
         }
@@ -476,7 +526,7 @@ static bool send_report(run *R, const mw_report *r, const char *id, const char *
             printf("  %s: deferred: cannot verify the external destination (%s)\n", addr, vwhy);
             R->deferred++;
             all_final = false;
-            if (!R->dry_run && !record(R, id, addr, MW_RS_DEFERRED, r))
+            if (!R->dry_run && !record(R, id, addr, MW_RS_DEFERRED, r) && R->fatal)
                 break;
             continue;
         }
@@ -518,6 +568,8 @@ static bool send_report(run *R, const mw_report *r, const char *id, const char *
     }
     for (size_t k = 0; k < nseen; k++)
         free(seen[k]);
+    free(seen);
+    mw_buf_free(&eb);
     return all_final && !R->fatal;
 }
 
@@ -544,6 +596,9 @@ static void process_window(run *R, const char *const *dirs, size_t ndirs, time_t
     printf("history %s .. %s: %zu records, %zu torn, %zu bad checksum, %zu other version, "
            "%zu files; %zu reports\n", b, e, set.stats.records, set.stats.torn,
            set.stats.bad_checksum, set.stats.bad_version, set.stats.files, set.n);
+    if (set.bad_records > 0)
+        printf("  %zu record%s refused alone (first: %s)\n", set.bad_records,
+               set.bad_records == 1 ? "" : "s", set.bad_why);
 
     /* the periods of this window (for the journal) */
     bool sending = R->send && !R->dry_run && R->state != NULL;
@@ -571,12 +626,26 @@ static void process_window(run *R, const char *const *dirs, size_t ndirs, time_t
         R->reports++;
         fmt_utc(r->begin, b, sizeof b);
         fmt_utc(r->end, e, sizeof e);
+        /* the policy domain becomes a file name, a Subject, a journal field and
+         * a DNS name: the aggregator refuses bad ones, this is the last gate */
+        if (!mw_domain_valid(r->policy_domain) || !mw_report_state_key_ok(r->policy_domain)) {
+            mw_buf eb = MW_BUF_INIT;
+            mw_str_printable(&eb, r->policy_domain, strlen(r->policy_domain), 120);
+            printf("report \"%s\" %s .. %s: refused: the policy domain is not a host name\n",
+                   mw_buf_cstr(&eb), b, e);
+            mw_buf_free(&eb);
+            R->bad_reports++;
+            goto next;
+        }
         printf("report %s %s .. %s id=%s rows=%zu messages=%llu file=%s\n", r->policy_domain, b, e,
                id, r->nrows, r->messages, fname);
+        err[0] = '\0';
         if (!mw_report_xml(r, &R->meta, id, &xml, err, sizeof err) ||
             !mw_report_gzip(xml.data, xml.len, &gz)) {
+            printf("  refused: %s\n", err[0] ? err : "gzip failed");
             fprintf(stderr, "mailwarden report: %s: %s\n", r->policy_domain,
                     err[0] ? err : "gzip failed");
+            R->bad_reports++;
             R->error = true;
             goto next;
         }
@@ -804,8 +873,10 @@ int mw_cmd_report(int argc, char **argv)
         process_window(&R, hist, nhist, from, to);
 
     printf("summary: %u reports, %u files written, %u sent, %u already done, %u deferred, "
-           "%u failed, %u refused, %u too big, %u suppressed\n", R.reports, R.written, R.sent,
-           R.skipped, R.deferred, R.failed, R.refused, R.toobig, R.suppressed);
+           "%u failed, %u refused, %u too big, %u suppressed, %u bad destinations, "
+           "%u over the destination limit, %u reports refused\n", R.reports, R.written, R.sent,
+           R.skipped, R.deferred, R.failed, R.refused, R.toobig, R.suppressed, R.bad_dest,
+           R.over_limit, R.bad_reports);
     rc = R.error || R.fatal ? 1 : 0;
 out:
     mw_smtp_close(&R.smtp);

@@ -69,6 +69,9 @@ typedef struct mw_report_set {
     mw_report *r;              /* sorted by policy domain, then begin */
     size_t n;
     mw_history_stats stats;    /* summed over every directory read */
+    size_t bad_records;        /* intact records refused alone: their policy domain is not
+                                  a host name or their source IP not an address */
+    char   bad_why[200];       /* the first such refusal (escaped), "" when none */
     void *priv;                /* internal: the lookup index while adding */
 } mw_report_set;
 
@@ -85,7 +88,10 @@ bool mw_report_aggregate(const char *const *dirs, size_t ndirs, time_t from, tim
 void mw_report_set_free(mw_report_set *s);
 
 /* Add one history record to the set (the building block of
- * mw_report_aggregate; for tests).  false when r has no policy domain. */
+ * mw_report_aggregate; for tests).  false when r has no policy domain, or
+ * (counted in s->bad_records, reason in s->bad_why) when its policy domain
+ * is not a valid host name or its source IP not an IPv4/IPv6 address: such
+ * a record is refused alone, the others are unaffected. */
 bool mw_report_add(mw_report_set *s, const mw_history_record *r, unsigned interval);
 /* Sort reports and rows (done by mw_report_aggregate). */
 void mw_report_finish(mw_report_set *s);
@@ -127,9 +133,14 @@ bool mw_report_xml(const mw_report *r, const mw_report_meta *m, const char *id, 
 bool mw_report_gzip(const void *in, size_t len, mw_buf *out);
 
 /*
- * One rua URI: "mailto:addr[!size[kmgt]]".  The address (percent-decoded)
- * into *addr (caller frees), the size limit in bytes into *max_size (0:
- * none).  false for other schemes or a malformed URI (reason in why).
+ * One rua URI: "mailto:addr[!size[kmgt]]".  The address (percent-decoded,
+ * domain lower-cased) into *addr (caller frees), the size limit in bytes
+ * into *max_size (0: none; saturates, never wraps).  The address is a
+ * dot-atom local part of at most 64 bytes of RFC 5322 atext, '@', a valid
+ * host name, 254 bytes in all: it holds no blank, control character,
+ * quote, bracket or comma, so it is safe in RCPT TO, a header and the
+ * state journal.  false for other schemes, a malformed or overlong
+ * address or size junk after '!' (reason in why).
  */
 bool mw_report_rua_parse(const char *uri, char **addr, unsigned long long *max_size, char *why,
                          size_t whylen);
@@ -194,13 +205,19 @@ mw_report_state *mw_report_state_open(const char *dir, bool readonly, time_t now
                                       size_t errlen);
 void mw_report_state_close(mw_report_state **s);
 
+/* Can s be a journal field (an id, destination or domain): 1..512 bytes of
+ * visible ASCII?  mw_report_state_set() refuses anything else, so callers
+ * check first and refuse that destination alone. */
+bool mw_report_state_key_ok(const char *s);
+
 /* Status of (id, dest) and how many attempts were recorded. */
 mw_report_status mw_report_state_get(const mw_report_state *s, const char *id, const char *dest,
                                      unsigned *attempts);
 /*
  * Record a status for (id, dest) of the report for domain/period: one
- * journal line, written and fdatasynced before returning.  false (errno
- * reason in err) when the disk refuses: the caller must stop sending.
+ * journal line, written and fdatasynced before returning.  false (reason
+ * in err) when id, dest or domain fails mw_report_state_key_ok() (nothing
+ * written) or when the disk refuses: the caller must stop sending.
  */
 bool mw_report_state_set(mw_report_state *s, const char *id, const char *dest,
                          mw_report_status st, const char *domain, time_t begin, time_t end,

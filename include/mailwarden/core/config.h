@@ -236,8 +236,11 @@ typedef struct mw_config {
     char    *report_relay_host;
     unsigned report_relay_port;
     bool     report_starttls;           /* STARTTLS when the relay offers it */
+    bool     report_tls_verify;         /* verify the relay's certificate and name */
+    char    *report_tls_ca_file;        /* CA file; "" = system store */
     unsigned report_timeout_s;          /* per SMTP command */
     unsigned report_max_size;           /* bytes: largest report mail sent */
+    unsigned report_max_destinations;   /* rua addresses mailed per report */
     unsigned report_pacing_s;           /* pause between mails to one destination domain */
     unsigned report_retries;            /* extra attempts after a 4xx (in one run) */
     unsigned report_backoff_s;          /* first retry delay, doubled each time */

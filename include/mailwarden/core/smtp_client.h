@@ -1,10 +1,12 @@
 /*
  * smtp_client.h - a small SMTP client for handing our own mail (DMARC
  * aggregate reports) to a relay: EHLO (HELO fallback), STARTTLS when the
- * relay offers it and the caller allows it (OpenSSL, opportunistic: the
- * certificate is not verified), MAIL/RCPT/DATA with dot-stuffing, a
- * deadline on every step, and every outcome classified as done, temporary
- * (4xx, connection trouble, timeouts: try again later) or permanent (5xx).
+ * relay offers it and the caller allows it (OpenSSL; the certificate chain
+ * and the relay's host name or address are verified unless the caller opts
+ * out), MAIL/RCPT/DATA with dot-stuffing, a deadline on every step, and
+ * every outcome classified as done, temporary (4xx, connection trouble,
+ * timeouts, TLS trouble including a failed verification: try again later)
+ * or permanent (5xx, an address refused locally).
  *
  * One connection carries any number of messages (RSET between them after a
  * failed transaction).  After a temporary failure at the connection level
@@ -31,6 +33,8 @@ typedef struct mw_smtp_options {
     unsigned    port;         /* 0: 25 */
     const char *helo;         /* our name for EHLO (required) */
     bool        starttls;     /* use STARTTLS when offered */
+    bool        tls_no_verify;   /* true: encrypt only, accept any certificate */
+    const char *tls_ca_file;  /* PEM CA certificates; NULL or "": the system store */
     unsigned    timeout_ms;   /* per step: connect, each reply, each write (0: 60000) */
 } mw_smtp_options;
 
@@ -57,7 +61,12 @@ bool mw_smtp_tls(const mw_smtp *s);
 /*
  * One transaction: MAIL FROM:<from> (SIZE= when advertised), RCPT TO:<to>,
  * DATA, the message (msg, len; LF or CRLF line ends, no final dot) with
- * dot-stuffing, and the final dot.  Returns res->status.  After MW_SMTP_OK
+ * dot-stuffing, and the final dot.  from and to must be visible ASCII
+ * without '<', '>' or blanks, 254 bytes at most: anything else is refused
+ * locally (MW_SMTP_PERM, code 0, stage "mail"/"rcpt", nothing sent, the
+ * handle stays usable), so no caller can inject an SMTP command.  The
+ * DATA transfer has one deadline: timeout_ms per started MiB.  Returns
+ * res->status.  After MW_SMTP_OK
  * or a reply-level failure the handle can carry the next message; after a
  * connection-level failure (code 0) it cannot.
  */
