@@ -16,13 +16,20 @@
  *     RFC 7489's full-form IPv6, policy_test_mode for t=y;
  *   - report id stable and unique, file name, gzip round trip;
  *   - rua parsing (size suffixes, percent-decoding, other schemes refused);
+ *     hostile rua values (a 600-byte local part, overlong addresses, CR/LF
+ *     raw or percent-encoded, quotes, brackets, !size junk) refused, and
+ *     every accepted address fit for the journal; a huge !size saturates;
+ *   - hostile history records (policy domains with CR/LF, '/', blanks or
+ *     600 bytes; a source IP that is no address) refused alone, counted,
+ *     the good records still reported;
  *   - the MIME message (subject, Auto-Submitted, attachment) and its DKIM
  *     signature by our signer;
  *   - the state journal: statuses survive a reopen, a torn or corrupt tail
  *     is ignored, suppression after repeated 5xx, open periods, the lock;
  *   - the SMTP client against a scripted server: dot-stuffing, multi-line
  *     replies, 4xx/5xx classification, RSET between transactions, a silent
- *     server timing out.
+ *     server timing out; an address that would inject an SMTP command is
+ *     refused locally and never reaches the server.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -433,6 +440,127 @@ static void test_rua(void)
     MW_TEST_ASSERT(!mw_report_rua_parse("mailto:a@bad..domain", &a, &sz, why, sizeof why));
 }
 
+/* Hostile rua values (issue 13, defect 3): each is refused alone, and
+ * whatever is accepted is safe in RCPT TO, a header and the journal. */
+static void test_rua_hostile(void)
+{
+    char *a = NULL, why[100], uri[1200];
+    unsigned long long sz = 0;
+
+    /* the defect: a 600-byte local part parsed, then the journal refused it */
+    memcpy(uri, "mailto:", 7);
+    memset(uri + 7, 'x', 600);
+    snprintf(uri + 607, sizeof uri - 607, "@evil.test");
+    MW_TEST_ASSERT(!mw_report_rua_parse(uri, &a, &sz, why, sizeof why));
+    MW_TEST_ASSERT(a == NULL && strstr(why, "64") != NULL);
+    /* 64 bytes is the limit of a local part; 254 of an address */
+    snprintf(uri, sizeof uri, "mailto:%064d@r.test", 0);
+    MW_TEST_ASSERT(mw_report_rua_parse(uri, &a, &sz, why, sizeof why));
+    MW_TEST_ASSERT(a != NULL && mw_report_state_key_ok(a));
+    free(a);
+    a = NULL;
+    snprintf(uri, sizeof uri, "mailto:%065d@r.test", 0);
+    MW_TEST_ASSERT(!mw_report_rua_parse(uri, &a, &sz, why, sizeof why));
+    char dom[300] = "";
+    for (int i = 0; i < 3; i++)
+        strcat(dom, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.");   /* 64 */
+    strcat(dom, "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");         /* 61 */
+    snprintf(uri, sizeof uri, "mailto:%s@%s", "0123456789012345678901234567890123456789012345678901234567890123", dom);
+    MW_TEST_ASSERT(!mw_report_rua_parse(uri, &a, &sz, why, sizeof why));   /* 64+1+253 */
+    snprintf(uri, sizeof uri, "mailto:%.*s@%s", 0, "", dom);
+    MW_TEST_ASSERT(!mw_report_rua_parse(uri, &a, &sz, why, sizeof why));   /* empty local */
+    /* a percent-encoded address far past any limit is refused before decoding */
+    memcpy(uri, "mailto:", 7);
+    for (int i = 0; i < 350; i++)
+        memcpy(uri + 7 + 3 * i, "%41", 3);
+    snprintf(uri + 7 + 1050, sizeof uri - 1057, "@r.test");
+    MW_TEST_ASSERT(!mw_report_rua_parse(uri, &a, &sz, why, sizeof why));
+
+    /* CR/LF and other injection material, raw or percent-encoded */
+    static const char *const bad[] = {
+        "mailto:a@r.test\r\nRCPT TO:<victim@x.test>", "mailto:a%0d%0aRCPT%20TO:<v@x.test>@r.test",
+        "mailto:a%0aX-Injected:%20yes@r.test", "mailto:a%00b@r.test", "mailto:a\tb@r.test",
+        "mailto:a>%0d%0aDATA@r.test", "mailto:\"a b\"@r.test", "mailto:a<b@r.test",
+        "mailto:a,b@r.test", "mailto:a;b@r.test", "mailto:a:b@r.test", "mailto:a(b)@r.test",
+        "mailto:a\\b@r.test", "mailto:a[b]@r.test", "mailto:a@r.test%0d%0a", "mailto:a@b@r.test",
+        "mailto:.a@r.test", "mailto:a.@r.test", "mailto:a..b@r.test", "mailto:a@r.test.",
+        "mailto:a%c3%a9@r.test", "mailto:a@r_test..", "mailto:a@-r.test", "mailto:@r.test",
+        "mailto:a@", "mailto:", "http://r.test/x", "ftp://r.test/x", "mailtox:a@r.test",
+        "data:text/plain,a@r.test", "https://a@r.test",
+        /* !size junk */
+        "mailto:a@r.test!", "mailto:a@r.test!x", "mailto:a@r.test!10x", "mailto:a@r.test!10mm",
+        "mailto:a@r.test!-1", "mailto:a@r.test! 10", "mailto:a@r.test!99999999999999999999999t",
+        "mailto:a@r.test!10m!20m", "mailto:a@r.test!10\r\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        a = NULL;
+        why[0] = '\0';
+        if (!MW_TEST_ASSERT(!mw_report_rua_parse(bad[i], &a, &sz, why, sizeof why)))
+            fprintf(stderr, "  accepted: %s -> %s\n", bad[i], a != NULL ? a : "(null)");
+        MW_TEST_ASSERT(a == NULL && why[0] != '\0');
+        free(a);
+    }
+    /* the atext specials are fine, and the result is journal-safe */
+    MW_TEST_ASSERT(mw_report_rua_parse("mailto:a%21#$%25&'*+-/=%3F^_`{|}~.b@R.Test", &a, &sz,
+                                       why, sizeof why));
+    MW_TEST_EQ_STR(a, "a!#$%&'*+-/=?^_`{|}~.b@r.test");
+    MW_TEST_ASSERT(mw_report_state_key_ok(a));
+    free(a);
+    /* a huge size saturates instead of wrapping to a small limit */
+    MW_TEST_ASSERT(mw_report_rua_parse("mailto:a@r.test!9999999999999999t", &a, &sz, why,
+                                       sizeof why));
+    MW_TEST_ASSERT(sz == UINT64_MAX);
+    free(a);
+    MW_TEST_ASSERT(mw_report_rua_parse("mailto:a@r.test!1t", &a, &sz, why, sizeof why));
+    MW_TEST_EQ_INT(sz, 1ULL << 40);
+    free(a);
+}
+
+/* A history line with hostile fields is refused alone, counted, and the
+ * good records of the same run are reported as before. */
+static void test_aggregate_hostile(void)
+{
+    mw_report_set s;
+    mw_history_record r;
+    char *rua[] = {"mailto:d@good.test", NULL};
+    char longdom[700];
+    static const char *const bad_domains[] = {"evil.test\r\nBcc: victim@x.test", "../../etc",
+                                              "a b.test", "evil.test/x", "evil!test", "-x.test"};
+
+    memset(&s, 0, sizeof s);
+    memset(&r, 0, sizeof r);
+    memset(longdom, 'a', 600);
+    strcpy(longdom + 600, ".test");
+    r.time = DAY1 + 5;
+    r.source_ip = "192.0.2.1";
+    r.rua = rua;
+    for (size_t i = 0; i < sizeof bad_domains / sizeof bad_domains[0]; i++) {
+        r.policy_domain = (char *)bad_domains[i];
+        MW_TEST_ASSERT(!mw_report_add(&s, &r, 86400));
+    }
+    r.policy_domain = longdom;
+    MW_TEST_ASSERT(!mw_report_add(&s, &r, 86400));
+    r.policy_domain = "good.test";
+    r.source_ip = "192.0.2.1\r\n<x>";
+    MW_TEST_ASSERT(!mw_report_add(&s, &r, 86400));
+    r.source_ip = NULL;
+    MW_TEST_ASSERT(!mw_report_add(&s, &r, 86400));
+    r.source_ip = "2001:db8::1";
+    MW_TEST_ASSERT(mw_report_add(&s, &r, 86400));
+    r.source_ip = "192.0.2.1";
+    MW_TEST_ASSERT(mw_report_add(&s, &r, 86400));
+    mw_report_finish(&s);
+    MW_TEST_EQ_INT(s.bad_records, 9);
+    /* the first refusal, escaped: no raw CR/LF reaches a log line */
+    MW_TEST_ASSERT(strstr(s.bad_why, "policy domain") != NULL);
+    MW_TEST_ASSERT(strchr(s.bad_why, '\r') == NULL && strchr(s.bad_why, '\n') == NULL);
+    if (MW_TEST_EQ_INT(s.n, 1)) {
+        MW_TEST_EQ_STR(s.r[0].policy_domain, "good.test");
+        MW_TEST_EQ_INT(s.r[0].messages, 2);
+    }
+    mw_report_set_free(&s);
+}
+
 static void test_mime_and_sign(void)
 {
     const char *dirs[] = {fx("mx1"), fx("mx2")};
@@ -743,6 +871,35 @@ static void test_smtp_client(void)
     close(f.lfd);
     mw_buf_free(&f.got);
 
+    /* an address that could inject a command is refused locally: nothing of
+     * it reaches the server, the connection stays usable */
+    if (!MW_TEST_ASSERT(fake_start(&f, "plain", &th)))
+        return;
+    o.port = (unsigned)f.port;
+    s = mw_smtp_open(&o, &res);
+    if (MW_TEST_ASSERT(s != NULL)) {
+        static const char *const inj[] = {"a@x.test>\r\nRCPT TO:<victim@y.test",
+                                          "a@x.test\nDATA", "a b@x.test", "", "<a@x.test>"};
+        for (size_t i = 0; i < sizeof inj / sizeof inj[0]; i++) {
+            MW_TEST_EQ_INT(mw_smtp_sendmail(s, "r@me.test", inj[i], "x\n", 2, &res), MW_SMTP_PERM);
+            MW_TEST_EQ_INT(res.code, 0);
+            MW_TEST_EQ_STR(res.stage, "rcpt");
+        }
+        MW_TEST_EQ_INT(mw_smtp_sendmail(s, "r@me.test\r\nRSET", "a@x.test", "x\n", 2, &res),
+                       MW_SMTP_PERM);
+        MW_TEST_EQ_STR(res.stage, "mail");
+        MW_TEST_ASSERT(mw_smtp_usable(s));
+        MW_TEST_EQ_INT(mw_smtp_sendmail(s, "r@me.test", "ok@x.test", "x\n", 2, &res), MW_SMTP_OK);
+        mw_smtp_close(&s);
+    }
+    pthread_join(th, NULL);
+    MW_TEST_ASSERT(strstr(mw_buf_cstr(&f.got), "victim") == NULL);
+    MW_TEST_ASSERT(strstr(mw_buf_cstr(&f.got), "DATA\r\n") != NULL);   /* the good one */
+    MW_TEST_ASSERT(strstr(mw_buf_cstr(&f.got), "RCPT TO:<ok@x.test>") != NULL);
+    MW_TEST_EQ_INT(f.messages, 1);
+    close(f.lfd);
+    mw_buf_free(&f.got);
+
     /* 5xx at RCPT: permanent; RSET before the next transaction, which succeeds */
     if (!MW_TEST_ASSERT(fake_start(&f, "rcpt5xx", &th)))
         return;
@@ -808,6 +965,8 @@ int main(void)
     MW_TEST_RUN(test_xml);
     MW_TEST_RUN(test_id_filename_gzip);
     MW_TEST_RUN(test_rua);
+    MW_TEST_RUN(test_rua_hostile);
+    MW_TEST_RUN(test_aggregate_hostile);
     MW_TEST_RUN(test_mime_and_sign);
     MW_TEST_RUN(test_state);
     MW_TEST_RUN(test_smtp_client);
