@@ -10,7 +10,11 @@ Proves:
     `xmllint --schema` in both formats (RFC 9990 and RFC 7489);
   - a history with torn, corrupt and other-version lines reports the intact records
     and counts the rest;
-  - --send: every report mail arrives (over STARTTLS), with the RFC 9990 subject,
+  - the relay's TLS certificate is verified (issue 13, item 8): refused (deferred, a
+    clear reason) with the default settings against the self-signed certificate, and
+    with report.tls_ca_file but a relay name the certificate does not carry; sent over
+    TLS with report.tls_ca_file pointing at it, and with report.tls_verify = false;
+  - --send: every report mail arrives (over verified STARTTLS), with the RFC 9990 subject,
     Auto-Submitted: auto-generated, a gzip attachment that decompresses and validates,
     and a DKIM signature (our signer, --sign) that dkimpy verifies against the
     published key; the authorised external rua (example.com._report._dmarc.thirdparty.test)
@@ -108,7 +112,10 @@ def attachment(m):
     return None, None
 
 
-def write_conf(h, name, dns_port, pf, state, receiver, extra=""):
+def write_conf(h, name, dns_port, pf, state, receiver, extra="", retries=1, relay="127.0.0.1",
+               ca=None):
+    """ca: report.tls_ca_file (default: the relay's certificate, see test())."""
+    ca = write_conf.ca if ca is None else ca
     return h.write(name, """
 hostname = "mx.report.test";
 dns = { mode = "forward"; forwarders = ["127.0.0.1@%d"]; timeout = 2000; };
@@ -117,17 +124,22 @@ report = {
   email = "dmarc-reports@report.test";
   extra_contact = "https://report.test/dmarc";
   receiver = "%s";
-  relay_host = "127.0.0.1";
+  relay_host = "%s";
   relay_port = %d;
   pacing = 0;
-  retries = 1;
+  retries = %d;
   backoff = 1;
   timeout = "20s";
   state_dir = "%s";
   history_dirs = ["%s/mx1", "%s/mx2"];
   %s
+  %s
 };
-""" % (dns_port, receiver, pf.port, state, FIX, FIX, extra))
+""" % (dns_port, receiver, relay, pf.port, retries, state, FIX, FIX,
+       'tls_ca_file = "%s";' % ca if ca else "", extra))
+
+
+write_conf.ca = ""
 
 
 def test(h, chk):
@@ -154,10 +166,11 @@ def test(h, chk):
         "rep._domainkey.report.test": [{"TXT": keyrec}],
     }, verbose=False)
 
-    # Postfix offering STARTTLS with a self-signed certificate
+    # Postfix offering STARTTLS with a self-signed certificate for the relay's address
     cert, key = h.path("tls.crt"), h.path("tls.key")
     H.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=mx.test.example",
-           "-days", "2", "-keyout", key, "-out", cert], timeout=60)
+           "-addext", "subjectAltName=IP:127.0.0.1", "-days", "2", "-keyout", key, "-out", cert],
+          timeout=60)
     os.chmod(key, 0o600)
     if "tlsmgr" not in H.MASTER_CF:   # smtpd's TLS needs the tlsmgr service (entropy, cache)
         H.MASTER_CF += "tlsmgr     unix  -  -  n  1000? 1  tlsmgr\n"
@@ -165,6 +178,7 @@ def test(h, chk):
         "smtpd_tls_security_level": "may", "smtpd_tls_cert_file": cert, "smtpd_tls_key_file": key,
         "smtpd_tls_received_header": "yes"})
 
+    write_conf.ca = cert     # the relay is verified against its certificate (see the end)
     conf = write_conf(h, "report.conf", dns_port, pf, h.path("state1"), "mx.report.test")
     tmp = h.path("work")
     os.makedirs(tmp)
@@ -228,6 +242,7 @@ def test(h, chk):
     chk.check("dry run: would send to dmarc@example.com", "dmarc@example.com: would send" in out, out)
     chk.check("dry run: unauthorised refused", "agg@unauthorised.test: refused" in out, out)
     chk.check("dry run: no state written", not os.path.exists(h.path("state1", "state.journal")))
+
 
     # ---- send
     rc, out = report(h, conf, "--period", PERIOD, "--send", "--sign", sign)
@@ -310,6 +325,35 @@ def test(h, chk):
     chk.equal("after 4xx: exit 0", rc, 0)
     chk.check("after 4xx: the deferred two sent, the failed one not retried",
               "2 sent, 4 already done" in out and "reports@thirdparty.test: already failed" in out, out)
+
+    # ---- the relay's certificate (issue 13, item 8): verified by default
+    one = ("--period", "2025-03-02", "--send")    # one report, one destination
+    # (receiver tls.report.test: other report ids than the runs below check)
+    c = write_conf(h, "tls-default.conf", dns_port, pf, h.path("state-tls1"), "tls.report.test", retries=0,
+                   ca="")
+    rc, out = report(h, c, *one)
+    chk.equal("tls default: the self-signed relay certificate is refused (exit 1)", rc, 1)
+    chk.check("tls default: a clear reason, deferred, nothing sent",
+              "TLS certificate verification failed for 127.0.0.1: self-signed certificate" in out
+              and "deferred after 1 attempt at starttls" in out and " 0 sent, 0 already done, 1 deferred" in out, out)
+    chk.check("tls default: the log names the keys", "report.tls_ca_file" in out, out)
+    rc, out = report(h, c, *one)
+    chk.check("tls default: retried by the next run, still refused",
+              rc == 1 and "certificate verification failed" in out, out)
+    c = write_conf(h, "tls-name.conf", dns_port, pf, h.path("state-tls2"), "tls.report.test", retries=0,
+                   relay="localhost", ca=cert)
+    rc, out = report(h, c, *one)
+    chk.check("tls CA file, wrong name (localhost vs IP:127.0.0.1): refused",
+              rc == 1 and "verification failed for localhost: hostname mismatch" in out, out)
+    c = write_conf(h, "tls-noverify.conf", dns_port, pf, h.path("state-tls3"), "tls.report.test", retries=0,
+                   ca="", extra="tls_verify = false;")
+    rc, out = report(h, c, *one)
+    chk.check("tls_verify = false: sent over TLS", rc == 0 and "sent over TLS" in out
+              and " 1 sent" in out, out)
+    c = write_conf(h, "tls-ca.conf", dns_port, pf, h.path("state-tls4"), "tls.report.test", retries=0, ca=cert)
+    rc, out = report(h, c, *one)
+    chk.check("tls_ca_file = the relay's CA: verified, sent over TLS", rc == 0 and "sent over TLS" in out
+              and " 1 sent" in out, out)
 
 
 if __name__ == "__main__":
