@@ -17,6 +17,12 @@
  *     when <policy-domain>._report._dmarc.<rua-domain> has a "v=DMARC1" TXT
  *     record (RFC 9990 section 4); DNS trouble defers, absence refuses.
  *   - "!size" limits of the rua and report.max_size: larger mails are not sent.
+ *   - Hostile input is refused alone: a rua that is not a safe mailto:
+ *     address (mw_report_rua_parse), rua past report.max_destinations, a
+ *     report whose policy domain is not a host name; each is printed
+ *     escaped and counted in the summary, and none stops another
+ *     destination, report or period.  Only a journal write the disk
+ *     refuses stops the run.
  *   - report.pacing between two mails to the same destination domain;
  *     report.retries attempts with report.backoff (doubling) after a 4xx or
  *     a connection failure; a 5xx fails that mail, report.suppress_5xx_after
