@@ -52,6 +52,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -488,6 +489,19 @@ static void file_name(time_t period, char *out, size_t len)
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
+/* "user NAME (uid N)" of the effective uid, for error messages. */
+static void who_am_i(char *out, size_t len)
+{
+    char buf[4096];
+    struct passwd pw, *res = NULL;
+    uid_t uid = geteuid();
+
+    if (getpwuid_r(uid, &pw, buf, sizeof buf, &res) == 0 && res != NULL)
+        snprintf(out, len, "user %s (uid %u)", pw.pw_name, (unsigned)uid);
+    else
+        snprintf(out, len, "uid %u", (unsigned)uid);
+}
+
 /* Log an error at most once a minute (or when errno changes).  Caller holds mu. */
 static void err_log(mw_history *h, int e, const char *what)
 {
@@ -616,8 +630,16 @@ mw_history *mw_history_open(const char *dir, const mw_history_options *o, char *
         snprintf(err, errlen, "history: no directory");
         return NULL;
     }
+    /* Created (and written) by the user we run as: the daemon drops
+     * privileges before it gets here (serve.c), so the directory and its
+     * files belong to that user and a reload or a rotation, which run as
+     * the same user, can always open them. */
     if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
-        snprintf(err, errlen, "history: mkdir %s: %s", dir, strerror(errno));
+        int e = errno;
+        char who[96];
+        who_am_i(who, sizeof who);
+        snprintf(err, errlen, "history: cannot create directory %s as %s: %s%s", dir, who, strerror(e),
+                 e == EACCES ? " (create it owned by that user, mode 0750)" : "");
         return NULL;
     }
     dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -625,6 +647,15 @@ mw_history *mw_history_open(const char *dir, const mw_history_options *o, char *
         snprintf(err, errlen, "history: %s: %s", dir, strerror(errno));
         if (dfd >= 0)
             close(dfd);
+        return NULL;
+    }
+    if (faccessat(dfd, ".", W_OK | X_OK, AT_EACCESS) != 0) {
+        char who[96];
+        who_am_i(who, sizeof who);
+        snprintf(err, errlen, "history: directory %s (owner uid %u, group gid %u, mode %04o) is not writable by %s: "
+                 "give it to that user (chown)", dir, (unsigned)st.st_uid, (unsigned)st.st_gid,
+                 (unsigned)(st.st_mode & 07777), who);
+        close(dfd);
         return NULL;
     }
     h = mw_calloc(1, sizeof *h);
@@ -647,7 +678,16 @@ mw_history *mw_history_open(const char *dir, const mw_history_options *o, char *
     int e = h->last_errno;
     pthread_mutex_unlock(&h->mu);
     if (!ok) {
-        snprintf(err, errlen, "history: cannot open a file in %s: %s", dir, strerror(e));
+        char name[64], who[96];
+        struct stat fst;
+        file_name(now - now % (time_t)h->rotate_s, name, sizeof name);
+        who_am_i(who, sizeof who);
+        if (e == EACCES && fstatat(dfd, name, &fst, AT_SYMLINK_NOFOLLOW) == 0)
+            snprintf(err, errlen, "history: %s/%s (owner uid %u, mode %04o) is not writable by %s: "
+                     "give it to that user (chown)", dir, name, (unsigned)fst.st_uid,
+                     (unsigned)(fst.st_mode & 07777), who);
+        else
+            snprintf(err, errlen, "history: cannot open %s/%s as %s: %s", dir, name, who, strerror(e));
         mw_history_close(&h);
         return NULL;
     }

@@ -26,11 +26,8 @@ struct mw_engine {
     bool            draining;
 };
 
-mw_engine *mw_engine_create(mw_config *cfg, char *err, size_t errlen)
+mw_engine *mw_engine_new(void)
 {
-    mw_runtime *rt = mw_runtime_build(cfg, 1, NULL, err, errlen);
-    if (!rt)
-        return NULL;
     mw_engine *e = mw_calloc(1, sizeof *e);
     pthread_mutex_init(&e->lock, NULL);
     pthread_condattr_t ca;
@@ -38,8 +35,16 @@ mw_engine *mw_engine_create(mw_config *cfg, char *err, size_t errlen)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&e->idle, &ca);
     pthread_condattr_destroy(&ca);
-    e->current = rt;
-    e->generation = 1;
+    return e;
+}
+
+mw_engine *mw_engine_create(mw_config *cfg, char *err, size_t errlen)
+{
+    mw_engine *e = mw_engine_new();
+    if (!mw_engine_reload(e, cfg, err, errlen)) {
+        mw_engine_destroy(&e);
+        return NULL;
+    }
     return e;
 }
 
@@ -47,8 +52,9 @@ bool mw_engine_reload(mw_engine *e, mw_config *cfg, char *err, size_t errlen)
 {
     pthread_mutex_lock(&e->lock);
     unsigned gen = e->generation + 1;
-    mw_runtime *prev = e->current;
-    mw_runtime_ref(prev);
+    mw_runtime *prev = e->current;   /* NULL for the first config (mw_engine_new) */
+    if (prev)
+        mw_runtime_ref(prev);
     pthread_mutex_unlock(&e->lock);
     /* Build outside the lock: it may take a while (resolver set-up). */
     mw_runtime *rt = mw_runtime_build(cfg, gen, prev, err, errlen);

@@ -404,6 +404,12 @@ int mw_cmd_check(int argc, char **argv)
     mw_config *cfg = mw_cli_load(&cli);
     if (!cfg)
         return 1;
+    /* A checked message is not mail received: no DMARC history record (it
+     * would be reported to the domain's owner), and no file created with
+     * the ids of whoever runs check (root would leave a history file the
+     * daemon's user cannot append to). */
+    free(cfg->history_dir);
+    cfg->history_dir = mw_strdup("");
     /* stdout carries the result; the summary log line goes to stderr */
     mw_log_configure(MW_LOG_TO_STDERR, cfg->log_format, "mailwarden", NULL, MW_LOG_WARN);
     char err[512];

@@ -62,6 +62,7 @@
 #include "dns.h"
 #include "report.h"
 #include "smtp_client.h"
+#include "privs.h"
 #include "strutil.h"
 #include "tools.h"
 
@@ -739,6 +740,25 @@ static bool setup_delivery(run *R)
     return true;
 }
 
+/* See the call.  false after a message on stderr. */
+static bool report_drop_privileges(const mw_config *cfg)
+{
+    mw_privs pv;
+    char err[512];
+
+    if (geteuid() != 0)
+        return true;
+    if (mw_privs_resolve(cfg->user, cfg->group, &pv, err, sizeof err) != 0 ||
+        mw_privs_drop(&pv, err, sizeof err) != 0) {
+        fprintf(stderr, "mailwarden report: %s\n", err);
+        return false;
+    }
+    if (geteuid() == 0)
+        fprintf(stderr, "mailwarden report: warning: running as root with no `user` configured: the files "
+                        "it writes (report.state_dir, --out) will belong to root\n");
+    return true;
+}
+
 int mw_cmd_report(int argc, char **argv)
 {
     mw_cli cli;
@@ -801,6 +821,11 @@ int mw_cmd_report(int argc, char **argv)
         return 2;
     signal(SIGPIPE, SIG_IGN);   /* a relay closing during a TLS write is an error, not death */
     const mw_config *cfg = R.cfg;
+    /* Run by root (by hand, from cron): become the daemon's user before
+     * anything is opened, so the state journal, its lock and the output
+     * belong to the user the timer-run report and the daemon use. */
+    if (!report_drop_privileges(cfg))
+        goto out;
     R.now = time(NULL);
     const char *fake_now = getenv("MW_REPORT_TEST_NOW");
     if (fake_now != NULL && *fake_now != '\0')

@@ -11,8 +11,10 @@
  *               SIGHUP -> SIGUSR1 to the worker (reload), SIGTERM/SIGINT ->
  *               SIGUSR2 (graceful stop: drain, then stop the milter).  A
  *               worker that dies unexpectedly is restarted with backoff.
- *   worker      builds the engine, binds the milter socket, drops
- *               privileges, and runs the milter's accept loop.  A dedicated
+ *   worker      binds the milter (and Exim, metrics) sockets, drops
+ *               privileges, then builds the engine (keys, history: all
+ *               as the configured user), and runs the milter's accept
+ *               loop.  A dedicated
  *               control thread sigwaits: SIGUSR1 (or SIGHUP sent to the
  *               worker directly) reloads atomically (a bad config is logged
  *               and the running one kept); SIGUSR2, SIGTERM or SIGINT stop
@@ -48,6 +50,7 @@
 #include "http_metrics.h"
 #include "metrics.h"
 #include "milter.h"
+#include "privs.h"
 #include "tools.h"
 
 /* Readiness and state for systemd (Type=notify, NotifyAccess=all: the worker
@@ -166,50 +169,6 @@ static void *control_thread(void *arg)
     return NULL;
 }
 
-static int drop_privileges(const char *user, const char *group, char *err, size_t errlen)
-{
-    if ((!user || !*user) && (!group || !*group))
-        return 0;
-    uid_t uid = getuid();
-    gid_t gid = getgid();
-    if (user && *user) {
-        struct passwd *pw = getpwnam(user);
-        if (!pw) {
-            snprintf(err, errlen, "unknown user \"%s\"", user);
-            return -1;
-        }
-        uid = pw->pw_uid;
-        gid = pw->pw_gid;
-    }
-    if (group && *group) {
-        struct group *gr = getgrnam(group);
-        if (!gr) {
-            snprintf(err, errlen, "unknown group \"%s\"", group);
-            return -1;
-        }
-        gid = gr->gr_gid;
-    }
-    if (geteuid() == 0) {
-        if (user && *user && initgroups(user, gid) != 0) {
-            snprintf(err, errlen, "initgroups: %s", strerror(errno));
-            return -1;
-        }
-        if (setresgid(gid, gid, gid) != 0 || setresuid(uid, uid, uid) != 0) {
-            snprintf(err, errlen, "cannot change to uid %u gid %u: %s", (unsigned)uid, (unsigned)gid,
-                     strerror(errno));
-            return -1;
-        }
-        if (uid != 0 && setuid(0) == 0) {
-            snprintf(err, errlen, "privileges could be regained after dropping them");
-            return -1;
-        }
-    } else if (geteuid() != uid) {
-        snprintf(err, errlen, "not root: cannot change user to %s", user ? user : "?");
-        return -1;
-    }
-    return 0;
-}
-
 static int run_worker(const mw_cli *cli)
 {
     /* glibc gives every thread that allocates its own arena (64 MiB of
@@ -238,8 +197,21 @@ static int run_worker(const mw_cli *cli)
         return 1;
     apply_log(cfg);
     char err[512];
+    /* Start-up order (docs/security.md): look the user up; bind every
+     * listener as root (ports below 1024, sockets in root's directories);
+     * give the unix sockets to the user and group; drop privileges; only
+     * then build the engine, which reads the DKIM keys and creates the
+     * history directory and files.  So everything on disk is created by
+     * the user we run as, and start-up reads exactly what a SIGHUP reload
+     * (which runs as that user) will read: a key or directory the user
+     * cannot use fails the start, not the first reload or rotation. */
+    mw_privs pv;
+    if (mw_privs_resolve(cfg->user, cfg->group, &pv, err, sizeof err) != 0) {
+        mw_error("cannot start: %s", err);
+        mw_config_free(&cfg);
+        return 1;
+    }
     mw_milter_options mo = {.socket = cfg->socket, .socket_mode = cfg->socket_mode, .timeout = cfg->milter_timeout};
-    char *user = cfg->user ? strdup(cfg->user) : NULL, *group = cfg->group ? strdup(cfg->group) : NULL;
     char *sock = strdup(cfg->socket);
     unsigned shutdown_timeout = cfg->shutdown_timeout;
     mo.socket = sock;
@@ -248,29 +220,36 @@ static int run_worker(const mw_cli *cli)
     char *metrics_listen = strdup(cfg->metrics_listen);   /* cfg belongs to the engine below */
     mw_http_metrics_options ho = {.listen = metrics_listen, .max_connections = cfg->metrics_max_connections,
                                   .timeout_s = cfg->metrics_timeout_s};
-    mw_engine *e = mw_engine_create(cfg, err, sizeof err);
-    if (!e) {
-        mw_error("cannot start: %s", err);
-        mw_config_free(&cfg);
-        return 1;
-    }
-    if (!mw_milter_open(e, &mo, err, sizeof err)) {
+    mw_engine *e = mw_engine_new();   /* its configuration comes after the drop */
+    if (!mw_milter_open(e, &mo, err, sizeof err) || !mw_exim_open(e, &xo, err, sizeof err) ||
+        !mw_http_metrics_open(e, &ho, err, sizeof err) || mw_privs_chown_socket(&pv, sock, err, sizeof err) ||
+        mw_privs_chown_socket(&pv, cfg->exim_listen, err, sizeof err) ||
+        mw_privs_chown_socket(&pv, cfg->exim_rcpt_listen, err, sizeof err)) {
         mw_error("cannot start: %s", err);
         return 1;
     }
-    if (!mw_exim_open(e, &xo, err, sizeof err)) {
-        mw_error("cannot start: %s", err);
-        return 1;
-    }
-    if (!mw_http_metrics_open(e, &ho, err, sizeof err)) {
-        mw_error("cannot start: %s", err);
-        return 1;
-    }
-    mw_metric_gauge_set(MW_M_CONFIG_RELOAD_TIME, 0, (int64_t)time(NULL));
-    if (drop_privileges(user, group, err, sizeof err) != 0) {
+    if (mw_privs_drop(&pv, err, sizeof err) != 0) {
         mw_error("cannot drop privileges: %s", err);
         return 1;
     }
+    if (pv.change)
+        mw_info("running as user %s (uid %u), group %s (gid %u)", pv.user, (unsigned)pv.uid, pv.group,
+                (unsigned)pv.gid);
+    if (geteuid() == 0)
+        mw_warn("running as root: set `user` (and `group`) in the configuration so that the daemon drops "
+                "privileges after binding its sockets");
+    if (!mw_engine_reload(e, cfg, err, sizeof err)) {
+        if (pv.change)
+            mw_error("cannot start: %s (running as user %s: the DKIM key files, the history directory and "
+                     "every file the configuration names must be usable by that user, at start and at "
+                     "every reload)", err, pv.user);
+        else
+            mw_error("cannot start: %s", err);
+        mw_config_free(&cfg);
+        return 1;
+    }
+    cfg = NULL;   /* the engine's now */
+    mw_metric_gauge_set(MW_M_CONFIG_RELOAD_TIME, 0, (int64_t)time(NULL));
     struct reload_ctx rc = {cli, e, shutdown_timeout};
     pthread_t th;
     if (pthread_create(&th, NULL, control_thread, &rc) != 0) {
@@ -295,8 +274,6 @@ static int run_worker(const mw_cli *cli)
     /* The engine is not destroyed: milter connection threads may still be
      * unwinding, and process exit frees everything. */
     mw_http_metrics_stop();
-    free(user);
-    free(group);
     free(sock);
     free(metrics_listen);
     return rcode;

@@ -52,7 +52,11 @@ typedef struct mw_history mw_history;
 
 /* Open (create, one level, mode 0750) the directory for appending and open
  * the current period's file; starts the flusher thread when
- * fsync_interval_ms > 0.  o may be NULL (defaults).  NULL + reason on error. */
+ * fsync_interval_ms > 0.  o may be NULL (defaults).  NULL + reason on error,
+ * which names the effective user: a directory or current file that user
+ * cannot write is an error here, not at the first record or rotation.
+ * Everything is created as the calling process's effective user: call it
+ * after dropping privileges. */
 mw_history *mw_history_open(const char *dir, const mw_history_options *o, char *err, size_t errlen);
 /* Append one record.  false (with errno-style reason logged once per
  * interval) when the disk refuses (ENOSPC, EIO): the caller applies the

@@ -4,7 +4,11 @@
  * their events into these calls and the verdict into their own actions.
  *
  * Lifecycle
- *   mw_engine_create()  once, with a loaded config (ownership passes in)
+ *   mw_engine_create()  once, with a loaded config (ownership passes in);
+ *                       or mw_engine_new() + mw_engine_reload() when the
+ *                       engine's address is needed before the config can
+ *                       be built (serve: listeners bound as root, the
+ *                       runtime built after the privilege drop)
  *   mw_engine_reload()  on SIGHUP: builds a complete new runtime (config,
  *                       resolver, checkers, policy) and swaps it in
  *                       atomically; a failure leaves the old one in place
@@ -40,6 +44,10 @@ typedef struct mw_session mw_session;
 /* Create from cfg (owned by the engine on success; on failure the caller
  * still owns it).  NULL on error with a reason in err. */
 mw_engine *mw_engine_create(mw_config *cfg, char *err, size_t errlen);
+/* An engine with no configuration yet: the first mw_engine_reload() gives
+ * it generation 1.  No session may start before that (front ends may be
+ * opened, not run).  Never NULL. */
+mw_engine *mw_engine_new(void);
 /* Swap in a new config (same ownership rule).  false + reason on error;
  * the running configuration is then unchanged. */
 bool mw_engine_reload(mw_engine *e, mw_config *cfg, char *err, size_t errlen);
