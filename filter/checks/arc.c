@@ -833,7 +833,7 @@ static void pass_details(mw_arc_msg *m, struct arc_verify *vs)
     /* unfolded, printable: line ends dropped, blanks kept */
     for (size_t i = rest; i < m->arc[k].vlen; i++)
         if (v[i] != '\r' && v[i] != '\n')
-            mw_buf_putc(&b, v[i]);
+            mw_buf_putc(&b, v[i] == '\t' ? ' ' : v[i]);   /* the A-R parser wants SP */
     mw_buf_puts(&b, "");
     vs->st.aar_parsed = mw_calloc(1, sizeof *vs->st.aar_parsed);
     if (!mw_authres_parse(b.data, b.len, vs->st.aar_parsed)) {
