@@ -61,6 +61,14 @@ bool mw_dkim_tables_load(struct mw_dkim_signer *s, const mw_config *cfg, mw_conf
 /* Free every key (private parts cleared) and rule of s. */
 void mw_dkim_tables_free(struct mw_dkim_signer *s);
 
+/* dkim_sign.c: the signature (raw bytes, *siglen in: room, out: length) of a
+ * SHA-256 digest with key k: rsa-sha256 (PKCS#1 v1.5, md the signer's
+ * SHA-256) or ed25519-sha256 (RFC 8463).  false on error.  Also used by the
+ * ARC sealer (arc_sign.c). */
+bool mw_dkim_key_sign(const struct mw_dkim_key *k, const EVP_MD *md,
+                      const unsigned char digest[MW_DKIM_SHA256_LEN], unsigned char *sig,
+                      size_t *siglen);
+
 /*
  * dkim_sign.c: signing one message with keys of s, fed by dkim_verify.c's
  * message context.  Headers are held (only those the signatures cover,

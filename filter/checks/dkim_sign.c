@@ -101,10 +101,11 @@ static void hdr_add(mw_dkim_signer *s, const char *name, bool oversign)
                                                  .oversign = oversign};
 }
 
-/* The signature (raw bytes) of a SHA-256 digest with key k; false on error. */
-static bool key_sign(const struct mw_dkim_key *k, const EVP_MD *md,
-                     const unsigned char digest[MW_DKIM_SHA256_LEN], unsigned char *sig,
-                     size_t *siglen)
+/* The signature (raw bytes) of a SHA-256 digest with key k; false on error.
+ * Shared with the ARC sealer (dkim_priv.h). */
+bool mw_dkim_key_sign(const struct mw_dkim_key *k, const EVP_MD *md,
+                      const unsigned char digest[MW_DKIM_SHA256_LEN], unsigned char *sig,
+                      size_t *siglen)
 {
     bool ok = false;
 
@@ -151,7 +152,7 @@ static bool setup(mw_dkim_signer *s, const mw_config *cfg, mw_config_errors *err
         if ((size_t)EVP_PKEY_get_size(s->key[i].pkey) > sizeof sig)
             mw_config_errors_addf(errs, "dkim: key \"%s\" (%s): larger than 8192 bits",
                                   s->key[i].name, s->key[i].file);
-        else if (!key_sign(&s->key[i], s->sha256, digest, sig, &siglen))
+        else if (!mw_dkim_key_sign(&s->key[i], s->sha256, digest, sig, &siglen))
             mw_config_errors_addf(errs, "dkim: key \"%s\" (%s): cannot sign with it",
                                   s->key[i].name, s->key[i].file);
     }
@@ -405,7 +406,7 @@ static char *sign_one(const mw_dkim_signmsg *sm, const struct mw_dkim_key *k, co
     if (md == NULL || EVP_MD_CTX_copy_ex(md, sm->hmd) != 1 ||
         EVP_DigestUpdate(md, canon.data, canon.len) != 1 ||
         EVP_DigestFinal_ex(md, digest, &dlen) != 1 || dlen != sizeof digest ||
-        !key_sign(k, s->sha256, digest, sig, &siglen)) {
+        !mw_dkim_key_sign(k, s->sha256, digest, sig, &siglen)) {
         mw_warn("%s: dkim: signing with key %s failed", sm->id, k->name);
         goto done;
     }

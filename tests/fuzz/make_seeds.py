@@ -302,6 +302,26 @@ S["exim_mbox"] = [
     b"\x00" + b"From x\nA: " + b"b" * 5000 + b"\n\n",
 ]
 
+ARC_SET = (b"ARC-Seal: a=rsa-sha256; b=dGVzdA==; cv=none; d=example.com; i=1; s=rsa; t=12345\r\n"
+           b"ARC-Message-Signature: a=rsa-sha256;\r\n b=dGVzdA==;\r\n"
+           b" bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; c=relaxed/relaxed;\r\n"
+           b" d=example.com; h=from:to:subject; i=1; s=rsa; t=12345\r\n"
+           b"ARC-Authentication-Results: i=1; lists.example.org; spf=pass smtp.mfrom=a@example.com\r\n")
+S["arc"] = [
+    KEY + b"\n" + MSG,
+    KEY + b"\n" + ARC_SET + MSG,
+    b"\n" + ARC_SET + MSG,
+    KEY + b"\n" + ARC_SET.replace(b"i=1", b"i=2").replace(b"cv=none", b"cv=pass") + ARC_SET + MSG,
+    KEY + b"\n" + ARC_SET.replace(b"cv=none", b"cv=fail") + MSG,
+    KEY + b"\n" + ARC_SET.replace(b"i=1", b"i=51") + MSG,
+    KEY + b"\n" + ARC_SET * 3 + MSG,
+    KEY + b"\n" + ARC_SET.replace(b"h=from:to:subject", b"h=" + b"from:" * 500 + b"arc-seal") + MSG,
+    b"v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n"
+    + ARC_SET.replace(b"rsa-sha256", b"ed25519-sha256") + MSG,
+    KEY + b"\n" + b"ARC-Seal: ;;\r\nARC-Message-Signature: i=1; b\r\nARC-Authentication-Results: i=\r\n" + MSG,
+    KEY + b"\n" + ARC_SET.replace(b"c=relaxed/relaxed", b"c=simple/simple; l=3") + MSG + b"appended\r\n",
+]
+
 
 def main():
     for name, seeds in S.items():
