@@ -754,8 +754,11 @@ static void build_headers(mw_session *s)
         mw_buf_printf(&c, " dis=%s", dis);
         if (s->res.dmarc_override_text[0])
             mw_buf_printf(&c, " override=%s", s->res.dmarc_override_text);
-        const char *props[] = {"header.from", o->from_domain, "policy.dmarc", mw_dmarc_policy_name(o->disposition),
-                               NULL};
+        /* policy.dmarc takes none, quarantine or reject only: the disposition
+         * asked for, else (temperror, permerror) the applicable policy. */
+        mw_dmarc_policy pd = o->disposition != MW_DMARC_P_UNSPEC ? o->disposition : o->policy;
+        const char *props[] = {"header.from", o->from_domain,
+                               pd != MW_DMARC_P_UNSPEC ? "policy.dmarc" : NULL, mw_dmarc_policy_name(pd), NULL};
         mw_authres_add(ar, "dmarc", mw_dmarc_result_name(o->result), mw_buf_cstr(&c), props);
     dmarc_done:
         mw_buf_free(&c);

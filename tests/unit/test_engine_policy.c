@@ -568,6 +568,17 @@ static void test_default_policy_dmarc(void)
     MW_TEST_EQ_STR(eval(p, &f).rule, "inbound-record-only");
     f = dfacts(MW_DMARC_TEMPERROR, MW_DMARC_P_UNSPEC, MW_DMARC_P_UNSPEC);
     MW_TEST_EQ_STR(eval(p, &f).rule, "inbound-record-only");
+    /* temperror at a domain known to enforce (an aligned identifier's DNS
+     * timed out): 451 so the sender retries, never 550, never delivered. */
+    for (int pol = MW_DMARC_P_QUARANTINE; pol <= MW_DMARC_P_REJECT; pol++) {
+        f = dfacts(MW_DMARC_TEMPERROR, (mw_dmarc_policy)pol, MW_DMARC_P_UNSPEC);
+        d = eval(p, &f);
+        MW_TEST_EQ_INT(d.action, MW_ACTION_TEMPFAIL);
+        MW_TEST_EQ_STR(d.rule, "dmarc-temperror-enforcing");
+        MW_TEST_ASSERT(d.reply != NULL && strncmp(d.reply, "451 4.7.1 ", 10) == 0);
+    }
+    f = dfacts(MW_DMARC_TEMPERROR, MW_DMARC_P_NONE, MW_DMARC_P_UNSPEC);
+    MW_TEST_EQ_STR(eval(p, &f).rule, "inbound-record-only");
     /* DMARC not evaluated: the fields mean nothing. */
     f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_REJECT, MW_DMARC_P_REJECT);
     f.dmarc_done = false;
@@ -657,6 +668,11 @@ static void test_other_policies_dmarc(void)
     d = eval(s, &f);
     MW_TEST_EQ_INT(d.action, MW_ACTION_TEMPFAIL);
     MW_TEST_EQ_STR(d.rule, "dmarc-temperror");
+    /* strict: a temperror is deferred before any fail rule can refuse it,
+     * even with SPF fail beside it (a retry may pass DMARC). */
+    f = dfacts(MW_DMARC_TEMPERROR, MW_DMARC_P_REJECT, MW_DMARC_P_UNSPEC);
+    f.spf = MW_SPF_FAIL;
+    MW_TEST_EQ_STR(eval(s, &f).rule, "dmarc-temperror");
     f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_REJECT, MW_DMARC_P_REJECT);
     f.dmarc_override = MW_DMARC_OVR_NEVER_REJECT;
     MW_TEST_EQ_STR(eval(s, &f).rule, "dmarc-override-deliver");
@@ -669,6 +685,8 @@ static void test_other_policies_dmarc(void)
     f.spf = MW_SPF_FAIL;
     MW_TEST_EQ_STR(eval(s, &f).rule, "spf-fail");
     /* outbound.conf: inbound like the default. */
+    f = dfacts(MW_DMARC_TEMPERROR, MW_DMARC_P_REJECT, MW_DMARC_P_UNSPEC);
+    MW_TEST_EQ_INT(eval(o, &f).action, MW_ACTION_TEMPFAIL);
     f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_REJECT, MW_DMARC_P_REJECT);
     MW_TEST_EQ_STR(eval(o, &f).rule, "dmarc-reject");
     f.trust = MW_TRUST_SUBMISSION;
