@@ -34,7 +34,11 @@ def zone(ip, dkim_txt):
     spf = {"TXT": "v=spf1 ip4:%s -all" % ip}
     z = {"evil.test": [spf], "signed.test": [{"TXT": "v=spf1 -all"}, {"A": "192.0.2.9"}],
          "_dmarc.signed.test": [{"TXT": "v=DMARC1; p=reject"}],
-         "s1._domainkey.signed.test": [{"TXT": dkim_txt}]}
+         "s1._domainkey.signed.test": [{"TXT": dkim_txt}],
+         # p=reject, and the only aligned identifier's key lookup times out
+         "slowkey.test": [{"TXT": "v=spf1 -all"}, {"A": "192.0.2.9"}],
+         "_dmarc.slowkey.test": [{"TXT": "v=DMARC1; p=reject"}],
+         "s1._domainkey.slowkey.test": ["TIMEOUT"]}
     for p in ("reject", "quarantine", "none"):
         z["%s.test" % p] = [spf, {"A": "192.0.2.8"}]
         z["_dmarc.%s.test" % p] = [{"TXT": "v=DMARC1; p=%s; rua=mailto:agg@%s.test" % (p, p)}]
@@ -229,6 +233,20 @@ def test(h, chk):
             c.delivered(label, res, t, "pass", "signed.test")
         else:
             c.rejected(label, res, t)
+
+    # ---- the only aligned identifier has a temporary error: 451, never 550 nor delivered
+    t = tok()
+    msg = message("From: ceo@slowkey.test", t)
+    msg = dkim.sign(msg, b"s1", b"slowkey.test", key, include_headers=[b"from", b"to", b"subject"]) + msg
+    res = c.send(msg)
+    eod = re.search(r"^ -> \.\s*$\n^<\*\* 451 4\.7\.1", res.transcript, re.M)
+    chk.check("aligned DKIM key lookup timed out: 451 4.7.1 at end of DATA (temperror, not 550)",
+              res.code == "451" and eod, res.transcript[-600:])
+    chk.check("aligned DKIM key lookup timed out: not delivered", not H.wait_for(lambda: pf.find(t), 2))
+    line = H.wait_for(lambda: next((l for l in daemon.log_text().splitlines()
+                                    if "header_from=slowkey.test" in l and "dmarc=" in l), None), 5)
+    chk.check("aligned DKIM key lookup timed out: summary line dmarc=temperror",
+              line and "dmarc=temperror" in line, line)
 
     # ---- hostile From forms
     for label, frm, want in hostile_forms():
