@@ -26,10 +26,11 @@
  *     sp on a subdomain's record is never consulted).  A name the 8-query
  *     shortcut skipped has no record for this purpose.
  *   - Which tag: p when the record is the From domain's own; otherwise np
- *     when the From domain does not exist (NXDOMAIN or NODATA for A, AAAA
- *     and MX), falling back to sp, then p; otherwise sp, falling back to p.
- *     The existence check (up to 3 queries) is made only when it can
- *     matter: result fail, record above the From domain, np published.
+ *     when the From domain does not exist (RFC 8020: an NXDOMAIN answer;
+ *     NODATA means the name exists), falling back to sp, then p; otherwise
+ *     sp, falling back to p.  The existence check (one A query; AAAA and MX
+ *     only when it fails) is made only when it can matter: result fail,
+ *     record above the From domain, np published.
  *   - t=y: the disposition is lowered one step (reject -> quarantine,
  *     quarantine -> none) and "testing" is set.  pct/rf/ri are ignored.
  *   - Alignment: strict = the same name; relaxed = the same
@@ -38,8 +39,11 @@
  *     otherwise it cannot align).  DKIM: every signature with result pass;
  *     SPF: the MAIL FROM domain when SPF passed.
  *   - Result: pass if any aligned pass; temperror when a DNS failure kept
- *     us from finding the policy or an alignment; else fail.  No record (or
- *     an unusable one: no valid p and no valid rua) is none.
+ *     us from finding the policy or an alignment, or when an identifier
+ *     that would be aligned had a temporary error of its own (a DKIM key
+ *     lookup or an SPF check that timed out): a retry may pass, so that is
+ *     never fail.  Else fail.  No record (or an unusable one: no valid p
+ *     and no valid rua) is none.
  *
  * RFC 7489 mode
  *   Query the From domain, then (nothing found) its Organizational Domain
@@ -48,9 +52,11 @@
  *   pct honoured with the caller's per-message sample: not sampled lowers
  *   the disposition like t=y does in RFC 9989.
  *
- * DNS results: TEMPFAIL (and DNSSEC bogus) -> temperror; NXDOMAIN, NODATA
- *   and other permanent failures (e.g. a name too long to query) -> no
- *   record at that name.
+ * DNS results: NXDOMAIN and NODATA -> no record at that name; a name too
+ *   long to query (decided here, no traffic) -> no record at that name;
+ *   every other failure (timeout, SERVFAIL, REFUSED, FORMERR, NOTIMP,
+ *   DNSSEC bogus) -> temperror, as RFC 7208 §5 and common practice group
+ *   them: a broken or refusing server is not a domain without a policy.
  *
  * Threat notes: every name and record comes from outside.  Names are
  *   validated and lower-cased before use; record text is parsed with a
@@ -200,7 +206,24 @@ static bool at_or_below(const char *a, const char *b)
 
 /* ---- lookups --------------------------------------------------------------------- */
 
-/* Query _dmarc.NAME into st.  false on a temporary failure (why in tempwhy). */
+/* Can name be sent as a DNS query (at most 253 bytes, labels of 1..63)? */
+static bool qname_fits(const char *name)
+{
+    size_t total = 0, label = 0;
+
+    for (const char *p = name; *p; p++, total++) {
+        if (*p == '.') {
+            if (label == 0)
+                return false;
+            label = 0;
+        } else if (++label > 63) {
+            return false;
+        }
+    }
+    return total > 0 && total <= 253;
+}
+
+/* Query _dmarc.NAME into st.  false on a DNS failure (why in tempwhy). */
 static bool lookup(ectx *c, const char *name, wstep *st, char *tempwhy, size_t twlen)
 {
     mw_buf q = MW_BUF_INIT, txt = MW_BUF_INIT, one = MW_BUF_INIT;
@@ -213,9 +236,15 @@ static bool lookup(ectx *c, const char *name, wstep *st, char *tempwhy, size_t t
     st->domain = mw_strdup(name);
     st->labels = count_labels(name);
     mw_buf_printf(&q, "_dmarc.%s", name);
+    if (!qname_fits(mw_buf_cstr(&q))) {
+        snprintf(st->why, sizeof st->why, "_dmarc.<%zu-byte name> is too long to query (no record)",
+                 strlen(name));
+        mw_buf_free(&q);
+        return true;
+    }
     s = mw_dns_query(c->d->dns, mw_buf_cstr(&q), MW_DNS_T_TXT, c->d->timeout_ms, &a);
     c->queries++;
-    if (s == MW_DNS_TEMPFAIL || (a != NULL && a->bogus)) {
+    if (s == MW_DNS_TEMPFAIL || s == MW_DNS_PERMFAIL || (a != NULL && a->bogus)) {
         snprintf(tempwhy, twlen, "%s TXT: %s%s%s", mw_buf_cstr(&q),
                  a != NULL && a->bogus ? "DNSSEC bogus" : mw_dns_status_name(s),
                  a != NULL && a->why ? ": " : "", a != NULL && a->why ? a->why : "");
@@ -240,9 +269,6 @@ static bool lookup(ectx *c, const char *name, wstep *st, char *tempwhy, size_t t
             snprintf(st->why, sizeof st->why, "%zu DMARC records at %s: all discarded", ndmarc,
                      mw_buf_cstr(&q));
         }
-    } else if (s == MW_DNS_PERMFAIL) {
-        snprintf(st->why, sizeof st->why, "%s TXT: %s (treated as no record)", mw_buf_cstr(&q),
-                 a != NULL && a->why ? a->why : mw_dns_status_name(s));
     }
     mw_dns_answer_free(&a);
     mw_buf_free(&q);
@@ -369,8 +395,11 @@ char *mw_dmarc_org_domain(mw_dmarc *d, const char *name)
     return out;
 }
 
-/* Does the From domain exist (RFC 9989: not NXDOMAIN/NODATA for all of A, AAAA, MX)?
- * *unknown on a temporary failure (then we say it exists). */
+/* Does the From domain exist?  RFC 9989 defines non-existence by reference to
+ * RFC 8020: only an NXDOMAIN answer says a name does not exist.  NODATA (a name
+ * with other records only, an empty non-terminal) means it exists.  One A query
+ * answers that; AAAA and MX are asked only when it failed.  *unknown on DNS
+ * trouble for all three (then we say it exists). */
 static bool domain_exists(ectx *c, const char *name, bool *unknown)
 {
     static const uint16_t types[] = {MW_DNS_T_A, MW_DNS_T_AAAA, MW_DNS_T_MX};
@@ -381,12 +410,13 @@ static bool domain_exists(ectx *c, const char *name, bool *unknown)
         mw_dns_status s = mw_dns_query(c->d->dns, name, types[i], c->d->timeout_ms, &a);
         c->queries++;
         mw_dns_answer_free(&a);
-        if (s == MW_DNS_OK)
+        if (s == MW_DNS_OK || s == MW_DNS_NODATA)
             return true;
-        if (s == MW_DNS_TEMPFAIL || s == MW_DNS_PERMFAIL)
-            *unknown = true;
+        if (s == MW_DNS_NXDOMAIN)
+            return false;
     }
-    return *unknown;
+    *unknown = true;
+    return true;
 }
 
 /* ---- alignment ------------------------------------------------------------------------ */
@@ -592,7 +622,7 @@ void mw_dmarc_evaluate(mw_dmarc *d, const mw_dmarc_input *in, mw_dmarc_outcome *
     }
     if (out->dkim_aligned || out->spf_aligned)
         out->result = MW_DMARC_PASS;
-    else if (unknown)
+    else if (unknown || out->auth_temperror)
         out->result = MW_DMARC_TEMPERROR;
     else
         out->result = MW_DMARC_FAIL;
@@ -604,7 +634,7 @@ void mw_dmarc_evaluate(mw_dmarc *d, const mw_dmarc_input *in, mw_dmarc_outcome *
         out->policy_source = "p";
     } else {
         bool nx = false, unk = false;
-        if (out->result == MW_DMARC_FAIL && r->np != MW_DMARC_P_UNSPEC) {
+        if ((out->result == MW_DMARC_FAIL || out->result == MW_DMARC_TEMPERROR) && r->np != MW_DMARC_P_UNSPEC) {
             nx = !domain_exists(&c, from, &unk);
             out->from_exists = !nx;
             if (unk)
@@ -642,14 +672,15 @@ void mw_dmarc_evaluate(mw_dmarc *d, const mw_dmarc_input *in, mw_dmarc_outcome *
     if (out->result == MW_DMARC_FAIL) {
         mw_buf_printf(&why, ", disposition %s", mw_dmarc_policy_name(out->disposition));
         if (r->t)
-            mw_buf_puts(&why, " (t=y: testing)");
+            mw_buf_puts(&why, r->pct_testing ? " (pct=0 without t: read as t=y, testing)" : " (t=y: testing)");
         if (out->sampled_out)
             mw_buf_printf(&why, " (pct=%d: not sampled)", r->pct);
         if (!out->from_exists)
             mw_buf_printf(&why, " (%s does not exist)", from);
-        if (out->auth_temperror)
-            mw_buf_puts(&why, " (an aligned identifier had a temporary error)");
     }
+    if (out->result == MW_DMARC_TEMPERROR && out->auth_temperror)
+        mw_buf_puts(&why, " (an aligned identifier had a temporary error and nothing else passed: "
+                          "a retry may pass)");
 
 done:
     out->queries = c.queries;

@@ -23,7 +23,8 @@
  *     fragments and unknown tags are ignored.  A repeated tag keeps its
  *     first value (neither RFC says; first-wins is what libopendmarc does
  *     and avoids a later tag overriding a policy).
- *   - RFC 9989 mode: pct, rf, ri are ignored (removed tags).  RFC 7489
+ *   - RFC 9989 mode: pct, rf, ri are ignored (removed tags), except that
+ *     pct=0 with no t tag, published to mean "testing", reads as t=y.  RFC 7489
  *     mode: np, psd, t are ignored (not defined there) and pct (0..100) is
  *     honoured; an invalid pct is 100.
  *   - rua/ruf: comma-separated URIs; invalid ones are dropped individually.
@@ -322,8 +323,8 @@ bool mw_dmarc_record_parse(const char *text, size_t len, mw_dmarc_mode mode, mw_
             bit = T_T;
         else if (span_ieq(name, "psd") && !rfc7489)
             bit = T_PSD;
-        else if (span_ieq(name, "pct") && rfc7489)
-            bit = T_PCT;
+        else if (span_ieq(name, "pct"))
+            bit = T_PCT;   /* RFC 9989 mode: read only for pct=0 (below) */
         else if (span_ieq(name, "rua"))
             bit = T_RUA;
         else if (span_ieq(name, "ruf"))
@@ -356,6 +357,16 @@ bool mw_dmarc_record_parse(const char *text, size_t len, mw_dmarc_mode mode, mw_
         }
     }
 
+    /* RFC 9989 has no pct, but records still saying pct=0 (and no t) were
+     * published to mean "testing": read them as t=y (pct_testing says why).
+     * Any other pct is ignored. */
+    if (!rfc7489) {
+        if ((seen & T_PCT) && out->pct == 0 && !(seen & T_T)) {
+            out->t = true;
+            out->pct_testing = true;
+        }
+        out->pct = 100;
+    }
     if (!(seen & T_P))
         p_bad = true;
     if (p_bad || sp_bad || np_bad) {

@@ -130,6 +130,7 @@ static bool check_rl_action(const char *s, char *why, size_t whylen);
 static bool check_rl_reply(const char *s, char *why, size_t whylen);
 static bool check_rep_bound(const char *s, char *why, size_t whylen);
 static bool check_cidr(const char *s, char *why, size_t whylen);
+static bool check_dmarc_forwarder(const char *s, char *why, size_t whylen);
 static bool check_report_addr(const char *s, char *why, size_t whylen);
 static bool check_report_text(const char *s, char *why, size_t whylen);
 static bool check_report_receiver(const char *s, char *why, size_t whylen);
@@ -419,6 +420,10 @@ static const struct key keys[] = {
      .doc = "From domain globs whose p=none is enforced as reject"},
     {.name = "dmarc.allow_networks", .type = KT_CIDRLIST, .off = F(dmarc_allow_networks),
      .def_list = def_none, .doc = "client networks DMARC never refuses"},
+    {.name = "dmarc.forwarders", .type = KT_STRLIST, .off = F(dmarc_forwarders),
+     .off_n = F(ndmarc_forwarders), .def_list = def_none, .check = check_dmarc_forwarder,
+     .doc = "known forwarders: client networks (CIDR) or domain globs verified by a passing DKIM d= or "
+            "SPF domain; their DMARC failures are overridden as forwarder (the policy decides the action)"},
     {.name = "dmarc.trusted_authserv_ids", .type = KT_STRLIST, .off = F(dmarc_trusted_authserv_ids),
      .off_n = F(ndmarc_trusted_authserv_ids), .def_list = def_none, .check = check_authserv_id,
      .doc = "authserv-ids of upstream hosts whose Authentication-Results spf/dkim passes DMARC may use"},
@@ -900,6 +905,22 @@ static bool check_rl_reply(const char *s, char *why, size_t whylen)
         if (!ok)
             return fail(why, whylen, "unknown placeholder (known: %{rule}, %{limit}, "
                                      "%{retry_after}; write a literal % as %%)");
+    }
+    return true;
+}
+
+/* A dmarc.forwarders entry: a network (an address or CIDR) or a domain glob. */
+static bool check_dmarc_forwarder(const char *s, char *why, size_t whylen)
+{
+    if (s[0] == '\0')
+        return fail(why, whylen, "empty forwarder");
+    if (strchr(s, ':') != NULL || strchr(s, '/') != NULL || isdigit((unsigned char)s[strlen(s) - 1]))
+        return check_cidr(s, why, whylen);
+    const char *d = s[0] == '*' && s[1] == '.' ? s + 2 : s;
+    if (!mw_domain_valid(d) || strchr(d, '*') != NULL) {
+        if (why != NULL && whylen > 0)
+            snprintf(why, whylen, "\"%s\" is neither a network (CIDR) nor a domain (or *.domain)", s);
+        return false;
     }
     return true;
 }

@@ -122,6 +122,8 @@ static void message_clear(mw_session *s)
     s->nfrom_domains = 0;
     MW_FREE(&s->first_rcpt_domain);
     s->quarantined_by_header = false;
+    s->list_host[0] = '\0';
+    s->list_header = NULL;
     for (size_t i = 0; i < s->ntrusted_ar; i++) {
         mw_authres_parsed_clear(s->trusted_ar[i]);
         MW_FREE(&s->trusted_ar[i]);
@@ -499,6 +501,8 @@ void mw_session_header(mw_session *s, const char *name, const char *value, size_
     hold_header(s, name, value, vlen);
     if (name_is(name, "From"))
         note_from(s, value, vlen);
+    else if (name_is(name, "List-Id") || name_is(name, "List-Post"))
+        mw_sess_note_list_header(s, name_is(name, "List-Id") ? "List-Id" : "List-Post", value, vlen);
     if (!name_is(name, "Authentication-Results"))
         return;
     s->ar_seen++;
@@ -748,14 +752,14 @@ static void build_headers(mw_session *s)
             mw_buf_printf(&c, " np=%s", mw_dmarc_policy_name(o->record.np));
         if (o->testing)
             mw_buf_puts(&c, " t=y");
-        const char *dis = v->action == MW_ACTION_REJECT ? "reject"
-                          : (v->action == MW_ACTION_QUARANTINE || s->quarantined_by_header) ? "quarantine"
-                                                                                            : "none";
-        mw_buf_printf(&c, " dis=%s", dis);
+        mw_buf_printf(&c, " dis=%s", mw_sess_dmarc_applied(s, v));
         if (s->res.dmarc_override_text[0])
             mw_buf_printf(&c, " override=%s", s->res.dmarc_override_text);
-        const char *props[] = {"header.from", o->from_domain, "policy.dmarc", mw_dmarc_policy_name(o->disposition),
-                               NULL};
+        /* policy.dmarc takes none, quarantine or reject only: the disposition
+         * asked for, else (temperror, permerror) the applicable policy. */
+        mw_dmarc_policy pd = o->disposition != MW_DMARC_P_UNSPEC ? o->disposition : o->policy;
+        const char *props[] = {"header.from", o->from_domain,
+                               pd != MW_DMARC_P_UNSPEC ? "policy.dmarc" : NULL, mw_dmarc_policy_name(pd), NULL};
         mw_authres_add(ar, "dmarc", mw_dmarc_result_name(o->result), mw_buf_cstr(&c), props);
     dmarc_done:
         mw_buf_free(&c);
@@ -1057,6 +1061,14 @@ const mw_verdict *mw_session_eom(mw_session *s)
     if (v->text)
         mw_sess_trace(s, "reply: %s %s %s", v->rcode, v->xcode, v->text);
 
+    /* A DMARC failure given less than its domain asked for, with no override
+     * to say why: the policy rule decided (A-R, history <reason>, check). */
+    if (!s->res.dmarc_override_text[0] && mw_sess_dmarc_lowered(s, v)) {
+        snprintf(s->res.dmarc_override_text, sizeof s->res.dmarc_override_text, "local_policy rule %s",
+                 v->rule ? v->rule : "?");
+        mw_sess_trace(s, "dmarc: disposition %s instead of %s: %s", mw_sess_dmarc_applied(s, v),
+                      mw_dmarc_policy_name(s->res.dmarc.disposition), s->res.dmarc_override_text);
+    }
     bool history_tempfail = false;
     if (!mw_sess_write_history(s, v) && cfg->history_on_error == MW_HISTORY_ERR_TEMPFAIL &&
         v->action != MW_ACTION_REJECT) {

@@ -3,9 +3,11 @@
  * header From, SPF and DKIM results, local overrides, and the history
  * record an aggregate report is built from.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "alloc.h"
@@ -20,6 +22,106 @@ static bool glob_any(char *const *pats, size_t n, const char *s)
     for (size_t i = 0; s && i < n; i++)
         if (mw_glob_match(pats[i], s))
             return true;
+    return false;
+}
+
+/* Is host equal to domain or below it (both lower case)? */
+static bool host_at_or_below(const char *host, const char *domain)
+{
+    size_t lh = strlen(host), ld = strlen(domain);
+    if (ld == 0 || lh < ld)
+        return false;
+    return strcasecmp(host + lh - ld, domain) == 0 && (lh == ld || host[lh - ld - 1] == '.');
+}
+
+void mw_sess_note_list_header(mw_session *s, const char *name, const char *value, size_t vlen)
+{
+    /* List-Id: "phrase <list-label.host.example>" (RFC 2919): the part in
+     * angle brackets; List-Post: "<mailto:list@host.example>" (RFC 2369):
+     * the address's domain.  The first usable one of either counts. */
+    if (s->list_header != NULL && strcmp(s->list_header, "List-Id") == 0)
+        return;
+    const char *lt = memchr(value, '<', vlen);
+    if (lt == NULL)
+        return;
+    const char *gt = memchr(lt, '>', vlen - (size_t)(lt - value));
+    if (gt == NULL)
+        return;
+    const char *b = lt + 1;
+    size_t n = (size_t)(gt - b);
+    if (strcmp(name, "List-Post") == 0) {
+        if (n < 7 || strncasecmp(b, "mailto:", 7) != 0)
+            return;
+        const char *at = memchr(b, '@', n);
+        if (at == NULL)
+            return;
+        n -= (size_t)(at + 1 - b);
+        b = at + 1;
+        const char *q = memchr(b, '?', n);   /* mailto:list@host?subject=... */
+        if (q != NULL)
+            n = (size_t)(q - b);
+    }
+    char host[256];
+    if (n == 0 || n >= sizeof host)
+        return;
+    memcpy(host, b, n);
+    host[n] = '\0';
+    mw_str_lower(host);
+    if (!mw_domain_valid(host) || strchr(host, '.') == NULL)
+        return;
+    memcpy(s->list_host, host, n + 1);
+    s->list_header = name;
+}
+
+/* A mailing list: List-Id/List-Post names a host at or below the d= of a
+ * passing DKIM signature (the list signed what it sent).  The From domain
+ * is not the list's: then DMARC would have passed. */
+static const char *list_signer(const mw_session *s)
+{
+    const mw_results *r = &s->res;
+    if (s->list_header == NULL || !r->dkim_verified)
+        return NULL;
+    for (size_t i = 0; i < r->dkim.nsig; i++) {
+        const mw_dkim_sig *g = &r->dkim.sig[i];
+        if (g->result == MW_DKIM_PASS && g->domain != NULL && strchr(g->domain, '.') != NULL &&
+            host_at_or_below(s->list_host, g->domain))
+            return g->domain;
+    }
+    return NULL;
+}
+
+/* dmarc.forwarders: a network holding the client, or a domain glob matched
+ * by a passing DKIM d= or the SPF-passed domain.  The match, for the text. */
+static bool forwarder_match(const mw_session *s, char *what, size_t wlen)
+{
+    const mw_config *cfg = s->rt->cfg;
+    const mw_results *r = &s->res;
+    for (size_t i = 0; i < cfg->ndmarc_forwarders; i++) {
+        const char *e = cfg->dmarc_forwarders[i];
+        bool net = strchr(e, ':') != NULL || strchr(e, '/') != NULL || isdigit((unsigned char)e[strlen(e) - 1]);
+        if (net) {
+            if (!s->have_addr)
+                continue;
+            mw_cidr_set *set = mw_cidr_set_new();
+            bool in = mw_cidr_set_add(set, e, NULL, 0) && mw_cidr_set_contains(set, &s->client_addr);
+            mw_cidr_set_free(&set);
+            if (in) {
+                snprintf(what, wlen, "%s", s->client_ip ? s->client_ip : e);
+                return true;
+            }
+            continue;
+        }
+        for (size_t k = 0; r->dkim_verified && k < r->dkim.nsig; k++)
+            if (r->dkim.sig[k].result == MW_DKIM_PASS && r->dkim.sig[k].domain &&
+                mw_glob_match(e, r->dkim.sig[k].domain)) {
+                snprintf(what, wlen, "%s", r->dkim.sig[k].domain);
+                return true;
+            }
+        if (r->spf.evaluated && r->spf.result == MW_SPF_PASS && r->spf.domain && mw_glob_match(e, r->spf.domain)) {
+            snprintf(what, wlen, "%s", r->spf.domain);
+            return true;
+        }
+    }
     return false;
 }
 
@@ -49,6 +151,26 @@ static void dmarc_overrides(mw_session *s)
     if (s->have_addr && mw_cidr_set_contains(cfg->dmarc_allow_networks, &s->client_addr)) {
         r->dmarc_override |= MW_DMARC_OVR_ALLOW_NETWORK;
         mw_buf_printf(&t, "%sallow_networks", t.len ? ", " : "");
+    }
+    /* Other knowledge before a reject (RFC 9989 §5): only for a failure, and
+     * the policy decides what they are worth (the shipped ones quarantine). */
+    if (r->dmarc.result == MW_DMARC_FAIL) {
+        const char *ls = list_signer(s);
+        if (ls != NULL) {
+            r->dmarc_override |= MW_DMARC_OVR_MAILING_LIST;
+            mw_buf_printf(&t, "%smailing_list %s", t.len ? ", " : "", s->list_host);
+            mw_sess_trace(s, "dmarc: mailing list: %s names %s and DKIM d=%s passed", s->list_header,
+                          s->list_host, ls);
+        } else if (s->list_header != NULL) {
+            mw_sess_trace(s, "dmarc: %s names %s, but no passing DKIM signature of that domain: "
+                          "not treated as a mailing list", s->list_header, s->list_host);
+        }
+        char what[256];
+        if (forwarder_match(s, what, sizeof what)) {
+            r->dmarc_override |= MW_DMARC_OVR_FORWARDER;
+            mw_buf_printf(&t, "%strusted_forwarder %s", t.len ? ", " : "", what);
+            mw_sess_trace(s, "dmarc: known forwarder (dmarc.forwarders): %s", what);
+        }
     }
     snprintf(r->dmarc_override_text, sizeof r->dmarc_override_text, "%s", mw_buf_cstr(&t));
     if (t.len)
@@ -140,6 +262,26 @@ void mw_sess_run_dmarc(mw_session *s)
         dmarc_overrides(s);
 }
 
+static int disp_rank(const char *d)
+{
+    return strcmp(d, "reject") == 0 ? 2 : strcmp(d, "quarantine") == 0 ? 1 : 0;
+}
+
+const char *mw_sess_dmarc_applied(const mw_session *s, const mw_verdict *v)
+{
+    return v->action == MW_ACTION_REJECT ? "reject"
+           : (v->action == MW_ACTION_QUARANTINE || s->quarantined_by_header) ? "quarantine"
+                                                                             : "none";
+}
+
+bool mw_sess_dmarc_lowered(const mw_session *s, const mw_verdict *v)
+{
+    const mw_dmarc_outcome *o = &s->res.dmarc;
+    if (!s->res.dmarc_done || o->result != MW_DMARC_FAIL || o->disposition == MW_DMARC_P_UNSPEC)
+        return false;
+    return disp_rank(mw_sess_dmarc_applied(s, v)) < disp_rank(mw_dmarc_policy_name(o->disposition));
+}
+
 static char *dup_or_empty(const char *v)
 {
     return mw_strdup(v ? v : "");
@@ -183,13 +325,11 @@ bool mw_sess_write_history(mw_session *s, const mw_verdict *v)
     h.psd = mw_strdup(ps);
     h.discovery = dup_or_empty(o->discovery);
     /* the disposition applied by us, not only what was asked */
-    const char *disp = v->action == MW_ACTION_REJECT ? "reject"
-                       : (v->action == MW_ACTION_QUARANTINE || s->quarantined_by_header) ? "quarantine"
-                                                                                         : "none";
-    h.disposition = mw_strdup(disp);
+    h.disposition = mw_strdup(mw_sess_dmarc_applied(s, v));
     h.dkim_aligned = mw_strdup(o->dkim_aligned ? "pass" : "fail");
     h.spf_aligned = mw_strdup(o->spf_aligned ? "pass" : "fail");
     h.override = r->dmarc_override_text[0] ? mw_strdup(r->dmarc_override_text) : NULL;
+
     size_t nrua = 0;
     while (o->record.rua && o->record.rua[nrua])
         nrua++;

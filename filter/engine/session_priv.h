@@ -86,6 +86,10 @@ struct mw_session {
     mw_authres_parsed *trusted_ar[4];
     size_t        ntrusted_ar;
     bool          quarantined_by_header;   /* dmarc.quarantine_action = header */
+
+    /* mailing list headers (List-Id, List-Post): the list's host name */
+    char          list_host[256];
+    const char   *list_header;             /* "List-Id" or "List-Post"; NULL: none */
 };
 
 /* Append a trace line (also logged at debug level). */
@@ -95,6 +99,13 @@ const char *mw_sess_safe(mw_buf *b, const char *text);
 
 /* session_dmarc.c */
 void mw_sess_run_dmarc(mw_session *s);
+/* Note a List-Id or List-Post header (the list's host name); other names
+ * are ignored.  name is already trimmed of blanks before the colon. */
+void mw_sess_note_list_header(mw_session *s, const char *name, const char *value, size_t vlen);
+/* The DMARC disposition applied to the message: "reject", "quarantine" or "none". */
+const char *mw_sess_dmarc_applied(const mw_session *s, const mw_verdict *v);
+/* Did the verdict apply less than a DMARC failure's requested disposition? */
+bool mw_sess_dmarc_lowered(const mw_session *s, const mw_verdict *v);
 /* One history record for the message; false when it could not be written. */
 bool mw_sess_write_history(mw_session *s, const mw_verdict *v);
 

@@ -34,7 +34,14 @@ def zone(ip, dkim_txt):
     spf = {"TXT": "v=spf1 ip4:%s -all" % ip}
     z = {"evil.test": [spf], "signed.test": [{"TXT": "v=spf1 -all"}, {"A": "192.0.2.9"}],
          "_dmarc.signed.test": [{"TXT": "v=DMARC1; p=reject"}],
-         "s1._domainkey.signed.test": [{"TXT": dkim_txt}]}
+         "s1._domainkey.signed.test": [{"TXT": dkim_txt}],
+         # p=reject, and the only aligned identifier's key lookup times out
+         "slowkey.test": [{"TXT": "v=spf1 -all"}, {"A": "192.0.2.9"}],
+         "_dmarc.slowkey.test": [{"TXT": "v=DMARC1; p=reject"}],
+         "s1._domainkey.slowkey.test": ["TIMEOUT"],
+         # a mailing list host that re-signs what it distributes
+         "lists.listhost.test": [{"A": "192.0.2.10"}],
+         "s1._domainkey.listhost.test": [{"TXT": dkim_txt}]}
     for p in ("reject", "quarantine", "none"):
         z["%s.test" % p] = [spf, {"A": "192.0.2.8"}]
         z["_dmarc.%s.test" % p] = [{"TXT": "v=DMARC1; p=%s; rua=mailto:agg@%s.test" % (p, p)}]
@@ -229,6 +236,53 @@ def test(h, chk):
             c.delivered(label, res, t, "pass", "signed.test")
         else:
             c.rejected(label, res, t)
+
+    # ---- RFC 9989 §5: a mailing list that re-signed a p=reject author's message
+    # (Subject tag, footer, its own DKIM signature) is quarantined, not refused;
+    # the same message without the list's signature is a spoof: 550.
+    def list_message(t, signed):
+        m = message("From: Alice <alice@reject.test>", t,
+                    extra=b"List-Id: Developers <dev.lists.listhost.test>\r\n"
+                          b"List-Post: <mailto:dev@lists.listhost.test>\r\n")
+        m = m.replace(b"Subject: dmarc", b"Subject: [dev] dmarc") + b"-- \r\ndev mailing list\r\n"
+        if signed:
+            m = dkim.sign(m, b"s1", b"listhost.test", key,
+                          include_headers=[b"from", b"to", b"subject", b"list-id"]) + m
+        return m
+    t = tok()
+    res = c.send(list_message(t, True), mail_from="dev-bounces@lists.listhost.test")
+    chk.check("mailing list re-signed p=reject mail: accepted (250), not refused", res.code == "250", res.final)
+    pc = H.run(["postcat", "-c", pf.etc, "-q", res.queue_id or "-"], timeout=30, check=False)[1]
+    pc1 = re.sub(r"\r?\n[ \t]+", " ", pc)                  # unfold
+    ar = next((l for l in pc1.splitlines() if l.startswith("Authentication-Results:")), "")
+    chk.check("mailing list: held (quarantine), A-R says dmarc=fail dis=quarantine override=mailing_list",
+              t in pc and re.search(r"dmarc=fail \(p=reject dis=quarantine override=mailing_list "
+                                    r"dev\.lists\.listhost\.test\)", ar) is not None, ar)
+    chk.check("mailing list: on hold, not delivered", res.queue_id and
+              os.path.exists(os.path.join(pf.dir, "spool", "hold", res.queue_id)), res.queue_id)
+    line = H.wait_for(lambda: next((l for l in daemon.log_text().splitlines()
+                                    if res.queue_id and res.queue_id in l and "dmarc=" in l), None), 5)
+    chk.check("mailing list: the summary line names the rule dmarc-reject-list-or-forwarder",
+              line and "dmarc-reject-list-or-forwarder" in line, line)
+    if res.queue_id:
+        H.run(["postsuper", "-c", pf.etc, "-d", res.queue_id, "hold"], timeout=30, check=False)
+    t = tok()
+    res = c.send(list_message(t, False), mail_from="dev-bounces@lists.listhost.test")
+    c.rejected("list headers without the list's DKIM signature (a spoof)", res, t)
+
+    # ---- the only aligned identifier has a temporary error: 451, never 550 nor delivered
+    t = tok()
+    msg = message("From: ceo@slowkey.test", t)
+    msg = dkim.sign(msg, b"s1", b"slowkey.test", key, include_headers=[b"from", b"to", b"subject"]) + msg
+    res = c.send(msg)
+    eod = re.search(r"^ -> \.\s*$\n^<\*\* 451 4\.7\.1", res.transcript, re.M)
+    chk.check("aligned DKIM key lookup timed out: 451 4.7.1 at end of DATA (temperror, not 550)",
+              res.code == "451" and eod, res.transcript[-600:])
+    chk.check("aligned DKIM key lookup timed out: not delivered", not H.wait_for(lambda: pf.find(t), 2))
+    line = H.wait_for(lambda: next((l for l in daemon.log_text().splitlines()
+                                    if "header_from=slowkey.test" in l and "dmarc=" in l), None), 5)
+    chk.check("aligned DKIM key lookup timed out: summary line dmarc=temperror",
+              line and "dmarc=temperror" in line, line)
 
     # ---- hostile From forms
     for label, frm, want in hostile_forms():

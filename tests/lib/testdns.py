@@ -24,6 +24,7 @@ case-insensitively, with or without a trailing dot.  Entries:
                                     type, following chains (a loop stops the chain)
     "TIMEOUT"                       queries of a type with no record here get no reply
     "SERVFAIL"                      every query at this name gets SERVFAIL
+    "REFUSED"                       every query at this name gets REFUSED
     "TRUNCATE"                      UDP replies have TC set and no answers; TCP is normal
 
 Record entries may carry "ttl" (default 300, or --ttl) and "encoding" (how a
@@ -51,7 +52,7 @@ import threading
 from dnslib import A, AAAA, CNAME, DNSHeader, DNSLabel, DNSRecord, EDNS0, MX, NS, PTR, QTYPE, RCODE, RR, SOA, TXT
 
 T_SPF = 99
-SPECIAL = ("TIMEOUT", "SERVFAIL", "TRUNCATE")
+SPECIAL = ("TIMEOUT", "SERVFAIL", "REFUSED", "TRUNCATE")
 MAX_UDP = 1232
 
 
@@ -222,6 +223,9 @@ class Server:
         elif "SERVFAIL" in node["flags"]:
             what = "SERVFAIL"
             r.header.rcode = RCODE.SERVFAIL
+        elif "REFUSED" in node["flags"]:
+            what = "REFUSED"
+            r.header.rcode = RCODE.REFUSED
         elif "TRUNCATE" in node["flags"] and not tcp:
             what = "TRUNCATE"
             r.header.tc = 1

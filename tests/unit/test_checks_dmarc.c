@@ -268,14 +268,18 @@ static void test_policy_sp_np(void)
     EXPECT(o, "fail", "quarantine", "quarantine");
     mw_dmarc_outcome_clear(&o);
 
-    /* Non-existent: NXDOMAIN, and NODATA for A, AAAA and MX (TXT only). */
+    /* Non-existent: NXDOMAIN only (RFC 9989 by RFC 8020). */
     eval(dm, "nx.example.com", NULL, MW_SPF_NONE, NULL, 0, &o);
     EXPECT(o, "fail", "reject", "reject");
     MW_TEST_EQ_STR(o.policy_source, "np");
     MW_TEST_ASSERT(!o.from_exists);
     mw_dmarc_outcome_clear(&o);
+    /* A name with a TXT record only answers NODATA for A, AAAA and MX: it
+     * exists, so sp applies, not np. */
     eval(dm, "txtonly.example.com", NULL, MW_SPF_NONE, NULL, 0, &o);
-    EXPECT(o, "fail", "reject", "reject");
+    EXPECT(o, "fail", "quarantine", "quarantine");
+    MW_TEST_EQ_STR(o.policy_source, "sp");
+    MW_TEST_ASSERT(o.from_exists);
     mw_dmarc_outcome_clear(&o);
 
     /* Upper case and a trailing dot are normalised. */
@@ -348,10 +352,21 @@ static void test_alignment(void)
     EXPECT(o, "pass", "reject", "none");
     mw_dmarc_outcome_clear(&o);
 
-    /* An aligned DKIM temperror is flagged. */
+    /* An aligned DKIM temperror with nothing else passing is temperror, never
+     * fail (a retry may pass); the applicable policy is still known. */
     eval(dm, "strict.example", NULL, MW_SPF_NONE, (dk[]){{"strict.example", MW_DKIM_TEMPERROR}}, 1, &o);
-    EXPECT(o, "fail", "reject", "reject");
+    EXPECT(o, "temperror", "reject", "unspecified");
     MW_TEST_ASSERT(o.auth_temperror);
+    mw_dmarc_outcome_clear(&o);
+    /* An unaligned one changes nothing: fail. */
+    eval(dm, "strict.example", NULL, MW_SPF_NONE, (dk[]){{"other.example", MW_DKIM_TEMPERROR}}, 1, &o);
+    EXPECT(o, "fail", "reject", "reject");
+    MW_TEST_ASSERT(!o.auth_temperror);
+    mw_dmarc_outcome_clear(&o);
+    /* An aligned pass next to it wins. */
+    eval(dm, "strict.example", "strict.example", MW_SPF_PASS, (dk[]){{"strict.example", MW_DKIM_TEMPERROR}}, 1,
+         &o);
+    EXPECT(o, "pass", "reject", "none");
     mw_dmarc_outcome_clear(&o);
 }
 

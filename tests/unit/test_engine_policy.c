@@ -568,6 +568,17 @@ static void test_default_policy_dmarc(void)
     MW_TEST_EQ_STR(eval(p, &f).rule, "inbound-record-only");
     f = dfacts(MW_DMARC_TEMPERROR, MW_DMARC_P_UNSPEC, MW_DMARC_P_UNSPEC);
     MW_TEST_EQ_STR(eval(p, &f).rule, "inbound-record-only");
+    /* temperror at a domain known to enforce (an aligned identifier's DNS
+     * timed out): 451 so the sender retries, never 550, never delivered. */
+    for (int pol = MW_DMARC_P_QUARANTINE; pol <= MW_DMARC_P_REJECT; pol++) {
+        f = dfacts(MW_DMARC_TEMPERROR, (mw_dmarc_policy)pol, MW_DMARC_P_UNSPEC);
+        d = eval(p, &f);
+        MW_TEST_EQ_INT(d.action, MW_ACTION_TEMPFAIL);
+        MW_TEST_EQ_STR(d.rule, "dmarc-temperror-enforcing");
+        MW_TEST_ASSERT(d.reply != NULL && strncmp(d.reply, "451 4.7.1 ", 10) == 0);
+    }
+    f = dfacts(MW_DMARC_TEMPERROR, MW_DMARC_P_NONE, MW_DMARC_P_UNSPEC);
+    MW_TEST_EQ_STR(eval(p, &f).rule, "inbound-record-only");
     /* DMARC not evaluated: the fields mean nothing. */
     f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_REJECT, MW_DMARC_P_REJECT);
     f.dmarc_done = false;
@@ -593,6 +604,35 @@ static void test_default_policy_dmarc(void)
     f = dfacts(MW_DMARC_PASS, MW_DMARC_P_NONE, MW_DMARC_P_NONE);
     f.dmarc_override = MW_DMARC_OVR_ALWAYS_ENFORCE;
     MW_TEST_EQ_STR(eval(p, &f).rule, "inbound-record-only");
+
+    /* Other knowledge before a reject (RFC 9989 §5): a mailing list or a
+     * known forwarder at p=reject is quarantined, not refused ... */
+    static const unsigned soft[] = {MW_DMARC_OVR_MAILING_LIST, MW_DMARC_OVR_FORWARDER,
+                                    MW_DMARC_OVR_MAILING_LIST | MW_DMARC_OVR_FORWARDER};
+    for (size_t i = 0; i < sizeof soft / sizeof soft[0]; i++) {
+        f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_REJECT, MW_DMARC_P_REJECT);
+        f.dmarc_override = soft[i];
+        d = eval(p, &f);
+        MW_TEST_EQ_INT(d.action, MW_ACTION_QUARANTINE);
+        MW_TEST_EQ_STR(d.rule, "dmarc-reject-list-or-forwarder");
+    }
+    /* ... and so is a client or signing domain with a good reputation;
+     * an unknown or poor one is refused as before. */
+    f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_REJECT, MW_DMARC_P_REJECT);
+    f.rep_ip = (mw_policy_rep){true, 0.8};
+    MW_TEST_EQ_STR(eval(p, &f).rule, "dmarc-reject-good-ip");
+    f.rep_ip = (mw_policy_rep){false, 0.9};
+    MW_TEST_EQ_STR(eval(p, &f).rule, "dmarc-reject");
+    f.rep_ip = (mw_policy_rep){true, 0.2};
+    MW_TEST_EQ_STR(eval(p, &f).rule, "dmarc-reject");
+    f.rep_domain = (mw_policy_rep){true, 0.7};
+    MW_TEST_EQ_STR(eval(p, &f).rule, "dmarc-reject-good-domain");
+    /* A plain spoof is refused; a list at p=quarantine stays quarantined. */
+    f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_REJECT, MW_DMARC_P_REJECT);
+    MW_TEST_EQ_STR(eval(p, &f).rule, "dmarc-reject");
+    f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_QUARANTINE, MW_DMARC_P_QUARANTINE);
+    f.dmarc_override = MW_DMARC_OVR_MAILING_LIST;
+    MW_TEST_EQ_STR(eval(p, &f).rule, "dmarc-quarantine");
 
     /* Malformed From: rejected when a domain involved enforces, else not. */
     static const mw_from_status bad[] = {MW_FROM_EMPTY, MW_FROM_MULTIPLE, MW_FROM_NODOMAIN,
@@ -657,6 +697,11 @@ static void test_other_policies_dmarc(void)
     d = eval(s, &f);
     MW_TEST_EQ_INT(d.action, MW_ACTION_TEMPFAIL);
     MW_TEST_EQ_STR(d.rule, "dmarc-temperror");
+    /* strict: a temperror is deferred before any fail rule can refuse it,
+     * even with SPF fail beside it (a retry may pass DMARC). */
+    f = dfacts(MW_DMARC_TEMPERROR, MW_DMARC_P_REJECT, MW_DMARC_P_UNSPEC);
+    f.spf = MW_SPF_FAIL;
+    MW_TEST_EQ_STR(eval(s, &f).rule, "dmarc-temperror");
     f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_REJECT, MW_DMARC_P_REJECT);
     f.dmarc_override = MW_DMARC_OVR_NEVER_REJECT;
     MW_TEST_EQ_STR(eval(s, &f).rule, "dmarc-override-deliver");
@@ -664,11 +709,21 @@ static void test_other_policies_dmarc(void)
     f.from_status = MW_FROM_MULTIPLE;
     f.from_enforcing = true;
     MW_TEST_EQ_STR(eval(s, &f).rule, "from-malformed-enforcing");
+    /* strict rejects on p=reject alone: lists, forwarders, reputation do not help. */
+    f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_REJECT, MW_DMARC_P_REJECT);
+    f.dmarc_override = MW_DMARC_OVR_MAILING_LIST | MW_DMARC_OVR_FORWARDER;
+    f.rep_ip = (mw_policy_rep){true, 0.9};
+    MW_TEST_EQ_STR(eval(s, &f).rule, "dmarc-fail-enforcing");
+    /* outbound.conf: inbound lists like the default. */
+    f.rep_ip = (mw_policy_rep){false, 0};
+    MW_TEST_EQ_STR(eval(o, &f).rule, "dmarc-reject-list-or-forwarder");
     /* strict still rejects SPF fail of DMARC-passing mail. */
     f = dfacts(MW_DMARC_PASS, MW_DMARC_P_REJECT, MW_DMARC_P_NONE);
     f.spf = MW_SPF_FAIL;
     MW_TEST_EQ_STR(eval(s, &f).rule, "spf-fail");
     /* outbound.conf: inbound like the default. */
+    f = dfacts(MW_DMARC_TEMPERROR, MW_DMARC_P_REJECT, MW_DMARC_P_UNSPEC);
+    MW_TEST_EQ_INT(eval(o, &f).action, MW_ACTION_TEMPFAIL);
     f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_REJECT, MW_DMARC_P_REJECT);
     MW_TEST_EQ_STR(eval(o, &f).rule, "dmarc-reject");
     f.trust = MW_TRUST_SUBMISSION;
@@ -726,8 +781,8 @@ static void test_dmarc_conditions(void)
                      2, "unknown DMARC policy \"unspecified\"");
     expect_one_error("rules = (\n { name = \"a\"; dmarc_policy = [ \"none\", \"hold\" ]; action = \"accept\"; }\n);\n",
                      2, "unknown DMARC policy \"hold\"");
-    expect_one_error("rules = (\n { name = \"a\"; dmarc_override = \"forwarder\"; action = \"accept\"; }\n);\n",
-                     2, "dmarc_override: unknown override \"forwarder\"");
+    expect_one_error("rules = (\n { name = \"a\"; dmarc_override = \"forwarded\"; action = \"accept\"; }\n);\n",
+                     2, "dmarc_override: unknown override \"forwarded\"");
     expect_one_error("rules = (\n { name = \"a\"; from_status = \"broken\"; action = \"accept\"; }\n);\n",
                      2, "from_status: unknown status \"broken\"");
     expect_one_error("rules = (\n { name = \"a\"; from_domain = \"a@b.example\"; action = \"accept\"; }\n);\n",

@@ -46,8 +46,9 @@ typedef struct mw_dmarc_record {
     mw_dmarc_policy p, sp, np;   /* sp/np UNSPEC when absent */
     char  adkim, aspf;           /* 'r' or 's' */
     bool  t;                     /* t=y: testing */
+    bool  pct_testing;           /* RFC 9989 mode: t set because of pct=0 without t */
     char  psd;                   /* 'y', 'n' or 'u' (absent) */
-    int   pct;                   /* RFC 7489 mode only; 100 when absent */
+    int   pct;                   /* RFC 7489 mode only; 100 when absent (always 100 in RFC 9989 mode) */
     char **rua;                  /* NULL-terminated list of URIs (may be empty) */
     char **ruf;
     char  *raw;                  /* the record text */
@@ -68,7 +69,8 @@ bool mw_dmarc_record_is_dmarc(const char *text, size_t len);
  * ("no DMARC processing").  With a valid rua the record acts as p=none
  * (p_assumed).  Other bad values fall back to the tag's default; unknown
  * tags are ignored; a repeated tag keeps its first value.  RFC 9989 mode
- * ignores pct/rf/ri; RFC 7489 mode ignores np/psd/t and honours pct.
+ * ignores rf/ri and pct, except that pct=0 with no t tag reads as t=y
+ * (pct_testing); RFC 7489 mode ignores np/psd/t and honours pct.
  */
 bool mw_dmarc_record_parse(const char *text, size_t len, mw_dmarc_mode mode, mw_dmarc_record *out,
                            char *why, size_t whylen);
@@ -117,7 +119,7 @@ typedef struct mw_dmarc_outcome {
     bool             from_exists;     /* false when the From domain does not exist (np) */
     bool             sampled_out;     /* RFC 7489 mode: pct sampling lowered the disposition */
     bool             auth_temperror;  /* a check of an aligned identifier had temperror
-                                         (result fail could be pass on retry) */
+                                         (then the result is temperror, never fail) */
     unsigned         queries;         /* DNS queries made (tree walks, existence check) */
 } mw_dmarc_outcome;
 

@@ -216,6 +216,9 @@ typedef struct mw_config {
     char   **dmarc_always_enforce;      /* From domain globs: treat p=none as reject */
     size_t   ndmarc_always_enforce;
     mw_cidr_set *dmarc_allow_networks;  /* clients never refused by DMARC */
+    char   **dmarc_forwarders;          /* known forwarders: CIDRs (client) or domain globs
+                                           (verified: passing DKIM d= or SPF domain) */
+    size_t   ndmarc_forwarders;
     char   **dmarc_trusted_authserv_ids;  /* upstream A-R whose spf/dkim results count */
     size_t   ndmarc_trusted_authserv_ids;
 

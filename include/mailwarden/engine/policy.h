@@ -110,7 +110,9 @@ bool mw_action_parse(const char *s, mw_action *out);
 enum {
     MW_DMARC_OVR_NEVER_REJECT   = 1u << 0,   /* dmarc.never_reject matched (forwarder, list) */
     MW_DMARC_OVR_ALWAYS_ENFORCE = 1u << 1,   /* dmarc.always_enforce lists the From domain */
-    MW_DMARC_OVR_ALLOW_NETWORK  = 1u << 2    /* client in dmarc.allow_networks */
+    MW_DMARC_OVR_ALLOW_NETWORK  = 1u << 2,   /* client in dmarc.allow_networks */
+    MW_DMARC_OVR_MAILING_LIST   = 1u << 3,   /* List-Id/List-Post and a passing DKIM signature of the list */
+    MW_DMARC_OVR_FORWARDER      = 1u << 4    /* dmarc.forwarders: client network or verified domain */
 };
 
 /* What the engine knows when it asks the policy.  Zero-initialise: every
