@@ -29,6 +29,8 @@
 
 #include "session_priv.h"
 
+#define AR_NAME "Authentication-Results"
+
 
 _Static_assert(MW_ML_TRUST_INBOUND == (int)MW_TRUST_INBOUND && MW_ML_TRUST_AUTHENTICATED == (int)MW_TRUST_AUTHENTICATED &&
                MW_ML_TRUST_INTERNAL == (int)MW_TRUST_INTERNAL && MW_ML_TRUST_SUBMISSION == (int)MW_TRUST_SUBMISSION,
@@ -85,6 +87,7 @@ static void verdict_clear(mw_verdict *v)
     for (size_t i = 0; i < v->nremove; i++)
         free(v->remove[i].name);
     free(v->remove);
+    free(v->ar);
     free(v->text);
     free(v->quarantine_reason);
     memset(v, 0, sizeof *v);
@@ -135,11 +138,10 @@ static void message_clear(mw_session *s)
     MW_FREE(&s->mail_from);
     s->nrcpt = 0;
     s->rate_limited = false;
-    s->ar_seen = 0;
-    for (size_t i = 0; i < s->nar_remove; i++)
-        free(s->ar_remove[i].name);
-    MW_FREE(&s->ar_remove);
-    s->nar_remove = 0;
+    MW_FREE(&s->ars);
+    s->nars = s->nar_removed = 0;
+    mw_buf_free(&s->ar_text);
+    s->from_domains_over = false;
     s->body_bytes = 0;
     mw_spf_outcome_clear(&s->res.spf);
     mw_spf_outcome_clear(&s->res.spf_helo);
@@ -428,13 +430,24 @@ static void hold_header(mw_session *s, const char *name, const char *value, size
     s->held_bytes += nlen + vlen;
 }
 
+/* Remember a From domain for from_enforcing.  Each costs a DNS lookup, so
+ * only MAX_FROM_DOMAINS are kept; one more means the From headers could hide
+ * an enforcing domain past the cap, so the message counts as from a domain
+ * that enforces DMARC (fail safe), and the trace says so. */
 static void add_from_domain(mw_session *s, const char *d)
 {
-    if (!d || s->nfrom_domains >= MAX_FROM_DOMAINS)
+    if (!d)
         return;
     for (size_t i = 0; i < s->nfrom_domains; i++)
         if (strcmp(s->from_domains[i], d) == 0)
             return;
+    if (s->nfrom_domains >= MAX_FROM_DOMAINS) {
+        if (!s->from_domains_over)
+            mw_sess_trace(s, "from: more than %d domains in From headers: treated as from a domain "
+                          "that enforces DMARC", MAX_FROM_DOMAINS);
+        s->from_domains_over = true;
+        return;
+    }
     s->from_domains[s->nfrom_domains++] = mw_strdup(d);
 }
 
@@ -446,6 +459,12 @@ static void note_from(mw_session *s, const char *value, size_t vlen)
     mw_from_parse(value, vlen, &any);
     for (size_t i = 0; i < any.naddr && i < MW_FROM_MAX_ADDRS; i++)
         add_from_domain(s, any.domain[i]);
+    if (any.naddr > MW_FROM_MAX_ADDRS && !s->from_domains_over) {
+        /* the parser kept only the first addresses: the others are unseen */
+        mw_sess_trace(s, "from: more than %d addresses in a From header: treated as from a domain "
+                      "that enforces DMARC", MW_FROM_MAX_ADDRS);
+        s->from_domains_over = true;
+    }
     if (any.status == MW_FROM_UNPARSABLE || any.naddr == 0) {
         /* The parser gave up: take every "@domain" in the raw value, so a
          * malformed From cannot hide an enforcing domain from the policy. */
@@ -484,14 +503,69 @@ static void note_from(mw_session *s, const char *value, size_t vlen)
     }
 }
 
-/* Header name equality, ASCII case-insensitive, ignoring blanks before the
- * colon (RFC 5322 §4.5.3 obsolete syntax "From :", which MUAs still read). */
+/* Header name equality, ASCII case-insensitive, ignoring white space
+ * before the colon: blanks (RFC 5322 §4.5.3 obsolete syntax "From :", which
+ * MUAs still read and Postfix, Sendmail and Exim count under the trimmed
+ * name) and folds or CRs ("Name\n : v", a header to Sendmail and Exim).
+ * The one place that says what a header is called. */
 static bool name_is(const char *name, const char *want)
 {
     size_t n = strlen(name);
-    while (n && (name[n - 1] == ' ' || name[n - 1] == '\t'))
+    while (n && strchr(" \t\r\n\v\f", name[n - 1]))
         n--;
     return mw_str_ieq(name, n, want, strlen(want));
+}
+
+/* A header from a trusted upstream (dmarc.trusted_authserv_ids): keep its
+ * parsed results for DMARC. */
+static void note_trusted_ar(mw_session *s, unsigned index, const char *value, size_t vlen)
+{
+    const mw_config *cfg = s->rt->cfg;
+    for (size_t i = 0; i < cfg->ndmarc_trusted_authserv_ids; i++) {
+        if (!mw_authres_is_ours(value, vlen, cfg->dmarc_trusted_authserv_ids[i]))
+            continue;
+        if (s->ntrusted_ar >= MAX_TRUSTED_AR) {
+            mw_sess_trace(s, "authres: header #%u from trusted upstream %s ignored: only the first %d are used",
+                          index, cfg->dmarc_trusted_authserv_ids[i], MAX_TRUSTED_AR);
+            return;
+        }
+        mw_authres_parsed *p = mw_calloc(1, sizeof *p);
+        if (mw_authres_parse(value, vlen, p)) {
+            s->trusted_ar[s->ntrusted_ar++] = p;
+            mw_sess_trace(s, "authres: header #%u from trusted upstream %s (%zu results)", index, p->id, p->nri);
+        } else {
+            free(p);
+        }
+        return;
+    }
+}
+
+/* Every Authentication-Results header is recorded with its occurrence
+ * index and whether it is removed (it claims our authserv-id); the kept
+ * ones' values too, for front ends that remove by name and re-add the
+ * others.  No cap: every forged header is removed, whatever their number
+ * (the front ends bound the header bytes they accept). */
+static void note_ar(mw_session *s, const char *value, size_t vlen)
+{
+    const mw_config *cfg = s->rt->cfg;
+    bool ours = mw_authres_is_ours(value, vlen, cfg->authserv_id);
+    if (s->nars % 64 == 0)
+        s->ars = mw_reallocarray(s->ars, s->nars + 64, sizeof *s->ars);
+    ar_seen *a = &s->ars[s->nars++];
+    unsigned index = (unsigned)s->nars;
+    a->removed = ours && cfg->ar_remove_forged;
+    a->off = a->len = 0;
+    if (!ours && cfg->ndmarc_trusted_authserv_ids)
+        note_trusted_ar(s, index, value, vlen);
+    if (!a->removed) {
+        a->off = s->ar_text.len;
+        a->len = vlen;
+        mw_buf_append(&s->ar_text, value, vlen);
+        mw_buf_putc(&s->ar_text, '\0');
+        return;
+    }
+    s->nar_removed++;
+    mw_sess_trace(s, "authres: header #%u claims our authserv-id %s: will be removed", index, cfg->authserv_id);
 }
 
 void mw_session_header(mw_session *s, const char *name, const char *value, size_t vlen)
@@ -503,34 +577,8 @@ void mw_session_header(mw_session *s, const char *name, const char *value, size_
         note_from(s, value, vlen);
     else if (name_is(name, "List-Id") || name_is(name, "List-Post"))
         mw_sess_note_list_header(s, name_is(name, "List-Id") ? "List-Id" : "List-Post", value, vlen);
-    if (!name_is(name, "Authentication-Results"))
-        return;
-    s->ar_seen++;
-    const mw_config *cfg = s->rt->cfg;
-    if (cfg->ndmarc_trusted_authserv_ids && s->ntrusted_ar < 4 && !mw_authres_is_ours(value, vlen, cfg->authserv_id)) {
-        for (size_t i = 0; i < cfg->ndmarc_trusted_authserv_ids; i++) {
-            if (!mw_authres_is_ours(value, vlen, cfg->dmarc_trusted_authserv_ids[i]))
-                continue;
-            mw_authres_parsed *p = mw_calloc(1, sizeof *p);
-            if (mw_authres_parse(value, vlen, p)) {
-                s->trusted_ar[s->ntrusted_ar++] = p;
-                mw_sess_trace(s, "authres: header #%u from trusted upstream %s (%zu results)", s->ar_seen, p->id,
-                              p->nri);
-            } else {
-                free(p);
-            }
-            break;
-        }
-    }
-    if (!cfg->ar_remove_forged || !mw_authres_is_ours(value, vlen, cfg->authserv_id))
-        return;
-    if (s->nar_remove >= MAX_AR_REMOVE)
-        return;
-    s->ar_remove = mw_reallocarray(s->ar_remove, s->nar_remove + 1, sizeof *s->ar_remove);
-    s->ar_remove[s->nar_remove].name = mw_strdup(name);
-    s->ar_remove[s->nar_remove].index = s->ar_seen;
-    s->nar_remove++;
-    mw_sess_trace(s, "authres: header #%u claims our authserv-id %s: will be removed", s->ar_seen, cfg->authserv_id);
+    else if (name_is(name, AR_NAME))
+        note_ar(s, value, vlen);
 }
 
 /* Which keys sign this message?  Sets s->sign_keys or s->not_signed. */
@@ -688,13 +736,26 @@ static void build_headers(mw_session *s)
     const mw_config *cfg = s->rt->cfg;
     mw_verdict *v = &s->verdict;
 
-    /* removals, highest index first so earlier indices do not shift */
-    for (size_t i = s->nar_remove; i-- > 0;) {
-        v->remove = mw_reallocarray(v->remove, v->nremove + 1, sizeof *v->remove);
-        v->remove[v->nremove].name = mw_strdup(s->ar_remove[i].name);
-        v->remove[v->nremove].index = s->ar_remove[i].index;
+    /* removals, highest index first so earlier indices do not shift; the
+     * name is the canonical one, whatever spacing or case the message used
+     * (the MTAs count "Authentication-Results :" under it) */
+    if (s->nar_removed)
+        v->remove = mw_reallocarray(NULL, s->nar_removed, sizeof *v->remove);
+    for (size_t i = s->nars; i-- > 0;) {
+        if (!s->ars[i].removed)
+            continue;
+        v->remove[v->nremove].name = mw_strdup(AR_NAME);
+        v->remove[v->nremove].index = (unsigned)i + 1;
         v->nremove++;
     }
+    if (s->nars)
+        v->ar = mw_reallocarray(NULL, s->nars, sizeof *v->ar);
+    for (size_t i = 0; i < s->nars; i++) {
+        const ar_seen *a = &s->ars[i];
+        v->ar[i] = (mw_ar_header){.index = (unsigned)i + 1, .removed = a->removed,
+                                  .value = a->removed ? NULL : s->ar_text.data + a->off, .vlen = a->len};
+    }
+    v->nar = s->nars;
     for (size_t i = 0; i < s->ndkim_sigs; i++)
         add_header(v, "DKIM-Signature", s->dkim_sigs[i]);
     if (s->quarantined_by_header)
@@ -919,7 +980,7 @@ static void summary_log(mw_session *s)
         {"action", mw_action_name(v->action)},
         {"rule", v->rule},
         {"reply", v->text ? reply : NULL},
-        {"removed_ar", s->nar_remove ? "yes" : NULL},
+        {"removed_ar", s->nar_removed ? "yes" : NULL},
     };
     mw_log_fields(MW_LOG_INFO, "message", kv, sizeof kv / sizeof kv[0]);
 }
@@ -1093,6 +1154,11 @@ const mw_verdict *mw_session_eom(mw_session *s)
     }
     s->eom_done = true;
     return v;
+}
+
+size_t mw_session_ar_count(const mw_session *s)
+{
+    return s->nars;
 }
 
 const mw_results *mw_session_results(const mw_session *s)

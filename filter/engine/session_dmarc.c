@@ -188,6 +188,7 @@ void mw_sess_run_dmarc(mw_session *s)
      * when the From is unusable (the policy's from-malformed rules use it). */
     bool from_ok = r->nfrom == 1 && r->from.status == MW_FROM_OK;
     if (!from_ok) {
+        r->from_enforcing = s->from_domains_over;   /* see add_from_domain() */
         for (size_t i = 0; i < s->nfrom_domains && !r->from_enforcing; i++) {
             bool te = false;
             if (mw_dmarc_domain_enforcing(rt->dmarc, s->from_domains[i], &te)) {

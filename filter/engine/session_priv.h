@@ -13,11 +13,19 @@
 
 #define MAX_TRACE 200
 #define MAX_REPLY_TEXT 400
-#define MAX_AR_REMOVE 1000
 #define MAX_HELD_HEADERS 10000          /* headers held until end of headers */
 #define MAX_HELD_BYTES (2 * 1024 * 1024)
 #define MAX_SIGN_KEYS 8
 #define MAX_FROM_DOMAINS 16
+#define MAX_TRUSTED_AR 4
+
+/* An Authentication-Results header seen (see mw_ar_header); a kept one's
+ * value is at [off, off + len) of the session's ar_text, one buffer for
+ * them all rather than a copy each. */
+typedef struct ar_seen {
+    bool   removed;
+    size_t off, len;
+} ar_seen;
 
 /* A header held until end of headers (signing keys depend on From). */
 typedef struct held_header {
@@ -45,9 +53,9 @@ struct mw_session {
     /* message */
     char         *mail_from;     /* without <>; "" for the null sender */
     unsigned      nrcpt;
-    unsigned      ar_seen;       /* A-R headers seen so far (occurrence index) */
-    mw_header_ref *ar_remove;
-    size_t        nar_remove;
+    ar_seen      *ars;           /* every A-R header, in order: ars[i] has index i + 1 */
+    size_t        nars, nar_removed;
+    mw_buf        ar_text;       /* the kept A-R values, NUL after each */
     unsigned long body_bytes;
     mw_results    res;
     char          trust_reason[160];
@@ -71,6 +79,7 @@ struct mw_session {
     /* every domain named by any From header (for from_enforcing) */
     char         *from_domains[MAX_FROM_DOMAINS];
     size_t        nfrom_domains;
+    bool          from_domains_over;   /* more domains than kept: assume one enforces */
     char         *first_rcpt_domain;
 
     /* refusal of the last connect/MAIL/RCPT step (rate limits) */
@@ -83,7 +92,10 @@ struct mw_session {
     bool          dkim_overflow;    /* inbound headers too many/large: DKIM not verified */
 
     /* A-R results from trusted upstream hosts (dmarc.trusted_authserv_ids) */
-    mw_authres_parsed *trusted_ar[4];
+    /* Only the first MAX_TRUSTED_AR are used: they can only add passes
+     * (ignoring more makes DMARC stricter, never laxer), so this is not a
+     * cap on safety work; the trace says when some were ignored. */
+    mw_authres_parsed *trusted_ar[MAX_TRUSTED_AR];
     size_t        ntrusted_ar;
     bool          quarantined_by_header;   /* dmarc.quarantine_action = header */
 

@@ -174,22 +174,28 @@ static bool write_all(conn *c, const char *p, size_t n)
 /* ---------------- scan (end of DATA) ---------------- */
 
 typedef struct scan_ctx {
-    mw_session      *s;
-    mw_exim_mbox     mbox;
-    mw_exim_seen_ar *ars;
-    size_t           nars;
+    mw_session *s;
+    mw_exim_mbox mbox;
+    unsigned   *stay;      /* A-R indexes Exim cannot remove by name */
+    size_t      nstay;
 } scan_ctx;
 
+/* Every header goes to the engine, which alone decides whether it is an
+ * Authentication-Results header and its index.  What Exim knows and the
+ * engine does not: remove_header (header_testname) matches a name followed
+ * by blanks only, so a header the engine took for an A-R whose name is
+ * followed by a fold or CR stays whatever we ask; remember its index. */
 static void on_header(void *p, const char *name, const char *value, size_t vlen)
 {
     scan_ctx *x = p;
-    if (strcasecmp(name, "Authentication-Results") == 0 && x->nars < 1000) {
-        x->ars = mw_reallocarray(x->ars, x->nars + 1, sizeof *x->ars);
-        x->ars[x->nars].value = mw_strndup(value, vlen);
-        x->ars[x->nars].index = (unsigned)x->nars + 1;
-        x->nars++;
-    }
+    size_t before = mw_session_ar_count(x->s);
     mw_session_header(x->s, name, value, vlen);
+    size_t after = mw_session_ar_count(x->s);
+    if (after != before && strpbrk(name, "\r\n\v\f")) {
+        if (x->nstay % 16 == 0)
+            x->stay = mw_reallocarray(x->stay, x->nstay + 16, sizeof *x->stay);
+        x->stay[x->nstay++] = (unsigned)after;
+    }
 }
 
 static void on_eoh(void *p)
@@ -242,24 +248,31 @@ static void scan_message(conn *c, mw_exim_request *r)
         mw_warn("exim %s: %s: message incomplete (%s; read timeout %us); not checked",
                 c->peer, mw_session_id(x.s), io_error(), X.o.timeout);
         mw_session_abort(x.s);
+    } else if (x.mbox.header_over) {
+        /* Exim refuses such a header section itself (header_maxsize): only
+         * a peer that is not Exim, or an Exim with a raised limit, sends it */
+        mw_warn("exim %s: %s: header section over %zu bytes; not checked, deferred",
+                c->peer, mw_session_id(x.s), (size_t)MW_EXIM_MAX_HEADER_SECTION);
+        mw_session_abort(x.s);
+        send_tempfail(c, "message header section too large to be checked");
     } else {
         mw_exim_mbox_finish(&x.mbox);
         const mw_verdict *v = mw_session_eom(x.s);
         mw_buf out = MW_BUF_INIT;
         size_t dropped = 0;
-        mw_exim_reply(v, x.ars, x.nars, &out, &dropped);
+        if (!mw_exim_reply(v, x.stay, x.nstay, &out, &dropped))
+            mw_warn("%s: a forged Authentication-Results header has a fold or CR before its colon, which "
+                    "Exim's remove_header cannot match: message rejected", mw_session_id(x.s));
         if (dropped)
-            mw_warn("%s: %zu header(s) longer than %d characters left out of the reply to Exim "
-                    "(a DKIM key too large for one line? see docs/exim.md)",
-                    mw_session_id(x.s), dropped, MW_EXIM_MAX_LINE);
+            mw_warn("%s: %zu header(s) left out of the reply to Exim: longer than %d characters (a DKIM key "
+                    "too large for one line?) or past the %d bytes Exim reads; see docs/exim.md",
+                    mw_session_id(x.s), dropped, MW_EXIM_MAX_LINE, MW_EXIM_MAX_REPLY);
         if (!write_all(c, out.data, out.len))
             mw_warn("exim %s: %s: cannot send the verdict: %s", c->peer, mw_session_id(x.s), strerror(errno));
         mw_buf_free(&out);
     }
     mw_exim_mbox_free(&x.mbox);
-    for (size_t i = 0; i < x.nars; i++)
-        free(x.ars[i].value);
-    free(x.ars);
+    free(x.stay);
     mw_session_free(&x.s);
 }
 

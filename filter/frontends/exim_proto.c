@@ -166,8 +166,12 @@ static void flush_header(mw_exim_mbox *m)
     }
     if (colon) {
         *colon = '\0';
-        const char *v = colon + 1;
+        char *v = colon + 1;
         size_t vlen = m->hdr.len - (size_t)(v - m->hdr.data);
+        /* Exim stores a NUL in a header as '?' (receive.c), so that is
+         * what it delivers and what is judged */
+        for (char *z = memchr(v, '\0', vlen); z; z = memchr(z, '\0', vlen - (size_t)(z - v)))
+            *z = '?';
         m->nheaders++;
         if (m->cb->header)
             m->cb->header(m->ctx, m->hdr.data, v, vlen);
@@ -185,7 +189,7 @@ static void to_body(mw_exim_mbox *m)
 
 static void body_bytes(mw_exim_mbox *m, const unsigned char *p, size_t n)
 {
-    if (n == 0)
+    if (n == 0 || m->header_over)
         return;
     mw_buf_reset(&m->out);
     for (size_t i = 0; i < n; i++) {
@@ -204,8 +208,62 @@ static bool starts_ci(const char *s, size_t n, const char *prefix)
     return n >= pl && strncasecmp(s, prefix, pl) == 0;
 }
 
-/* One complete line of the header section (without LF / CRLF). */
-static void header_line(mw_exim_mbox *m, const char *l, size_t n, const char *raw, size_t rawlen)
+/* isspace() in the C locale, which Exim uses between a header's name and
+ * its colon (a fold counts: "Name\n : value" is a header to Exim). */
+static bool exim_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+
+/*
+ * Is this (logical, continuation lines joined with LF) header text a
+ * header?  Exim's rule (receive.c): not starting with a space, a name of
+ * printable ASCII other than ':' (0x21-0x7e), any white space (folds
+ * included), then ':'.  1: a header; 0: a name and white space only so far,
+ * so a continuation line may still bring the colon; -1: not a header, the
+ * body starts here.  Taking exactly Exim's headers keeps the engine's A-R
+ * count the same as Exim's (a space, an 8-bit byte or a NUL in the name
+ * make the line body text, for Exim as here).
+ */
+static int classify(const char *t, size_t n)
+{
+    if (n == 0 || exim_space(t[0]))
+        return -1;
+    size_t i = 0;
+    while (i < n && t[i] > ' ' && t[i] < 0x7f && t[i] != ':')
+        i++;
+    while (i < n && exim_space(t[i]))
+        i++;
+    if (i == n)
+        return 0;
+    return t[i] == ':' ? 1 : -1;
+}
+
+/* The header section is over the bound: pass nothing more on, skip the rest. */
+static void header_section_over(mw_exim_mbox *m)
+{
+    m->header_over = true;
+    m->candidate = false;
+    mw_buf_reset(&m->hdr);
+    m->state = MB_BODY;
+}
+
+/* The header candidate in m->hdr never got its colon: the body starts
+ * with it (as with Exim, for which it is the first data line). */
+static void candidate_to_body(mw_exim_mbox *m)
+{
+    mw_buf t = m->hdr;
+    mw_buf_init(&m->hdr);
+    m->candidate = false;
+    to_body(m);
+    body_bytes(m, (const unsigned char *)t.data, t.len);
+    body_bytes(m, (const unsigned char *)"\n", 1);
+    mw_buf_free(&t);
+}
+
+/* One complete line of the header section (without LF / CRLF); total: its
+ * length as received, including any part over the line cap. */
+static void header_line(mw_exim_mbox *m, const char *l, size_t n, const char *raw, size_t rawlen, size_t total)
 {
     bool cont = n > 0 && (l[0] == ' ' || l[0] == '\t');
     if (m->state == MB_FIRST) {
@@ -233,24 +291,52 @@ static void header_line(mw_exim_mbox *m, const char *l, size_t n, const char *ra
         m->state = MB_HEADERS;
     }
     if (n == 0) {
+        if (m->candidate) {
+            /* the blank line is body text too: the body began above it */
+            candidate_to_body(m);
+            body_bytes(m, (const unsigned char *)raw, rawlen);
+            return;
+        }
         to_body(m);
         return;
     }
-    if (cont && m->hdr.len) {
-        if (m->hdr.len < MAX_HEADER_BYTES) {
-            mw_buf_putc(&m->hdr, '\n');
-            mw_buf_append(&m->hdr, l, n);
-        }
+    bool joins = cont && m->hdr.len;
+    if (!joins && m->candidate) {
+        /* the candidate never got its colon: it is the first body line */
+        candidate_to_body(m);
+        body_bytes(m, (const unsigned char *)raw, rawlen);
         return;
     }
-    flush_header(m);
-    if (!memchr(l, ':', n)) {
-        /* not a header: the body starts here, as an MTA would see it */
+    int kind = joins ? 1 : classify(l, n);
+    if (kind < 0) {
+        /* not a header: the body starts here, as Exim sees it */
         to_body(m);
         body_bytes(m, (const unsigned char *)raw, rawlen);
         return;
     }
+    /* bounded as Exim bounds it (header_maxsize) */
+    m->header_bytes += total;
+    if (m->header_bytes > MW_EXIM_MAX_HEADER_SECTION) {
+        header_section_over(m);
+        return;
+    }
+    if (joins) {
+        if (m->hdr.len < MAX_HEADER_BYTES) {
+            mw_buf_putc(&m->hdr, '\n');
+            mw_buf_append(&m->hdr, l, n);
+        }
+        if (m->candidate) {
+            int k = classify(m->hdr.data, m->hdr.len);
+            if (k > 0)
+                m->candidate = false;      /* the colon came after a fold */
+            else if (k < 0)
+                candidate_to_body(m);
+        }
+        return;
+    }
+    flush_header(m);
     mw_buf_append(&m->hdr, l, n);
+    m->candidate = kind == 0;
 }
 
 static void end_line(mw_exim_mbox *m)
@@ -262,9 +348,10 @@ static void end_line(mw_exim_mbox *m)
         n--;
     if (n && l[n - 1] == '\r')
         n--;
-    header_line(m, l, n, l, rawlen);
+    header_line(m, l, n, l, rawlen, m->line_raw);
     mw_buf_reset(&m->line);
     m->line_over = false;
+    m->line_raw = 0;
 }
 
 void mw_exim_mbox_feed(mw_exim_mbox *m, const unsigned char *p, size_t n)
@@ -273,6 +360,7 @@ void mw_exim_mbox_feed(mw_exim_mbox *m, const unsigned char *p, size_t n)
     while (i < n && m->state != MB_BODY) {
         const unsigned char *nl = memchr(p + i, '\n', n - i);
         size_t take = nl ? (size_t)(nl - (p + i)) + 1 : n - i;
+        m->line_raw += take;
         if (!m->line_over) {
             size_t room = MAX_HEADER_BYTES - m->line.len;
             if (take > room) {
@@ -299,6 +387,8 @@ void mw_exim_mbox_finish(mw_exim_mbox *m)
         return;
     if (m->line.len)
         end_line(m);
+    if (m->candidate)
+        candidate_to_body(m);
     if (m->state != MB_BODY)
         to_body(m);
 }
@@ -360,23 +450,37 @@ void mw_exim_reply_tempfail(const char *text, mw_buf *out)
     mw_buf_free(&t);
 }
 
-static bool removed(const mw_verdict *v, unsigned index)
+static bool in_list(const unsigned *list, size_t n, unsigned index)
 {
-    for (size_t i = 0; i < v->nremove; i++)
-        if (v->remove[i].index == index && strcasecmp(v->remove[i].name, "Authentication-Results") == 0)
+    for (size_t i = 0; i < n; i++)
+        if (list[i] == index)
             return true;
     return false;
 }
 
-void mw_exim_reply(const mw_verdict *v, const mw_exim_seen_ar *ars, size_t nars, mw_buf *out,
-                   size_t *dropped)
+bool mw_exim_reply(const mw_verdict *v, const unsigned *stay, size_t nstay, mw_buf *out, size_t *dropped)
 {
     size_t drop = 0;
+    if (dropped)
+        *dropped = 0;
     if (!v) {
         mw_exim_reply_tempfail("message could not be checked", out);
-        if (dropped)
-            *dropped = 0;
-        return;
+        return true;
+    }
+    bool any_removed = false;
+    for (size_t i = 0; i < v->nar; i++) {
+        if (!v->ar[i].removed)
+            continue;
+        any_removed = true;
+        if (in_list(stay, nstay, v->ar[i].index) && v->action != MW_ACTION_REJECT &&
+            v->action != MW_ACTION_TEMPFAIL && v->action != MW_ACTION_DISCARD) {
+            /* Exim would deliver it: never let a forged A-R through.
+             * Permanent: a retry brings the same header back. */
+            head(out, true, 15.0, "reject");
+            one_line(out, "MW-Reply: ", NULL,
+                     "550 5.7.1 Message has a forged Authentication-Results header that cannot be removed");
+            return false;
+        }
     }
     switch (v->action) {
     case MW_ACTION_REJECT:
@@ -402,28 +506,36 @@ void mw_exim_reply(const mw_verdict *v, const mw_exim_seen_ar *ars, size_t nars,
         mw_buf_printf(&t, "%s%s%s %s", v->rcode, v->xcode[0] ? " " : "", v->xcode, v->text ? v->text : "");
         one_line(out, "MW-Reply: ", NULL, mw_buf_cstr(&t));
         mw_buf_free(&t);
-        if (dropped)
-            *dropped = 0;
-        return;   /* headers do not matter for a refused message */
+        return true;   /* headers do not matter for a refused message */
     }
     if (v->action == MW_ACTION_QUARANTINE)
         one_line(out, "MW-Quarantine: ", NULL, v->quarantine_reason ? v->quarantine_reason : "mailwarden");
-    bool any_removed = false;
-    for (size_t i = 0; i < v->nremove; i++)
-        any_removed = any_removed || strcasecmp(v->remove[i].name, "Authentication-Results") == 0;
-    if (any_removed) {
+    if (any_removed)
         mw_buf_puts(out, "MW-Remove: Authentication-Results\r\n");
-        for (size_t i = 0; i < nars; i++)
-            if (!removed(v, ars[i].index) && !one_line(out, "MW-Keep: ", "Authentication-Results", ars[i].value))
-                drop++;
-    }
     /* bottom-most first: the ACL adds each line with :at_start:, so the
-     * last one listed ends up on top, as add[0] must */
+     * last one listed ends up on top, as add[0] must.  Before the Keep
+     * lines, so that the reply's own headers always fit. */
     for (size_t i = v->nadd; i-- > 0;)
         if (!one_line(out, "MW-Add: ", v->add[i].name, v->add[i].value))
             drop++;
+    /* the kept A-R headers go back (Exim removed them all by name), except
+     * those Exim cannot match by name, which never left */
+    for (size_t i = 0; any_removed && i < v->nar; i++) {
+        const mw_ar_header *a = &v->ar[i];
+        if (a->removed || in_list(stay, nstay, a->index))
+            continue;
+        size_t before = out->len;
+        if (!one_line(out, "MW-Keep: ", "Authentication-Results", a->value)) {
+            drop++;
+        } else if (out->len > MW_EXIM_MAX_REPLY) {
+            out->len = before;              /* Exim would cut it */
+            out->data[before] = '\0';
+            drop++;
+        }
+    }
     if (dropped)
         *dropped = drop;
+    return true;
 }
 
 /* ---- RCPT line ---- */

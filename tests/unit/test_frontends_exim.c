@@ -64,6 +64,8 @@ typedef struct rec {
     mw_buf log;     /* "H name|value\n" ..., "EOH\n" */
     mw_buf body;
     int    neoh;
+    bool   header_over;
+    size_t header_bytes;
 } rec;
 
 static void r_header(void *p, const char *name, const char *value, size_t vlen)
@@ -99,6 +101,8 @@ static void run_mbox(const char *msg, size_t len, size_t step, rec *r)
     for (size_t i = 0; i < len; i += step)
         mw_exim_mbox_feed(&m, (const unsigned char *)msg + i, len - i < step ? len - i : step);
     mw_exim_mbox_finish(&m);
+    r->header_over = m.header_over;
+    r->header_bytes = m.header_bytes;
     mw_exim_mbox_free(&m);
 }
 
@@ -186,8 +190,9 @@ static void test_mbox_variants(void)
     MW_TEST_EQ_STR(mw_buf_cstr(&r.body), "not a header\r\nmore\r\n");
     rec_free(&r);
 
-    /* hostile: a 3 MiB header line, NULs */
-    size_t big = 3 * 1024 * 1024;
+    /* hostile: a 1 MiB + 10 KiB header line is cut at 1 MiB; a NUL in a
+     * value becomes '?', as Exim stores it */
+    size_t big = 1024 * 1024 + 10 * 1024;
     static const char pre[] = "From x\nX-Big: ", post[] = "\nB: \0z\n\nok";
     size_t pl = sizeof pre - 1, ql = sizeof post - 1;
     char *h = mw_malloc(pl + big + ql);
@@ -196,17 +201,112 @@ static void test_mbox_variants(void)
     memcpy(h + pl + big, post, ql);
     run_mbox(h, pl + big + ql, 65536, &r);
     MW_TEST_ASSERT(r.neoh == 1);
+    MW_TEST_ASSERT(!r.header_over);
     MW_TEST_ASSERT(r.log.len < 1024 * 1024 + 200);
     MW_TEST_ASSERT(strstr(r.log.data, "H X-Big| aaa") != NULL);
+    MW_TEST_ASSERT(strstr(r.log.data, "\nH B| ?z\nEOH\n") != NULL);
     MW_TEST_EQ_STR(mw_buf_cstr(&r.body), "ok");
     rec_free(&r);
     free(h);
+
+    /* a header section over Exim's header_maxsize (one 3 MiB line, or many
+     * small headers): nothing more is passed on, header_over says why */
+    big = 3 * 1024 * 1024;
+    h = mw_malloc(pl + big + ql);
+    memcpy(h, pre, pl);
+    memset(h + pl, 'a', big);
+    memcpy(h + pl + big, post, ql);
+    run_mbox(h, pl + big + ql, 65536, &r);
+    MW_TEST_ASSERT(r.header_over);
+    MW_TEST_EQ_INT(r.neoh, 0);
+    MW_TEST_EQ_STR(mw_buf_cstr(&r.log), "");
+    MW_TEST_EQ_INT(r.body.len, 0);
+    rec_free(&r);
+    free(h);
+    mw_buf many = MW_BUF_INIT;
+    mw_buf_puts(&many, "From x\nX-Envelope-To: a@b\n");
+    size_t nhdr = 0;
+    while (many.len < MW_EXIM_MAX_HEADER_SECTION + 4096) {
+        mw_buf_puts(&many, "Authentication-Results: mx.test; none\n");
+        nhdr++;
+    }
+    mw_buf_puts(&many, "\nbody\n");
+    run_mbox(many.data, many.len, 4000, &r);
+    MW_TEST_ASSERT(r.header_over);
+    MW_TEST_EQ_INT(r.neoh, 0);
+    MW_TEST_ASSERT(r.header_bytes > MW_EXIM_MAX_HEADER_SECTION);
+    rec_free(&r);
+    /* just under the bound: all of them pass */
+    many.len = 0;
+    mw_buf_puts(&many, "From x\n");
+    size_t under = 0;
+    while (many.len + 40 < MW_EXIM_MAX_HEADER_SECTION - 100) {
+        mw_buf_puts(&many, "Authentication-Results: mx.test; none\n");
+        under++;
+    }
+    mw_buf_puts(&many, "\nbody\n");
+    run_mbox(many.data, many.len, 4000, &r);
+    MW_TEST_ASSERT(!r.header_over);
+    MW_TEST_EQ_INT(r.neoh, 1);
+    size_t seen = 0;
+    for (const char *q = r.log.data; (q = strstr(q, "H Authentication-Results|")) != NULL; q++)
+        seen++;
+    MW_TEST_EQ_INT(seen, under);
+    rec_free(&r);
+    mw_buf_free(&many);
+    (void)nhdr;
 
     /* a continuation line before any header: the body starts there */
     static const char d[] = "From x\n cont\nA: 1\n";
     run_mbox(d, sizeof d - 1, 0, &r);
     MW_TEST_EQ_STR(mw_buf_cstr(&r.log), "EOH\n");
     MW_TEST_EQ_STR(mw_buf_cstr(&r.body), " cont\r\nA: 1\r\n");
+    rec_free(&r);
+}
+
+/* Header names as Exim takes them (receive.c): blanks, a CR or a fold
+ * between the name and its colon still make a header; a space, an 8-bit
+ * byte or a NUL inside the name make the line the first body line. */
+static void test_mbox_names(void)
+{
+    rec r;
+    static const char a[] = "From x\nAuthentication-Results : a.example; none\n"
+                            "Authentication-Results\r: b.example; none\n"
+                            "Authentication-Results\n \t\n : c.example; none\n"
+                            ":no name\n"
+                            "Subject: s\n\nbody\n";
+    for (size_t step = 1; step <= sizeof a; step = step * 2 + 1) {
+        run_mbox(a, sizeof a - 1, step, &r);
+        MW_TEST_EQ_STR(mw_buf_cstr(&r.log), "H Authentication-Results | a.example; none\n"
+                                            "H Authentication-Results\r| b.example; none\n"
+                                            "H Authentication-Results\n \t\n | c.example; none\n"
+                                            "H Subject| s\nEOH\n");
+        MW_TEST_EQ_STR(mw_buf_cstr(&r.body), "body\r\n");
+        rec_free(&r);
+    }
+    /* not headers: the body starts at them, with what follows */
+    static const char *const notheaders[] = {"Auth Results: x\nA: 1\n", "X-\xc3\xa9: x\nA: 1\n",
+                                             "Name\n more: x\nA: 1\n", "Name  \nA: 1\n"};
+    static const char *const bodies[] = {"Auth Results: x\r\nA: 1\r\n", "X-\xc3\xa9: x\r\nA: 1\r\n",
+                                         "Name\r\n more: x\r\nA: 1\r\n", "Name  \r\nA: 1\r\n"};
+    for (size_t i = 0; i < 4; i++) {
+        mw_buf m = MW_BUF_INIT;
+        mw_buf_printf(&m, "From x\nB: 2\n%s", notheaders[i]);
+        run_mbox(m.data, m.len, 0, &r);
+        MW_TEST_EQ_STR(mw_buf_cstr(&r.log), "H B| 2\nEOH\n");
+        MW_TEST_EQ_STR(mw_buf_cstr(&r.body), bodies[i]);
+        rec_free(&r);
+        mw_buf_free(&m);
+    }
+    /* a name that never gets its colon at the end of the input, or before
+     * the blank line, is body text too */
+    run_mbox("From x\nB: 2\nName \n \n\nz", 22, 0, &r);
+    MW_TEST_EQ_STR(mw_buf_cstr(&r.log), "H B| 2\nEOH\n");
+    MW_TEST_EQ_STR(mw_buf_cstr(&r.body), "Name \r\n \r\n\r\nz");
+    rec_free(&r);
+    run_mbox("From x\nName", 11, 0, &r);
+    MW_TEST_EQ_STR(mw_buf_cstr(&r.log), "EOH\n");
+    MW_TEST_EQ_STR(mw_buf_cstr(&r.body), "Name\r\n");
     rec_free(&r);
 }
 
@@ -237,13 +337,14 @@ static void test_reply(void)
     mw_header add[3] = {{"DKIM-Signature", "v=1; a=rsa-sha256; c=relaxed/relaxed;\n\td=example.com; s=test;\n\tb=abc"},
                         {"Authentication-Results", "mx.test.example;\n\tspf=pass smtp.mailfrom=a@b"},
                         {"Received-SPF", "pass (mx: domain of a@b designates 192.0.2.2 as permitted sender)"}};
-    mw_header_ref rm[1] = {{"authentication-results", 2}};
-    mw_verdict v = {.action = MW_ACTION_ACCEPT, .rule = "default", .add = add, .nadd = 3, .remove = rm, .nremove = 1};
-    mw_exim_seen_ar ars[3] = {{"other.example; spf=fail", 1}, {"mx.test.example; spf=pass", 2},
-                              {"third.example;\n\tdkim=pass", 3}};
+    mw_header_ref rm[1] = {{"Authentication-Results", 2}};
+    mw_ar_header ars[3] = {{1, false, "other.example; spf=fail", 23}, {2, true, NULL, 0},
+                           {3, false, "third.example;\n\tdkim=pass", 25}};
+    mw_verdict v = {.action = MW_ACTION_ACCEPT, .rule = "default", .add = add, .nadd = 3, .remove = rm, .nremove = 1,
+                    .ar = ars, .nar = 3};
     mw_buf out = MW_BUF_INIT;
     size_t dropped = 9;
-    mw_exim_reply(&v, ars, 3, &out, &dropped);
+    MW_TEST_ASSERT(mw_exim_reply(&v, NULL, 0, &out, &dropped));
     double score;
     char action[32];
     parse_like_exim(out.data, &score, action, sizeof action);
@@ -256,17 +357,55 @@ static void test_reply(void)
                    "Action: no action\r\n"
                    "MW-Rule: default\r\n"
                    "MW-Remove: Authentication-Results\r\n"
-                   "MW-Keep: Authentication-Results: other.example; spf=fail\r\n"
-                   "MW-Keep: Authentication-Results: third.example; dkim=pass\r\n"
                    "MW-Add: Received-SPF: pass (mx: domain of a@b designates 192.0.2.2 as permitted sender)\r\n"
                    "MW-Add: Authentication-Results: mx.test.example; spf=pass smtp.mailfrom=a@b\r\n"
-                   "MW-Add: DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=test; b=abc\r\n");
+                   "MW-Add: DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=test; b=abc\r\n"
+                   "MW-Keep: Authentication-Results: other.example; spf=fail\r\n"
+                   "MW-Keep: Authentication-Results: third.example; dkim=pass\r\n");
 
     /* nothing removed: no Remove/Keep lines */
     mw_buf_reset(&out);
-    v.nremove = 0;
-    mw_exim_reply(&v, ars, 3, &out, NULL);
+    ars[1] = (mw_ar_header){2, false, "mx.test.example; none", 21};
+    MW_TEST_ASSERT(mw_exim_reply(&v, NULL, 0, &out, NULL));
     MW_TEST_ASSERT(strstr(out.data, "MW-Remove") == NULL && strstr(out.data, "MW-Keep") == NULL);
+    ars[1] = (mw_ar_header){2, true, NULL, 0};
+
+    /* a kept A-R Exim cannot remove by name (a fold before its colon) is
+     * not re-added: it never left */
+    mw_buf_reset(&out);
+    unsigned stay1[1] = {1};
+    MW_TEST_ASSERT(mw_exim_reply(&v, stay1, 1, &out, NULL));
+    MW_TEST_ASSERT(strstr(out.data, "MW-Remove: Authentication-Results\r\n") != NULL);
+    MW_TEST_ASSERT(strstr(out.data, "other.example") == NULL);
+    MW_TEST_ASSERT(strstr(out.data, "MW-Keep: Authentication-Results: third.example; dkim=pass\r\n") != NULL);
+    /* a forged one Exim cannot remove: rejected, never delivered */
+    mw_buf_reset(&out);
+    unsigned stay2[1] = {2};
+    MW_TEST_ASSERT(!mw_exim_reply(&v, stay2, 1, &out, NULL));
+    parse_like_exim(out.data, &score, action, sizeof action);
+    MW_TEST_EQ_STR(action, "reject");
+    MW_TEST_ASSERT(strstr(out.data, "MW-Reply: 550 5.7.1 ") != NULL);
+    MW_TEST_ASSERT(strstr(out.data, "MW-Add") == NULL && strstr(out.data, "MW-Keep") == NULL);
+
+    /* many kept A-R: the reply stays within what Exim reads (32600 bytes),
+     * our own headers first; what does not fit is counted */
+    mw_buf_reset(&out);
+    size_t nmany = 2000;
+    mw_ar_header *many = mw_reallocarray(NULL, nmany, sizeof *many);
+    for (size_t i = 0; i < nmany; i++)
+        many[i] = (mw_ar_header){(unsigned)i + 1, i == 7, i == 7 ? NULL : "other.example; spf=none", 23};
+    mw_verdict mv = v;
+    mv.ar = many;
+    mv.nar = nmany;
+    MW_TEST_ASSERT(mw_exim_reply(&mv, NULL, 0, &out, &dropped));
+    MW_TEST_ASSERT(out.len <= MW_EXIM_MAX_REPLY);
+    MW_TEST_ASSERT(strstr(out.data, "MW-Add: DKIM-Signature") != NULL);
+    size_t keeps = 0;
+    for (const char *q = out.data; (q = strstr(q, "MW-Keep: ")) != NULL; q++)
+        keeps++;
+    MW_TEST_EQ_INT(keeps + dropped, nmany - 1);
+    MW_TEST_ASSERT(dropped > 0);
+    free(many);
 
     /* reject: score over the threshold, action reject, reply text, no headers */
     mw_buf_reset(&out);
@@ -340,6 +479,7 @@ int main(void)
     MW_TEST_RUN(test_request);
     MW_TEST_RUN(test_mbox);
     MW_TEST_RUN(test_mbox_variants);
+    MW_TEST_RUN(test_mbox_names);
     MW_TEST_RUN(test_reply);
     MW_TEST_RUN(test_rcpt);
     return MW_TEST_SUMMARY();

@@ -75,6 +75,23 @@ typedef struct mw_header_ref {
     unsigned index;   /* 1-based occurrence among headers of this name */
 } mw_header_ref;
 
+/*
+ * One Authentication-Results header of the message as the engine counted
+ * it, and what the verdict does with it.  The engine is the one place that
+ * decides what an A-R header is: the name is compared ASCII
+ * case-insensitively with blanks before the colon ignored
+ * ("Authentication-Results :"), which is how Postfix (is_header), Sendmail
+ * (chompheader) and Exim (header_testname) name and count it too.  Front
+ * ends act on this list; they never re-derive it.
+ */
+typedef struct mw_ar_header {
+    unsigned    index;        /* 1-based occurrence among A-R headers */
+    bool        removed;      /* claims our authserv-id: the verdict removes it */
+    const char *value;        /* kept headers: the value as received (NUL-terminated,
+                               * folds as received); NULL for removed ones */
+    size_t      vlen;
+} mw_ar_header;
+
 typedef struct mw_verdict {
     mw_action   action;
     char        rcode[4];     /* "550"; "" for accept */
@@ -84,8 +101,14 @@ typedef struct mw_verdict {
     char       *quarantine_reason;
     mw_header     *add;       /* insert at the top, add[0] topmost */
     size_t         nadd;
-    mw_header_ref *remove;    /* delete; highest index first per name */
+    mw_header_ref *remove;    /* delete; highest index first per name; the
+                               * name is the canonical "Authentication-Results" */
     size_t         nremove;
+    /* every A-R header of the message in order, removed or kept (for front
+     * ends that can only remove by name, like Exim, and re-add the others);
+     * values point into the session, valid like the verdict */
+    mw_ar_header  *ar;
+    size_t         nar;
 } mw_verdict;
 
 /* A refusal at connect, MAIL or RCPT time (rate limits). */
@@ -168,6 +191,12 @@ void mw_engine_rcpt_check(mw_engine *e, const char *ip, const char *helo, const 
 /* The message was aborted (RSET, connection lost): forget it. */
 void mw_session_abort(mw_session *s);
 
+/* Authentication-Results headers of the current message seen so far: the
+ * index (1-based) of the last one, as the verdict's ar[] will number it.
+ * A front end that must know which of its headers the engine took for an
+ * A-R (Exim: to tell which ones Exim can remove by name) compares this
+ * before and after mw_session_header() instead of judging names itself. */
+size_t mw_session_ar_count(const mw_session *s);
 /* Results of the current/last message (valid like the verdict). */
 const mw_results *mw_session_results(const mw_session *s);
 /* Trace lines of the current/last message, in order. */

@@ -38,6 +38,15 @@
 #define MW_EXIM_MAX_MESSAGE_CAP ((size_t)64 * 1024 * 1024)
 /* Report lines longer than this are not emitted (RFC 5322 line limit). */
 #define MW_EXIM_MAX_LINE 998
+/* Exim's spam.c reads the reply into a 32600-byte buffer and ignores the
+ * rest: a reply stays under this, with a margin. */
+#define MW_EXIM_MAX_REPLY 32000
+/* Header section bound of a scan request: Exim's own header_maxsize
+ * default (1 MiB), plus room for the Received header Exim adds after
+ * counting.  Exim refuses larger header sections itself, so only a peer
+ * that is not Exim (or an Exim with a raised header_maxsize) sends more;
+ * such a message is answered with a temporary failure. */
+#define MW_EXIM_MAX_HEADER_SECTION ((size_t)1024 * 1024 + 64 * 1024)
 
 typedef struct mw_exim_options {
     const char *scan_socket;      /* inet:PORT@HOST, inet6:PORT@HOST, unix:/PATH; NULL/"" = off */
@@ -101,7 +110,10 @@ bool mw_exim_request_header(mw_exim_request *r, const char *line, size_t len, ch
  * continuation lines joined with "\n" (as the milter delivers them),
  * reports end of headers, and passes the body on with LF made CRLF.
  * Exim's own new Received header is passed on like any other header.
- * Bounded: a header longer than 1 MiB is truncated.
+ * Bounded: once the message's header lines (after the envelope lines)
+ * exceed MW_EXIM_MAX_HEADER_SECTION bytes, header_over is set and nothing
+ * more is passed on (no header, no end of headers, no body): the caller
+ * must not evaluate the message.
  */
 typedef struct mw_exim_mbox_cb {
     void (*header)(void *ctx, const char *name, const char *value, size_t vlen);
@@ -117,9 +129,14 @@ typedef struct mw_exim_mbox {
     mw_buf  hdr;            /* current (possibly folded) header */
     mw_buf  out;            /* body conversion scratch */
     bool    line_over;      /* current line exceeded the cap */
+    size_t  line_raw;       /* bytes of the current line, kept or not */
+    bool    candidate;      /* hdr is a name without its colon yet (Exim
+                             * takes "Name\n : value" for a header) */
     bool    prev_cr;        /* body: last byte passed was CR */
     size_t  nheaders;
     size_t  nbad_headers;   /* lines refused as headers (empty name, NUL in the name) */
+    size_t  header_bytes;   /* bytes of the message's header lines so far */
+    bool    header_over;    /* header_bytes passed MW_EXIM_MAX_HEADER_SECTION */
 } mw_exim_mbox;
 
 void mw_exim_mbox_init(mw_exim_mbox *m, const mw_exim_mbox_cb *cb, void *ctx);
@@ -128,25 +145,29 @@ void mw_exim_mbox_feed(mw_exim_mbox *m, const unsigned char *p, size_t n);
 void mw_exim_mbox_finish(mw_exim_mbox *m);
 void mw_exim_mbox_free(mw_exim_mbox *m);
 
-/* One header of the message as seen, for the reply (foreign A-R headers). */
-typedef struct mw_exim_seen_ar {
-    char    *value;            /* unfolded */
-    unsigned index;            /* 1-based among Authentication-Results */
-} mw_exim_seen_ar;
-
 /*
  * Render the reply for a verdict (v NULL: an error reply, see below).
- * ars: every Authentication-Results header of the message in order; when
- * the verdict removes any, the reply says "MW-Remove: Authentication-Results"
- * and lists the others as "MW-Keep:" lines so the ACL re-adds them (Exim
- * removes headers by name only).  Header values are unfolded onto one
+ * When the verdict removes any Authentication-Results header (v->ar, the
+ * engine's list of every A-R header with its fate), the reply says
+ * "MW-Remove: Authentication-Results" (Exim removes headers by name only,
+ * and its header_testname() matches "Authentication-Results :" too, so
+ * every A-R goes, forged or not) and lists the kept ones as "MW-Keep:"
+ * lines so the ACL re-adds them.  Header values are unfolded onto one
  * line.  MW-Add lines come bottom-most first (the ACL adds each with
- * :at_start:, so the last listed, add[0], ends up on top).  A line that
- * would exceed MW_EXIM_MAX_LINE is left out and counted
- * in *dropped (may be NULL).
+ * :at_start:, so the last listed, add[0], ends up on top) and before the
+ * Keep lines.  A line that would exceed MW_EXIM_MAX_LINE, or a Keep line
+ * that would take the reply past MW_EXIM_MAX_REPLY (Exim reads no more),
+ * is left out and counted in *dropped (may be NULL).
  */
-void mw_exim_reply(const mw_verdict *v, const mw_exim_seen_ar *ars, size_t nars, mw_buf *out,
-                   size_t *dropped);
+/*
+ * stay: indexes (as in v->ar) of A-R headers whose name Exim's remove_header
+ * cannot match (a fold or CR between the name and the colon: Exim keeps
+ * "Authentication-Results\n : ..." as a header, but header_testname()
+ * skips only blanks).  Such a header is never re-added (it never left); if
+ * the verdict removes one, the reply is a reject (550 5.7.1) instead and
+ * false is returned (the caller logs it): a forged A-R is never delivered.
+ */
+bool mw_exim_reply(const mw_verdict *v, const unsigned *stay, size_t nstay, mw_buf *out, size_t *dropped);
 /* A reply that makes the ACL defer ("soft reject") with text, used for
  * malformed or oversized requests and while shutting down. */
 void mw_exim_reply_tempfail(const char *text, mw_buf *out);
