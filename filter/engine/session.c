@@ -415,8 +415,11 @@ static void hold_header(mw_session *s, const char *name, const char *value, size
               MAX_HELD_HEADERS, MAX_HELD_BYTES);
         return;
     }
-    if (s->nheld % 64 == 0)
-        s->held = mw_reallocarray(s->held, s->nheld + 64, sizeof *s->held);
+    /* capacity 64, then doubling (full exactly when nheld is 64 times a
+     * power of two): growing by 64 copied the array once per 64 headers */
+    size_t blocks = s->nheld / 64;
+    if (s->nheld % 64 == 0 && (blocks & (blocks - 1)) == 0)
+        s->held = mw_reallocarray(s->held, s->nheld ? 2 * s->nheld : 64, sizeof *s->held);
     held_header *h = &s->held[s->nheld++];
     h->name = mw_strndup(name, nlen);
     h->value = mw_malloc(vlen + 1);
