@@ -80,7 +80,7 @@ struct mw_dkim_msg {
     bool                  body_cr;     /* the last body byte seen was CR */
     struct lookup        *lk;
     size_t                nlk;
-    mw_dkim_sig          *bad;         /* signatures refused before libopendkim (duplicate tags) */
+    mw_dkim_sig          *bad;         /* signatures refused before libopendkim (bad_tag_list) */
     size_t                nbad;
     struct timespec       dns_t0;      /* first key lookup */
     bool                  dns_started;
@@ -113,9 +113,30 @@ static bool put16(unsigned char *buf, size_t buflen, size_t *pos, unsigned v)
     return true;
 }
 
-/* A reply as a server would send it; 0 if it does not fit or the name is bad. */
+/*
+ * Tags in a TXT record's text (rdata: length-prefixed strings), counted as
+ * ';'-separated parts, at most max + 1.  libopendkim's tag-list parser is
+ * quadratic in the number of distinct tags (see bad_tag_list), so a key
+ * record with more than a real one ever has (v k h n p s t) is dropped
+ * before it reaches libopendkim, which then sees no key.
+ */
+#define MAX_KEY_TAGS 64
+static size_t txt_tags(const unsigned char *d, size_t len, size_t max)
+{
+    size_t n = 1;
+    for (size_t i = 0; i < len && n <= max;) {
+        size_t cl = d[i++];
+        for (size_t k = 0; k < cl && i + k < len; k++)
+            n += d[i + k] == ';';
+        i += cl;
+    }
+    return n;
+}
+
+/* A reply as a server would send it; 0 if it does not fit or the name is bad.
+ * *dropped counts TXT records left out for having too many tags. */
 static size_t build_reply(unsigned char *buf, size_t buflen, const char *qname, int qtype,
-                          int rcode, const mw_dns_answer *a)
+                          int rcode, const mw_dns_answer *a, size_t *dropped)
 {
     size_t pos = 12, an = 0;
     const char *p = qname;
@@ -147,6 +168,10 @@ static size_t build_reply(unsigned char *buf, size_t buflen, const char *qname, 
         const mw_dns_rr *rr = &a->rr[i];
         if (rr->type != qtype || rr->len > 65535)
             continue;                    /* CNAMEs were followed by the resolver */
+        if (rr->type == 16 && txt_tags(rr->data, rr->len, MAX_KEY_TAGS) > MAX_KEY_TAGS) {
+            (*dropped)++;
+            continue;
+        }
         if (pos + 12 + rr->len > buflen)
             break;                       /* keep what fits */
         buf[pos++] = 0xc0;
@@ -229,12 +254,14 @@ static int dns_start(void *srv, int type, unsigned char *name, unsigned char *bu
         rcode = a->rcode != 0 ? a->rcode : 2;
         break;
     }
+    size_t dropped = 0;
     q->len = build_reply(buf, buflen, (const char *)name, type, rcode,
-                         a->status == MW_DNS_OK ? a : NULL);
+                         a->status == MW_DNS_OK ? a : NULL, &dropped);
     if (q->len == 0)
         q->status = DKIM_DNS_ERROR;
     lookup_note(m, (const char *)name, a->status,
-                a->why != NULL ? a->why : a->bogus ? "DNSSEC validation failed" : NULL);
+                a->why != NULL ? a->why : a->bogus ? "DNSSEC validation failed"
+                : dropped ? "key record with more than 64 tags ignored" : NULL);
     mw_dns_answer_free(&a);
     return 0;
 }
@@ -615,13 +642,20 @@ static void crlf_append(mw_buf *out, const char *s, size_t n, bool prev_cr)
 /*
  * RFC 6376 §3.2: a tag-list with a duplicate tag is invalid.  libopendkim
  * keeps the last value (and would look up a key for it), so such a
- * signature is refused here as permerror, without any DNS query.  Returns
- * the duplicated tag name in dup (static storage of the caller) or false.
+ * signature is refused here as permerror, without any DNS query.
+ *
+ * So is one with more than MAX_SIG_TAGS tags (a real one has about 12):
+ * libopendkim looks each new tag up in a list of the tags before it that
+ * share its first letter, so thousands of distinct tags ("t0= t1= ...")
+ * cost time quadratic in the header's length.  Refusing them here keeps
+ * the work linear, and the count bounds the duplicate search below.
+ * Returns false, or true with the reason in why.
  */
-static bool duplicate_tag(const char *v, size_t len, char dup[16])
+#define MAX_SIG_TAGS 64
+static bool bad_tag_list(const char *v, size_t len, char *why, size_t whylen)
 {
-    char seen[64][16];
-    size_t nseen = 0, i = 0;
+    char seen[MAX_SIG_TAGS][16];
+    size_t nseen = 0, ntags = 0, i = 0;
     while (i < len) {
         while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == '\r' || v[i] == '\n' || v[i] == ';'))
             i++;
@@ -632,18 +666,23 @@ static bool duplicate_tag(const char *v, size_t len, char dup[16])
         size_t nl = i - st;
         while (i < len && v[i] != ';')
             i++;
-        if (nl == 0 || nl >= 16)
+        if (nl == 0)
             continue;
+        if (++ntags > MAX_SIG_TAGS) {
+            snprintf(why, whylen, "more than %d tags", MAX_SIG_TAGS);
+            return true;
+        }
+        if (nl >= 16)
+            continue;   /* longer than any tag RFC 6376 defines */
         char t[16];
         memcpy(t, v + st, nl);
         t[nl] = '\0';
         for (size_t k = 0; k < nseen; k++)
             if (strcmp(seen[k], t) == 0) {
-                memcpy(dup, t, nl + 1);
+                snprintf(why, whylen, "duplicate tag \"%s\" (RFC 6376 section 3.2)", t);
                 return true;
             }
-        if (nseen < 64)
-            memcpy(seen[nseen++], t, nl + 1);
+        memcpy(seen[nseen++], t, nl + 1);
     }
     return false;
 }
@@ -685,8 +724,8 @@ void mw_dkim_msg_header(mw_dkim_msg *m, const char *name, const char *value, siz
             m->nskipped++;
         to_verifier = false;
     }
-    char dup[16];
-    if (is_sig && to_verifier && duplicate_tag(value, vlen, dup)) {
+    char bad[64];
+    if (is_sig && to_verifier && bad_tag_list(value, vlen, bad, sizeof bad)) {
         m->bad = mw_reallocarray(m->bad, m->nbad + 1, sizeof *m->bad);
         mw_dkim_sig *o = &m->bad[m->nbad++];
         memset(o, 0, sizeof *o);
@@ -698,7 +737,7 @@ void mw_dkim_msg_header(mw_dkim_msg *m, const char *name, const char *value, siz
         o->b_prefix = raw_tag(value, vlen, "b");
         if (o->b_prefix && strlen(o->b_prefix) > 8)
             o->b_prefix[8] = '\0';
-        o->reason = strf("duplicate tag \"%s\" (RFC 6376 section 3.2)", dup);
+        o->reason = strf("%s", bad);
         to_verifier = false;
     }
     /* Signing takes the value byte-exact: "Name:" + value. */

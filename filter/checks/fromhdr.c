@@ -288,19 +288,16 @@ mw_from_status mw_from_parse(const char *value, size_t len, mw_from *out)
     if (!err) {
         size_t start = 0;
         bool in_group = false;
+        /* '<' and '>' tokens in [start, i): kept as we go, so deciding
+         * whether a ':' or ',' sits inside an angle address costs O(1), not
+         * a rescan of the mailbox so far (which made "<:::...:>" quadratic) */
+        size_t nlt = 0, ngt = 0;
         for (size_t i = 0; i <= lx.n && !err; i++) {
             bool end = i == lx.n;
             const tok *t = end ? NULL : &lx.t[i];
-            bool inside_angle = false;
             if (!end && t->kind == T_SPECIAL && t->c == ':') {
                 /* group start, unless inside an angle address (obs-route) */
-                for (size_t j = start; j < i; j++)
-                    if (lx.t[j].kind == T_SPECIAL && lx.t[j].c == '<')
-                        inside_angle = true;
-                for (size_t j = start; j < i; j++)
-                    if (lx.t[j].kind == T_SPECIAL && lx.t[j].c == '>')
-                        inside_angle = false;
-                if (inside_angle)
+                if (nlt > 0 && ngt == 0)
                     continue;
                 if (in_group) {
                     err = "nested group";
@@ -308,19 +305,17 @@ mw_from_status mw_from_parse(const char *value, size_t len, mw_from *out)
                 }
                 in_group = true;
                 start = i + 1;
+                nlt = ngt = 0;
                 continue;
             }
             bool sep = end || (t->kind == T_SPECIAL && (t->c == ',' || t->c == ';'));
-            if (!sep)
+            /* a comma inside an angle address belongs to an obs-route */
+            if (!sep || (!end && t->c == ',' && nlt > ngt)) {
+                if (t->kind == T_SPECIAL && t->c == '<')
+                    nlt++;
+                else if (t->kind == T_SPECIAL && t->c == '>')
+                    ngt++;
                 continue;
-            if (!end && t->c == ',') {
-                /* a comma inside an angle address belongs to an obs-route */
-                int depth = 0;
-                for (size_t j = start; j < i; j++)
-                    if (lx.t[j].kind == T_SPECIAL)
-                        depth += lx.t[j].c == '<' ? 1 : lx.t[j].c == '>' ? -1 : 0;
-                if (depth > 0)
-                    continue;
             }
             if (!end && t->c == ';') {
                 if (!in_group) {
@@ -332,6 +327,7 @@ mw_from_status mw_from_parse(const char *value, size_t len, mw_from *out)
             if (i > start)
                 err = mailbox(&lx, start, i, out, &nodomain);
             start = i + 1;
+            nlt = ngt = 0;
         }
         if (!err && in_group)
             err = "unterminated group";

@@ -257,7 +257,11 @@ static bool ip6_ok(const char *s, size_t n, uint8_t out[16])
 
 static void add_term(mw_spf_record *rec, const mw_spf_term *t)
 {
-    rec->t = mw_reallocarray(rec->t, rec->n + 1, sizeof *rec->t);
+    /* capacity doubles: it is the next power of two >= n, full exactly
+     * when n is a power of two (growing by one made a long record
+     * quadratic wherever realloc copies) */
+    if ((rec->n & (rec->n - 1)) == 0)
+        rec->t = mw_reallocarray(rec->t, rec->n ? 2 * rec->n : 1, sizeof *rec->t);
     rec->t[rec->n++] = *t;
 }
 
@@ -524,14 +528,15 @@ static void transform(const char *v, size_t vlen, unsigned digits, bool reverse,
     const char **ps = mw_calloc(cap, sizeof *ps);
     size_t *pl = mw_calloc(cap, sizeof *pl);
     size_t st = 0;
+    /* a table, not a search of the delimiter list per byte: both the list
+     * (the record) and the value (the sender) come from outside */
+    bool is_split[256] = {false};
+    if (ndelims == 0)
+        is_split['.'] = true;
+    for (size_t d = 0; d < ndelims; d++)
+        is_split[(unsigned char)delims[d]] = true;
     for (size_t i = 0; i <= vlen; i++) {
-        bool split = i == vlen;
-        if (!split) {
-            if (ndelims == 0)
-                split = v[i] == '.';
-            else
-                split = memchr(delims, v[i], ndelims) != NULL;
-        }
+        bool split = i == vlen || is_split[(unsigned char)v[i]];
         if (!split)
             continue;
         if (np == cap) {

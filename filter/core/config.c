@@ -529,7 +529,10 @@ void mw_config_errors_addf(mw_config_errors *e, const char *fmt, ...)
     va_start(ap, fmt);
     mw_buf_vprintf(&b, fmt, ap);
     va_end(ap);
-    e->msg = mw_reallocarray(e->msg, e->n + 1, sizeof *e->msg);
+    /* capacity doubles (full exactly when n is a power of two): a file of
+     * many bad lines must not cost a copy of the whole list per line */
+    if ((e->n & (e->n - 1)) == 0)
+        e->msg = mw_reallocarray(e->msg, e->n ? 2 * e->n : 1, sizeof *e->msg);
     e->msg[e->n++] = mw_buf_steal(&b);
 }
 

@@ -419,8 +419,11 @@ static void hold_header(mw_session *s, const char *name, const char *value, size
               MAX_HELD_HEADERS, MAX_HELD_BYTES);
         return;
     }
-    if (s->nheld % 64 == 0)
-        s->held = mw_reallocarray(s->held, s->nheld + 64, sizeof *s->held);
+    /* capacity 64, then doubling (full exactly when nheld is 64 times a
+     * power of two): growing by 64 copied the array once per 64 headers */
+    size_t blocks = s->nheld / 64;
+    if (s->nheld % 64 == 0 && (blocks & (blocks - 1)) == 0)
+        s->held = mw_reallocarray(s->held, s->nheld ? 2 * s->nheld : 64, sizeof *s->held);
     held_header *h = &s->held[s->nheld++];
     h->name = mw_strndup(name, nlen);
     h->value = mw_malloc(vlen + 1);
@@ -454,18 +457,22 @@ static void add_from_domain(mw_session *s, const char *d)
 static void note_from(mw_session *s, const char *value, size_t vlen)
 {
     /* collect the domains of every From header, even malformed ones, so a
-     * spoof split over several From headers is judged by all its domains */
-    mw_from any;
-    mw_from_parse(value, vlen, &any);
-    for (size_t i = 0; i < any.naddr && i < MW_FROM_MAX_ADDRS; i++)
-        add_from_domain(s, any.domain[i]);
-    if (any.naddr > MW_FROM_MAX_ADDRS && !s->from_domains_over) {
+     * spoof split over several From headers is judged by all its domains.
+     * The first From is parsed once, straight into the result the policy
+     * reads; later ones into a scratch copy (each header: one parse). */
+    mw_from later;
+    bool first = ++s->res.nfrom == 1;
+    mw_from *f = first ? &s->res.from : &later;
+    mw_from_parse(value, vlen, f);
+    for (size_t i = 0; i < f->naddr && i < MW_FROM_MAX_ADDRS; i++)
+        add_from_domain(s, f->domain[i]);
+    if (f->naddr > MW_FROM_MAX_ADDRS && !s->from_domains_over) {
         /* the parser kept only the first addresses: the others are unseen */
         mw_sess_trace(s, "from: more than %d addresses in a From header: treated as from a domain "
                       "that enforces DMARC", MW_FROM_MAX_ADDRS);
         s->from_domains_over = true;
     }
-    if (any.status == MW_FROM_UNPARSABLE || any.naddr == 0) {
+    if (f->status == MW_FROM_UNPARSABLE || f->naddr == 0) {
         /* The parser gave up: take every "@domain" in the raw value, so a
          * malformed From cannot hide an enforcing domain from the policy. */
         for (size_t i = 0; i < vlen; i++) {
@@ -486,20 +493,19 @@ static void note_from(mw_session *s, const char *value, size_t vlen)
                 if (mw_domain_valid(d) && strchr(d, '.'))
                     add_from_domain(s, d);
             }
+            i = j - 1;   /* the domain's bytes hold no '@': skip them */
         }
     }
-    mw_from_clear(&any);
-    if (++s->res.nfrom == 1) {
-        mw_from_parse(value, vlen, &s->res.from);
-        if (s->res.from.status != MW_FROM_OK) {
-            mw_buf b = MW_BUF_INIT;
-            mw_str_printable(&b, value, vlen, 120);
-            mw_sess_trace(s, "from: header From \"%s\" is %s (%s)", mw_buf_cstr(&b),
-                  mw_from_status_name(s->res.from.status), s->res.from.why);
-            mw_buf_free(&b);
-        }
-    } else if (s->res.nfrom == 2) {
-        mw_sess_trace(s, "from: more than one From header");
+    if (!first) {
+        mw_from_clear(&later);
+        if (s->res.nfrom == 2)
+            mw_sess_trace(s, "from: more than one From header");
+    } else if (s->res.from.status != MW_FROM_OK) {
+        mw_buf b = MW_BUF_INIT;
+        mw_str_printable(&b, value, vlen, 120);
+        mw_sess_trace(s, "from: header From \"%s\" is %s (%s)", mw_buf_cstr(&b),
+                      mw_from_status_name(s->res.from.status), s->res.from.why);
+        mw_buf_free(&b);
     }
 }
 
