@@ -339,6 +339,13 @@ static const struct key keys[] = {
      .words = w_dkim_identity, .doc = "address looked up in the signing table: header-from, envelope or auth"},
     {.name = "dkim.allow_unsafe_keys", .type = KT_BOOL, .off = F(dkim_allow_unsafe_keys),
      .def_int = 0, .doc = "accept private key files readable by group or others"},
+    /* ARC (RFC 8617) */
+    {.name = "arc.verify", .type = KT_BOOL, .off = F(arc_verify), .def_int = 1,
+     .doc = "verify the ARC chain of inbound mail (arc= in Authentication-Results)"},
+    {.name = "arc.seal", .type = KT_BOOL, .off = F(arc_seal), .def_int = 0,
+     .doc = "add an ARC set to inbound mail we relay (list servers, forwarders); needs arc.key"},
+    {.name = "arc.key", .type = KT_STRING, .off = F(arc_key), .def_str = "",
+     .doc = "name of the sealing key in the DKIM key table (dkim.keys / dkim.key_table)"},
     /* Authentication-Results */
     {.name = "authres.remove_forged", .type = KT_BOOL, .off = F(ar_remove_forged), .def_int = 1,
      .doc = "remove incoming Authentication-Results headers that claim our authserv_id"},
@@ -424,6 +431,10 @@ static const struct key keys[] = {
      .off_n = F(ndmarc_forwarders), .def_list = def_none, .check = check_dmarc_forwarder,
      .doc = "known forwarders: client networks (CIDR) or domain globs verified by a passing DKIM d= or "
             "SPF domain; their DMARC failures are overridden as forwarder (the policy decides the action)"},
+    {.name = "dmarc.trusted_arc_sealers", .type = KT_STRLIST, .off = F(dmarc_trusted_arc_sealers),
+     .off_n = F(ndmarc_trusted_arc_sealers), .def_list = def_none, .check = check_nonempty,
+     .doc = "domain globs whose ARC seal is trusted: a passing chain whose newest AAR shows an aligned "
+            "pass overrides a DMARC failure (trusted_forwarder)"},
     {.name = "dmarc.trusted_authserv_ids", .type = KT_STRLIST, .off = F(dmarc_trusted_authserv_ids),
      .off_n = F(ndmarc_trusted_authserv_ids), .def_list = def_none, .check = check_authserv_id,
      .doc = "authserv-ids of upstream hosts whose Authentication-Results spf/dkim passes DMARC may use"},
@@ -1886,6 +1897,8 @@ static void dkim_checks(loader *ld)
 static void dkim_file_checks(loader *ld)
 {
     mw_config *cfg = ld->cfg;
+    if (cfg->arc_seal && (cfg->arc_key == NULL || cfg->arc_key[0] == '\0'))
+        err_at(ld, ld->where[key_index("arc.seal")], "arc.seal = true needs arc.key (a key name from the DKIM key table)");
     size_t k = key_index("dkim.sign_headers");
     bool from = false;
 

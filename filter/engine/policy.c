@@ -260,7 +260,7 @@ static bool add_dmarc_policy(pctx *c, const config_setting_t *e, const char *s, 
 static const struct { const char *name; unsigned bit; } ovr_names[] = {
     {"never_reject", MW_DMARC_OVR_NEVER_REJECT}, {"always_enforce", MW_DMARC_OVR_ALWAYS_ENFORCE},
     {"allow_network", MW_DMARC_OVR_ALLOW_NETWORK}, {"mailing_list", MW_DMARC_OVR_MAILING_LIST},
-    {"forwarder", MW_DMARC_OVR_FORWARDER}, {"none", OVR_NONE},
+    {"forwarder", MW_DMARC_OVR_FORWARDER}, {"trusted_arc", MW_DMARC_OVR_TRUSTED_ARC}, {"none", OVR_NONE},
 };
 
 static bool add_override(pctx *c, const config_setting_t *e, const char *s, void *arg)
@@ -274,7 +274,7 @@ static bool add_override(pctx *c, const config_setting_t *e, const char *s, void
         }
     }
     perr(c, e, "dmarc_override: unknown override \"%s\" (never_reject, always_enforce, "
-               "allow_network, mailing_list, forwarder, none)", s);
+               "allow_network, mailing_list, forwarder, trusted_arc, none)", s);
     return false;
 }
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "alloc.h"
 #include "log.h"
@@ -102,6 +103,22 @@ mw_runtime *mw_runtime_build(mw_config *cfg, unsigned generation, const mw_runti
         goto fail;
     }
     mw_config_errors_free(&errs);
+    rt->arc_seal_key = SIZE_MAX;
+    if (cfg->arc_verify || cfg->arc_seal) {   /* sealing needs the chain's status */
+        mw_arc_verify_options ao = {.min_key_bits = cfg->dkim_min_key_bits, .timeout_ms = cfg->dns_timeout_ms};
+        rt->arc_verifier = mw_arc_verifier_create(rt->dns, &ao);
+    }
+    if (cfg->arc_seal) {
+        for (size_t i = 0; i < mw_dkim_signer_nkeys(rt->dkim_signer); i++) {
+            mw_dkim_key_info ki;
+            if (mw_dkim_signer_key(rt->dkim_signer, i, &ki) && strcasecmp(ki.name, cfg->arc_key) == 0)
+                rt->arc_seal_key = i;
+        }
+        if (rt->arc_seal_key == SIZE_MAX) {
+            snprintf(err, errlen, "arc.key \"%s\": no such key in the DKIM key table", cfg->arc_key);
+            goto fail;
+        }
+    }
     rt->policy = mw_policy_load(cfg->policy, cfg->policy_dir, &errs);
     if (!rt->policy) {
         snprintf(err, errlen, "policy \"%s\": %s", cfg->policy, errs.n ? errs.msg[0] : "cannot load");
@@ -119,6 +136,7 @@ fail:
     mw_dmarc_destroy(&rt->dmarc);
     mw_dkim_signer_destroy(&rt->dkim_signer);
     mw_dkim_verifier_destroy(&rt->dkim_verifier);
+    mw_arc_verifier_destroy(&rt->arc_verifier);
     mw_spf_destroy(&rt->spf);
     mw_dns_destroy(&rt->dns);
     free(rt);
@@ -146,6 +164,7 @@ void mw_runtime_unref(mw_runtime **prt)
     mw_dmarc_destroy(&rt->dmarc);
     mw_dkim_signer_destroy(&rt->dkim_signer);
     mw_dkim_verifier_destroy(&rt->dkim_verifier);
+    mw_arc_verifier_destroy(&rt->arc_verifier);
     mw_spf_destroy(&rt->spf);
     mw_dns_destroy(&rt->dns);
     mw_config_free(&rt->cfg);

@@ -6,7 +6,9 @@
 #define MW_ENGINE_RUNTIME_H
 
 #include <stdatomic.h>
+#include <stdint.h>
 
+#include "arc.h"
 #include "config.h"
 #include "dkim.h"
 #include "dmarc.h"
@@ -26,6 +28,9 @@ typedef struct mw_runtime {
     mw_spf      *spf;
     mw_dkim_verifier *dkim_verifier;   /* NULL when dkim.verify is off */
     mw_dkim_signer   *dkim_signer;     /* always set; may hold no keys */
+    mw_arc_verifier  *arc_verifier;    /* NULL when arc.verify is off */
+    size_t            arc_seal_key;    /* arc.seal: index of arc.key in dkim_signer;
+                                          SIZE_MAX when not sealing */
     mw_dmarc         *dmarc;           /* NULL when dmarc.enabled is off */
     mw_history       *history;         /* NULL when history.dir is "" */
     mw_store         *store;           /* state store (memory or Redis) */

@@ -120,6 +120,7 @@ static void message_clear(mw_session *s)
     mw_dkim_results_clear(&s->res.dkim);
     mw_from_clear(&s->res.from);
     mw_dmarc_outcome_clear(&s->res.dmarc);
+    mw_sess_arc_clear(s);
     for (size_t i = 0; i < s->nfrom_domains; i++)
         free(s->from_domains[i]);
     s->nfrom_domains = 0;
@@ -646,6 +647,7 @@ void mw_session_eoh(mw_session *s)
     mw_runtime *rt = s->rt;
     s->dkim_verifying = !mw_trust_outbound(s->res.trust) && rt->dkim_verifier != NULL;
     decide_signing(s);
+    mw_sess_arc_begin(s);
     if (!s->dkim_verifying && s->nsign_keys == 0) {
         held_clear(s);
         return;
@@ -673,6 +675,8 @@ void mw_session_body(mw_session *s, const unsigned char *chunk, size_t len)
     s->body_bytes += len;
     if (s->dkim)
         mw_dkim_msg_body(s->dkim, chunk, len);
+    if (s->arc)
+        mw_sess_arc_body(s, chunk, len);
 }
 
 static const char *dnssec_name(mw_dkim_dnssec d)
@@ -791,6 +795,7 @@ static void build_headers(mw_session *s)
             mw_buf_free(&c);
         }
     }
+    mw_sess_arc_authres(s, ar);
     if (s->res.spf.evaluated) {
         const mw_spf_outcome *o = &s->res.spf;
         if (o->scope == MW_SPF_SCOPE_MAILFROM) {
@@ -842,6 +847,13 @@ static void build_headers(mw_session *s)
     mw_authres_render(ar, &b);
     add_header(v, "Authentication-Results", mw_buf_cstr(&b));
     mw_authres_free(&ar);
+    mw_arc_set set = {0};
+    if (mw_sess_arc_seal(s, v, mw_buf_cstr(&b), &set)) {
+        add_header(v, "ARC-Seal", set.as);
+        add_header(v, "ARC-Message-Signature", set.ams);
+        add_header(v, "ARC-Authentication-Results", set.aar);
+    }
+    mw_arc_set_clear(&set);
 
     if (cfg->spf_received_header && s->res.spf.evaluated) {
         mw_buf_reset(&b);
@@ -1034,6 +1046,8 @@ const mw_verdict *mw_session_eom(mw_session *s)
     uint64_t t1 = mw_metrics_now_ns();
     if (verifying || signing)
         mw_metric_observe(MW_M_CHECK_SECONDS, verifying ? MW_ML_CHK_DKIM_VERIFY : MW_ML_CHK_DKIM_SIGN, t1 - t0);
+    mw_sess_arc_finish(s);
+    t1 = mw_metrics_now_ns();
     mw_sess_run_dmarc(s);
     if (s->res.dmarc_done)
         mw_metric_observe(MW_M_CHECK_SECONDS, MW_ML_CHK_DMARC, mw_metrics_now_ns() - t1);

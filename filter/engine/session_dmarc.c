@@ -166,6 +166,10 @@ static void dmarc_overrides(mw_session *s)
                           "not treated as a mailing list", s->list_header, s->list_host);
         }
         char what[256];
+        if (mw_sess_arc_trusted(s, what, sizeof what)) {
+            r->dmarc_override |= MW_DMARC_OVR_TRUSTED_ARC;
+            mw_buf_printf(&t, "%strusted_forwarder %s", t.len ? ", " : "", what);
+        }
         if (forwarder_match(s, what, sizeof what)) {
             r->dmarc_override |= MW_DMARC_OVR_FORWARDER;
             mw_buf_printf(&t, "%strusted_forwarder %s", t.len ? ", " : "", what);

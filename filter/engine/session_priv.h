@@ -69,6 +69,7 @@ struct mw_session {
     bool          held_overflow;
     bool          eoh_done;
     mw_dkim_msg  *dkim;
+    mw_arc_msg   *arc;              /* ARC verification (and sealing) of this message */
     bool          dkim_verifying;
     size_t        sign_keys[MAX_SIGN_KEYS];
     size_t        nsign_keys;
@@ -108,6 +109,23 @@ struct mw_session {
 void mw_sess_trace(mw_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Printable, length-capped copy of untrusted text (valid until b changes). */
 const char *mw_sess_safe(mw_buf *b, const char *text);
+
+/* session_arc.c */
+/* At end of headers (inbound, arc.verify or arc.seal): start the chain
+ * check with the held headers. */
+void mw_sess_arc_begin(mw_session *s);
+void mw_sess_arc_body(mw_session *s, const unsigned char *chunk, size_t len);
+/* End of message, before DMARC: the chain's status into s->res.arc. */
+void mw_sess_arc_finish(mw_session *s);
+void mw_sess_arc_clear(mw_session *s);
+/* arc=pass|fail|none with smtp.remote-ip (and header.oldest-pass) into ar. */
+void mw_sess_arc_authres(mw_session *s, mw_authres *ar);
+/* Does a trusted sealer's passing chain show an aligned pass for the From
+ * domain?  what: the override text ("arc SEALER"). */
+bool mw_sess_arc_trusted(mw_session *s, char *what, size_t wlen);
+/* arc.seal: the new ARC set for a message we relay, carrying authres (our
+ * A-R value).  false (traced) when none is added. */
+bool mw_sess_arc_seal(mw_session *s, const mw_verdict *v, const char *authres, mw_arc_set *set);
 
 /* session_dmarc.c */
 void mw_sess_run_dmarc(mw_session *s);

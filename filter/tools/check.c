@@ -189,6 +189,25 @@ static void print_json(mw_session *s, const mw_verdict *v)
     mw_json_arr_end(&w);
     mw_json_key(&w, "not_signed");
     mw_json_string(&w, r->not_signed);
+    mw_json_key(&w, "arc");
+    if (r->arc_done) {
+        mw_json_obj_begin(&w);
+        mw_json_key(&w, "result");
+        mw_json_string(&w, mw_arc_result_name(r->arc.result));
+        mw_json_key(&w, "instances");
+        mw_json_int(&w, (long long)r->arc.instances);
+        mw_json_key(&w, "oldest_pass");
+        mw_json_int(&w, (long long)r->arc.oldest_pass);
+        mw_json_key(&w, "sealer");
+        mw_json_string(&w, r->arc.sealer);
+        mw_json_key(&w, "temporary");
+        mw_json_bool(&w, r->arc.temporary);
+        mw_json_key(&w, "reason");
+        mw_json_string(&w, r->arc.reason);
+        mw_json_obj_end(&w);
+    } else {
+        mw_json_null(&w);
+    }
     mw_json_key(&w, "dmarc");
     mw_json_obj_begin(&w);
     mw_json_key(&w, "result");
@@ -219,8 +238,29 @@ static void print_json(mw_session *s, const mw_verdict *v)
     mw_json_key(&w, "dkim");
     mw_json_bool(&w, r->dmarc_done && r->dmarc.dkim_aligned);
     mw_json_obj_end(&w);
+    /* why the disposition departs from the published policy: the reason
+     * text (as in the A-R comment and the report) and the override kinds */
     mw_json_key(&w, "override");
-    mw_json_string(&w, r->dmarc_override_text[0] ? r->dmarc_override_text : NULL);
+    if (r->dmarc_override_text[0]) {
+        static const struct { unsigned bit; const char *name; } kinds[] = {
+            {MW_DMARC_OVR_NEVER_REJECT, "never_reject"},   {MW_DMARC_OVR_ALWAYS_ENFORCE, "always_enforce"},
+            {MW_DMARC_OVR_ALLOW_NETWORK, "allow_network"}, {MW_DMARC_OVR_MAILING_LIST, "mailing_list"},
+            {MW_DMARC_OVR_FORWARDER, "forwarder"},         {MW_DMARC_OVR_TRUSTED_ARC, "trusted_arc"}};
+        mw_json_obj_begin(&w);
+        mw_json_key(&w, "reason");
+        mw_json_string(&w, r->dmarc_override_text);
+        mw_json_key(&w, "kinds");
+        mw_json_arr_begin(&w);
+        for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+            if (r->dmarc_override & kinds[i].bit)
+                mw_json_string(&w, kinds[i].name);
+        if (strncmp(r->dmarc_override_text, "local_policy", 12) == 0)
+            mw_json_string(&w, "local_policy");
+        mw_json_arr_end(&w);
+        mw_json_obj_end(&w);
+    } else {
+        mw_json_null(&w);
+    }
     mw_json_key(&w, "from_enforcing");
     mw_json_bool(&w, r->from_enforcing);
     mw_json_key(&w, "reason");

@@ -596,6 +596,11 @@ static void test_default_policy_dmarc(void)
     MW_TEST_EQ_STR(d.rule, "dmarc-override-deliver");
     f.dmarc_override = MW_DMARC_OVR_ALLOW_NETWORK;
     MW_TEST_EQ_STR(eval(p, &f).rule, "dmarc-override-deliver");
+    /* a trusted ARC sealer saw an aligned pass: delivered (disposition none) */
+    f.dmarc_override = MW_DMARC_OVR_TRUSTED_ARC;
+    d = eval(p, &f);
+    MW_TEST_EQ_INT(d.action, MW_ACTION_ACCEPT);
+    MW_TEST_EQ_STR(d.rule, "dmarc-override-deliver");
     f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_NONE, MW_DMARC_P_NONE);
     f.dmarc_override = MW_DMARC_OVR_ALWAYS_ENFORCE;
     d = eval(p, &f);
@@ -704,6 +709,8 @@ static void test_other_policies_dmarc(void)
     MW_TEST_EQ_STR(eval(s, &f).rule, "dmarc-temperror");
     f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_REJECT, MW_DMARC_P_REJECT);
     f.dmarc_override = MW_DMARC_OVR_NEVER_REJECT;
+    MW_TEST_EQ_STR(eval(s, &f).rule, "dmarc-override-deliver");
+    f.dmarc_override = MW_DMARC_OVR_TRUSTED_ARC;   /* a sealer you configured as trusted */
     MW_TEST_EQ_STR(eval(s, &f).rule, "dmarc-override-deliver");
     f = dfacts(MW_DMARC_PERMERROR, MW_DMARC_P_UNSPEC, MW_DMARC_P_UNSPEC);
     f.from_status = MW_FROM_MULTIPLE;

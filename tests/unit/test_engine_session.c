@@ -108,7 +108,7 @@ static void test_forged_authres(void)
     if (MW_TEST_EQ_INT(v->nadd, 1)) {
         MW_TEST_EQ_STR(v->add[0].name, "Authentication-Results");
         /* no From header: DMARC cannot be evaluated */
-        MW_TEST_EQ_STR(v->add[0].value, "mx.test;\n\tdkim=none;\n\tdmarc=permerror (no From header)");
+        MW_TEST_EQ_STR(v->add[0].value, "mx.test;\n\tdkim=none;\n\tarc=none smtp.remote-ip=192.0.2.1;\n\tdmarc=permerror (no From header)");
     }
     MW_TEST_ASSERT(mw_session_trace_count(s) >= 3);
     /* a second end of message returns the same verdict, evaluates nothing again */

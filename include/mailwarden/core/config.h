@@ -185,6 +185,9 @@ typedef struct mw_config {
 
     /* DKIM */
     bool     dkim_verify;           /* verify signatures of inbound mail */
+    bool     arc_verify;            /* verify ARC chains of inbound mail */
+    bool     arc_seal;              /* seal inbound mail we relay */
+    char    *arc_key;               /* sealing key's name in the DKIM key table */
     unsigned dkim_min_key_bits;     /* smaller RSA keys -> policy */
     unsigned dkim_max_signatures;   /* signatures verified per message */
     bool     dkim_sign;             /* sign outbound mail when a key matches */
@@ -216,6 +219,8 @@ typedef struct mw_config {
     char   **dmarc_always_enforce;      /* From domain globs: treat p=none as reject */
     size_t   ndmarc_always_enforce;
     mw_cidr_set *dmarc_allow_networks;  /* clients never refused by DMARC */
+    char   **dmarc_trusted_arc_sealers; /* domain globs: trusted ARC sealers */
+    size_t   ndmarc_trusted_arc_sealers;
     char   **dmarc_forwarders;          /* known forwarders: CIDRs (client) or domain globs
                                            (verified: passing DKIM d= or SPF domain) */
     size_t   ndmarc_forwarders;

@@ -30,6 +30,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "arc.h"
 #include "config.h"
 #include "dkim.h"
 #include "dmarc.h"
@@ -137,6 +138,9 @@ typedef struct mw_results {
     size_t          nsigned;       /* signatures we added */
     mw_dkim_key_info signed_with[8];
     const char     *not_signed;    /* why not signed (outbound or inbound), NULL if signed */
+    /* ARC (inbound, arc.verify) */
+    bool            arc_done;      /* the chain was verified (arc below is meaningful) */
+    mw_arc_status   arc;
     /* DMARC (inbound) */
     bool            dmarc_done;    /* evaluated (dmarc below is meaningful) */
     mw_dmarc_outcome dmarc;

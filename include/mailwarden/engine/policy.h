@@ -112,7 +112,9 @@ enum {
     MW_DMARC_OVR_ALWAYS_ENFORCE = 1u << 1,   /* dmarc.always_enforce lists the From domain */
     MW_DMARC_OVR_ALLOW_NETWORK  = 1u << 2,   /* client in dmarc.allow_networks */
     MW_DMARC_OVR_MAILING_LIST   = 1u << 3,   /* List-Id/List-Post and a passing DKIM signature of the list */
-    MW_DMARC_OVR_FORWARDER      = 1u << 4    /* dmarc.forwarders: client network or verified domain */
+    MW_DMARC_OVR_FORWARDER      = 1u << 4,   /* dmarc.forwarders: client network or verified domain */
+    MW_DMARC_OVR_TRUSTED_ARC    = 1u << 5    /* passing ARC chain of a dmarc.trusted_arc_sealers
+                                                sealer whose AAR shows an aligned pass */
 };
 
 /* What the engine knows when it asks the policy.  Zero-initialise: every
