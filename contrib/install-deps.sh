@@ -7,7 +7,7 @@ set -eu
 
 BUILD="build-essential cmake pkg-config clang libclang-rt-14-dev
   libspf2-dev libunbound-dev libevent-dev libconfig-dev libopendkim-dev libsystemd-dev
-  libopendmarc-dev publicsuffix libhiredis-dev libssl-dev libxml2-dev zlib1g-dev
+  libopendmarc-dev publicsuffix libhiredis-dev libssl-dev libxml2-dev zlib1g-dev libidn2-dev
   libmicrohttpd-dev"
 TEST="postfix nsd swaks python3-dnslib python3-authres python3-dkim python3-yaml opendkim opendkim-tools
   python3-dnspython iproute2 libxml2-utils dnsutils procps util-linux redis-server redis-sentinel

@@ -74,6 +74,7 @@
 #include "buf.h"
 #include "dmarc.h"
 #include "dmarc_priv.h"
+#include "idna.h"
 #include "log.h"
 #include "strutil.h"
 
@@ -157,12 +158,17 @@ void mw_dmarc_destroy(mw_dmarc **dp)
 
 /* ---- names ------------------------------------------------------------------------ */
 
-/* Lower-cased copy without a trailing dot; NULL if not a usable domain name. */
+/* Lower-cased copy without a trailing dot, a U-label name as its A-label;
+ * NULL if not a usable domain name. */
 static char *norm_domain(const char *s)
 {
     char *c;
     size_t n;
+    char alabel[256];
+    const char *why;
 
+    if (s != NULL && mw_idna_has_8bit(s) && mw_idna_to_ascii(s, alabel, sizeof alabel, &why))
+        s = alabel;
     if (s == NULL || *s == '\0' || !mw_domain_valid(s))
         return NULL;
     c = mw_strdup(s);

@@ -19,6 +19,7 @@
 #include "alloc.h"
 #include "buf.h"
 #include "fromhdr.h"
+#include "idna.h"
 #include "strutil.h"
 
 #define MAX_TOKENS 4096
@@ -210,6 +211,16 @@ static const char *addr_spec(const lexed *lx, size_t a, size_t b, mw_buf *addr, 
     if (dom->len && dom->data[dom->len - 1] == '.')
         dom->data[--dom->len] = '\0';
     mw_str_lower(dom->data);
+    if (mw_idna_has_8bit(dom->data)) {
+        /* a U-label domain (RFC 6532): its A-label is the Author Domain, so
+         * an IDN domain's DMARC policy applies (never "unparsable") */
+        char alabel[256];
+        const char *why = NULL;
+        if (!mw_idna_to_ascii(dom->data, alabel, sizeof alabel, &why))
+            return why;
+        mw_buf_reset(dom);
+        mw_buf_puts(dom, alabel);
+    }
     if (!mw_domain_valid(dom->data))
         return "invalid domain name";
     return NULL;
@@ -343,18 +354,23 @@ mw_from_status mw_from_parse(const char *value, size_t len, mw_from *out)
         return out->status = MW_FROM_EMPTY;
     }
     if (out->naddr > 1) {
-        out->why = "more than one address";
-        return out->status = MW_FROM_MULTIPLE;
+        /* RFC 9989: several addresses all in one domain are one Author
+         * Domain.  Any address without a domain, a different domain, or
+         * more addresses than were kept is "multiple". */
+        bool one = !nodomain && out->naddr <= MW_FROM_MAX_ADDRS;
+        for (size_t i = 1; one && i < out->naddr; i++)
+            one = out->domain[i] != NULL && out->domain[0] != NULL && strcmp(out->domain[i], out->domain[0]) == 0;
+        if (!one) {
+            out->why = "more than one address";
+            return out->status = MW_FROM_MULTIPLE;
+        }
+        out->why = "several addresses in one domain";
+        return out->status = MW_FROM_OK;
     }
     if (nodomain) {
         out->why = "address without a domain";
         return out->status = MW_FROM_NODOMAIN;
     }
-    for (const unsigned char *p = (const unsigned char *)out->domain[0]; *p; p++)
-        if (*p >= 0x80) {
-            out->why = "8-bit domain";
-            return out->status = MW_FROM_UNPARSABLE;
-        }
     return out->status = MW_FROM_OK;
 }
 

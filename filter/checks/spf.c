@@ -53,6 +53,7 @@
 #include "cidr.h"
 #include "log.h"
 #include "spf.h"
+#include "idna.h"
 #include "spf_dns.h"
 #include "strutil.h"
 
@@ -571,6 +572,11 @@ static SPF_errcode_t query(SPF_server_t *server, SPF_request_t *req, SPF_respons
 static bool pick_identity(mw_spf_outcome *o, const char *helo, const char *mailfrom,
                           mw_spf_scope scope)
 {
+    /* U-label domains (SMTPUTF8, RFC 8616) are checked by their A-label */
+    char helo_a[256], dom_a[256];
+    const char *why = NULL;
+    if (helo && mw_idna_has_8bit(helo) && mw_idna_to_ascii(helo, helo_a, sizeof helo_a, &why))
+        helo = helo_a;
     bool helo_ok = helo && *helo && spf_domain_ok(helo);
     if (scope == MW_SPF_SCOPE_HELO || !mailfrom || !*mailfrom) {
         if (!helo_ok) {
@@ -595,9 +601,19 @@ static bool pick_identity(mw_spf_outcome *o, const char *helo, const char *mailf
     }
     const char *at = strrchr(mailfrom, '@');
     const char *dom = at ? at + 1 : mailfrom;
+    bool converted = false;
+    if (mw_idna_has_8bit(dom) && mw_idna_to_ascii(dom, dom_a, sizeof dom_a, &why)) {
+        dom = dom_a;
+        converted = true;
+    }
     if (!at || at == mailfrom) {             /* RFC 7208 4.3: no local-part */
         mw_buf b = MW_BUF_INIT;
         mw_buf_puts(&b, "postmaster@");
+        mw_buf_puts(&b, dom);
+        o->identity = mw_buf_steal(&b);
+    } else if (converted) {
+        mw_buf b = MW_BUF_INIT;
+        mw_buf_append(&b, mailfrom, (size_t)(at - mailfrom) + 1);
         mw_buf_puts(&b, dom);
         o->identity = mw_buf_steal(&b);
     } else {

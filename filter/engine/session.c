@@ -23,6 +23,7 @@
 #include "alloc.h"
 #include "authres.h"
 #include "engine_priv.h"
+#include "idna.h"
 #include "log.h"
 #include "metrics.h"
 #include "strutil.h"
@@ -481,18 +482,19 @@ static void note_from(mw_session *s, const char *value, size_t vlen)
                 continue;
             size_t j = i + 1;
             while (j < vlen && (isalnum((unsigned char)value[j]) || value[j] == '-' || value[j] == '.' ||
-                                value[j] == '_'))
+                                value[j] == '_' || (unsigned char)value[j] >= 0x80))
                 j++;
             if (j > i + 1 && j - i - 1 < 254) {
-                char d[256];
+                char d[256], a[256];
+                const char *why;
                 memcpy(d, value + i + 1, j - i - 1);
                 d[j - i - 1] = '\0';
                 size_t dl = strlen(d);
                 while (dl && d[dl - 1] == '.')
                     d[--dl] = '\0';
-                mw_str_lower(d);
-                if (mw_domain_valid(d) && strchr(d, '.'))
-                    add_from_domain(s, d);
+                /* a U-label domain counts by its A-label */
+                if (mw_idna_to_ascii(d, a, sizeof a, &why) && mw_domain_valid(a) && strchr(a, '.'))
+                    add_from_domain(s, a);
             }
             i = j - 1;   /* the domain's bytes hold no '@': skip them */
         }

@@ -39,6 +39,9 @@ def zone(ip, dkim_txt):
          "slowkey.test": [{"TXT": "v=spf1 -all"}, {"A": "192.0.2.9"}],
          "_dmarc.slowkey.test": [{"TXT": "v=DMARC1; p=reject"}],
          "s1._domainkey.slowkey.test": ["TIMEOUT"],
+         # an IDN domain (réject.test) that publishes p=reject
+         "xn--rject-bsa.test": [{"A": "192.0.2.11"}],
+         "_dmarc.xn--rject-bsa.test": [{"TXT": "v=DMARC1; p=reject"}],
          # a mailing list host that re-signs what it distributes
          "lists.listhost.test": [{"A": "192.0.2.10"}],
          "s1._domainkey.listhost.test": [{"TXT": dkim_txt}]}
@@ -135,6 +138,11 @@ def hostile_forms():
         ("NUL inside the address", b"From: ceo@reject.test\x00@evil.test", "reject"),
         # not first: Postfix drops a leading "From " line as an mbox separator
         ("obs-from: blank before the colon (RFC 5322 4.5.3)", b"X-Order: 1\r\nFrom : " + R.encode(), "reject"),
+        # RFC 9989: several addresses all in one domain are one Author Domain
+        ("two addresses, one p=reject domain", b"From: a@reject.test, " + R.encode(), "reject"),
+        # a U-label From domain is looked up by its A-label (xn--rject-bsa.test publishes p=reject)
+        ("IDN From domain (U-label) of a p=reject domain", b"From: ceo@r\xc3\xa9ject.test", "reject"),
+        ("IDN From domain, upper case", b"From: CEO <ceo@R\xc3\x89JECT.test>", "reject"),
     ]
 
 
@@ -283,6 +291,12 @@ def test(h, chk):
                                     if "header_from=slowkey.test" in l and "dmarc=" in l), None), 5)
     chk.check("aligned DKIM key lookup timed out: summary line dmarc=temperror",
               line and "dmarc=temperror" in line, line)
+
+    # ---- several From addresses, all in one domain: one Author Domain, evaluated (RFC 9989)
+    t = tok()
+    res = c.send(message("From: a@reject.test, CEO <ceo@reject.test>", t), mail_from="ceo@reject.test")
+    c.delivered("two From addresses in one domain, SPF-aligned: DMARC evaluated, pass", res, t, "pass",
+                "reject.test")
 
     # ---- hostile From forms
     for label, frm, want in hostile_forms():

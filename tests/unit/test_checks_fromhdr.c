@@ -41,6 +41,8 @@ static void test_bad(void)
     E("   ", MW_FROM_EMPTY, NULL);
     E("undisclosed-recipients:;", MW_FROM_EMPTY, NULL);
     E("alice@example.com, bob@example.org", MW_FROM_MULTIPLE, NULL);
+    E("alice@example.com, bob", MW_FROM_MULTIPLE, NULL);
+    E("alice@example.com, bob@sub.example.com", MW_FROM_MULTIPLE, NULL);
     E("friends: a@x.example, b@y.example;", MW_FROM_MULTIPLE, NULL);
     E("alice", MW_FROM_NODOMAIN, NULL);
     E("Alice <alice>", MW_FROM_NODOMAIN, NULL);
@@ -60,11 +62,43 @@ static void test_bad(void)
     E("a@x.example; b@y.example", MW_FROM_UNPARSABLE, NULL);
     E("group: a@x.example", MW_FROM_UNPARSABLE, NULL);
     E("g1: g2: a@x.example;;", MW_FROM_UNPARSABLE, NULL);
-    E("a@\xc3\xa9xample.com", MW_FROM_UNPARSABLE, NULL);
+    E("a@\xc3\xa9" "xample\xff.com", MW_FROM_UNPARSABLE, NULL);        /* not UTF-8 */
+    E("a@exa\xe2\x80\xa8" "mple.com", MW_FROM_UNPARSABLE, NULL);   /* LINE SEPARATOR: disallowed */
     E("Alice <a@x.example> trailing", MW_FROM_UNPARSABLE, NULL);
     E("a b@x.example", MW_FROM_UNPARSABLE, NULL);
     /* embedded NUL: the length is authoritative */
     expect("a@good.example\0@evil.example", 28, MW_FROM_UNPARSABLE, NULL);
+}
+
+/* RFC 9989: several addresses all in one domain are one Author Domain. */
+static void test_one_domain(void)
+{
+    E("alice@example.com, bob@example.com", MW_FROM_OK, "example.com");
+    E("Alice <alice@Example.com>, \"Bob\" <bob@EXAMPLE.COM.>", MW_FROM_OK, "example.com");
+    E("team: a@example.com, b@example.com;", MW_FROM_OK, "example.com");
+    mw_from f;
+    MW_TEST_EQ_INT(mw_from_parse("a@example.com, b@example.com", 28, &f), MW_FROM_OK);
+    MW_TEST_EQ_INT(f.naddr, 2);
+    mw_from_clear(&f);
+    /* more addresses than are kept: the unseen ones could be anywhere */
+    char big[64 * 20] = "";
+    for (int i = 0; i <= MW_FROM_MAX_ADDRS; i++)
+        strcat(big, i ? ", a@example.com" : "a@example.com");
+    E(big, MW_FROM_MULTIPLE, NULL);
+}
+
+/* A U-label domain (RFC 6532) is its A-label: an IDN domain's policy applies. */
+static void test_idn(void)
+{
+    E("ceo@b\xc3\xbc" "cher.example", MW_FROM_OK, "xn--bcher-kva.example");
+    E("Ceo <ceo@B\xc3\x9c" "CHER.example>", MW_FROM_OK, "xn--bcher-kva.example");    /* UTS #46 maps case */
+    E("a@\xc3\xa9" "xample.com", MW_FROM_OK, "xn--xample-9ua.com");
+    E("a@fa\xc3\x9f.de", MW_FROM_OK, "xn--fa-hia.de");                          /* non-transitional: ß kept */
+    E("a@xn--bcher-kva.example", MW_FROM_OK, "xn--bcher-kva.example");
+    /* UTS #46 drops a ZERO WIDTH SPACE: the look-alike is the real domain,
+     * so that domain's policy applies (never a way around it) */
+    E("a@exa\xe2\x80\x8b" "mple.com", MW_FROM_OK, "example.com");
+    E("a@b\xc3\xbc" "cher.example, b@xn--bcher-kva.example", MW_FROM_OK, "xn--bcher-kva.example");
 }
 
 static void test_huge(void)
@@ -92,6 +126,8 @@ int main(void)
 {
     MW_TEST_RUN(test_plain);
     MW_TEST_RUN(test_bad);
+    MW_TEST_RUN(test_one_domain);
+    MW_TEST_RUN(test_idn);
     MW_TEST_RUN(test_huge);
     return MW_TEST_SUMMARY();
 }

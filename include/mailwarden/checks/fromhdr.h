@@ -18,7 +18,9 @@
 #include <stddef.h>
 
 typedef enum mw_from_status {
-    MW_FROM_OK = 0,        /* exactly one address with a valid domain */
+    MW_FROM_OK = 0,        /* one address with a valid domain, or several all in one
+                              domain (one Author Domain, RFC 9989); U-label domains
+                              are given as A-labels */
     MW_FROM_EMPTY,         /* no address at all (empty value or empty group) */
     MW_FROM_MULTIPLE,      /* more than one address */
     MW_FROM_NODOMAIN,      /* one address without a domain part */
