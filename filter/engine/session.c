@@ -949,6 +949,10 @@ static void summary_log(mw_session *s)
     const mw_verdict *v = &s->verdict;
     char nrcpt[16];
     snprintf(nrcpt, sizeof nrcpt, "%u", s->nrcpt);
+    /* the disposition asked for; for temperror/permerror the applicable policy */
+    mw_dmarc_policy dmarc_pol = MW_DMARC_P_UNSPEC;
+    if (s->res.dmarc_done && s->res.dmarc.result != MW_DMARC_NONE)
+        dmarc_pol = s->res.dmarc.disposition != MW_DMARC_P_UNSPEC ? s->res.dmarc.disposition : s->res.dmarc.policy;
     char dkim_summary[256] = "", signed_summary[256] = "";
     size_t off = 0;
     for (size_t i = 0; s->res.dkim_verified && i < s->res.dkim.nsig && off < sizeof dkim_summary - 1; i++) {
@@ -990,8 +994,9 @@ static void summary_log(mw_session *s)
         {"spf_helo", s->res.spf_helo.evaluated ? mw_spf_result_name(s->res.spf_helo.result) : NULL},
         {"dkim", dkim_summary[0] ? dkim_summary : NULL},
         {"dmarc", s->res.dmarc_done ? mw_dmarc_result_name(s->res.dmarc.result) : NULL},
-        {"dmarc_policy", s->res.dmarc_done && s->res.dmarc.result != MW_DMARC_NONE
-                             ? mw_dmarc_policy_name(s->res.dmarc.disposition) : NULL},
+        {"dmarc_policy", dmarc_pol != MW_DMARC_P_UNSPEC ? mw_dmarc_policy_name(dmarc_pol) : NULL},
+        {"dmarc_override", s->res.dmarc_override_text[0] ? s->res.dmarc_override_text : NULL},
+        {"arc", s->res.arc_done && s->rt->cfg->arc_verify ? mw_arc_result_name(s->res.arc.result) : NULL},
         {"header_from", s->res.dmarc_done ? s->res.dmarc.from_domain : NULL},
         {"rate_limited", s->rate_limited ? "yes" : NULL},
         {"reputation", rep_summary[0] ? rep_summary : NULL},
