@@ -299,6 +299,13 @@ bool mw_sess_write_history(mw_session *s, const mw_verdict *v)
     mw_results *r = &s->res;
     if (!rt->history || !r->dmarc_done || r->dmarc.result == MW_DMARC_NONE || !r->dmarc.policy_domain)
         return true;
+    /* A message we defer (4xx) is not received yet: the sender retries, and
+     * the attempt that ends it (accepted, quarantined or refused) is the one
+     * recorded, so the domain owner's report counts it once. */
+    if (v->action == MW_ACTION_TEMPFAIL) {
+        mw_sess_trace(s, "history: not recorded: deferred (4xx); the final attempt will be");
+        return true;
+    }
     const mw_dmarc_outcome *o = &r->dmarc;
     mw_history_record h = {0};
     h.time = time(NULL);

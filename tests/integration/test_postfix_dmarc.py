@@ -311,6 +311,9 @@ def test(h, chk):
     recs, st = read_history(hist)
     chk.check("history: all lines whole (CRC32C ok, nothing torn)", st["ok"] > 0 and st["torn"] == 0
               and st["bad_checksum"] == 0 and st["bad_version"] == 0, st)
+    chk.check("history: the deferred (451) message is not recorded (its retry will be: counted once)",
+              not any(r.get("header_from") == "slowkey.test" for r in recs),
+              [r for r in recs if r.get("header_from") == "slowkey.test"])
     by = {}
     for r in recs:
         by.setdefault((r.get("header_from"), r.get("disposition")), []).append(r)
