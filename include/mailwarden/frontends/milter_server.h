@@ -1,8 +1,10 @@
 /*
  * milter_server.h - our milter protocol 6 server (replaces libmilter).
  *
- * Listens on inet:PORT@HOST, inet6:PORT@HOST, unix:PATH or local:PATH and
- * runs one detached thread per MTA connection (explicit stack size).  A
+ * Listens on inet:PORT@HOST, inet6:PORT@HOST, unix:PATH or local:PATH
+ * (listen.h: no host = loopback) and runs one detached thread per MTA
+ * connection (explicit stack size), at most max_connections at a time (a
+ * connection past the cap is accepted and closed at once).  A
  * connection reads through a buffer (one read() takes in as many packets
  * as the MTA has sent; the read blocks with SO_RCVTIMEO = the milter
  * timeout, no poll, while the connection is idle between commands; once
