@@ -178,6 +178,7 @@ static const struct enum_word w_state_failure[] = {
 
 static const char *const def_none[] = {NULL};
 static const char *const def_internal[] = {"127.0.0.0/8", "::1/128", NULL};
+static const char *const def_loopback[] = {"127.0.0.0/8", "::1/128", NULL};
 /* Postfix's submission service sets {daemon_name} to whatever master.cf
  * says (ORIGINATING in the stock file); Sendmail's submission port is MSA. */
 static const char *const def_submission[] = {"ORIGINATING", "MSA", NULL};
@@ -253,6 +254,12 @@ static const struct key keys[] = {
      .min = 0, .max = 3600, .doc = "seconds to let messages in flight finish on SIGTERM"},
     {.name = "milter_timeout", .type = KT_UINT, .off = F(milter_timeout), .def_int = 300,
      .min = 1, .max = 86400, .doc = "seconds to wait for the MTA before giving up on a connection"},
+    {.name = "milter_command_timeout", .type = KT_UINT, .off = F(milter_command_timeout), .def_int = 30,
+     .min = 1, .max = 3600,
+     .doc = "seconds a milter command may take to arrive complete once it started, and our reply to be taken"},
+    {.name = "milter_max_connections", .type = KT_UINT, .off = F(milter_max_connections), .def_int = 256,
+     .min = 1, .max = 100000,
+     .doc = "milter connections open at most; more are accepted and closed at once (the MTA's default action)"},
     /* identity */
     {.name = "authserv_id", .type = KT_STRING, .off = F(authserv_id), .def_host = true,
      .check = check_authserv_id, .doc = "authserv-id of our Authentication-Results headers"},
@@ -511,6 +518,17 @@ static const struct key keys[] = {
     {.name = "exim.rcpt_listen", .type = KT_STRING, .off = F(exim_rcpt_listen), .def_str = "",
      .check = check_socket_or_empty,
      .doc = "Exim ${readsocket} RCPT-time policy socket: inet:PORT@HOST or unix:/PATH; \"\" = off"},
+    {.name = "exim.allow_peers", .type = KT_CIDRLIST, .off = F(exim_allow_peers), .def_list = def_loopback,
+     .doc = "TCP peers the Exim sockets serve; others are closed at accept (unix sockets: file permissions)"},
+    {.name = "exim.max_connections", .type = KT_UINT, .off = F(exim_max_connections), .def_int = 64,
+     .min = 1, .max = 10000, .doc = "scan requests served at once; more wait up to 1 s for a slot, then are closed"},
+    {.name = "exim.rcpt_max_connections", .type = KT_UINT, .off = F(exim_rcpt_max_connections),
+     .def_int = 64, .min = 1, .max = 10000,
+     .doc = "RCPT requests served at once; more wait up to 1 s for a slot, then are closed"},
+    {.name = "exim.request_timeout", .type = KT_UINT, .off = F(exim_request_timeout), .def_int = 60,
+     .min = 1, .max = 3600, .doc = "seconds a scan request (envelope and message) may take to arrive whole"},
+    {.name = "exim.rcpt_timeout", .type = KT_UINT, .off = F(exim_rcpt_timeout), .def_int = 10,
+     .min = 1, .max = 3600, .doc = "seconds a RCPT request line may take to arrive whole"},
     /* Prometheus endpoint */
     {.name = "metrics.listen", .type = KT_STRING, .off = F(metrics_listen), .def_str = "",
      .check = check_metrics_listen,
@@ -608,7 +626,7 @@ bool mw_config_socket_valid(const char *spec, char *why, size_t whylen)
         if (!port_valid(rest, at != NULL ? (size_t)(at - rest) : strlen(rest)))
             return fail(why, whylen, "port must be a number from 1 to 65535 (inet:PORT@HOST)");
         if (at == NULL)
-            return true;   /* no host: all addresses */
+            return true;   /* no host: loopback (frontends/listen.h) */
         at++;
         if (*at == '\0')
             return fail(why, whylen, "empty host after '@'");

@@ -86,6 +86,8 @@ static const char *const w_dns[] = {"ok", "nxdomain", "nodata", "tempfail", "per
 static const char *const w_redis_op[] = {"exec", "scan"};
 static const char *const w_store[] = {"ok", "notfound", "tempfail", "error"};
 static const char *const w_fe[] = {"milter", "exim"};
+static const char *const w_lsn[] = {"milter", "exim_scan", "exim_rcpt", "metrics"};
+static const char *const w_refuse[] = {"limit", "peer"};
 static const char *const w_hist[] = {"written", "failed"};
 static const char *const w_reload[] = {"success", "failure"};
 static const char *const w_stage[] = {"connect", "helo", "mail", "rcpt", "header", "eoh", "body", "eom"};
@@ -110,6 +112,8 @@ _Static_assert(sizeof w_dns / sizeof w_dns[0] == MW_ML_DNS__N, "dns words");
 _Static_assert(sizeof w_redis_op / sizeof w_redis_op[0] == MW_ML_REDIS__N, "redis op words");
 _Static_assert(sizeof w_store / sizeof w_store[0] == MW_ML_STORE__N, "store words");
 _Static_assert(sizeof w_fe / sizeof w_fe[0] == MW_ML_FE__N, "frontend words");
+_Static_assert(sizeof w_lsn / sizeof w_lsn[0] == MW_ML_LSN__N, "listener words");
+_Static_assert(sizeof w_refuse / sizeof w_refuse[0] == MW_ML_REFUSE__N, "refusal words");
 _Static_assert(sizeof w_hist / sizeof w_hist[0] == MW_ML_HIST__N, "history words");
 _Static_assert(sizeof w_reload / sizeof w_reload[0] == MW_ML_RELOAD__N, "reload words");
 _Static_assert(sizeof w_stage / sizeof w_stage[0] == MW_ML_STAGE__N, "stage words");
@@ -208,6 +212,14 @@ static const struct family fams[MW_M__COUNT] = {
     [MW_M_CONFIG_RELOADS] = {T_COUNTER, "mailwarden_config_reloads_total",
         "Configuration reloads (SIGHUP), by result.",
         {WORDS("result", w_reload), NODIM}, NULL, 0, NULL},
+    [MW_M_LISTENER_REFUSED] = {T_COUNTER, "mailwarden_listener_refused_total",
+        "Connections closed at accept, by listener and reason (limit: at the connection cap; "
+        "peer: address not allowed).",
+        {WORDS("listener", w_lsn), WORDS("reason", w_refuse)}, NULL, 0, NULL},
+    [MW_M_LISTENER_TIMEOUTS] = {T_COUNTER, "mailwarden_listener_timeouts_total",
+        "Connections closed because a request or command did not arrive complete within its deadline, "
+        "or an idle connection waited too long.",
+        {WORDS("listener", w_lsn), NODIM}, NULL, 0, NULL},
     [MW_M_STAGE_SECONDS] = {T_HISTOGRAM, "mailwarden_milter_stage_duration_seconds",
         "Time the filter spent in each milter stage.",
         {WORDS("stage", w_stage), NODIM}, LAT, NULL},
@@ -602,7 +614,12 @@ bool mw_metrics_parse_listen(const char *s, struct sockaddr_storage *ss, socklen
 
     if (s == NULL || *s == '\0')
         return why_fail(why, whylen, "empty address");
-    if (s[0] == '[') {
+    if (strspn(s, "0123456789") == strlen(s)) {
+        /* a port alone: loopback, like every listener given without a host */
+        snprintf(host, sizeof host, "127.0.0.1");
+        hl = strlen(host);
+        port = s;
+    } else if (s[0] == '[') {
         const char *close = strchr(s, ']');
         if (close == NULL || close[1] != ':')
             return why_fail(why, whylen, "expected \"[IPV6]:PORT\", e.g. \"[::1]:9108\"");

@@ -29,7 +29,9 @@
 
 #include "alloc.h"
 #include "exim.h"
+#include "listen.h"
 #include "log.h"
+#include "log_limit.h"
 #include "metrics.h"
 #include "strutil.h"
 
@@ -48,20 +50,42 @@ typedef struct listener {
     bool            started;
 } listener;
 
+/* The connections of one kind (scan or RCPT): each kind has its own cap,
+ * so a flood of one cannot starve the other. */
+typedef struct pool {
+    unsigned max;                 /* connections at most */
+    unsigned active;
+    int     *fds;                 /* active connection fds, -1 = free slot */
+} pool;
+
 /* Module state: set up in mw_exim_open() before any thread exists; the
- * mutable parts (active connections, stopping) are guarded by lock. */
+ * mutable parts (pools, stopping) are guarded by lock. */
 static struct {
     mw_engine      *engine;
     mw_exim_options o;
+    mw_cidr_set    *allow;        /* TCP peers served (our copy) */
     listener        l[2];
     size_t          nl;
     int             stop_pipe[2];
     pthread_mutex_t lock;
     pthread_cond_t  cond;
-    unsigned        active;
-    int            *fds;          /* active connection fds, -1 = free slot */
+    pool            pool[2];      /* by enum conn_kind */
     bool            stopping;
 } X = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .stop_pipe = {-1, -1}};
+
+/* A peer can cause these at will: log a few per minute, count them all. */
+static mw_log_limit peer_log = MW_LOG_LIMIT_INIT(5, 60);
+static mw_log_limit cap_log = MW_LOG_LIMIT_INIT(5, 60);
+
+static const unsigned lsn_label[2] = {MW_ML_LSN_EXIM_SCAN, MW_ML_LSN_EXIM_RCPT};
+static const char *const kind_name[2] = {"scan", "RCPT"};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
 
 /* ---------------- buffered, timed reads ---------------- */
 
@@ -69,22 +93,37 @@ typedef struct conn {
     int            fd;
     int            slot;
     enum conn_kind kind;
+    uint64_t       deadline_ms;    /* the whole request must have arrived by then */
     unsigned char  buf[65536];
     size_t         pos, len;
     char           peer[64];
 } conn;
 
-/* Fill the buffer; 1 ok, 0 EOF, -1 error/timeout. */
+/* Milliseconds a poll may wait: the per-read timeout, cut to what is left
+ * of until_ms; 0 when it has passed. */
+static int wait_ms(uint64_t until_ms)
+{
+    uint64_t now = now_ms(), per = (uint64_t)X.o.timeout * 1000u;
+    if (now >= until_ms)
+        return 0;
+    return (int)(until_ms - now < per ? until_ms - now : per);
+}
+
+/* Fill the buffer; 1 ok, 0 EOF, -1 error/timeout (errno ETIMEDOUT when
+ * the per-read timeout or the request's deadline passed). */
 static int fill(conn *c)
 {
     c->pos = c->len = 0;
     for (;;) {
         struct pollfd p = {.fd = c->fd, .events = POLLIN};
-        int r = poll(&p, 1, (int)(X.o.timeout * 1000));
+        int ms = wait_ms(c->deadline_ms);
+        int r = ms > 0 ? poll(&p, 1, ms) : 0;
         if (r < 0 && errno == EINTR)
             continue;
-        if (r == 0)
+        if (r == 0) {
+            mw_metric_inc(MW_M_LISTENER_TIMEOUTS, lsn_label[c->kind], 0);
             errno = ETIMEDOUT;
+        }
         if (r <= 0)
             return -1;
         ssize_t n = recv(c->fd, c->buf, sizeof c->buf, 0);
@@ -151,11 +190,15 @@ static bool read_body(conn *c, size_t n, void (*fn)(void *, const unsigned char 
     return true;
 }
 
+/* Send all of p within the per-I/O timeout (in total, however slowly the
+ * peer reads). */
 static bool write_all(conn *c, const char *p, size_t n)
 {
+    uint64_t until = now_ms() + (uint64_t)X.o.timeout * 1000u;
     while (n) {
         struct pollfd pf = {.fd = c->fd, .events = POLLOUT};
-        int r = poll(&pf, 1, (int)(X.o.timeout * 1000));
+        int ms = wait_ms(until);
+        int r = ms > 0 ? poll(&pf, 1, ms) : 0;
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)
@@ -387,11 +430,11 @@ out:
 
 /* ---------------- threads ---------------- */
 
-static void release_slot(int slot)
+static void release_slot(enum conn_kind k, int slot)
 {
     pthread_mutex_lock(&X.lock);
-    X.fds[slot] = -1;
-    X.active--;
+    X.pool[k].fds[slot] = -1;
+    X.pool[k].active--;
     pthread_cond_broadcast(&X.cond);
     pthread_mutex_unlock(&X.lock);
 }
@@ -407,81 +450,108 @@ static void *conn_thread(void *arg)
         serve_rcpt(c);
     mw_metric_gauge_add(MW_M_CONNECTIONS_OPEN, MW_ML_FE_EXIM, -1);
     int fd = c->fd, slot = c->slot;
-    release_slot(slot);
+    enum conn_kind k = c->kind;
+    release_slot(k, slot);
     close(fd);
     free(c);
     return NULL;
 }
 
-/* Wait for a free connection slot; -1 when stopping. */
-static int take_slot(void)
+/* Seconds an accepted connection waits for a free slot of its pool before
+ * it is closed: a burst of real traffic gets served a moment later, a
+ * flood is refused within this bound (never held). */
+#define SLOT_WAIT_MS 1000u
+
+/* A free slot of pool k for fd, waiting up to SLOT_WAIT_MS; -1 when
+ * stopping, -2 when the pool stayed full. */
+static int take_slot(enum conn_kind k, int fd)
 {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += SLOT_WAIT_MS / 1000u;
+    until.tv_nsec += (long)(SLOT_WAIT_MS % 1000u) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pool *p = &X.pool[k];
     pthread_mutex_lock(&X.lock);
-    while (!X.stopping && X.active >= X.o.max_connections)
-        pthread_cond_wait(&X.cond, &X.lock);
-    int slot = -1;
-    if (!X.stopping) {
-        for (unsigned i = 0; i < X.o.max_connections; i++)
-            if (X.fds[i] == -1) {
+    while (!X.stopping && p->active >= p->max)
+        if (pthread_cond_timedwait(&X.cond, &X.lock, &until) == ETIMEDOUT)
+            break;
+    int slot = X.stopping ? -1 : -2;
+    if (!X.stopping && p->active < p->max) {
+        for (unsigned i = 0; i < p->max; i++)
+            if (p->fds[i] == -1) {
                 slot = (int)i;
                 break;
             }
         if (slot >= 0) {
-            X.fds[slot] = -2;          /* reserved until accept */
-            X.active++;
+            p->fds[slot] = fd;
+            p->active++;
         }
     }
     pthread_mutex_unlock(&X.lock);
     return slot;
 }
 
-static void peer_name(int fd, char *out, size_t len)
+/* Close a connection at accept: the peer is not allowed, or its pool is full. */
+static void refuse(const listener *l, int fd, const char *peer, unsigned reason)
 {
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    char host[INET6_ADDRSTRLEN + 8] = "", port[8] = "";
-    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family != AF_UNIX &&
-        getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, port, sizeof port,
-                    NI_NUMERICHOST | NI_NUMERICSERV) == 0)
-        snprintf(out, len, "[%s]:%s", host, port);
-    else
-        snprintf(out, len, "unix");
+    close(fd);
+    mw_metric_inc(MW_M_LISTENER_REFUSED, lsn_label[l->kind], reason);
+    unsigned long dropped = 0;
+    if (reason == MW_ML_REFUSE_PEER) {
+        if (mw_log_limit_take(&peer_log, &dropped))
+            mw_warn("exim: %s connection from %s refused: not in exim.allow_peers "
+                    "(%lu more refusals not logged)", kind_name[l->kind], peer, dropped);
+    } else if (mw_log_limit_take(&cap_log, &dropped)) {
+        mw_warn("exim: %u %s connections busy (exim.%smax_connections); closing a new one from %s "
+                "(%lu more not logged)", X.pool[l->kind].max, kind_name[l->kind],
+                l->kind == KIND_SCAN ? "" : "rcpt_", peer, dropped);
+    }
 }
 
 static void *accept_thread(void *arg)
 {
     listener *l = arg;
     for (;;) {
-        int slot = take_slot();
-        if (slot < 0)
-            return NULL;
         struct pollfd p[2] = {{.fd = l->fd, .events = POLLIN}, {.fd = X.stop_pipe[0], .events = POLLIN}};
         int r = poll(p, 2, -1);
-        if (r < 0 && errno == EINTR) {
-            release_slot(slot);
+        if (r < 0 && errno == EINTR)
             continue;
-        }
-        if (r < 0 || (p[1].revents & (POLLIN | POLLHUP))) {
-            release_slot(slot);
+        if (r < 0 || (p[1].revents & (POLLIN | POLLHUP)))
             return NULL;
-        }
         int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0) {
-            release_slot(slot);
             if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED) {
                 mw_warn_errno("exim: accept on %s", l->spec);
                 usleep(100 * 1000);    /* EMFILE and friends: do not spin */
             }
             continue;
         }
+        char peer[64];
+        mw_addr a;
+        if (mw_listen_peer(fd, &a, peer, sizeof peer) && !mw_cidr_set_contains(X.allow, &a)) {
+            refuse(l, fd, peer, MW_ML_REFUSE_PEER);
+            continue;
+        }
+        int slot = take_slot(l->kind, fd);
+        if (slot == -1) {
+            close(fd);
+            return NULL;
+        }
+        if (slot == -2) {
+            refuse(l, fd, peer, MW_ML_REFUSE_LIMIT);
+            continue;
+        }
         conn *c = mw_calloc(1, sizeof *c);
         c->fd = fd;
         c->slot = slot;
         c->kind = l->kind;
-        peer_name(fd, c->peer, sizeof c->peer);
-        pthread_mutex_lock(&X.lock);
-        X.fds[slot] = fd;
-        pthread_mutex_unlock(&X.lock);
+        c->deadline_ms = now_ms() + 1000u * (uint64_t)(l->kind == KIND_SCAN ? X.o.request_timeout
+                                                                              : X.o.rcpt_timeout);
+        snprintf(c->peer, sizeof c->peer, "%s", peer);
         pthread_attr_t at;
         pthread_t th;
         pthread_attr_init(&at);
@@ -489,7 +559,7 @@ static void *accept_thread(void *arg)
         pthread_attr_setstacksize(&at, 512 * 1024);
         if (pthread_create(&th, &at, conn_thread, c) != 0) {
             mw_warn("exim: cannot start a connection thread; closing %s", c->peer);
-            release_slot(slot);
+            release_slot(l->kind, slot);
             close(fd);
             free(c);
         }
@@ -501,64 +571,20 @@ static void *accept_thread(void *arg)
 
 static int listen_on(const char *spec, listener *l, char *err, size_t errlen)
 {
-    char why[160];
+    char why[300];
     if (!mw_config_socket_valid(spec, why, sizeof why)) {
         snprintf(err, errlen, "bad Exim socket \"%s\": %s", spec, why);
         return -1;
     }
-    int fd = -1;
-    if (strncmp(spec, "unix:", 5) == 0 || strncmp(spec, "local:", 6) == 0) {
-        const char *path = strchr(spec, ':') + 1;
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
-        struct stat st;
-        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-            unlink(path);              /* stale socket from an earlier run */
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-            snprintf(err, errlen, "cannot bind %s: %s", spec, strerror(errno));
-            goto fail;
-        }
-        if (chmod(path, (mode_t)(X.o.socket_mode ? X.o.socket_mode : 0660)) != 0)
-            mw_warn_errno("chmod %s", path);
-        l->unix_path = mw_strdup(path);
-    } else {
-        bool v6 = strncmp(spec, "inet6:", 6) == 0;
-        const char *rest = strchr(spec, ':') + 1;
-        const char *at = strchr(rest, '@');
-        char port[8];
-        snprintf(port, sizeof port, "%.*s", (int)(at ? (size_t)(at - rest) : strlen(rest)), rest);
-        struct addrinfo hints = {.ai_family = v6 ? AF_INET6 : AF_INET, .ai_socktype = SOCK_STREAM,
-                                 .ai_flags = AI_PASSIVE | AI_NUMERICSERV}, *ai = NULL;
-        int gr = getaddrinfo(at ? at + 1 : NULL, port, &hints, &ai);
-        if (gr != 0) {
-            snprintf(err, errlen, "cannot resolve %s: %s", spec, gai_strerror(gr));
-            return -1;
-        }
-        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        int one = 1;
-        if (fd >= 0)
-            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (fd >= 0 && v6)
-            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-        if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-            snprintf(err, errlen, "cannot bind %s: %s (in use, or no permission?)", spec, strerror(errno));
-            freeaddrinfo(ai);
-            goto fail;
-        }
-        freeaddrinfo(ai);
-    }
-    if (listen(fd, 128) != 0) {
-        snprintf(err, errlen, "cannot listen on %s: %s", spec, strerror(errno));
-        goto fail;
+    int fd = mw_listen_open(spec, X.o.socket_mode ? X.o.socket_mode : 0660, 128, &l->unix_path, why,
+                            sizeof why);
+    if (fd < 0) {
+        snprintf(err, errlen, "Exim socket: %s", why);
+        return -1;
     }
     l->fd = fd;
     l->spec = mw_strdup(spec);
     return 0;
-fail:
-    if (fd >= 0)
-        close(fd);
-    return -1;
 }
 
 static void close_listeners(void)
@@ -584,6 +610,21 @@ bool mw_exim_open(mw_engine *e, const mw_exim_options *o, char *err, size_t errl
         X.o.max_message = MW_EXIM_MAX_MESSAGE_CAP;
     if (!X.o.max_connections)
         X.o.max_connections = 64;
+    if (!X.o.rcpt_max_connections)
+        X.o.rcpt_max_connections = 64;
+    if (!X.o.request_timeout)
+        X.o.request_timeout = 60;
+    if (!X.o.rcpt_timeout)
+        X.o.rcpt_timeout = 10;
+    mw_cidr_set_free(&X.allow);
+    if (o->allow_peers) {
+        X.allow = mw_cidr_set_copy(o->allow_peers);
+    } else {
+        X.allow = mw_cidr_set_new();
+        (void)mw_cidr_set_add(X.allow, "127.0.0.0/8", NULL, 0);
+        (void)mw_cidr_set_add(X.allow, "::1", NULL, 0);
+    }
+    X.o.allow_peers = NULL;
     X.nl = 0;
     const char *specs[2] = {o->scan_socket, o->rcpt_socket};
     for (int k = 0; k < 2; k++) {
@@ -610,9 +651,15 @@ bool mw_exim_open(mw_engine *e, const mw_exim_options *o, char *err, size_t errl
         X.nl = 0;
         return false;
     }
-    X.fds = mw_reallocarray(NULL, X.o.max_connections, sizeof *X.fds);
-    for (unsigned i = 0; i < X.o.max_connections; i++)
-        X.fds[i] = -1;
+    X.pool[KIND_SCAN].max = X.o.max_connections;
+    X.pool[KIND_RCPT].max = X.o.rcpt_max_connections;
+    for (int k = 0; k < 2; k++) {
+        pool *p = &X.pool[k];
+        p->active = 0;
+        p->fds = mw_reallocarray(NULL, p->max, sizeof *p->fds);
+        for (unsigned i = 0; i < p->max; i++)
+            p->fds[i] = -1;
+    }
     return true;
 }
 
@@ -634,10 +681,10 @@ bool mw_exim_start(char *err, size_t errlen)
 static bool wait_active(const struct timespec *deadline)
 {
     pthread_mutex_lock(&X.lock);
-    while (X.active > 0)
+    while (X.pool[0].active + X.pool[1].active > 0)
         if (pthread_cond_timedwait(&X.cond, &X.lock, deadline) == ETIMEDOUT)
             break;
-    bool idle = X.active == 0;
+    bool idle = X.pool[0].active + X.pool[1].active == 0;
     pthread_mutex_unlock(&X.lock);
     return idle;
 }
@@ -674,10 +721,12 @@ void mw_exim_stop(unsigned wait_ms)
     deadline_in(&dl, wait_ms);
     if (!wait_active(&dl)) {
         pthread_mutex_lock(&X.lock);
-        mw_warn("exim: %u connection(s) still open after %ums; closing them", X.active, wait_ms);
-        for (unsigned i = 0; i < X.o.max_connections; i++)
-            if (X.fds[i] >= 0)
-                shutdown(X.fds[i], SHUT_RDWR);
+        mw_warn("exim: %u connection(s) still open after %ums; closing them",
+                X.pool[0].active + X.pool[1].active, wait_ms);
+        for (int k = 0; k < 2; k++)
+            for (unsigned i = 0; i < X.pool[k].max; i++)
+                if (X.pool[k].fds[i] >= 0)
+                    shutdown(X.pool[k].fds[i], SHUT_RDWR);
         pthread_mutex_unlock(&X.lock);
         deadline_in(&dl, 2000);
         (void)wait_active(&dl);

@@ -7,11 +7,23 @@
  * holds many descriptors and select cannot watch one above FD_SETSIZE.
  * Every request is answered from the handler's first call (GET has no
  * body; a request that has one is refused), so no per-request state exists.
+ *
+ * Limits.  libmicrohttpd's own connection limit stops polling the listening
+ * socket (new connections then hang in the backlog), and its idle timeout
+ * is reset by every byte, so a client trickling a request holds its slot
+ * for ever.  So the cap is ours, in the accept-policy callback: connections
+ * are tracked from the connection-notify callback; when one more arrives,
+ * connections older than timeout_s are shut down (their slot is free again;
+ * libmicrohttpd closes them on its next poll), and if max_connections
+ * (ceil(max/2) from one address) are still live, the new one is closed at
+ * once, logged (rate-limited) and counted.  libmicrohttpd's own limits are
+ * set to twice ours, so they never refuse first.
  */
 #include "http_metrics.h"
 
 #include <errno.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -22,8 +34,19 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "cidr.h"
 #include "log.h"
+#include "log_limit.h"
 #include "metrics.h"
+
+/* A connection being served (see Limits above). */
+typedef struct tracked {
+    struct MHD_Connection *conn;    /* NULL: free entry */
+    int                    fd;
+    mw_addr                peer;
+    struct timespec        since;
+    bool                   reaped;  /* shut down, waiting for libmicrohttpd to close it */
+} tracked;
 
 static struct {
     mw_engine         *engine;
@@ -32,7 +55,12 @@ static struct {
     unsigned           port;
     unsigned           max_conn, timeout_s;
     struct MHD_Daemon *d;
-} hm = {.fd = -1};
+    pthread_mutex_t    mu;          /* conns (the callbacks run on the server thread; stop does not) */
+    tracked           *conns;       /* 2 * max_conn entries */
+} hm = {.fd = -1, .mu = PTHREAD_MUTEX_INITIALIZER};
+
+static mw_log_limit refused_log = MW_LOG_LIMIT_INIT(5, 60);
+static mw_log_limit mhd_log_limit = MW_LOG_LIMIT_INIT(10, 60);
 
 __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
@@ -42,7 +70,100 @@ __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char 
     size_t n = strlen(line);
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         line[--n] = '\0';
-    mw_warn("metrics endpoint: %s", line);
+    unsigned long dropped = 0;
+    if (mw_log_limit_take(&mhd_log_limit, &dropped))
+        mw_warn("metrics endpoint: %s (%lu more libmicrohttpd lines not logged)", line, dropped);
+}
+
+static bool sockaddr_to_addr(const struct sockaddr *sa, socklen_t len, mw_addr *a)
+{
+    memset(a, 0, sizeof *a);
+    if (sa != NULL && sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+        a->family = AF_INET;
+        memcpy(a->bytes, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+        return true;
+    }
+    if (sa != NULL && sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+        a->family = AF_INET6;
+        memcpy(a->bytes, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+        mw_addr_unmap(a);
+        return true;
+    }
+    return false;
+}
+
+static bool older_than(const struct timespec *since, const struct timespec *now, unsigned s)
+{
+    return now->tv_sec - since->tv_sec > (time_t)s ||
+           (now->tv_sec - since->tv_sec == (time_t)s && now->tv_nsec >= since->tv_nsec);
+}
+
+/* A new connection: make room by shutting down connections past the
+ * deadline, then accept it if the cap (and the per-address cap) allow. */
+static enum MHD_Result accept_policy(void *cls, const struct sockaddr *sa, socklen_t len)
+{
+    (void)cls;
+    mw_addr peer;
+    bool ip = sockaddr_to_addr(sa, len, &peer);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    unsigned live = 0, same = 0, per_ip = (hm.max_conn + 1) / 2;
+    pthread_mutex_lock(&hm.mu);
+    for (unsigned i = 0; hm.conns && i < 2 * hm.max_conn; i++) {
+        tracked *t = &hm.conns[i];
+        if (!t->conn || t->reaped)
+            continue;
+        if (older_than(&t->since, &now, hm.timeout_s)) {
+            shutdown(t->fd, SHUT_RDWR);   /* libmicrohttpd sees the end and closes it */
+            t->reaped = true;
+            mw_metric_inc(MW_M_LISTENER_TIMEOUTS, MW_ML_LSN_METRICS, 0);
+            continue;
+        }
+        live++;
+        same += ip && t->peer.family == peer.family && memcmp(t->peer.bytes, peer.bytes, 16) == 0;
+    }
+    pthread_mutex_unlock(&hm.mu);
+    if (live < hm.max_conn && same < per_ip)
+        return MHD_YES;
+    mw_metric_inc(MW_M_LISTENER_REFUSED, MW_ML_LSN_METRICS, MW_ML_REFUSE_LIMIT);
+    unsigned long dropped = 0;
+    if (mw_log_limit_take(&refused_log, &dropped)) {
+        char buf[64];
+        mw_warn("metrics endpoint: %u connections open (%u from %s; metrics.max_connections %u); "
+                "closing a new one (%lu more refusals not logged)", live, same,
+                ip ? mw_addr_format(&peer, buf, sizeof buf) : "?", hm.max_conn, dropped);
+    }
+    return MHD_NO;
+}
+
+static void notify_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                              enum MHD_ConnectionNotificationCode toe)
+{
+    (void)cls;
+    (void)socket_context;
+    pthread_mutex_lock(&hm.mu);
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *fi = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *ai = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        for (unsigned i = 0; fi && i < 2 * hm.max_conn; i++)
+            if (!hm.conns[i].conn) {
+                tracked *t = &hm.conns[i];
+                t->conn = c;
+                t->fd = fi->connect_fd;
+                t->reaped = false;
+                if (!ai || !sockaddr_to_addr(ai->client_addr, sizeof(struct sockaddr_in6), &t->peer))
+                    memset(&t->peer, 0, sizeof t->peer);
+                clock_gettime(CLOCK_MONOTONIC, &t->since);
+                break;
+            }
+    } else {
+        /* called before libmicrohttpd closes the socket: no shutdown() can
+         * reach a reused descriptor */
+        for (unsigned i = 0; i < 2 * hm.max_conn; i++)
+            if (hm.conns[i].conn == c)
+                hm.conns[i].conn = NULL;
+    }
+    pthread_mutex_unlock(&hm.mu);
 }
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *text, bool head)
@@ -146,6 +267,13 @@ bool mw_http_metrics_open(mw_engine *e, const mw_http_metrics_options *o, char *
     hm.port = port;
     hm.max_conn = o->max_connections ? o->max_connections : 8;
     hm.timeout_s = o->timeout_s ? o->timeout_s : 10;
+    hm.conns = calloc(2 * (size_t)hm.max_conn, sizeof *hm.conns);
+    if (hm.conns == NULL) {
+        snprintf(err, errlen, "metrics endpoint: out of memory");
+        close(fd);
+        hm.fd = -1;
+        return false;
+    }
     mw_metric_gauge_set(MW_M_START_TIME, 0, (int64_t)time(NULL));
     return true;
 }
@@ -158,11 +286,12 @@ bool mw_http_metrics_start(char *err, size_t errlen)
     if (hm.v6)
         flags |= MHD_USE_IPv6;
     /* the logger first: options before it would log through MHD's own (stderr) */
-    hm.d = MHD_start_daemon(flags, 0, NULL, NULL, handler, NULL,
+    hm.d = MHD_start_daemon(flags, 0, accept_policy, NULL, handler, NULL,
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_LISTEN_SOCKET, (MHD_socket)hm.fd,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned int)hm.max_conn,
-                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)hm.max_conn,
+                            MHD_OPTION_NOTIFY_CONNECTION, notify_connection, NULL,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned int)(2 * hm.max_conn),
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)(2 * hm.max_conn),
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)hm.timeout_s,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768,
                             MHD_OPTION_END);
@@ -187,6 +316,10 @@ void mw_http_metrics_stop(void)
     }
     hm.port = 0;
     hm.engine = NULL;
+    pthread_mutex_lock(&hm.mu);
+    free(hm.conns);
+    hm.conns = NULL;
+    pthread_mutex_unlock(&hm.mu);
 }
 
 unsigned mw_http_metrics_port(void)

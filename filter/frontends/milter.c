@@ -285,6 +285,8 @@ bool mw_milter_open(mw_engine *e, const mw_milter_options *o, char *err, size_t 
         .socket = o->socket,
         .socket_mode = o->socket_mode,
         .timeout = o->timeout,
+        .step_timeout = o->command_timeout,
+        .max_connections = o->max_connections,
         .actions = MW_MP_F_ADDHDRS | MW_MP_F_CHGHDRS | MW_MP_F_QUARANTINE,
         /* Steps we do not use: unknown commands, DATA.  Headers are wanted
          * byte-exact (leading space kept) for DKIM simple canonicalization. */

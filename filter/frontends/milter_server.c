@@ -7,6 +7,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -18,7 +19,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "listen.h"
 #include "log.h"
+#include "log_limit.h"
+#include "metrics.h"
 #include "milter_server.h"
 
 struct mw_ms_server {
@@ -62,6 +66,8 @@ struct mw_ms_conn {
     bool          in_eom;
     bool          in_message;      /* between MAIL and end of message or abort */
     bool          tcp;             /* TCP: re-arm TCP_QUICKACK after each read */
+    uint64_t      step_start_ms;   /* the packet being read started (see fill()) */
+    uint64_t      last_read_ms;    /* the last read that brought bytes */
     struct mw_ms_conn *next;       /* in srv->queue */
 };
 
@@ -71,66 +77,25 @@ struct mw_ms_conn {
 #define READ_MIN  (8u * 1024u)
 #define READ_KEEP (16u * 1024u)
 
-/* ---------------- listening ---------------- */
+/* Refusals and timeouts can be caused by any peer at will: log them at
+ * most a few times per window (the metrics count every one). */
+static mw_log_limit refused_log = MW_LOG_LIMIT_INIT(5, 60);
+static mw_log_limit timeout_log = MW_LOG_LIMIT_INIT(5, 60);
 
-static int listen_unix(mw_ms_server *s, const char *path, char *err, size_t errlen)
+static uint64_t now_ms(void)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (!*path || strlen(path) >= sizeof sa.sun_path) {
-        snprintf(err, errlen, "bad unix socket path \"%s\"", path);
-        return -1;
-    }
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    struct stat st;
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-        unlink(path);   /* stale socket from an earlier run */
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 128) != 0) {
-        snprintf(err, errlen, "cannot listen on unix:%s: %s", path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    if (s->o.socket_mode && chmod(path, (mode_t)s->o.socket_mode) != 0)
-        mw_warn_errno("chmod %o %s", (unsigned)s->o.socket_mode, path);
-    s->unix_path = strdup(path);
-    return fd;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static int listen_inet(int family, const char *spec, char *err, size_t errlen)
+static void log_timeout(const char *what, unsigned seconds)
 {
-    char port[64], host[256] = "";
-    const char *at = strchr(spec, '@');
-    size_t pl = at ? (size_t)(at - spec) : strlen(spec);
-    if (pl == 0 || pl >= sizeof port || (at && strlen(at + 1) >= sizeof host)) {
-        snprintf(err, errlen, "bad milter socket port/host in \"%s\"", spec);
-        return -1;
-    }
-    memcpy(port, spec, pl);
-    port[pl] = '\0';
-    if (at)
-        snprintf(host, sizeof host, "%s", at + 1);
-    if (host[0] == '[' && host[strlen(host) - 1] == ']') {
-        memmove(host, host + 1, strlen(host));
-        host[strlen(host) - 1] = '\0';
-    }
-    struct addrinfo hints = {.ai_family = family, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai;
-    int rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai);
-    if (rc != 0) {
-        snprintf(err, errlen, "bad milter socket \"%s\": %s", spec, gai_strerror(rc));
-        return -1;
-    }
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-    if (fd >= 0)
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 128) != 0) {
-        snprintf(err, errlen, "cannot listen on %s (in use, or no permission?): %s", spec, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(ai);
-    return fd;
+    unsigned long dropped = 0;
+    mw_metric_inc(MW_M_LISTENER_TIMEOUTS, MW_ML_LSN_MILTER, 0);
+    if (mw_log_limit_take(&timeout_log, &dropped))
+        mw_warn("milter: %s within %us; closing the connection (%lu more like this not logged)", what, seconds,
+                dropped);
 }
 
 mw_ms_server *mw_ms_open(const mw_ms_options *o, const mw_ms_callbacks *cb, char *err, size_t errlen)
@@ -158,21 +123,14 @@ mw_ms_server *mw_ms_open(const mw_ms_options *o, const mw_ms_callbacks *cb, char
         s->o.timeout = 7210;
     if (!s->o.stack_size)
         s->o.stack_size = MW_MS_STACK_SIZE;
-    const char *spec = o->socket ? o->socket : "";
-    if (strncmp(spec, "unix:", 5) == 0)
-        s->fd = listen_unix(s, spec + 5, err, errlen);
-    else if (strncmp(spec, "local:", 6) == 0)
-        s->fd = listen_unix(s, spec + 6, err, errlen);
-    else if (spec[0] == '/')
-        s->fd = listen_unix(s, spec, err, errlen);
-    else if (strncmp(spec, "inet:", 5) == 0)
-        s->fd = listen_inet(AF_INET, spec + 5, err, errlen);
-    else if (strncmp(spec, "inet6:", 6) == 0)
-        s->fd = listen_inet(AF_INET6, spec + 6, err, errlen);
-    else {
-        snprintf(err, errlen, "bad milter socket \"%s\"", spec);
-        s->fd = -1;
-    }
+    if (!s->o.max_connections)
+        s->o.max_connections = MW_MS_MAX_CONNECTIONS;
+    if (!s->o.step_timeout)
+        s->o.step_timeout = MW_MS_STEP_TIMEOUT;
+    char why[300];
+    s->fd = mw_listen_open(o->socket, o->socket_mode, 128, &s->unix_path, why, sizeof why);
+    if (s->fd < 0)
+        snprintf(err, errlen, "milter socket: %s", why);
     if (s->fd < 0) {
         s->fd = -1;
         mw_ms_free(&s);
@@ -241,8 +199,15 @@ static bool flush_out(mw_ms_conn *c)
     return true;
 }
 
-/* 1: bytes added; 0: the MTA hung up; -1: error or timeout */
-static int fill(mw_ms_conn *c, size_t need)
+/*
+ * 1: bytes added; 0: the MTA hung up; -1: error or timeout.  partial: part
+ * of a packet is here already (or a body chunk is being streamed): the
+ * rest must arrive within step_timeout of its first byte, however it
+ * trickles in.  Otherwise the connection is idle between commands and the
+ * read waits up to the milter timeout (SO_RCVTIMEO), as before: no poll,
+ * so the common case stays one read() per batch of packets.
+ */
+static int fill(mw_ms_conn *c, size_t need, bool partial)
 {
     if (c->rd > 0) {
         /* only a partial packet is left: move it to the front */
@@ -273,8 +238,22 @@ static int fill(mw_ms_conn *c, size_t need)
         c->cap = want;
     }
     for (;;) {
+        if (partial) {
+            uint64_t until = c->step_start_ms + (uint64_t)c->srv->o.step_timeout * 1000u, now = now_ms();
+            struct pollfd p = {.fd = c->fd, .events = POLLIN};
+            int r = now < until ? poll(&p, 1, (int)(until - now)) : 0;
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r == 0) {
+                log_timeout("a command from the MTA did not arrive complete", c->srv->o.step_timeout);
+                return -1;
+            }
+        }
         ssize_t n = read(c->fd, c->buf + c->end, c->cap - c->end);
         if (n > 0) {
+            c->last_read_ms = now_ms();
+            if (!partial)
+                c->step_start_ms = c->last_read_ms;   /* a new packet starts with these bytes */
             c->end += (size_t)n;
             if (c->tcp) {
                 /* Steps we do not answer (SMFIP_NR_*) send nothing back, so
@@ -292,7 +271,7 @@ static int fill(mw_ms_conn *c, size_t need)
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK)
-            mw_warn("milter: no data from the MTA for %us; closing the connection", c->srv->o.timeout);
+            log_timeout("no data from the MTA", c->srv->o.timeout);
         return -1;
     }
 }
@@ -493,7 +472,7 @@ static bool stream_body(mw_ms_conn *c, size_t plen)
         size_t have = c->end - c->rd;
         if (have == 0) {
             c->rd = c->end = 0;
-            if (fill(c, 0) <= 0)
+            if (fill(c, 0, true) <= 0)
                 return false;
             continue;
         }
@@ -504,6 +483,7 @@ static bool stream_body(mw_ms_conn *c, size_t plen)
         plen -= n;
     }
     reply(c, MW_MP_P_NR_BODY, st);
+    c->step_start_ms = c->last_read_ms;   /* as in serve_conn, for what follows */
     return true;
 }
 
@@ -535,7 +515,7 @@ static void serve_conn(mw_ms_conn *c)
                     continue;
                 }
             }
-            if (fill(c, need) <= 0)
+            if (fill(c, need, c->end > c->rd) <= 0)
                 break;
             continue;
         }
@@ -547,6 +527,9 @@ static void serve_conn(mw_ms_conn *c)
         }
         bool go_on = dispatch(c, &m);
         c->rd += used;
+        /* bytes left over began the next packet no later than the last read
+         * (a packet of a pipelined batch gets at most one read's delay more) */
+        c->step_start_ms = c->last_read_ms;
         if (!go_on) {
             if (c->out.len)
                 flush_out(c);
@@ -631,6 +614,20 @@ static void pool_stop(mw_ms_server *s)
 
 /* ---------------- accept loop ---------------- */
 
+/* At the cap: close at once, so the MTA applies its default action now
+ * (Postfix: milter_default_action) instead of waiting on a backlog. */
+static void refuse_at_cap(mw_ms_server *s, int fd)
+{
+    char peer[80];
+    mw_listen_peer(fd, NULL, peer, sizeof peer);
+    close(fd);
+    mw_metric_inc(MW_M_LISTENER_REFUSED, MW_ML_LSN_MILTER, MW_ML_REFUSE_LIMIT);
+    unsigned long dropped = 0;
+    if (mw_log_limit_take(&refused_log, &dropped))
+        mw_warn("milter: %u connections open (milter_max_connections); refusing a new one from %s "
+                "(%lu more refusals not logged)", s->o.max_connections, peer, dropped);
+}
+
 int mw_ms_run(mw_ms_server *s)
 {
     pthread_attr_t attr;
@@ -658,11 +655,19 @@ int mw_ms_run(mw_ms_server *s)
             rc = 1;
             break;
         }
+        if (atomic_load(&s->nconn) >= s->o.max_connections) {
+            refuse_at_cap(s, fd);
+            continue;
+        }
         int one = 1;
         if (!s->unix_path)   /* replies are small segments: no Nagle delay */
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        /* reads between commands wait up to the milter timeout (a partial
+         * packet up to the step timeout, see fill()); our replies must be
+         * taken within the step timeout */
         struct timeval tv = {.tv_sec = (time_t)s->o.timeout};
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        tv.tv_sec = (time_t)s->o.step_timeout;
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
         mw_ms_conn *c = calloc(1, sizeof *c);
         if (!c) {

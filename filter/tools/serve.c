@@ -211,12 +211,17 @@ static int run_worker(const mw_cli *cli)
         mw_config_free(&cfg);
         return 1;
     }
-    mw_milter_options mo = {.socket = cfg->socket, .socket_mode = cfg->socket_mode, .timeout = cfg->milter_timeout};
+    mw_milter_options mo = {.socket = cfg->socket, .socket_mode = cfg->socket_mode, .timeout = cfg->milter_timeout,
+                            .command_timeout = cfg->milter_command_timeout,
+                            .max_connections = cfg->milter_max_connections};
     char *sock = strdup(cfg->socket);
     unsigned shutdown_timeout = cfg->shutdown_timeout;
     mo.socket = sock;
     mw_exim_options xo = {.scan_socket = cfg->exim_listen, .rcpt_socket = cfg->exim_rcpt_listen,
-                          .socket_mode = cfg->socket_mode};
+                          .socket_mode = cfg->socket_mode, .allow_peers = cfg->exim_allow_peers,
+                          .max_connections = cfg->exim_max_connections,
+                          .rcpt_max_connections = cfg->exim_rcpt_max_connections,
+                          .request_timeout = cfg->exim_request_timeout, .rcpt_timeout = cfg->exim_rcpt_timeout};
     char *metrics_listen = strdup(cfg->metrics_listen);   /* cfg belongs to the engine below */
     mw_http_metrics_options ho = {.listen = metrics_listen, .max_connections = cfg->metrics_max_connections,
                                   .timeout_s = cfg->metrics_timeout_s};

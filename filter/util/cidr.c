@@ -79,6 +79,17 @@ mw_cidr_set *mw_cidr_set_new(void)
     return mw_calloc(1, sizeof(mw_cidr_set));
 }
 
+mw_cidr_set *mw_cidr_set_copy(const mw_cidr_set *src)
+{
+    mw_cidr_set *s = mw_cidr_set_new();
+    if (src && src->n) {
+        s->nets = mw_reallocarray(NULL, src->n, sizeof *s->nets);
+        memcpy(s->nets, src->nets, src->n * sizeof *s->nets);
+        s->n = s->cap = src->n;
+    }
+    return s;
+}
+
 void mw_cidr_set_free(mw_cidr_set **set)
 {
     if (!set || !*set)

@@ -6,7 +6,12 @@
  * messages per connection, abort mid-message, pipelined packets answered
  * in one write, a reject with reply text, QUIT_NC, the MTA hanging up mid
  * body, and garbage (connection closed, server still serving); a finished
- * connection's thread serving the next one, and none left waiting at stop.
+ * connection's thread serving the next one, and none left waiting at stop;
+ * limits (a second server, cap 3, step timeout 1 s): at the cap a new
+ * connection is closed at once and counted, threads stay bounded however
+ * many come, a command trickled byte by byte is cut off at the step
+ * deadline (counted), an idle connection between commands is not, and a
+ * new session is served once a slot is free.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -22,6 +27,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "metrics.h"
 #include "milter_server.h"
 #include "mwtest.h"
 
@@ -581,12 +587,144 @@ static void *run_thread(void *arg)
     return (void *)(intptr_t)mw_ms_run(arg);
 }
 
+/* ---- limits: a second server with a cap of 3 and a 1 s step timeout ---- */
+
+static char lim_path[108];
+
+static int lim_connect(void)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", lim_path);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    struct timeval tv = {.tv_sec = 10};   /* generous: outcomes, not timings, are checked */
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+/* A negotiated connection: O and C answered. */
+static int lim_session(uint8_t **raw)
+{
+    mw_buf b = MW_BUF_INIT;
+    int fd = lim_connect();
+    if (fd < 0)
+        return -1;
+    mw_mp_put_optneg(&b, 6, ALL_ACTIONS, ALL_PROTO, NULL);
+    mw_mp_put_connect(&b, "limits.test", '4', 25, "192.0.2.7");
+    mta_send(fd, &b);
+    mw_buf_free(&b);
+    char o = expect_cmd(fd, raw), c = o == 'O' ? expect_cmd(fd, raw) : 0;
+    if (o != 'O' || c != 'c') {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The server closed fd: read gives EOF (or a reset), not a timeout. */
+static bool closed_by_server(int fd)
+{
+    char x;
+    ssize_t n = read(fd, &x, 1);
+    return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+static uint64_t refused(void)
+{
+    return mw_metric_value(MW_M_LISTENER_REFUSED, MW_ML_LSN_MILTER, MW_ML_REFUSE_LIMIT);
+}
+
+static void test_limits(void)
+{
+    mw_ms_options o = {.socket = NULL, .socket_mode = 0600, .timeout = 60, .step_timeout = 1,
+                       .max_connections = 3};
+    char spec[160], err[256];
+    snprintf(spec, sizeof spec, "unix:%s", lim_path);
+    o.socket = spec;
+    mw_ms_server *ls = mw_ms_open(&o, &cbs, err, sizeof err);
+    if (!MW_TEST_ASSERT(ls)) {
+        fprintf(stderr, "%s\n", err);
+        return;
+    }
+    pthread_t th;
+    pthread_create(&th, NULL, run_thread, ls);
+    uint8_t *raw = NULL;
+    int held[3];
+    for (int i = 0; i < 3; i++)
+        held[i] = lim_session(&raw);
+    for (int i = 0; i < 3; i++)
+        MW_TEST_ASSERT(held[i] >= 0);
+    MW_TEST_EQ_INT(mw_ms_connections(ls), 3);
+
+    /* at the cap: every new connection is closed at once (the MTA applies
+     * its default action), each one counted; no thread is started for them */
+    int threads0 = thread_count();
+    uint64_t r0 = refused();
+    for (int i = 0; i < 50; i++) {
+        int fd = lim_connect();
+        if (!MW_TEST_ASSERT(fd >= 0))
+            break;
+        MW_TEST_ASSERT(closed_by_server(fd));
+        close(fd);
+    }
+    MW_TEST_EQ_INT(refused() - r0, 50);
+    MW_TEST_ASSERT(thread_count() <= threads0);
+    MW_TEST_EQ_INT(mw_ms_connections(ls), 3);
+
+    /* a held connection idle between commands is not cut by the step
+     * deadline: it still answers after more than one step timeout */
+    nanosleep(&(struct timespec){1, 500 * 1000 * 1000}, NULL);
+    mw_buf b = MW_BUF_INIT;
+    const char *from = "<a@example.com>";
+    mw_mp_put_args(&b, 'M', &from, 1);
+    mta_send(held[0], &b);
+    MW_TEST_EQ_INT(expect_cmd(held[0], &raw), 'c');
+
+    /* a command trickled byte by byte: cut off at the step deadline, long
+     * before its 1000 bytes could arrive (one per 100 ms: 100 s) */
+    uint64_t t0 = mw_metric_value(MW_M_LISTENER_TIMEOUTS, MW_ML_LSN_MILTER, 0);
+    uint8_t hdr[5] = {0, 0, 0x03, 0xE9, 'H'};   /* length 1001: 'H' + 1000 bytes */
+    MW_TEST_ASSERT(write(held[1], hdr, 5) == 5);
+    bool cut = false;
+    for (int i = 0; i < 1000 && !cut; i++) {
+        nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+        cut = send(held[1], "x", 1, MSG_NOSIGNAL) != 1;
+        struct pollfd p = {.fd = held[1], .events = POLLIN};
+        cut = cut || (poll(&p, 1, 0) == 1 && closed_by_server(held[1]));
+    }
+    MW_TEST_ASSERT(cut);
+    MW_TEST_EQ_INT(mw_metric_value(MW_M_LISTENER_TIMEOUTS, MW_ML_LSN_MILTER, 0) - t0, 1);
+
+    /* its slot is free again: a new session is served */
+    for (int i = 0; i < 500 && mw_ms_connections(ls) > 2; i++)
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+    int fresh = lim_session(&raw);
+    MW_TEST_ASSERT(fresh >= 0);
+    if (fresh >= 0)
+        close(fresh);
+    for (int i = 0; i < 3; i++)
+        if (held[i] >= 0)
+            close(held[i]);
+    for (int i = 0; i < 500 && mw_ms_connections(ls) > 0; i++)
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+    mw_ms_stop(ls);
+    pthread_join(th, NULL);
+    mw_ms_free(&ls);
+    free(raw);
+    mw_buf_free(&b);
+    free(take_log());
+}
+
 int main(void)
 {
     char dir[] = "/tmp/mw-mstest-XXXXXX";
     if (!mkdtemp(dir))
         return 1;
     snprintf(sock_path, sizeof sock_path, "%s/milter", dir);
+    snprintf(lim_path, sizeof lim_path, "%s/limits", dir);
     char spec[160], err[256];
     snprintf(spec, sizeof spec, "unix:%s", sock_path);
     mw_ms_options o = {
@@ -614,6 +752,7 @@ int main(void)
     MW_TEST_RUN(test_reject_abort_hangup_garbage);
     MW_TEST_RUN(test_thread_reuse);
     MW_TEST_RUN(test_buffer_sizes);
+    MW_TEST_RUN(test_limits);
     mw_ms_stop(srv);
     void *rc;
     pthread_join(th, &rc);

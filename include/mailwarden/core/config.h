@@ -149,6 +149,8 @@ typedef struct mw_config {
     int   socket_mode;          /* unix socket permissions (octal), e.g. 0660 */
     unsigned shutdown_timeout;  /* s to wait for in-flight messages on SIGTERM */
     unsigned milter_timeout;    /* s the milter server waits on the MTA (read/write timeout) */
+    unsigned milter_command_timeout; /* s a command may take to arrive complete, a reply to be taken */
+    unsigned milter_max_connections; /* open milter connections at most */
 
     /* identity */
     char *authserv_id;          /* default: the host name */
@@ -261,6 +263,11 @@ typedef struct mw_config {
     /* Exim front end ("" = off) */
     char    *exim_listen;           /* rspamd-protocol scanner socket (end of DATA) */
     char    *exim_rcpt_listen;      /* ${readsocket} line-protocol socket (RCPT time) */
+    mw_cidr_set *exim_allow_peers;  /* TCP peers served (default loopback) */
+    unsigned exim_max_connections;  /* scan requests at once */
+    unsigned exim_rcpt_max_connections; /* RCPT requests at once */
+    unsigned exim_request_timeout;  /* s for a whole scan request to arrive */
+    unsigned exim_rcpt_timeout;     /* s for a whole RCPT request to arrive */
 
     /* Prometheus endpoint (frontends/http_metrics.h; read at start, not on reload) */
     char    *metrics_listen;            /* "ADDR:PORT" / "[ADDR6]:PORT"; "" = off */

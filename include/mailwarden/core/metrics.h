@@ -65,6 +65,8 @@ typedef enum mw_metric {
     MW_M_HISTORY_RECORDS,      /* mailwarden_history_records_total{result}                     */
     MW_M_HISTORY_FSYNC_FAILURES, /* mailwarden_history_fsync_failures_total                    */
     MW_M_CONFIG_RELOADS,       /* mailwarden_config_reloads_total{result}                      */
+    MW_M_LISTENER_REFUSED,     /* mailwarden_listener_refused_total{listener,reason}           */
+    MW_M_LISTENER_TIMEOUTS,    /* mailwarden_listener_timeouts_total{listener}                 */
     /* histograms (seconds) */
     MW_M_STAGE_SECONDS,        /* mailwarden_milter_stage_duration_seconds{stage}              */
     MW_M_CHECK_SECONDS,        /* mailwarden_check_duration_seconds{check}                     */
@@ -119,6 +121,9 @@ enum { MW_ML_STORE_OK, MW_ML_STORE_NOTFOUND, MW_ML_STORE_TEMPFAIL, MW_ML_STORE_E
 /* frontend of connections_total / connections_open */
 enum { MW_ML_FE_MILTER, MW_ML_FE_EXIM, MW_ML_FE__N };
 /* result of history_records_total */
+/* listener (a socket the daemon accepts on) and why a connection was refused or cut */
+enum { MW_ML_LSN_MILTER, MW_ML_LSN_EXIM_SCAN, MW_ML_LSN_EXIM_RCPT, MW_ML_LSN_METRICS, MW_ML_LSN__N };
+enum { MW_ML_REFUSE_LIMIT, MW_ML_REFUSE_PEER, MW_ML_REFUSE__N };
 enum { MW_ML_HIST_WRITTEN, MW_ML_HIST_FAILED, MW_ML_HIST__N };
 /* result of config_reloads_total */
 enum { MW_ML_RELOAD_SUCCESS, MW_ML_RELOAD_FAILURE, MW_ML_RELOAD__N };
@@ -175,8 +180,9 @@ void mw_metrics_render(mw_buf *out);
 /* ---- listener address ----------------------------------------------------------- */
 
 /* Parse "ADDR:PORT" (IPv4) or "[ADDR]:PORT" (IPv6), an address literal and a
- * port 1..65535, into *ss / *sslen (either may be NULL for validation only).
- * false with a reason in why. */
+ * port 1..65535, or "PORT" alone (127.0.0.1: a listener given without a host
+ * binds loopback, never every interface), into *ss / *sslen (either may be
+ * NULL for validation only).  false with a reason in why. */
 bool mw_metrics_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *sslen,
                              char *why, size_t whylen);
 

@@ -16,11 +16,20 @@
  *
  * Thread model: one acceptor thread per listener (poll on the listening
  * socket and a stop pipe); each accepted connection is served by its own
- * detached thread, at most max_connections at a time across both
- * listeners (the acceptor waits for a free slot, so a burst queues in the
- * kernel backlog instead of failing).  A connection thread owns its
- * engine session from start to close.  Every read and write has a timeout;
- * a request larger than max_message is answered with an error and logged.
+ * detached thread.  Scan and RCPT connections have separate pools, each
+ * with its own cap (max_connections, rcpt_max_connections), so a flood on
+ * one socket cannot starve the other.  At accept: a TCP peer outside
+ * allow_peers is closed at once; a connection whose pool is full waits up
+ * to 1 s for a slot (a burst is served a moment later), then is closed.
+ * Both are logged (a few lines a minute) and counted
+ * (mailwarden_listener_refused_total).  A connection thread owns its
+ * engine session from start to close.  Every read has a timeout, and the
+ * whole request has a deadline from accept (request_timeout for a scan,
+ * rcpt_timeout for RCPT), however slowly the bytes trickle in; a reply
+ * must be taken within timeout.  Memory per connection: a 64 KiB read
+ * buffer, request lines of at most 8 KiB, at most 2100 request headers,
+ * at most MW_EXIM_MAX_RCPTS recipients kept; a request larger than
+ * max_message is answered with an error and logged.
  *
  * Process-global like the milter front end: open once, start once, stop
  * once.  The engine is borrowed and must outlive mw_exim_stop().
@@ -32,6 +41,7 @@
 #include <stddef.h>
 
 #include "buf.h"
+#include "cidr.h"
 #include "engine.h"
 
 /* Hard cap on one scan request (Content-length), whatever the options say. */
@@ -52,9 +62,13 @@ typedef struct mw_exim_options {
     const char *scan_socket;      /* inet:PORT@HOST, inet6:PORT@HOST, unix:/PATH; NULL/"" = off */
     const char *rcpt_socket;      /* same syntax; NULL/"" = off */
     int         socket_mode;      /* unix sockets; 0 = 0660 */
-    unsigned    timeout;          /* seconds per read/write; 0 = 30 */
+    unsigned    timeout;          /* seconds per read, and for sending a reply; 0 = 30 */
     size_t      max_message;      /* bytes; 0 or above the cap = MW_EXIM_MAX_MESSAGE_CAP */
-    unsigned    max_connections;  /* concurrent connections; 0 = 64 */
+    unsigned    max_connections;  /* scan connections at once; 0 = 64 */
+    unsigned    rcpt_max_connections; /* RCPT connections at once; 0 = 64 */
+    unsigned    request_timeout;  /* s from accept until a scan request has arrived whole; 0 = 60 */
+    unsigned    rcpt_timeout;     /* s from accept until a RCPT line has arrived whole; 0 = 10 */
+    const mw_cidr_set *allow_peers; /* TCP peers served (copied); NULL = 127.0.0.0/8 and ::1 */
 } mw_exim_options;
 
 /*

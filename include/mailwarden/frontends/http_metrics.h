@@ -8,10 +8,12 @@
  * 405; request bodies are refused.  No TLS and no authentication: bind it
  * to loopback or a management network (metrics.listen).
  *
- * Limits: at most max_connections concurrent connections (further ones
- * wait in the kernel's listen backlog until a slot frees), idle connections
- * are closed after timeout_s, and each connection gets a small fixed memory
- * pool.
+ * Limits: at most max_connections concurrent connections, ceil(max/2) from
+ * one address; when one more arrives, connections older than timeout_s are
+ * closed to make room, and if none is, the new one is closed at once
+ * (logged, rate-limited; counted in mailwarden_listener_refused_total).
+ * Idle connections are closed after timeout_s, and each connection gets a
+ * fixed 32 KiB memory pool (request line and headers included).
  *
  * Lifecycle (process-global, like the milter and Exim front ends):
  *   mw_http_metrics_open()   binds and listens (before dropping privileges,
@@ -32,7 +34,7 @@
 #include "engine.h"
 
 typedef struct mw_http_metrics_options {
-    const char *listen;            /* "ADDR:PORT" or "[ADDR6]:PORT"; NULL/"" = off */
+    const char *listen;            /* "ADDR:PORT", "[ADDR6]:PORT", "PORT" (loopback); NULL/"" = off */
     unsigned    max_connections;   /* 0 = 8 */
     unsigned    timeout_s;         /* idle connection timeout; 0 = 10 */
 } mw_http_metrics_options;

@@ -20,7 +20,9 @@
 typedef struct mw_milter_options {
     const char *socket;       /* inet:PORT@HOST, inet6:PORT@HOST, unix:PATH */
     int         socket_mode;  /* permissions for a unix socket, e.g. 0660 */
-    unsigned    timeout;      /* seconds to wait on the MTA (read/write); 0: 7210 */
+    unsigned    timeout;      /* seconds to wait on the MTA between commands; 0: 7210 */
+    unsigned    command_timeout;  /* seconds a command may take to arrive whole; 0: 30 */
+    unsigned    max_connections;  /* open connections at most; 0: 256 */
 } mw_milter_options;
 
 /*

@@ -1,11 +1,16 @@
 /*
  * milter_server.h - our milter protocol 6 server (replaces libmilter).
  *
- * Listens on inet:PORT@HOST, inet6:PORT@HOST, unix:PATH or local:PATH and
- * runs one detached thread per MTA connection (explicit stack size).  A
+ * Listens on inet:PORT@HOST, inet6:PORT@HOST, unix:PATH or local:PATH
+ * (listen.h: no host = loopback) and runs one detached thread per MTA
+ * connection (explicit stack size), at most max_connections at a time (a
+ * connection past the cap is accepted and closed at once).  A
  * connection reads through a buffer (one read() takes in as many packets
  * as the MTA has sent; the read blocks with SO_RCVTIMEO = the milter
- * timeout, no poll), decodes with milter_proto, calls the callbacks, and
+ * timeout, no poll, while the connection is idle between commands; once
+ * part of a packet is here, the rest must come within the step timeout,
+ * however slowly it trickles), decodes with milter_proto (a packet is at
+ * most 1 MiB + 4 KiB, so is the read buffer), calls the callbacks, and
  * writes the replies of a step with one write.  Steps the MTA agreed not
  * to answer (SMFIP_NR_*) get no reply.  Every way a connection ends (QUIT,
  * hang-up, timeout, a malformed packet) goes through one cleanup path that
@@ -53,16 +58,24 @@ typedef struct mw_ms_callbacks {
 
 typedef struct mw_ms_options {
     const char *socket;        /* inet:PORT@HOST, inet6:PORT@HOST, unix:PATH, local:PATH */
-    int         socket_mode;   /* chmod for a unix socket; 0: leave it */
+    int         socket_mode;   /* mode a unix socket is created with (listen.h); 0: the umask's */
     unsigned    timeout;       /* seconds to wait on the MTA (read and write); 0: 7210 */
     uint32_t    actions;       /* MW_MP_F_* wanted (masked by what the MTA offers) */
     uint32_t    protocol;      /* MW_MP_P_NO* / HDR_LEADSPC wanted (masked likewise) */
     uint32_t    no_reply;      /* MW_MP_P_NR_* used when the MTA offers them */
     const char *symlists[MW_MP_SYM__N];   /* macro lists per stage (SETSYMLIST); NULL: none */
     size_t      stack_size;    /* per-connection thread stack; 0: the default below */
+    unsigned    max_connections;  /* open connections at most; 0: MW_MS_MAX_CONNECTIONS.  A
+                                     connection past it is accepted and closed at once
+                                     (logged, rate-limited; counted in
+                                     mailwarden_listener_refused_total) */
+    unsigned    step_timeout;  /* seconds a packet may take to arrive complete once its first
+                                  byte came, and our replies to be taken; 0: MW_MS_STEP_TIMEOUT */
 } mw_ms_options;
 
-#define MW_MS_STACK_SIZE (512u * 1024u)
+#define MW_MS_STACK_SIZE      (512u * 1024u)
+#define MW_MS_MAX_CONNECTIONS 256u
+#define MW_MS_STEP_TIMEOUT    30u
 
 /*
  * Bind and listen (call before dropping privileges): a stale unix socket

@@ -29,6 +29,8 @@ const char *mw_addr_format(const mw_addr *a, char *buf, size_t len);
 typedef struct mw_cidr_set mw_cidr_set;
 
 mw_cidr_set *mw_cidr_set_new(void);
+/* A copy of src (NULL: an empty set), owned by the caller. */
+mw_cidr_set *mw_cidr_set_copy(const mw_cidr_set *src);
 void mw_cidr_set_free(mw_cidr_set **set);
 /*
  * Add "ADDR" or "ADDR/LEN".  Host bits set below the prefix are an error
