@@ -82,6 +82,8 @@ typedef struct spf_cache {
     size_t          n, max;
     cache_ent      *head, *tail;
     mw_spf_cache_stats st;
+    uint64_t      (*clock)(void *arg);   /* tests only; NULL: mw_spf_now_ms() */
+    void           *clock_arg;
 } spf_cache;
 
 struct mw_spf {
@@ -235,10 +237,16 @@ static void lru_front(spf_cache *c, cache_ent *e)
         c->tail = e;
 }
 
+/* The entries' clock (ms): the evaluation deadline's, unless a test set one. */
+static uint64_t cache_now(const spf_cache *c)
+{
+    return c->clock != NULL ? c->clock(c->clock_arg) : mw_spf_now_ms();
+}
+
 /* Look key up; on a live hit fill o (result, explanation, reason) and return true. */
 static bool cache_get(spf_cache *c, const char *key, mw_spf_outcome *o)
 {
-    uint64_t h = fnv1a(key), now = mw_spf_now_ms();
+    uint64_t h = fnv1a(key), now = cache_now(c);
     bool hit = false;
     pthread_mutex_lock(&c->lock);
     cache_ent *e = c->buckets[h & (c->nbuckets - 1)];
@@ -273,7 +281,7 @@ static void cache_put(spf_cache *c, const char *key, const mw_spf_outcome *o, un
     cache_ent *ne = mw_calloc(1, sizeof *ne);
     ne->key = mw_strdup(key);
     ne->hash = fnv1a(key);
-    ne->expires_ms = mw_spf_now_ms() + (uint64_t)ttl_s * 1000u;
+    ne->expires_ms = cache_now(c) + (uint64_t)ttl_s * 1000u;
     ne->result = o->result;
     ne->explanation = mw_strdup(o->explanation);
     ne->reason = mw_strdup(o->reason);
@@ -309,6 +317,14 @@ static void cache_count(spf_cache *c, bool hit)
     else
         c->st.misses++;
     pthread_mutex_unlock(&c->lock);
+}
+
+void mw_spf_cache_set_clock(mw_spf *spf, uint64_t (*fn)(void *arg), void *arg)
+{
+    if (!spf || !spf->cache)
+        return;
+    spf->cache->clock = fn;
+    spf->cache->clock_arg = arg;
 }
 
 void mw_spf_cache_get_stats(mw_spf *spf, mw_spf_cache_stats *st)

@@ -316,6 +316,12 @@ void mw_dns_destroy(mw_dns **pdns)
     free(dns);
 }
 
+void mw_dns_set_cache_clock(mw_dns *dns, uint64_t (*fn)(void *arg), void *arg)
+{
+    if (dns != NULL)
+        mw_dns_cache_set_clock(dns->cache, fn, arg);
+}
+
 void mw_dns_get_stats(mw_dns *dns, mw_dns_stats *st)
 {
     mw_dns_cache_stats cs;

@@ -21,6 +21,11 @@
  *      an answer kept longer by min_ttl reports 0 rather than a made-up
  *      TTL.
  *
+ *      Time: CLOCK_MONOTONIC, read once per get or put outside the shard
+ *      lock.  Tests replace it per cache (mw_dns_cache_set_clock) and
+ *      advance a fake clock instead of sleeping past TTLs, so no expiry
+ *      assertion depends on how fast the test runs.
+ *
  * See also: dns.c (where get/put are called), dns_cache.h.
  */
 #include <pthread.h>
@@ -59,14 +64,29 @@ struct mw_dns_cache {
     unsigned shard_shift;          /* 64 - log2(nshards) (0 bits when 1 shard) */
     size_t   capacity;
     uint32_t min_ttl, max_ttl;
+    mw_dns_cache_clock_fn clock;   /* tests only; NULL: CLOCK_MONOTONIC */
+    void    *clock_arg;
     shard    shards[];
 };
 
-static uint64_t now_ns(void)
+/* The cache's clock: CLOCK_MONOTONIC (one vDSO call, as before the hook),
+ * or the test's clock when one was set. */
+static uint64_t now_ns(const mw_dns_cache *c)
 {
     struct timespec ts;
+
+    if (c->clock != NULL)
+        return c->clock(c->clock_arg);
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
+}
+
+void mw_dns_cache_set_clock(mw_dns_cache *c, mw_dns_cache_clock_fn fn, void *arg)
+{
+    if (c == NULL)
+        return;
+    c->clock = fn;
+    c->clock_arg = arg;
 }
 
 /* name -> key: ASCII lower case, one unescaped trailing dot removed. */
@@ -263,7 +283,7 @@ bool mw_dns_cache_get(mw_dns_cache *c, const char *name, uint16_t type, uint16_t
     len = make_key(name, key, sizeof key);
     h = key_hash(key, len, type, qclass);
     s = shard_of(c, h);
-    now = now_ns();
+    now = now_ns(c);
     pthread_mutex_lock(&s->lock);
     e = shard_find(s, h, key, type, qclass);
     if (e && now >= e->expires_ns) {
@@ -315,7 +335,7 @@ bool mw_dns_cache_put(mw_dns_cache *c, const char *name, uint16_t type, uint16_t
     len = make_key(name, key, sizeof key);
     h = key_hash(key, len, type, qclass);
     s = shard_of(c, h);
-    now = now_ns();
+    now = now_ns(c);
 
     /* Build outside the lock. */
     e = mw_calloc(1, sizeof *e + len + 1);

@@ -147,8 +147,13 @@ def check_dns(h, chk, pf, ns, tdns, dns_port, port):
         z[dom], z["_dmarc." + dom] = e["d"], e["m"]
         json.dump(z, open(tdns.zone_file + ".new", "w"))
         os.rename(tdns.zone_file + ".new", tdns.zone_file)
+        # event-driven: a fixed 0.3 s wait let a slow server answer the new name
+        # NXDOMAIN from the old zone (then cached); testdns logs each reload
+        reloads = tdns.log_text().count("testdns: reloaded")
         tdns.send_signal(signal.SIGHUP)
-        time.sleep(0.3)
+        chk.check("dns/%s: the test DNS server reloaded its zone" % mode,
+                  H.wait_for(lambda: tdns.log_text().count("testdns: reloaded") > reloads, 30),
+                  tdns.log_tail())
         jobs = []
         for k in range(3):                            # mid-load: 3 faulty + 1 healthy, concurrently
             t = tok()

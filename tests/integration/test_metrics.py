@@ -91,7 +91,7 @@ CONF = """
 ratelimit = {
   rules = ( { name = "rcpt-cap"; key = [ "recipient" ]; rate = "1/1d"; trust = [ "inbound" ]; } );
 };
-metrics = { listen = "127.0.0.1:%d"; max_connections = 2; timeout = 2; };
+metrics = { listen = "127.0.0.1:%d"; max_connections = 2; timeout = 6; };
 """
 
 
@@ -226,8 +226,10 @@ def test(h, chk):
     chk.equal("POST /metrics: 405", scrape(mport, method="POST")[0], 405)
     chk.equal("HEAD /metrics: 200", scrape(mport, method="HEAD")[0], 200)
 
-    # ---- connection limit (2) and idle timeout (2 s): while two idle connections are
-    # open, a third is not served (it waits in the listen backlog) until they time out
+    # ---- connection limit (2) and idle timeout (6 s): while two idle connections are
+    # open, a third is not served (it waits in the listen backlog) until they time out.
+    # The third waits 1 s, from 0.3 s on: 4.7 s before the idle timeout, so a slow
+    # machine cannot let the timeout free a slot first (with 2 s the margin was 0.7 s)
     idle = [socket.create_connection(("127.0.0.1", mport), timeout=5) for _ in range(2)]
     time.sleep(0.3)
     try:
@@ -239,7 +241,7 @@ def test(h, chk):
     closed = 0
     for s in idle:
         try:
-            s.settimeout(6)
+            s.settimeout(20)
             closed += s.recv(1) == b""
         except OSError:
             closed += 1

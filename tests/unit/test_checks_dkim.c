@@ -562,25 +562,30 @@ static mw_dkim_result sign_then_verify(mw_dkim_verifier *v, const char *keyname,
 
 static void test_key_problems(void)
 {
-    mw_dkim_verifier *v = verifier(1024, 500, 0);
+    /* Real key lookups get the resolver's generous default; only the silent
+     * key goes through a 500 ms limit (one for every lookup, as before, let
+     * a slow answer turn permerror/pass into temperror on a loaded machine). */
+    mw_dkim_verifier *v = verifier(1024, 0, 0);
+    mw_dkim_verifier *v_fast = verifier(1024, 500, 0);
     mw_dkim_verifier *v2048 = verifier(2048, 0, 0);
     outcome o;
     double secs = 0;
 
-    if (!MW_TEST_ASSERT(v != NULL && v2048 != NULL))
+    if (!MW_TEST_ASSERT(v != NULL && v_fast != NULL && v2048 != NULL))
         return;
     MW_TEST_EQ_INT(sign_then_verify(v, "revoked", &o, NULL), MW_DKIM_PERMERROR);
     if (o.res.nsig == 1)
         MW_TEST_EQ_STR(o.res.sig[0].reason, "key revoked (empty p=)");
     outcome_clear(&o);
 
-    MW_TEST_EQ_INT(sign_then_verify(v, "timeout", &o, &secs), MW_DKIM_TEMPERROR);
+    MW_TEST_EQ_INT(sign_then_verify(v_fast, "timeout", &o, &secs), MW_DKIM_TEMPERROR);
     if (o.res.nsig == 1) {
         MW_TEST_EQ_STR(mw_dkim_result_name(o.res.sig[0].result), "temperror");
         MW_TEST_ASSERT(strstr(o.res.sig[0].reason, "key lookup failed") != NULL);
+        MW_TEST_ASSERT(strstr(o.res.sig[0].reason, "timeout after 500 ms") != NULL);
         fprintf(stderr, "  timeout reason: %s (%.2f s)\n", o.res.sig[0].reason, secs);
     }
-    MW_TEST_ASSERT(secs < 3.0);
+    MW_TEST_ASSERT(secs < 5.0);     /* 10x the 500 ms limit: a hang, not a slow run */
     outcome_clear(&o);
 
     MW_TEST_EQ_INT(sign_then_verify(v, "servfail", &o, NULL), MW_DKIM_TEMPERROR);
@@ -611,6 +616,7 @@ static void test_key_problems(void)
     outcome_clear(&o);
 
     mw_dkim_verifier_destroy(&v);
+    mw_dkim_verifier_destroy(&v_fast);
     mw_dkim_verifier_destroy(&v2048);
 }
 
@@ -629,10 +635,13 @@ static void test_expiry_and_unsigned(void)
     mw_dkim_verifier_destroy(&v);
 }
 
-/* Hostile DKIM-Signature fields: never crash, finish fast, sane results. */
+/* Hostile DKIM-Signature fields: never crash, finish, sane results.  The
+ * counts (evaluated, skipped) are what shows the caps work; the time bounds
+ * only catch a hang (each lookup is a quick NXDOMAIN or key from the local
+ * server, with the resolver's default limit: a 300 ms one raced). */
 static void test_hostile(void)
 {
-    mw_dkim_verifier *v = verifier(1024, 300, 0);
+    mw_dkim_verifier *v = verifier(1024, 0, 0);
     mw_buf m = MW_BUF_INIT, huge = MW_BUF_INIT;
     outcome o;
     double t0;
@@ -674,7 +683,7 @@ static void test_hostile(void)
         MW_TEST_ASSERT(o.res.sig[i].domain != NULL && o.res.sig[i].b_prefix != NULL);
         MW_TEST_ASSERT(o.res.sig[i].reason != NULL);
     }
-    MW_TEST_ASSERT(now_s() - t0 < 5.0);
+    MW_TEST_ASSERT(now_s() - t0 < 20.0);
     outcome_clear(&o);
 
     /* 5000 signatures: only max_signatures are looked at. */
@@ -690,7 +699,7 @@ static void test_hostile(void)
             o.res.nskipped, secs);
     MW_TEST_EQ_INT(o.res.nsig, 10);
     MW_TEST_EQ_INT(o.res.nskipped, 4990);
-    MW_TEST_ASSERT(secs < 5.0);
+    MW_TEST_ASSERT(secs < 20.0);
     /* header.b: b= values share 32 characters, so the prefixes are longer. */
     if (o.res.nsig == 10) {
         MW_TEST_ASSERT(strlen(o.res.sig[0].b_prefix) > 32);
@@ -1810,7 +1819,8 @@ int main(void)
     }
     snprintf(fwd, sizeof fwd, "127.0.0.1@%d", server.port);
     const char *fw[] = {fwd};
-    mw_dns_options dopt = {.forwarders = fw, .nforwarders = 1, .timeout_ms = 2000};
+    /* generous: real answers must not race it (the silent key's test sets its own) */
+    mw_dns_options dopt = {.forwarders = fw, .nforwarders = 1, .timeout_ms = 10000};
     dns = mw_dns_create(&dopt, err, sizeof err);
     if (dns == NULL) {
         fprintf(stderr, "dns: %s\n", err);

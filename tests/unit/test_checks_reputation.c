@@ -78,8 +78,10 @@ static bool env_open(struct env *e, bool redis, const char *prefix)
         e->cfg->redis_port = (unsigned)redis_srv.port;
         free(e->cfg->redis_prefix);
         e->cfg->redis_prefix = mw_strdup(prefix);
-        e->cfg->redis_connect_timeout_ms = 200;
-        e->cfg->redis_command_timeout_ms = 200;
+        /* generous: every call here must succeed on a loaded machine (the
+         * Redis-down part fails at once: the server is gone, refused) */
+        e->cfg->redis_connect_timeout_ms = 5000;
+        e->cfg->redis_command_timeout_ms = 5000;
     }
     e->store = mw_store_create(e->cfg, err, sizeof err);
     mw_store_set_clock(e->store, fake_clock, NULL);

@@ -342,10 +342,13 @@ static void test_timeout(void)
     mw_dns_answer *a = NULL;
     double t0 = now_ms(), dt;
 
+    /* The outcome and the reason are exact; the time only has a lower bound
+     * (the deadline is waited for, not cut short) and a generous upper one
+     * (10x: it catches a hang, not a slow machine). */
     MW_TEST_EQ_INT(mw_dns_query(dns, "silent.example.com", MW_DNS_T_TXT, 800, &a), MW_DNS_TEMPFAIL);
     dt = now_ms() - t0;
     fprintf(stderr, "   timeout: %s after %.0f ms\n", a->why ? a->why : "-", dt);
-    MW_TEST_ASSERT(dt >= 700 && dt < 1500);
+    MW_TEST_ASSERT(dt >= 700 && dt < 8000);
     MW_TEST_ASSERT(a->why && strstr(a->why, "timeout after 800 ms"));
     MW_TEST_EQ_INT(a->rcode, -1);
     mw_dns_answer_free(&a);
@@ -363,18 +366,27 @@ static void test_timeout(void)
         t0 = now_ms();
         MW_TEST_EQ_INT(mw_dns_query(dns, name, i == 1 ? MW_DNS_T_MX : MW_DNS_T_AAAA, 300, &a),
                        MW_DNS_TEMPFAIL);
-        MW_TEST_ASSERT(now_ms() - t0 < 1000);
+        MW_TEST_ASSERT(now_ms() - t0 < 3000);      /* 10x: a hang, not a slow run */
         mw_dns_answer_free(&a);
     }
     MW_TEST_EQ_INT(q("last.example.com", MW_DNS_T_A, &a), MW_DNS_OK);
     mw_dns_answer_free(&a);
 }
 
+/* Refused names never reach libunbound: checked by its query counter
+ * (deterministic), not by how fast the calls return. */
+static uint64_t upstream(void)
+{
+    mw_dns_stats st;
+    mw_dns_get_stats(dns, &st);
+    return st.upstream;
+}
+
 static void test_invalid_names(void)
 {
     mw_dns_answer *a = NULL;
     char name[400];
-    double t0 = now_ms();
+    uint64_t up0 = upstream();
 
     const char *bad[] = { "", "a..invalidcheck.example.com", ".invalidcheck.example.com",
                           "invalidcheck..", "x\\", "x\\25", "x\\999.invalidcheck.test" };
@@ -392,6 +404,7 @@ static void test_invalid_names(void)
     snprintf(name + 64, sizeof name - 64, ".invalidcheck.test");
     MW_TEST_EQ_INT(q(name, MW_DNS_T_A, &a), MW_DNS_PERMFAIL);
     mw_dns_answer_free(&a);
+    MW_TEST_EQ_INT(upstream() - up0, 0);
     /* 63 is fine (and goes to the server). */
     memset(name, 'k', 63);
     snprintf(name + 63, sizeof name - 63, ".validlabel.test");
@@ -415,7 +428,7 @@ static void test_invalid_names(void)
     MW_TEST_ASSERT(a->why && strstr(a->why, "253"));
     mw_dns_answer_free(&a);
 
-    MW_TEST_ASSERT(now_ms() - t0 < 2000);
+    MW_TEST_EQ_INT(upstream() - up0, 3);          /* validlabel, toolongcheck x2 */
     MW_TEST_ASSERT(!server_saw("invalidcheck"));
     MW_TEST_ASSERT(server_saw("validlabel"));
     MW_TEST_ASSERT(server_saw("toolongcheck"));
@@ -489,8 +502,10 @@ static void test_reload(void)
 
     write_zone(" \"reloaded.example.com\": [{\"A\": \"192.0.2.77\"}],\n");
     kill(server.pid, SIGHUP);
-    for (int i = 0; i < 250 && !server_saw("reloaded "); i++)
+    /* event-driven: the server logs its reload; 30 s only bounds a hang */
+    for (int i = 0; i < 1500 && !server_saw("reloaded "); i++)
         nanosleep(&ts, NULL);
+    MW_TEST_ASSERT(server_saw("reloaded "));
     MW_TEST_EQ_INT(q("reloaded.example.com", MW_DNS_T_A, &a), MW_DNS_OK);
     if (MW_TEST_EQ_INT(a->nrr, 1))
         MW_TEST_ASSERT(addr_is(&a->rr[0], "192.0.2.77"));
@@ -607,7 +622,7 @@ static void test_options(void)
     d = mw_dns_create(&o, err, sizeof err);
     if (!MW_TEST_ASSERT(d != NULL))
         return;
-    MW_TEST_EQ_INT(mw_dns_query(d, "nodata.example.com", MW_DNS_T_A, 2000, &a), MW_DNS_OK);
+    MW_TEST_EQ_INT(mw_dns_query(d, "nodata.example.com", MW_DNS_T_A, 10000, &a), MW_DNS_OK);
     mw_dns_answer_free(&a);
     MW_TEST_ASSERT(server_saw("tcp nodata.example.com"));
     mw_dns_destroy(&d);
@@ -621,7 +636,9 @@ int main(void)
 {
     char fwd[64], err[256];
     const char *fwds[1] = { fwd };
-    mw_dns_options o = { .forwarders = fwds, .nforwarders = 1, .timeout_ms = 3000 };
+    /* A generous default deadline: answers from the local server must not
+     * race it on a loaded machine (the timeout tests pass their own). */
+    mw_dns_options o = { .forwarders = fwds, .nforwarders = 1, .timeout_ms = 10000 };
 
     if (!mwt_proc_dir(&server, "dns"))
         return 2;

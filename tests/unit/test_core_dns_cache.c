@@ -1,12 +1,22 @@
 /*
  * test_core_dns_cache.c - the in-process DNS answer cache (core/dns_cache.c)
  * on its own and in front of libunbound (core/dns.c), against
- * tests/lib/testdns.py started here with --negttl 2 (negative answers carry
- * a 2 s TTL) and a zone with 1 s records.
+ * tests/lib/testdns.py started here with --negttl 60 (negative answers carry
+ * a 60 s TTL) and a zone with 60 s records.
  *
  * "Answered by the cache" is checked with mw_dns_get_stats()'s upstream
  * counter (queries handed to libunbound): the server's query log cannot
  * tell, since libunbound's own cache also answers repeats without a packet.
+ *
+ * Time: every test that asserts a hit or an expiry runs the cache on a fake
+ * clock (mw_dns_cache_set_clock, mw_dns_set_cache_clock) and advances it,
+ * never sleeps: "still cached after sleeping 1.3 s of a 2 s TTL" raced the
+ * scheduler (ThreadSanitizer on a loaded machine).  libunbound's own cache
+ * keeps real time, which the upstream counter does not see; but the TTL it
+ * hands over may already be a second short (its clock ticks in seconds,
+ * and a slow run crosses a tick), so expiry is checked against the TTL of
+ * the answer actually received, and records live 60 s (a 1 s one can
+ * arrive with TTL 0, never cached).
  *
  * Environment: MW_SOURCE_DIR (set by ctest; else derived from __FILE__),
  * MW_TEST_PYTHON (default /usr/bin/python3: Debian's, which has dnslib).
@@ -43,10 +53,10 @@ static void write_zone(void)
 
     mw_buf_puts(&z, "{\n"
                 " \"c.example.com\": [{\"A\": \"192.0.2.1\"}, {\"TXT\": \"v=spf1 -all\"}],\n"
-                " \"ttl1.example.com\": [{\"A\": \"192.0.2.2\", \"ttl\": 1}],\n"
+                " \"ttl60.example.com\": [{\"A\": \"192.0.2.2\", \"ttl\": 60}],\n"
                 " \"ttl0.example.com\": [{\"A\": \"192.0.2.3\", \"ttl\": 0}],\n"
                 " \"www.example.com\": [{\"CNAME\": \"c.example.com\"}],\n"
-                " \"cn1.example.com\": [{\"CNAME\": \"c.example.com\", \"ttl\": 1}],\n"
+                " \"cn60.example.com\": [{\"CNAME\": \"c.example.com\", \"ttl\": 60}],\n"
                 " \"servfail.example.com\": [\"SERVFAIL\"],\n"
                 " \"silent.example.com\": [\"TIMEOUT\", {\"A\": \"192.0.2.4\"}],\n");
     for (int i = 0; i < NNAMES; i++)
@@ -70,11 +80,30 @@ static int server_count(const char *s)
     return mwt_testdns_lines(&server, s);
 }
 
+/* The fake clock (nanoseconds); only the main thread reads or moves it. */
+#define MS_NS 1000000ull
+#define S_NS  1000000000ull
+
+static uint64_t fake_ns = 1000 * S_NS;
+
+static uint64_t fake_clock(void *arg)
+{
+    (void)arg;
+    return fake_ns;
+}
+
+static void advance_ms(uint64_t ms)
+{
+    fake_ns += ms * MS_NS;
+}
+
+/* A generous default deadline: answers from the local server must not race
+ * it however loaded the machine (the timeout tests pass their own). */
 static mw_dns *resolver(size_t cache_size, unsigned min_ttl, unsigned max_ttl)
 {
     char err[256];
     const char *fwds[1] = { fwd };
-    mw_dns_options o = { .forwarders = fwds, .nforwarders = 1, .timeout_ms = 3000,
+    mw_dns_options o = { .forwarders = fwds, .nforwarders = 1, .timeout_ms = 10000,
                          .cache_size = cache_size, .cache_min_ttl = min_ttl,
                          .cache_max_ttl = max_ttl };
     mw_dns *d = mw_dns_create(&o, err, sizeof err);
@@ -135,6 +164,7 @@ static void test_cache_unit(void)
     MW_TEST_ASSERT(!mw_dns_cache_get(NULL, "x.example", MW_DNS_T_TXT, 1, &b));
 
     c = mw_dns_cache_create(100, 0, 3600);
+    mw_dns_cache_set_clock(c, fake_clock, NULL);         /* TTL 300 below, exactly */
     MW_TEST_ASSERT(mw_dns_cache_put(c, "X.Example.", MW_DNS_T_TXT, 1, a));
     a->secure = true;                    /* a is the caller's: the cache holds a copy */
     a->rr[0].data[1] = 'Z';
@@ -243,23 +273,58 @@ static void test_cache_lru(void)
 
     /* Clamps: max_ttl shortens, min_ttl lengthens (reported TTL stays honest). */
     c = mw_dns_cache_create(10, 2, 1);   /* min above max: min wins */
+    mw_dns_cache_set_clock(c, fake_clock, NULL);
     a->ttl = 1;
     mw_dns_cache_put(c, "min.example", MW_DNS_T_TXT, 1, a);
-    mwt_sleep_ms(1300);
+    advance_ms(1999);                    /* past its own TTL, within min_ttl */
     MW_TEST_ASSERT(mw_dns_cache_get(c, "min.example", MW_DNS_T_TXT, 1, &b));
     MW_TEST_EQ_INT(b ? b->ttl : 99, 0);
     mw_dns_answer_free(&b);
+    advance_ms(1);                       /* min_ttl reached: gone */
+    MW_TEST_ASSERT(!mw_dns_cache_get(c, "min.example", MW_DNS_T_TXT, 1, &b));
     mw_dns_cache_destroy(&c);
     c = mw_dns_cache_create(10, 0, 1);
+    mw_dns_cache_set_clock(c, fake_clock, NULL);
     a->ttl = 300;
     mw_dns_cache_put(c, "max.example", MW_DNS_T_TXT, 1, a);
     MW_TEST_ASSERT(mw_dns_cache_get(c, "max.example", MW_DNS_T_TXT, 1, &b));
     mw_dns_answer_free(&b);
-    mwt_sleep_ms(1100);
+    advance_ms(999);
+    MW_TEST_ASSERT(mw_dns_cache_get(c, "max.example", MW_DNS_T_TXT, 1, &b));
+    MW_TEST_EQ_INT(b ? b->ttl : 0, 300);   /* under a second held: nothing taken off */
+    mw_dns_answer_free(&b);
+    advance_ms(1);
     MW_TEST_ASSERT(!mw_dns_cache_get(c, "max.example", MW_DNS_T_TXT, 1, &b));
     mw_dns_cache_get_stats(c, &st);
     MW_TEST_EQ_INT(st.expired, 1);
     MW_TEST_EQ_INT(st.entries, 0);
+    mw_dns_cache_destroy(&c);
+
+    /* A hit reports the TTL less the whole seconds held. */
+    c = mw_dns_cache_create(10, 0, 3600);
+    mw_dns_cache_set_clock(c, fake_clock, NULL);
+    mw_dns_cache_put(c, "age.example", MW_DNS_T_TXT, 1, a);
+    advance_ms(10500);
+    MW_TEST_ASSERT(mw_dns_cache_get(c, "age.example", MW_DNS_T_TXT, 1, &b));
+    if (MW_TEST_ASSERT(b != NULL) && MW_TEST_EQ_INT(b->nrr, 1)) {
+        MW_TEST_EQ_INT(b->ttl, 290);
+        MW_TEST_EQ_INT(b->rr[0].ttl, 290);
+    }
+    mw_dns_answer_free(&b);
+    advance_ms(289500);                  /* 300 s: expired */
+    MW_TEST_ASSERT(!mw_dns_cache_get(c, "age.example", MW_DNS_T_TXT, 1, &b));
+    /* ... and an expired entry is what a full shard drops first, as expired. */
+    for (int i = 0; i < 10; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "f%d.example", i);
+        mw_dns_cache_put(c, name, MW_DNS_T_TXT, 1, a);
+    }
+    advance_ms(300000);
+    mw_dns_cache_put(c, "new.example", MW_DNS_T_TXT, 1, a);
+    mw_dns_cache_get_stats(c, &st);
+    MW_TEST_EQ_INT(st.expired, 2);
+    MW_TEST_EQ_INT(st.evictions, 0);
+    MW_TEST_EQ_INT(st.entries, 10);
     mw_dns_cache_destroy(&c);
     mw_dns_answer_free(&a);
 }
@@ -277,6 +342,7 @@ static void test_hit_without_libunbound(void)
 
     if (!MW_TEST_ASSERT(d != NULL))
         return;
+    mw_dns_set_cache_clock(d, fake_clock, NULL);
     MW_TEST_EQ_INT(ask(d, "c.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
     MW_TEST_EQ_INT(upstream(d), 1);
     MW_TEST_EQ_INT(server_count("c.example.com. A"), 1);
@@ -315,33 +381,58 @@ static void test_hit_without_libunbound(void)
     mw_dns_destroy(&d);
 }
 
+/* Ask name/type (expected status st) and return the TTL of the answer: the
+ * cache keeps it for exactly that long (unclamped here). */
+static uint32_t ttl_of(mw_dns *d, const char *name, uint16_t type, mw_dns_status st)
+{
+    mw_dns_answer *a = NULL;
+    uint32_t ttl = 0;
+
+    if (MW_TEST_EQ_INT(mw_dns_query(d, name, type, 0, &a), st))
+        ttl = a->ttl;
+    mw_dns_answer_free(&a);
+    return ttl;
+}
+
+/* Expiry in front of libunbound, on the fake clock: an answer is a hit until
+ * the last millisecond of the TTL it arrived with and a miss (upstream
+ * again) at it.  libunbound may hand a 60 s record over with 59 s left. */
 static void test_ttl_expiry(void)
 {
     mw_dns *d = resolver(100, 0, 3600);
     mw_dns_stats st;
+    uint32_t t;
 
     if (!MW_TEST_ASSERT(d != NULL))
         return;
-    MW_TEST_EQ_INT(ask(d, "ttl1.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
-    MW_TEST_EQ_INT(ask(d, "ttl1.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
+    mw_dns_set_cache_clock(d, fake_clock, NULL);
+    t = ttl_of(d, "ttl60.example.com", MW_DNS_T_A, MW_DNS_OK);
+    MW_TEST_ASSERT(t >= 50 && t <= 60);
+    MW_TEST_EQ_INT(ask(d, "ttl60.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
     MW_TEST_EQ_INT(upstream(d), 1);
-    mwt_sleep_ms(1200);
-    MW_TEST_EQ_INT(ask(d, "ttl1.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
+    advance_ms(t * 1000ull - 1);
+    MW_TEST_EQ_INT(ask(d, "ttl60.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
+    MW_TEST_EQ_INT(upstream(d), 1);
+    advance_ms(1);
+    MW_TEST_EQ_INT(ask(d, "ttl60.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
     MW_TEST_EQ_INT(upstream(d), 2);
     mw_dns_get_stats(d, &st);
     MW_TEST_EQ_INT(st.cache_expired, 1);
 
-    /* A CNAME chain lives as long as its shortest link (1 s CNAME to a 300 s A):
-     * libunbound's ub_result.ttl is the minimum over the whole chain. */
+    /* A CNAME chain lives as long as its shortest link (60 s CNAME to a 300 s
+     * A): libunbound's ub_result.ttl is the minimum over the whole chain. */
     mw_dns_answer *cn = NULL;
-    MW_TEST_EQ_INT(mw_dns_query(d, "cn1.example.com", MW_DNS_T_A, 0, &cn), MW_DNS_OK);
-    MW_TEST_ASSERT(cn->ttl <= 1);
+    MW_TEST_EQ_INT(mw_dns_query(d, "cn60.example.com", MW_DNS_T_A, 0, &cn), MW_DNS_OK);
+    t = cn->ttl;
+    MW_TEST_ASSERT(t >= 50 && t <= 60);
     MW_TEST_EQ_STR(cn->canonname, "c.example.com");
     mw_dns_answer_free(&cn);
-    MW_TEST_EQ_INT(ask(d, "cn1.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
     MW_TEST_EQ_INT(upstream(d), 3);
-    mwt_sleep_ms(1200);
-    MW_TEST_EQ_INT(ask(d, "cn1.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
+    advance_ms(t * 1000ull - 1);
+    MW_TEST_EQ_INT(ask(d, "cn60.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
+    MW_TEST_EQ_INT(upstream(d), 3);
+    advance_ms(1);
+    MW_TEST_EQ_INT(ask(d, "cn60.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
     MW_TEST_EQ_INT(upstream(d), 4);
 
     /* TTL 0 is never cached. */
@@ -349,19 +440,27 @@ static void test_ttl_expiry(void)
     MW_TEST_EQ_INT(ask(d, "ttl0.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
     MW_TEST_EQ_INT(upstream(d), 6);
 
-    /* NXDOMAIN and NODATA: kept for the negative TTL (--negttl 2). */
+    /* NXDOMAIN and NODATA: kept for the negative TTL (--negttl 60). */
     mw_dns_answer *a = NULL;
-    MW_TEST_EQ_INT(ask(d, "nx.example.com", MW_DNS_T_TXT, 0), MW_DNS_NXDOMAIN);
-    MW_TEST_EQ_INT(ask(d, "c.example.com", MW_DNS_T_MX, 0), MW_DNS_NODATA);
-    MW_TEST_EQ_INT(upstream(d), 8);
+    t = ttl_of(d, "nx.example.com", MW_DNS_T_TXT, MW_DNS_NXDOMAIN);
+    MW_TEST_ASSERT(t >= 50 && t <= 60);
+    MW_TEST_EQ_INT(upstream(d), 7);
+    advance_ms(t * 1000ull - 1);
     MW_TEST_EQ_INT(mw_dns_query(d, "NX.example.com", MW_DNS_T_TXT, 0, &a), MW_DNS_NXDOMAIN);
     MW_TEST_EQ_INT(a->rcode, 3);
-    MW_TEST_ASSERT(a->ttl <= 2);
+    MW_TEST_EQ_INT(a->ttl, 1);           /* t - (t - 1) whole seconds held */
     mw_dns_answer_free(&a);
-    MW_TEST_EQ_INT(ask(d, "c.example.com", MW_DNS_T_MX, 0), MW_DNS_NODATA);
-    MW_TEST_EQ_INT(upstream(d), 8);
-    mwt_sleep_ms(2200);
+    MW_TEST_EQ_INT(upstream(d), 7);
+    advance_ms(1);
     MW_TEST_EQ_INT(ask(d, "nx.example.com", MW_DNS_T_TXT, 0), MW_DNS_NXDOMAIN);
+    MW_TEST_EQ_INT(upstream(d), 8);
+    t = ttl_of(d, "c.example.com", MW_DNS_T_MX, MW_DNS_NODATA);
+    MW_TEST_ASSERT(t >= 50 && t <= 60);
+    MW_TEST_EQ_INT(upstream(d), 9);
+    advance_ms(t * 1000ull - 1);
+    MW_TEST_EQ_INT(ask(d, "c.example.com", MW_DNS_T_MX, 0), MW_DNS_NODATA);
+    MW_TEST_EQ_INT(upstream(d), 9);
+    advance_ms(1);
     MW_TEST_EQ_INT(ask(d, "c.example.com", MW_DNS_T_MX, 0), MW_DNS_NODATA);
     MW_TEST_EQ_INT(upstream(d), 10);
     mw_dns_destroy(&d);
@@ -370,10 +469,12 @@ static void test_ttl_expiry(void)
     d = resolver(100, 0, 1);
     if (!MW_TEST_ASSERT(d != NULL))
         return;
+    mw_dns_set_cache_clock(d, fake_clock, NULL);
     MW_TEST_EQ_INT(ask(d, "last.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
+    advance_ms(999);
     MW_TEST_EQ_INT(ask(d, "last.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
     MW_TEST_EQ_INT(upstream(d), 1);
-    mwt_sleep_ms(1200);
+    advance_ms(1);
     MW_TEST_EQ_INT(ask(d, "last.example.com", MW_DNS_T_A, 0), MW_DNS_OK);
     MW_TEST_EQ_INT(upstream(d), 2);
     mw_dns_destroy(&d);
@@ -502,7 +603,7 @@ static void test_threads(void)
 
 int main(void)
 {
-    static const char *const negttl[] = {"--negttl", "2", NULL};
+    static const char *const negttl[] = {"--negttl", "60", NULL};
 
     if (!mwt_proc_dir(&server, "dnscache"))
         return 2;

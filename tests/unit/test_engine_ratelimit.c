@@ -82,7 +82,8 @@ static mw_engine *make_engine(bool redis, bool rep)
              rep ? "reputation = { enabled = true; min_samples = 1; };\n" : "");
     if (redis)
         snprintf(text + strlen(text), sizeof text - strlen(text),
-                 "state = { backend = \"redis\"; };\nredis = { host = \"127.0.0.1\"; port = %d; };\n",
+                 "state = { backend = \"redis\"; };\nredis = { host = \"127.0.0.1\"; port = %d; "
+                 "connect_timeout = 5000; command_timeout = 5000; };\n",   /* not racing 250 ms */
                  redis_srv.port);
     FILE *f = fopen(path, "w");
     if (f == NULL)

@@ -97,6 +97,10 @@ typedef struct mw_spf_cache_stats {
     size_t entries, capacity;
 } mw_spf_cache_stats;
 void mw_spf_cache_get_stats(mw_spf *spf, mw_spf_cache_stats *st);
+/* Tests only: the cache entries' clock (milliseconds, monotonic; NULL
+ * restores the real one; no-op without a cache).  Set it before the checker
+ * is shared between threads.  Evaluation deadlines keep real time. */
+void mw_spf_cache_set_clock(mw_spf *spf, uint64_t (*fn)(void *arg), void *arg);
 
 /*
  * Render the value of a Received-SPF header (RFC 7208 §9.1) for o into out

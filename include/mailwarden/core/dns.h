@@ -100,6 +100,9 @@ mw_dns_status mw_dns_query(mw_dns *dns, const char *name, uint16_t type, unsigne
                            mw_dns_answer **out);
 void mw_dns_answer_free(mw_dns_answer **a);
 void mw_dns_get_stats(mw_dns *dns, mw_dns_stats *st);
+/* Tests only: the answer cache's clock (mw_dns_cache_set_clock; no-op
+ * without a cache).  libunbound's own cache keeps real time. */
+void mw_dns_set_cache_clock(mw_dns *dns, uint64_t (*fn)(void *arg), void *arg);
 
 /* --- rdata helpers (return false on malformed rdata) --- */
 /* TXT: join the character-strings of one RR (no separator) into out (reset first). */

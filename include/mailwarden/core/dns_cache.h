@@ -12,7 +12,8 @@
  * NXDOMAIN/NODATA answer, RFC 2308), the TTL clamped to [min_ttl, max_ttl]
  * first.  Only MW_DNS_OK, MW_DNS_NXDOMAIN and MW_DNS_NODATA answers with a
  * TTL > 0 that are not DNSSEC-bogus are stored: never timeouts, SERVFAIL or
- * other failures.  Expiry runs on CLOCK_MONOTONIC.
+ * other failures.  Expiry runs on CLOCK_MONOTONIC (tests may inject a clock:
+ * mw_dns_cache_set_clock).
  *
  * Bound: at most max_entries answers, split over up to 16 shards (each with
  * its own mutex and LRU list; one shard below 128 entries, so small caches
@@ -64,5 +65,15 @@ bool mw_dns_cache_put(mw_dns_cache *c, const char *name, uint16_t type, uint16_t
                       const mw_dns_answer *a);
 /* Counters summed over the shards (all zero for NULL). */
 void mw_dns_cache_get_stats(mw_dns_cache *c, mw_dns_cache_stats *st);
+
+/*
+ * Tests only: replace the cache's clock (nanoseconds, monotonic; NULL
+ * restores CLOCK_MONOTONIC).  Call before the cache is used by any other
+ * thread: the hook itself is not synchronised.  Expiry tests advance a
+ * fake clock rather than sleep past a TTL (a sleep races the scheduler).
+ * No-op on a NULL cache.
+ */
+typedef uint64_t (*mw_dns_cache_clock_fn)(void *arg);
+void mw_dns_cache_set_clock(mw_dns_cache *c, mw_dns_cache_clock_fn fn, void *arg);
 
 #endif
