@@ -229,16 +229,28 @@ static char expect_cmd(int fd, uint8_t **raw)
     return mta_reply(fd, raw).cmd;
 }
 
+/* Wait for the close callback to have run want times.  An event, not a
+ * time: the 30 s cap only catches a server that never closes (a hang). */
 static void wait_closed(int want)
 {
-    for (int i = 0; i < 300; i++) {
+    int n = 0;
+    for (int i = 0; i < 3000; i++) {
         pthread_mutex_lock(&log_mu);
-        int n = closes;
+        n = closes;
         pthread_mutex_unlock(&log_mu);
         if (n >= want)
             return;
         nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
     }
+    MW_TEST_ASSERT(n >= want);
+}
+
+/* The close callback runs before the server drops the connection from its
+ * count: wait for the count (again an event, capped at 30 s). */
+static void wait_no_connections(mw_ms_server *m)
+{
+    for (int i = 0; i < 3000 && mw_ms_connections(m) != 0; i++)
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
 }
 
 #define ALL_ACTIONS 0x1FFu
@@ -461,6 +473,7 @@ static void test_reject_abort_hangup_garbage(void)
     MW_TEST_EQ_INT(expect_cmd(fd, &raw), 'O');
     close(fd);
     wait_closed(9);
+    wait_no_connections(srv);
     MW_TEST_EQ_INT(mw_ms_connections(srv), 0);
     free(take_log());
     free(raw);
@@ -493,7 +506,7 @@ static void test_thread_reuse(void)
     pthread_mutex_unlock(&log_mu);
     int threads0 = -1;
     for (int i = 0; i < 10; i++) {
-        for (int t = 0; t < 300 && mw_ms_idle_threads(srv) == 0; t++)
+        for (int t = 0; t < 3000 && mw_ms_idle_threads(srv) == 0; t++)
             nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
         MW_TEST_ASSERT(mw_ms_idle_threads(srv) >= 1);
         if (threads0 < 0)
