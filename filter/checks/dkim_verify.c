@@ -66,6 +66,7 @@ struct lookup {
     char         *qname;
     mw_dns_status status;
     char         *why;
+    bool          bad_name;   /* refused by us, not a server: not a DNS name */
 };
 
 struct mw_dkim_msg {
@@ -198,13 +199,13 @@ static double ms_since(const struct timespec *t0)
     return (double)(now.tv_sec - t0->tv_sec) * 1000.0 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
-static void lookup_note(mw_dkim_msg *m, const char *qname, mw_dns_status st, const char *why)
+static void lookup_note(mw_dkim_msg *m, const char *qname, mw_dns_status st, const char *why, bool bad_name)
 {
     if (m == NULL)
         return;
     m->lk = mw_reallocarray(m->lk, m->nlk + 1, sizeof *m->lk);
     m->lk[m->nlk++] = (struct lookup){.qname = mw_strdup(qname), .status = st,
-                                      .why = why != NULL ? mw_strdup(why) : NULL};
+                                      .why = why != NULL ? mw_strdup(why) : NULL, .bad_name = bad_name};
 }
 
 static int dns_start(void *srv, int type, unsigned char *name, unsigned char *buf, size_t buflen,
@@ -229,7 +230,7 @@ static int dns_start(void *srv, int type, unsigned char *name, unsigned char *bu
         if (spent >= deadline) {
             q->status = DKIM_DNS_EXPIRED;
             lookup_note(m, (const char *)name, MW_DNS_TEMPFAIL,
-                        "the message's key-lookup deadline was reached");
+                        "the message's key-lookup deadline was reached", false);
             return 0;
         }
         if (timeout == 0 || timeout > deadline - (unsigned)spent)
@@ -251,7 +252,13 @@ static int dns_start(void *srv, int type, unsigned char *name, unsigned char *bu
         q->status = DKIM_DNS_ERROR;
         break;
     case MW_DNS_PERMFAIL:        /* bogus, REFUSED, bad name: no usable key */
-        rcode = a->rcode != 0 ? a->rcode : 2;
+        /* A server's answer (REFUSED, FORMERR...) keeps its rcode.  No reply
+         * (rcode -1) means we refused the name ourselves (an empty or 64-byte label,
+         * too long): that is the signer's own doing, a name that cannot
+         * exist, so NXDOMAIN (permerror), never SERVFAIL: a selector like
+         * "a..b" must not turn a spoof's DKIM fail into a temperror (451
+         * instead of 550, and no report record). */
+        rcode = a->rcode > 0 ? a->rcode : 3;
         break;
     }
     size_t dropped = 0;
@@ -261,7 +268,8 @@ static int dns_start(void *srv, int type, unsigned char *name, unsigned char *bu
         q->status = DKIM_DNS_ERROR;
     lookup_note(m, (const char *)name, a->status,
                 a->why != NULL ? a->why : a->bogus ? "DNSSEC validation failed"
-                : dropped ? "key record with more than 64 tags ignored" : NULL);
+                : dropped ? "key record with more than 64 tags ignored" : NULL,
+                a->status == MW_DNS_PERMFAIL && a->rcode < 0 && !a->bogus);
     mw_dns_answer_free(&a);
     return 0;
 }
@@ -450,10 +458,17 @@ static void sig_classify(const mw_dkim_msg *m, DKIM_SIGINFO *sig, mw_dkim_sig *o
         o->result = MW_DKIM_POLICY;
         o->reason = strf("signature timestamp in the future (t=)");
         break;
-    case DKIM_SIGERROR_KEYFAIL:
-        o->result = MW_DKIM_TEMPERROR;
-        o->reason = key_reason(m, o, "key lookup failed");
+    case DKIM_SIGERROR_KEYFAIL: {
+        /* A key name that is no DNS name (s=a..b, a 64-byte label) is the
+         * signer's doing and cannot exist: permerror.  Only a server's or
+         * the network's failure is temporary (else a spoofer of a p=reject
+         * domain could turn its 550 into a 451). */
+        const struct lookup *l = lookup_find(m, o->selector, o->domain);
+        bool bad = l != NULL && l->bad_name;
+        o->result = bad ? MW_DKIM_PERMERROR : MW_DKIM_TEMPERROR;
+        o->reason = key_reason(m, o, bad ? "no key: the key's name is not a DNS name" : "key lookup failed");
         break;
+    }
     case DKIM_SIGERROR_NOKEY:
         o->result = MW_DKIM_PERMERROR;
         o->reason = key_reason(m, o, "no key record");

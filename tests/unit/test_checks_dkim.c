@@ -591,6 +591,37 @@ static void test_key_problems(void)
     MW_TEST_EQ_INT(sign_then_verify(v, "servfail", &o, NULL), MW_DKIM_TEMPERROR);
     outcome_clear(&o);
 
+    /* A selector that is no DNS name ("a..b", ".a", a 64-byte label) is the
+     * signer's doing: permerror, never temperror (which a spoofer of a
+     * p=reject domain would use to turn 550 into 451). */
+    static const char *const bad_sel[] = {"a..b", ".a",
+                                          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"};
+    for (size_t i = 0; i < sizeof bad_sel / sizeof bad_sel[0]; i++) {
+        size_t k = key_index(main_signer, "revoked");
+        outcome so;
+        run(NULL, main_signer, &k, 1, MSG, 0, &so);
+        if (MW_TEST_EQ_INT(so.nsigs, 1)) {
+            mw_buf sig = MW_BUF_INIT;
+            const char *p = strstr(so.sigs[0], " s=");
+            const char *e = p ? strchr(p, ';') : NULL;
+            if (MW_TEST_ASSERT(p && e)) {
+                mw_buf_append(&sig, so.sigs[0], (size_t)(p - so.sigs[0]));
+                mw_buf_printf(&sig, " s=%s", bad_sel[i]);
+                mw_buf_puts(&sig, e);
+                char *one[1] = {sig.data};
+                char *sm = with_sigs(one, 1, MSG);
+                run(v, NULL, NULL, 0, sm, 0, &o);
+                if (MW_TEST_EQ_INT(o.res.nsig, 1) &&
+                    !MW_TEST_EQ_STR(mw_dkim_result_name(o.res.sig[0].result), "permerror"))
+                    fprintf(stderr, "  s=%s: %s\n", bad_sel[i], o.res.sig[0].reason);
+                outcome_clear(&o);
+                free(sm);
+            }
+            mw_buf_free(&sig);
+        }
+        outcome_clear(&so);
+    }
+
     MW_TEST_EQ_INT(sign_then_verify(v, "badkey", &o, NULL), MW_DKIM_PERMERROR);
     if (o.res.nsig == 1)
         fprintf(stderr, "  bad key reason: %s\n", o.res.sig[0].reason);
