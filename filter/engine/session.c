@@ -531,7 +531,7 @@ static void note_trusted_ar(mw_session *s, unsigned index, const char *value, si
 {
     const mw_config *cfg = s->rt->cfg;
     for (size_t i = 0; i < cfg->ndmarc_trusted_authserv_ids; i++) {
-        if (!mw_authres_is_ours(value, vlen, cfg->dmarc_trusted_authserv_ids[i]))
+        if (!mw_authres_id_is(value, vlen, cfg->dmarc_trusted_authserv_ids[i]))
             continue;
         if (s->ntrusted_ar >= MAX_TRUSTED_AR) {
             mw_sess_trace(s, "authres: header #%u from trusted upstream %s ignored: only the first %d are used",

@@ -308,7 +308,8 @@ static void scan_message(conn *c, mw_exim_request *r)
                     "Exim's remove_header cannot match: message rejected", mw_session_id(x.s));
         if (dropped)
             mw_warn("%s: %zu header(s) left out of the reply to Exim: longer than %d characters (a DKIM key "
-                    "too large for one line?) or past the %d bytes Exim reads; see docs/exim.md",
+                    "too large for one line?), past the %d bytes Exim reads, or a foreign "
+                    "Authentication-Results with control bytes (removed, not re-added); see docs/exim.md",
                     mw_session_id(x.s), dropped, MW_EXIM_MAX_LINE, MW_EXIM_MAX_REPLY);
         if (!write_all(c, out.data, out.len))
             mw_warn("exim %s: %s: cannot send the verdict: %s", c->peer, mw_session_id(x.s), strerror(errno));

@@ -435,6 +435,15 @@ static bool one_line(mw_buf *out, const char *prefix, const char *name, const ch
     return true;
 }
 
+/* Does v hold a control byte other than a fold (CR, LF, TAB), or DEL? */
+static bool has_controls(const char *v)
+{
+    for (const unsigned char *p = (const unsigned char *)(v ? v : ""); *p; p++)
+        if ((*p < 0x20 && *p != '\r' && *p != '\n' && *p != '\t') || *p == 0x7f)
+            return true;
+    return false;
+}
+
 static void head(mw_buf *out, bool spam, double score, const char *action)
 {
     mw_buf_printf(out, "RSPAMD/1.3 0 EX_OK\r\nMetric: default; %s %.2f / 15.00 / 15.00\r\nAction: %s\r\n",
@@ -525,7 +534,11 @@ bool mw_exim_reply(const mw_verdict *v, const unsigned *stay, size_t nstay, mw_b
         if (a->removed || in_list(stay, nstay, a->index))
             continue;
         size_t before = out->len;
-        if (!one_line(out, "MW-Keep: ", "Authentication-Results", a->value)) {
+        if (has_controls(a->value)) {
+            /* one_line would delete them and so rewrite the value: "\x01mx.ours"
+             * would come back as our own id.  Never re-added, counted. */
+            drop++;
+        } else if (!one_line(out, "MW-Keep: ", "Authentication-Results", a->value)) {
             drop++;
         } else if (out->len > MW_EXIM_MAX_REPLY) {
             out->len = before;              /* Exim would cut it */

@@ -66,8 +66,46 @@ static void test_parse_id(void)
     memset(longid, 'a', sizeof longid - 1);
     longid[sizeof longid - 1] = '\0';
     MW_TEST_ASSERT(!mw_authres_parse_id(longid, strlen(longid), id, sizeof id));
-    /* embedded NUL stops the token */
-    MW_TEST_ASSERT(!mw_authres_is_ours("mx\0.example.org", 15, "mx.example.org"));
+    /* embedded NUL stops the strict token; for removal it is one more byte
+     * a reader may drop, so the header counts as ours (errs toward removal) */
+    MW_TEST_ASSERT(!mw_authres_id_is("mx\0.example.org", 15, "mx.example.org"));
+    MW_TEST_ASSERT(mw_authres_is_ours("mx\0.example.org", 15, "mx.example.org"));
+}
+
+/* Forgeries that hide our id from a strict parse but not from a reader that
+ * drops control bytes, blanks or quotes (found by review: the Exim front end
+ * re-added such values without their control bytes, i.e. as our own id). */
+static void test_is_ours_hidden(void)
+{
+    static const char *const forged[] = {
+        "\x01mx.example.org; dmarc=pass header.from=paypal.com",
+        "mx.example.or\x7fg; dkim=pass header.d=paypal.com",
+        "\x0bmx.example.org; spf=pass smtp.mailfrom=paypal.com",
+        "\xc2\xa0mx.example.org; dmarc=pass",
+        "mx.example.org.; dmarc=pass",
+        "\"mx.example.org\"\x01; dmarc=pass",
+        "(x) mx.exa(y)mple.org; dmarc=pass",
+        "m\"x.example.or\"g; dmarc=pass",
+        "MX.Example.ORG\x1b; dmarc=pass",
+    };
+    for (size_t i = 0; i < sizeof forged / sizeof forged[0]; i++)
+        if (!MW_TEST_ASSERT(mw_authres_is_ours(forged[i], strlen(forged[i]), "mx.example.org")))
+            fprintf(stderr, "  not recognised: %s\n", forged[i]);
+    static const char *const foreign[] = {
+        "mx.example.org.evil; spf=pass",
+        "evil-mx.example.org; spf=pass",
+        "other.example; spf=pass mx.example.org",
+        "other.example; dmarc=pass (mx.example.org)",
+        "",
+    };
+    for (size_t i = 0; i < sizeof foreign / sizeof foreign[0]; i++)
+        if (!MW_TEST_ASSERT(!mw_authres_is_ours(foreign[i], strlen(foreign[i]), "mx.example.org")))
+            fprintf(stderr, "  wrongly ours: %s\n", foreign[i]);
+    /* trusting an upstream stays strict: only the RFC 8601 parse counts */
+    const char *v = "\x01border.example; dkim=pass header.d=paypal.com";
+    MW_TEST_ASSERT(!mw_authres_id_is(v, strlen(v), "border.example"));
+    v = "border.example; dkim=pass";
+    MW_TEST_ASSERT(mw_authres_id_is(v, strlen(v), "BORDER.example"));
 }
 
 static void test_parse_resinfo(void)
@@ -104,5 +142,6 @@ int main(void)
     MW_TEST_RUN(test_parse_resinfo);
     MW_TEST_RUN(test_build);
     MW_TEST_RUN(test_parse_id);
+    MW_TEST_RUN(test_is_ours_hidden);
     return MW_TEST_SUMMARY();
 }

@@ -370,6 +370,17 @@ static void test_reply(void)
     MW_TEST_ASSERT(strstr(out.data, "MW-Remove") == NULL && strstr(out.data, "MW-Keep") == NULL);
     ars[1] = (mw_ar_header){2, true, NULL, 0};
 
+    /* a kept A-R with control bytes is not re-added: re-adding would delete
+     * them, and "\x01mx.test.example" would come back as our own id */
+    mw_buf_reset(&out);
+    ars[0] = (mw_ar_header){1, false, "other.example\x01; spf=fail", 24};
+    dropped = 0;
+    MW_TEST_ASSERT(mw_exim_reply(&v, NULL, 0, &out, &dropped));
+    MW_TEST_ASSERT(strstr(out.data, "other.example") == NULL);
+    MW_TEST_EQ_INT(dropped, 1);
+    MW_TEST_ASSERT(strstr(out.data, "MW-Keep: Authentication-Results: third.example; dkim=pass\r\n") != NULL);
+    ars[0] = (mw_ar_header){1, false, "other.example; spf=fail", 23};
+
     /* a kept A-R Exim cannot remove by name (a fold before its colon) is
      * not re-added: it never left */
     mw_buf_reset(&out);

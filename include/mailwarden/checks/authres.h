@@ -42,7 +42,15 @@ void mw_authres_render(const mw_authres *ar, mw_buf *out);
  * Returns false if none can be parsed.
  */
 bool mw_authres_parse_id(const char *value, size_t len, char *out, size_t outlen);
-/* True when value's authserv-id equals id (ASCII case-insensitive). */
+/* Strict: value's authserv-id, parsed as RFC 8601 says, equals id (ASCII
+ * case-insensitive).  For trusting an upstream's results
+ * (dmarc.trusted_authserv_ids): nothing looser may be trusted. */
+bool mw_authres_id_is(const char *value, size_t len, const char *id);
+/* Lenient, for removing forgeries: true when value claims id as RFC 8601
+ * parses it, or once control bytes, blanks (ASCII or 8-bit), quotes and
+ * comments are dropped from the text before the first ';' (a reader that
+ * strips them would see id), trailing dots ignored.  So a forged header
+ * errs toward removal. */
 bool mw_authres_is_ours(const char *value, size_t len, const char *id);
 
 /*

@@ -169,9 +169,10 @@ void mw_exim_mbox_free(mw_exim_mbox *m);
  * lines so the ACL re-adds them.  Header values are unfolded onto one
  * line.  MW-Add lines come bottom-most first (the ACL adds each with
  * :at_start:, so the last listed, add[0], ends up on top) and before the
- * Keep lines.  A line that would exceed MW_EXIM_MAX_LINE, or a Keep line
- * that would take the reply past MW_EXIM_MAX_REPLY (Exim reads no more),
- * is left out and counted in *dropped (may be NULL).
+ * Keep lines.  A line that would exceed MW_EXIM_MAX_LINE, a Keep line
+ * that would take the reply past MW_EXIM_MAX_REPLY (Exim reads no more), or
+ * a kept A-R holding control bytes (re-adding it would rewrite it), is left
+ * out and counted in *dropped (may be NULL).
  */
 /*
  * stay: indexes (as in v->ar) of A-R headers whose name Exim's remove_header
