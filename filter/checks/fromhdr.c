@@ -18,6 +18,7 @@
 
 #include "alloc.h"
 #include "buf.h"
+#include "cidr.h"
 #include "fromhdr.h"
 #include "idna.h"
 #include "strutil.h"
@@ -165,6 +166,30 @@ static const char *lex(const char *s, size_t len, lexed *lx)
     return NULL;
 }
 
+/* Lower-case, A-label form, no trailing dot; NULL or the reason it is no domain. */
+static const char *finish_domain(mw_buf *dom)
+{
+    if (dom->len && dom->data[dom->len - 1] == '.')
+        dom->data[--dom->len] = '\0';
+    mw_str_lower(dom->data);
+    if (mw_idna_has_8bit(dom->data)) {
+        /* a U-label domain (RFC 6532): its A-label is the Author Domain, so
+         * an IDN domain's DMARC policy applies (never "unparsable") */
+        char alabel[256];
+        const char *why = NULL;
+        if (!mw_idna_to_ascii(dom->data, alabel, sizeof alabel, &why))
+            return why;
+        mw_buf_reset(dom);
+        mw_buf_puts(dom, alabel);
+        /* UTS #46 maps U+3002 and the like to '.', so strip again */
+        if (dom->len && dom->data[dom->len - 1] == '.')
+            dom->data[--dom->len] = '\0';
+    }
+    if (!mw_domain_valid(dom->data))
+        return "invalid domain name";
+    return NULL;
+}
+
 /* Turn tokens [a, b) of an addr-spec into "local@domain". */
 static const char *addr_spec(const lexed *lx, size_t a, size_t b, mw_buf *addr, mw_buf *dom, bool *has_dom)
 {
@@ -194,8 +219,23 @@ static const char *addr_spec(const lexed *lx, size_t a, size_t b, mw_buf *addr, 
     mw_buf_putc(addr, '@');
     if (at + 1 >= b)
         return "empty domain";
-    if (b - (at + 1) != 1)
-        return "domain is not one token";
+    if (b - (at + 1) != 1) {
+        /* RFC 5322 obs-domain: atoms and dots with CFWS between them
+         * ("victim ().test", "victim\r\n .test"), which MUAs show as one
+         * name: joined.  Atoms side by side without a dot are not a name. */
+        for (size_t i = at + 1; i < b; i++) {
+            const tok *t = &lx->t[i];
+            if (t->kind != T_ATOM)
+                return "domain is not an atom";
+            if (i > at + 1 && txt[t->start] != '.' && txt[lx->t[i - 1].start + lx->t[i - 1].len - 1] != '.')
+                return "domain is not one name";
+        }
+        for (size_t i = at + 1; i < b; i++) {
+            mw_buf_append(addr, txt + lx->t[i].start, lx->t[i].len);
+            mw_buf_append(dom, txt + lx->t[i].start, lx->t[i].len);
+        }
+        return finish_domain(dom);
+    }
     const tok *d = &lx->t[at + 1];
     if (d->kind == T_LITERAL) {
         *has_dom = false;   /* address literal: no domain for DMARC */
@@ -208,22 +248,7 @@ static const char *addr_spec(const lexed *lx, size_t a, size_t b, mw_buf *addr, 
         return "domain is not an atom";
     mw_buf_append(addr, txt + d->start, d->len);
     mw_buf_append(dom, txt + d->start, d->len);
-    if (dom->len && dom->data[dom->len - 1] == '.')
-        dom->data[--dom->len] = '\0';
-    mw_str_lower(dom->data);
-    if (mw_idna_has_8bit(dom->data)) {
-        /* a U-label domain (RFC 6532): its A-label is the Author Domain, so
-         * an IDN domain's DMARC policy applies (never "unparsable") */
-        char alabel[256];
-        const char *why = NULL;
-        if (!mw_idna_to_ascii(dom->data, alabel, sizeof alabel, &why))
-            return why;
-        mw_buf_reset(dom);
-        mw_buf_puts(dom, alabel);
-    }
-    if (!mw_domain_valid(dom->data))
-        return "invalid domain name";
-    return NULL;
+    return finish_domain(dom);
 }
 
 static void add_addr(mw_from *out, mw_buf *addr, mw_buf *dom, bool has_dom)
@@ -381,4 +406,167 @@ void mw_from_clear(mw_from *f)
         free(f->domain[i]);
     }
     memset(f, 0, sizeof *f);
+}
+
+/* ---- recovering domains from a From the parser gave up on ---- */
+
+/* The code point of the UTF-8 sequence at p (n bytes left) and its length;
+ * 0 with *len 1 for a byte that starts no valid sequence. */
+static unsigned utf8_at(const unsigned char *p, size_t n, size_t *len)
+{
+    unsigned c = p[0];
+    size_t need = c >= 0xf0 && c < 0xf5 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+    *len = 1;
+    if (c < 0x80)
+        return c;
+    if (need == 0 || need > n)
+        return 0;
+    unsigned cp = c & (need == 2 ? 0x1f : need == 3 ? 0x0f : 0x07);
+    for (size_t i = 1; i < need; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (p[i] & 0x3f);
+    }
+    if ((need == 3 && cp < 0x800) || (need == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    *len = need;
+    return cp;
+}
+
+/* Code points a reader does not see: format characters (bidi controls,
+ * zero-width ones, the soft hyphen, variation selectors, tags) and blanks. */
+static bool invisible(unsigned cp)
+{
+    return cp == 0xad || cp == 0xa0 || cp == 0x34f || cp == 0x61c || cp == 0x115f || cp == 0x1160 ||
+           cp == 0x1680 || (cp >= 0x17b4 && cp <= 0x17b5) || (cp >= 0x180b && cp <= 0x180f) ||
+           (cp >= 0x2000 && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202f) ||
+           (cp >= 0x205f && cp <= 0x206f) || cp == 0x3000 || cp == 0x3164 ||
+           (cp >= 0xfe00 && cp <= 0xfe0f) || cp == 0xfeff || cp == 0xffa0 ||
+           (cp >= 0x1bca0 && cp <= 0x1bca3) || (cp >= 0xe0000 && cp <= 0xe0fff);
+}
+
+static bool blank(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* Skip blanks and (nested) comments from i; returns the new index. */
+static size_t skip_cfws_raw(const unsigned char *v, size_t n, size_t i)
+{
+    for (;;) {
+        while (i < n && blank(v[i]))
+            i++;
+        if (i < n && v[i] == '(') {
+            int depth = 0;
+            for (; i < n; i++) {
+                if (v[i] == '\\' && i + 1 < n) {
+                    i++;
+                    continue;
+                }
+                if (v[i] == '(')
+                    depth++;
+                else if (v[i] == ')' && --depth == 0) {
+                    i++;
+                    break;
+                }
+            }
+            continue;
+        }
+        return i;
+    }
+}
+
+/*
+ * The domain a reader would see after the '@' at v[i]: letters, digits,
+ * '-', '_', '.' and 8-bit text, with quotes, invisible code points and
+ * invalid bytes dropped, ideographic full stops read as '.', and blanks or
+ * comments crossed only where a dot is next to them (obs-domain).  Written
+ * to out (NUL-terminated); returns the index where it stopped.
+ */
+static size_t domain_after(const unsigned char *v, size_t n, size_t i, char *out, size_t outlen)
+{
+    size_t o = 0;
+    bool over = false;
+    i = skip_cfws_raw(v, n, i + 1);
+    while (i < n && (v[i] == '"' || v[i] == '['))
+        i++;
+    while (i < n) {
+        unsigned char c = v[i];
+        char put = 0;
+        size_t len = 1;
+        if (isalnum(c) || c == '-' || c == '_' || c == '.') {
+            put = (char)tolower(c);
+        } else if (c == '"') {
+            i++;
+            continue;
+        } else if (blank(c) || c == '(') {
+            size_t j = skip_cfws_raw(v, n, i);
+            bool dot_before = o > 0 && out[o - 1] == '.', dot_after = j < n && v[j] == '.';
+            if (!dot_before && !dot_after)
+                break;
+            i = j;
+            continue;
+        } else if (c >= 0x80) {
+            unsigned cp = utf8_at(v + i, n - i, &len);
+            if (cp == 0 || invisible(cp)) {
+                i += len;
+                continue;
+            }
+            if (cp == 0x3002 || cp == 0xff0e || cp == 0xff61) {
+                put = '.';
+            } else {
+                if (o + len < outlen)
+                    memcpy(out + o, v + i, len);
+                else
+                    over = true;
+                o += o + len < outlen ? len : 0;
+                i += len;
+                continue;
+            }
+        } else {
+            break;   /* '>' ',' ';' ':' ']' '@' '<' and every other special end it */
+        }
+        if (o + 1 < outlen)
+            out[o++] = put;
+        else
+            over = true;
+        i += len;
+    }
+    while (o > 0 && out[o - 1] == '.')
+        o--;
+    out[over ? 0 : o] = '\0';
+    return i;
+}
+
+void mw_from_recover_domains(const char *value, size_t len, void (*found)(void *, const char *), void *arg,
+                             bool *unreadable)
+{
+    const unsigned char *v = (const unsigned char *)value;
+    *unreadable = false;
+    for (size_t i = 0; i < len; i++) {
+        if (v[i] != '@')
+            continue;
+        char raw[256], a[256];
+        const char *why = NULL;
+        size_t end = domain_after(v, len, i, raw, sizeof raw);
+        if (strchr(raw, '.') == NULL) {   /* no dotted name: no DMARC policy to find */
+            i = end > i ? end - 1 : i;
+            continue;
+        }
+        mw_addr ip;
+        if (mw_addr_parse(raw, &ip)) {
+            i = end > i ? end - 1 : i;
+            continue;   /* an address literal names no domain */
+        }
+        if (mw_idna_to_ascii(raw, a, sizeof a, &why) && mw_domain_valid(a) && strchr(a, '.') != NULL) {
+            size_t al = strlen(a);
+            while (al > 0 && a[al - 1] == '.')
+                a[--al] = '\0';
+            found(arg, a);
+        } else {
+            *unreadable = true;   /* it looks like a domain, but not one we can look up */
+        }
+        i = end > i ? end - 1 : i;
+    }
 }

@@ -456,6 +456,11 @@ static void add_from_domain(mw_session *s, const char *d)
     s->from_domains[s->nfrom_domains++] = mw_strdup(d);
 }
 
+static void recovered_domain(void *arg, const char *domain)
+{
+    add_from_domain(arg, domain);
+}
+
 static void note_from(mw_session *s, const char *value, size_t vlen)
 {
     /* collect the domains of every From header, even malformed ones, so a
@@ -474,29 +479,16 @@ static void note_from(mw_session *s, const char *value, size_t vlen)
                       "that enforces DMARC", MW_FROM_MAX_ADDRS);
         s->from_domains_over = true;
     }
-    if (f->status == MW_FROM_UNPARSABLE || f->naddr == 0) {
-        /* The parser gave up: take every "@domain" in the raw value, so a
-         * malformed From cannot hide an enforcing domain from the policy. */
-        for (size_t i = 0; i < vlen; i++) {
-            if (value[i] != '@')
-                continue;
-            size_t j = i + 1;
-            while (j < vlen && (isalnum((unsigned char)value[j]) || value[j] == '-' || value[j] == '.' ||
-                                value[j] == '_' || (unsigned char)value[j] >= 0x80))
-                j++;
-            if (j > i + 1 && j - i - 1 < 254) {
-                char d[256], a[256];
-                const char *why;
-                memcpy(d, value + i + 1, j - i - 1);
-                d[j - i - 1] = '\0';
-                size_t dl = strlen(d);
-                while (dl && d[dl - 1] == '.')
-                    d[--dl] = '\0';
-                /* a U-label domain counts by its A-label */
-                if (mw_idna_to_ascii(d, a, sizeof a, &why) && mw_domain_valid(a) && strchr(a, '.'))
-                    add_from_domain(s, a);
-            }
-            i = j - 1;   /* the domain's bytes hold no '@': skip them */
+    if (f->status == MW_FROM_UNPARSABLE || f->status == MW_FROM_NODOMAIN || f->naddr == 0) {
+        /* The parser gave up: every domain a reader could see after an '@'
+         * in the raw value counts, so a malformed From cannot hide an
+         * enforcing domain from the policy; one that looks like a domain
+         * but cannot be read fails closed. */
+        bool unreadable = false;
+        mw_from_recover_domains(value, vlen, recovered_domain, s, &unreadable);
+        if (unreadable && !s->from_domains_over) {
+            mw_sess_trace(s, "from: a From domain cannot be read: treated as from a domain that enforces DMARC");
+            s->from_domains_over = true;
         }
     }
     if (!first) {

@@ -143,6 +143,16 @@ def hostile_forms():
         # a U-label From domain is looked up by its A-label (xn--rject-bsa.test publishes p=reject)
         ("IDN From domain (U-label) of a p=reject domain", b"From: ceo@r\xc3\xa9ject.test", "reject"),
         ("IDN From domain, upper case", b"From: CEO <ceo@R\xc3\x89JECT.test>", "reject"),
+        # found by review: From domains the parser could not read were delivered unchecked
+        ("obs-domain: comment inside the domain", b"From: CEO <ceo@reject ().test>", "reject"),
+        ("obs-domain: fold inside the domain", b"From: CEO <ceo@reject\r\n .test>", "reject"),
+        ("quoted domain", b'From: ceo@"reject.test"', "reject"),
+        ("domain literal naming the domain", b"From: ceo@[reject.test]", "reject"),
+        ("invisible LRM after the domain", b"From: CEO <ceo@reject.test\xe2\x80\x8e>", "reject"),
+        ("invisible LRM before the domain", b"From: CEO <ceo@\xe2\x80\x8ereject.test>", "reject"),
+        ("bidi override in the domain", b"From: CEO <ceo@reject.test\xe2\x80\xae>", "reject"),
+        ("U+180E inside the domain", b"From: CEO <ceo@rej\xe1\xa0\x8eect.test>", "reject"),
+        ("invalid UTF-8 after the domain", b"From: CEO <ceo@reject.test\xa0>", "reject"),
     ]
 
 

@@ -2,6 +2,7 @@
  * test_checks_fromhdr.c - header From parsing, including the hostile forms
  * that bypassed or crashed OpenDMARC.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "fromhdr.h"
@@ -101,6 +102,58 @@ static void test_idn(void)
     E("a@b\xc3\xbc" "cher.example, b@xn--bcher-kva.example", MW_FROM_OK, "xn--bcher-kva.example");
 }
 
+/* RFC 5322 obs-domain: atoms and dots with CFWS between them are one name. */
+static void test_obs_domain(void)
+{
+    E("CEO <ceo@victim ().test>", MW_FROM_OK, "victim.test");
+    E("CEO <ceo@victim\r\n .test>", MW_FROM_OK, "victim.test");
+    E("ceo@victim. (c) test", MW_FROM_OK, "victim.test");
+    E("ceo@victim test", MW_FROM_UNPARSABLE, NULL);          /* no dot between: not a name */
+    E("ceo@victim.test\xe3\x80\x82", MW_FROM_OK, "victim.test");   /* U+3002: trailing dot stripped */
+}
+
+struct found { char d[8][64]; int n; };
+static void on_found(void *arg, const char *d)
+{
+    struct found *f = arg;
+    if (f->n < 8)
+        snprintf(f->d[f->n++], sizeof f->d[0], "%s", d);
+}
+
+/* What a reader sees in a From the parser gave up on (found by review:
+ * these spoofs of a p=reject domain were delivered). */
+static void test_recover(void)
+{
+    static const struct { const char *v; const char *want; bool unreadable; } cases[] = {
+        {"ceo@\"victim.test\"", "victim.test", false},
+        {"CEO <ceo@victim.test\xe2\x80\x8e>", "victim.test", false},       /* LRM */
+        {"CEO <ceo@\xe2\x80\x8evictim.test>", "victim.test", false},
+        {"CEO <ceo@victim.test\xe2\x80\xae>", "victim.test", false},       /* RLO */
+        {"CEO <ceo@vic\xe1\xa0\x8e" "tim.test>", "victim.test", false},     /* U+180E */
+        {"CEO <ceo@victim.test\xa0>", "victim.test", false},                 /* invalid UTF-8 */
+        {"ceo@[victim.test]", "victim.test", false},
+        {"ceo@victim ().test (x) <y", "victim.test", false},
+        {"a@victim.test extra words @ nothing", "victim.test", false},
+        {"ceo@[192.0.2.1]", NULL, false},
+        {"Support @ Company <x", NULL, false},
+        {"ceo@vic\xe2\x80\xa8tim.test", "victim.test", false},            /* LINE SEPARATOR: blank */
+        {"ceo@xn--.test", NULL, true},                                     /* looks like one, is none */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct found f = {.n = 0};
+        bool unreadable = false;
+        mw_from_recover_domains(cases[i].v, strlen(cases[i].v), on_found, &f, &unreadable);
+        if (cases[i].want) {
+            if (!MW_TEST_EQ_INT(f.n, 1) || !MW_TEST_EQ_STR(f.d[0], cases[i].want))
+                fprintf(stderr, "  value: [%s]\n", cases[i].v);
+        } else if (!MW_TEST_EQ_INT(f.n, 0)) {
+            fprintf(stderr, "  value: [%s] gave %s\n", cases[i].v, f.d[0]);
+        }
+        if (!MW_TEST_EQ_INT(unreadable, cases[i].unreadable))
+            fprintf(stderr, "  value: [%s]\n", cases[i].v);
+    }
+}
+
 static void test_huge(void)
 {
     /* many addresses, deep comments, a long value: bounded, no crash */
@@ -128,6 +181,8 @@ int main(void)
     MW_TEST_RUN(test_bad);
     MW_TEST_RUN(test_one_domain);
     MW_TEST_RUN(test_idn);
+    MW_TEST_RUN(test_obs_domain);
+    MW_TEST_RUN(test_recover);
     MW_TEST_RUN(test_huge);
     return MW_TEST_SUMMARY();
 }

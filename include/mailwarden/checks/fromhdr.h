@@ -15,6 +15,7 @@
 #ifndef MW_CHECKS_FROMHDR_H
 #define MW_CHECKS_FROMHDR_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef enum mw_from_status {
@@ -38,6 +39,19 @@ typedef struct mw_from {
     char  *domain[MW_FROM_MAX_ADDRS];   /* lower-case, trailing dot removed; NULL if none */
     const char *why;                    /* static reason for a non-OK status */
 } mw_from;
+
+/*
+ * For a From the parser gave up on (unparsable, no address, no domain):
+ * every domain a reader could see after an '@' in the raw value, in A-label
+ * form, one call of found each (duplicates possible).  Quotes, comments,
+ * invisible code points (bidi and zero-width characters, blanks, the soft
+ * hyphen...) and invalid UTF-8 are dropped, as a display would drop them.
+ * *unreadable is set when something after an '@' looks like a domain but
+ * cannot be made one: the caller should fail closed (treat the message as
+ * from a domain that enforces DMARC).  Linear in len.
+ */
+void mw_from_recover_domains(const char *value, size_t len, void (*found)(void *, const char *), void *arg,
+                             bool *unreadable);
 
 /* Parse one From header value.  Always fills *out; free with mw_from_clear. */
 mw_from_status mw_from_parse(const char *value, size_t len, mw_from *out);
