@@ -41,6 +41,11 @@
 #define REPLY_MAX 450   /* an SMTP reply line is at most 512 octets with CRLF */
 #define OVR_NONE  (1u << 31)   /* dmarc_override = [ "none" ]: no override flag set */
 
+/* Placeholders a reply may use (session.c expands them; mailwarden.conf(5)
+ * documents each, checked by test_core_config). */
+static const char *const placeholders[] = {"spf_explanation", "sender_domain", "client_ip", "rule",
+                                           "from_domain", "dmarc_policy"};
+
 typedef struct rule {
     char        *name;
     unsigned     trust;        /* bit per mw_trust; TRUST_ALL when not given */
@@ -62,6 +67,17 @@ typedef struct rule {
     bool         rep_below_set, rep_above_set;
     double       rep_below, rep_above;   /* reputation score bounds (-1 .. 1) */
     int          rep_subject;            /* 0 ip, 1 net, 2 domain */
+    unsigned     dkim;         /* bit per mw_dkim_result (NONE: unsigned); 0 = not a condition */
+    char       **dkim_domains; /* passing d= globs; NULL = not a condition */
+    size_t       ndkim_domains;
+    int          signed_by_from;   /* -1 = not a condition, else 0/1 */
+    unsigned     arc;          /* bit per mw_arc_result; 0 = not a condition */
+    char       **recipients;   /* address globs; NULL = not a condition */
+    size_t       nrecipients;
+    char       **rcpt_domains; /* domain globs; NULL = not a condition */
+    size_t       nrcpt_domains;
+    int          rate_limited; /* -1 = not a condition, else 0/1 */
+    int          list_mail;    /* -1 = not a condition, else 0/1 */
     mw_action    action;
     char        *reply;        /* NULL = the engine's default for the action */
 } rule;
@@ -244,6 +260,51 @@ static bool add_dmarc_result(pctx *c, const config_setting_t *e, const char *s, 
     return true;
 }
 
+static bool add_dkim_result(pctx *c, const config_setting_t *e, const char *s, void *arg)
+{
+    unsigned *mask = arg;
+
+    for (int r = MW_DKIM_NONE; r <= MW_DKIM_PERMERROR; r++) {
+        if (strcasecmp(s, mw_dkim_result_name((mw_dkim_result)r)) == 0) {
+            *mask |= 1u << r;
+            return true;
+        }
+    }
+    perr(c, e, "dkim: unknown DKIM result \"%s\" (none, pass, fail, neutral, policy, temperror, permerror)", s);
+    return false;
+}
+
+static bool add_arc_result(pctx *c, const config_setting_t *e, const char *s, void *arg)
+{
+    unsigned *mask = arg;
+
+    for (int r = MW_ARC_NONE; r <= MW_ARC_FAIL; r++) {
+        if (strcasecmp(s, mw_arc_result_name((mw_arc_result)r)) == 0) {
+            *mask |= 1u << r;
+            return true;
+        }
+    }
+    perr(c, e, "arc: unknown ARC result \"%s\" (none, pass, fail)", s);
+    return false;
+}
+
+/* An address pattern: "local@domain", "*@domain", "local@*.domain". */
+static bool add_address(pctx *c, const config_setting_t *e, const char *s, void *arg)
+{
+    struct strvec *sv = arg;
+    const char *at = strchr(s, '@');
+
+    if (at == NULL || at == s || at[1] == '\0' || strchr(at + 1, '@') != NULL || strchr(s, ' ') != NULL) {
+        perr(c, e, "%s: \"%s\" is not an address pattern (e.g. \"billing@example.com\", "
+                   "\"*@example.com\")", sv->key, s);
+        return false;
+    }
+    sv->v = mw_reallocarray(sv->v, sv->n + 2, sizeof *sv->v);
+    sv->v[sv->n++] = mw_strdup(s);
+    sv->v[sv->n] = NULL;
+    return true;
+}
+
 static bool add_dmarc_policy(pctx *c, const config_setting_t *e, const char *s, void *arg)
 {
     unsigned *mask = arg;
@@ -339,14 +400,12 @@ static bool reply_valid(const char *r, mw_action a, char *why, size_t whylen)
             p++;
             continue;
         }
-        static const char *const ph[] = {"spf_explanation", "sender_domain", "client_ip", "rule",
-                                         "from_domain", "dmarc_policy"};
         bool known = false;
         if (p[1] == '{') {
             const char *end = strchr(p, '}');
-            for (size_t i = 0; end != NULL && i < sizeof ph / sizeof ph[0]; i++) {
-                size_t len = strlen(ph[i]);
-                if ((size_t)(end - p - 2) == len && strncmp(p + 2, ph[i], len) == 0)
+            for (size_t i = 0; end != NULL && i < sizeof placeholders / sizeof placeholders[0]; i++) {
+                size_t len = strlen(placeholders[i]);
+                if ((size_t)(end - p - 2) == len && strncmp(p + 2, placeholders[i], len) == 0)
                     known = true;
             }
             if (known) {
@@ -390,17 +449,63 @@ static void rule_free(rule *r)
     for (size_t i = 0; i < r->nfrom_domains; i++)
         free(r->from_domains[i]);
     free(r->from_domains);
+    char **const lists[] = {r->dkim_domains, r->recipients, r->rcpt_domains};
+    for (size_t k = 0; k < sizeof lists / sizeof lists[0]; k++) {
+        for (size_t i = 0; lists[k] != NULL && lists[k][i] != NULL; i++)
+            free(lists[k][i]);
+        free(lists[k]);
+    }
     mw_cidr_set_free(&r->network);
     mw_cidr_set_free(&r->not_network);
     free(r->reply);
 }
 
+/* Every key a rule may have; mailwarden.conf(5) documents each (a unit test
+ * checks the man page against mw_policy_rule_key()). */
 static const char *const rule_keys[] = {"name", "trust", "spf", "helo_spf", "sender_domain",
                                         "network", "not_network", "null_sender", "dmarc",
                                         "dmarc_disposition", "dmarc_policy", "dmarc_override",
                                         "from_status", "from_domain", "from_enforcing", "reputation_below",
-                                        "reputation_above", "reputation_subject", "action",
-                                        "reply", NULL};
+                                        "reputation_above", "reputation_subject", "dkim", "dkim_domain",
+                                        "signed_by_from", "arc", "recipient", "recipient_domain",
+                                        "rate_limited", "list_mail", "action", "reply", NULL};
+
+const char *mw_policy_placeholder(size_t i)
+{
+    return i < sizeof placeholders / sizeof placeholders[0] ? placeholders[i] : NULL;
+}
+
+const char *mw_policy_rule_key(size_t i)
+{
+    return i < sizeof rule_keys / sizeof rule_keys[0] - 1 ? rule_keys[i] : NULL;
+}
+
+/* A true/false condition: -1 when absent. */
+static int get_bool(pctx *c, const config_setting_t *g, const char *key, const char *label)
+{
+    const config_setting_t *s = config_setting_get_member(g, key);
+    if (s == NULL)
+        return -1;
+    if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
+        perr(c, s, "%s: %s: expected true or false", label, key);
+        return -1;
+    }
+    return config_setting_get_bool(s) ? 1 : 0;
+}
+
+/* A list of patterns; a list whose every entry is bad stays a condition
+ * that never matches. */
+static char **get_patterns(pctx *c, const config_setting_t *g, const char *key,
+                           bool (*add)(pctx *, const config_setting_t *, const char *, void *), size_t *n)
+{
+    const config_setting_t *s = config_setting_get_member(g, key);
+    if (s == NULL)
+        return NULL;
+    struct strvec sv = {NULL, 0, key};
+    each_string(c, s, key, add, &sv);
+    *n = sv.n;
+    return sv.v != NULL ? sv.v : mw_calloc(1, sizeof *sv.v);
+}
 
 static bool key_listed(const char *const *list, const char *k)
 {
@@ -437,18 +542,21 @@ static void rule_parse(pctx *c, const config_setting_t *g, int idx, rule *r)
     r->null_sender = -1;
     r->from_enforcing = -1;
 
+    r->signed_by_from = r->rate_limited = r->list_mail = -1;
+
     if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
         perr(c, g, "rules: element %d must be a group { name = ...; action = ...; }", idx);
         return;
     }
     for (int i = 0; i < config_setting_length(g); i++) {
         const config_setting_t *m = config_setting_get_elem(g, (unsigned)i);
-        if (!key_listed(rule_keys, config_setting_name(m)))
-            perr(c, m, "rule %d: unknown key \"%s\" (name, trust, spf, helo_spf, sender_domain, "
-                       "network, not_network, null_sender, dmarc, dmarc_disposition, dmarc_policy, "
-                       "dmarc_override, from_status, from_domain, from_enforcing, reputation_below, "
-                       "reputation_above, reputation_subject, action, reply)",
-                 idx, config_setting_name(m));
+        if (!key_listed(rule_keys, config_setting_name(m))) {
+            mw_buf known = MW_BUF_INIT;
+            for (size_t k = 0; rule_keys[k] != NULL; k++)
+                mw_buf_printf(&known, "%s%s", k ? ", " : "", rule_keys[k]);
+            perr(c, m, "rule %d: unknown key \"%s\" (%s)", idx, config_setting_name(m), mw_buf_cstr(&known));
+            mw_buf_free(&known);
+        }
     }
 
     str = get_string(c, g, "name", &s);
@@ -546,6 +654,17 @@ static void rule_parse(pctx *c, const config_setting_t *g, int idx, rule *r)
         else
             perr(c, s, "%s: reputation_subject: \"%s\" (ip, net or domain)", label, str);
     }
+
+    if ((s = config_setting_get_member(g, "dkim")) != NULL)
+        each_string(c, s, "dkim", add_dkim_result, &r->dkim);
+    r->dkim_domains = get_patterns(c, g, "dkim_domain", add_domain, &r->ndkim_domains);
+    r->signed_by_from = get_bool(c, g, "signed_by_from", label);
+    if ((s = config_setting_get_member(g, "arc")) != NULL)
+        each_string(c, s, "arc", add_arc_result, &r->arc);
+    r->recipients = get_patterns(c, g, "recipient", add_address, &r->nrecipients);
+    r->rcpt_domains = get_patterns(c, g, "recipient_domain", add_domain, &r->nrcpt_domains);
+    r->rate_limited = get_bool(c, g, "rate_limited", label);
+    r->list_mail = get_bool(c, g, "list_mail", label);
 
     str = get_string(c, g, "action", &s);
     bool action_ok = str != NULL && mw_action_parse(str, &r->action);
@@ -833,6 +952,36 @@ static bool rule_matches(const rule *r, const mw_policy_facts *f)
         if (r->rep_above_set && !(rs->score > r->rep_above))
             return false;
     }
+    if (r->dkim != 0 && !(f->dkim_done && (r->dkim & f->dkim_results)))
+        return false;
+    if (r->dkim_domains != NULL) {
+        bool any = false;
+        for (size_t i = 0; f->dkim_done && i < f->ndkim_pass && !any; i++)
+            any = domain_matches(r->dkim_domains, r->ndkim_domains, f->dkim_pass_domains[i]);
+        if (!any)
+            return false;
+    }
+    if (r->signed_by_from >= 0 && (!f->dkim_done || (r->signed_by_from != 0) != f->signed_by_from))
+        return false;
+    if (r->arc != 0 && !(f->arc_done && (r->arc & (1u << f->arc))))
+        return false;
+    if (r->recipients != NULL || r->rcpt_domains != NULL) {
+        bool any = false;
+        for (size_t i = 0; i < f->nrcpts && !any; i++) {
+            const char *a = f->rcpts[i];
+            if (r->recipients != NULL)
+                for (size_t k = 0; k < r->nrecipients && !any; k++)
+                    any = mw_glob_match(r->recipients[k], a);
+            if (r->rcpt_domains != NULL && !any)
+                any = domain_matches(r->rcpt_domains, r->nrcpt_domains, mw_addr_domain(a));
+        }
+        if (!any)
+            return false;
+    }
+    if (r->rate_limited >= 0 && (r->rate_limited != 0) != f->rate_limited)
+        return false;
+    if (r->list_mail >= 0 && (r->list_mail != 0) != f->list_mail)
+        return false;
     if (r->network != NULL && (f->client == NULL || !mw_cidr_set_contains(r->network, f->client)))
         return false;
     if (r->not_network != NULL && f->client != NULL && mw_cidr_set_contains(r->not_network, f->client))

@@ -126,6 +126,10 @@ static void message_clear(mw_session *s)
         free(s->from_domains[i]);
     s->nfrom_domains = 0;
     MW_FREE(&s->first_rcpt_domain);
+    for (size_t i = 0; i < s->nrcpts; i++)
+        free(s->rcpts[i]);
+    MW_FREE(&s->rcpts);
+    s->nrcpts = 0;
     s->quarantined_by_header = false;
     s->list_host[0] = '\0';
     s->list_header = NULL;
@@ -374,7 +378,9 @@ static void session_rcpt(mw_session *s, const char *rcpt, bool limits)
         s->first_rcpt_domain = mw_strdup(mw_addr_domain(a));
         mw_str_lower(s->first_rcpt_domain);
     }
-    free(a);
+    mw_str_lower(a);
+    s->rcpts = mw_reallocarray(s->rcpts, s->nrcpts + 1, sizeof *s->rcpts);
+    s->rcpts[s->nrcpts++] = a;   /* kept for the policy (recipient conditions) */
 }
 
 void mw_session_rcpt(mw_session *s, const char *rcpt)
@@ -1082,6 +1088,34 @@ const mw_verdict *mw_session_eom(mw_session *s)
         f.rep_domain = (mw_policy_rep){s->res.reputation.domain.known, s->res.reputation.domain.score};
     }
 
+    /* DKIM, ARC, recipients, list headers (policy conditions) */
+    const char **pass_domains = NULL;
+    if (s->res.dkim_verified) {
+        f.dkim_done = true;
+        pass_domains = mw_reallocarray(NULL, s->res.dkim.nsig + 1, sizeof *pass_domains);
+        if (s->res.dkim.nsig == 0)
+            f.dkim_results |= 1u << MW_DKIM_NONE;
+        for (size_t i = 0; i < s->res.dkim.nsig; i++) {
+            const mw_dkim_sig *g = &s->res.dkim.sig[i];
+            f.dkim_results |= 1u << g->result;
+            if (g->result == MW_DKIM_PASS && g->domain) {
+                pass_domains[f.ndkim_pass++] = g->domain;
+                if (s->res.from.status == MW_FROM_OK && s->res.from.domain[0] &&
+                    strcasecmp(g->domain, s->res.from.domain[0]) == 0)
+                    f.signed_by_from = true;
+            }
+        }
+        f.dkim_pass_domains = pass_domains;
+        if (s->res.dmarc_done && s->res.dmarc.dkim_aligned)
+            f.signed_by_from = true;   /* relaxed alignment, as DMARC judged it */
+    }
+    f.arc_done = s->res.arc_done && s->rt->cfg->arc_verify;
+    f.arc = s->res.arc.result;
+    f.rcpts = (const char *const *)s->rcpts;
+    f.nrcpts = s->nrcpts;
+    f.rate_limited = s->rate_limited;
+    f.list_mail = s->list_header != NULL;
+
     mw_policy_decision d;
     bool eom_limited = false;
     if (!eom_allowed) {
@@ -1096,6 +1130,7 @@ const mw_verdict *mw_session_eom(mw_session *s)
         mw_policy_eval(s->rt->policy, &f, &d);
         mw_metric_observe(MW_M_CHECK_SECONDS, MW_ML_CHK_POLICY, mw_metrics_now_ns() - tp);
     }
+    free(pass_domains);
     v->action = d.action;
     v->rule = d.rule;
     mw_sess_trace(s, "policy %s: rule \"%s\" -> %s", mw_policy_name(s->rt->policy), d.rule, mw_action_name(d.action));

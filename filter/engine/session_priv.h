@@ -82,6 +82,8 @@ struct mw_session {
     size_t        nfrom_domains;
     bool          from_domains_over;   /* more domains than kept: assume one enforces */
     char         *first_rcpt_domain;
+    char        **rcpts;            /* accepted recipients, lower case (policy: recipient) */
+    size_t        nrcpts;
 
     /* refusal of the last connect/MAIL/RCPT step (rate limits) */
     bool          refused;

@@ -194,6 +194,39 @@ static void test_embedded_table(void)
     MW_TEST_ASSERT(n >= 4);
 }
 
+/* Every rule key and reply placeholder the code knows is documented in
+ * mailwarden.conf(5), so the two cannot drift. */
+static void test_rule_keys_documented(void)
+{
+    const char *src = getenv("MW_SOURCE_DIR");
+    if (src == NULL) {
+        fprintf(stderr, "  MW_SOURCE_DIR not set: documentation not checked\n");
+        return;
+    }
+    char path[1024];
+    snprintf(path, sizeof path, "%s/docs/mailwarden.conf.5", src);
+    char *man = slurp(path);
+    if (!MW_TEST_ASSERT(man != NULL))
+        return;
+    const char *rk = strstr(man, "\n.SS Rule keys\n");
+    MW_TEST_ASSERT(rk != NULL);
+    size_t n = 0;
+    for (const char *k; (k = mw_policy_rule_key(n)) != NULL; n++) {
+        char want[96];
+        snprintf(want, sizeof want, "\n.B %s\n", k);
+        if (!MW_TEST_ASSERT(rk != NULL && strstr(rk, want) != NULL))
+            fprintf(stderr, "  rule key %s is not documented under Rule keys in mailwarden.conf.5\n", k);
+    }
+    MW_TEST_ASSERT(n >= 28);
+    for (size_t i = 0; mw_policy_placeholder(i) != NULL; i++) {
+        char want[96];
+        snprintf(want, sizeof want, "%%{%s}", mw_policy_placeholder(i));
+        if (!MW_TEST_ASSERT(rk != NULL && strstr(rk, want) != NULL))
+            fprintf(stderr, "  placeholder %s is not documented in mailwarden.conf.5\n", want);
+    }
+    free(man);
+}
+
 static void test_default_policy(void)
 {
     mw_policy *p = load_builtin("default");
@@ -1079,11 +1112,88 @@ static void test_reputation_bounds(void)
     mw_config_errors_free(&errs);
 }
 
+/* The conditions on DKIM, ARC, recipients, rate limits and list headers. */
+static void test_more_conditions(void)
+{
+    mw_policy *p = parse_ok(
+        "rules = (\n"
+        " { name = \"unsigned-from-us\"; trust = [\"inbound\"]; from_domain = [\"example.com\"];\n"
+        "   signed_by_from = false; action = \"reject\"; },\n"
+        " { name = \"billing\"; recipient = [\"Billing@example.com\"]; dmarc = [\"fail\"];\n"
+        "   action = \"quarantine\"; },\n"
+        " { name = \"dkim-fail-partner\"; dkim = [\"fail\", \"permerror\"]; action = \"tempfail\"; },\n"
+        " { name = \"unsigned\"; dkim = [\"none\"]; recipient_domain = [\"*.vip.example\"];\n"
+        "   action = \"quarantine\"; },\n"
+        " { name = \"partner\"; dkim_domain = [\"partner.example\"]; action = \"accept\"; },\n"
+        " { name = \"arc-fail\"; arc = [\"fail\"]; list_mail = true; action = \"quarantine\"; },\n"
+        " { name = \"limited\"; rate_limited = true; action = \"tempfail\"; }\n"
+        ");\n");
+    if (!MW_TEST_ASSERT(p != NULL))
+        return;
+    const char *pass_us[] = {"example.com"}, *pass_partner[] = {"partner.example"};
+    const char *to_billing[] = {"x@other.example", "billing@example.com"}, *to_vip[] = {"a@b.vip.example"};
+    mw_policy_facts f = dfacts(MW_DMARC_PASS, MW_DMARC_P_REJECT, MW_DMARC_P_NONE);
+    f.from_domain = "example.com";
+    f.dkim_done = true;
+    f.dkim_results = 1u << MW_DKIM_NONE;
+    /* "reject unsigned mail claiming to be from our own domains" */
+    MW_TEST_EQ_STR(eval(p, &f).rule, "unsigned-from-us");
+    f.dkim_results = 1u << MW_DKIM_PASS;
+    f.dkim_pass_domains = pass_us;
+    f.ndkim_pass = 1;
+    f.signed_by_from = true;
+    MW_TEST_EQ_STR(eval(p, &f).rule, "default");
+    f.dkim_done = false;   /* not verified: signed_by_from does not hold either way */
+    MW_TEST_EQ_STR(eval(p, &f).rule, "default");
+    /* "quarantine mail to billing@ that fails DMARC even at p=none" */
+    f = dfacts(MW_DMARC_FAIL, MW_DMARC_P_NONE, MW_DMARC_P_NONE);
+    f.rcpts = to_billing;
+    f.nrcpts = 2;
+    MW_TEST_EQ_STR(eval(p, &f).rule, "billing");
+    f.nrcpts = 1;
+    MW_TEST_EQ_STR(eval(p, &f).rule, "default");
+    /* dkim results: any signature with one of them */
+    f = dfacts(MW_DMARC_NONE, MW_DMARC_P_UNSPEC, MW_DMARC_P_UNSPEC);
+    f.dkim_done = true;
+    f.dkim_results = (1u << MW_DKIM_PASS) | (1u << MW_DKIM_FAIL);
+    MW_TEST_EQ_STR(eval(p, &f).rule, "dkim-fail-partner");
+    f.dkim_results = 1u << MW_DKIM_NONE;
+    f.rcpts = to_vip;
+    f.nrcpts = 1;
+    MW_TEST_EQ_STR(eval(p, &f).rule, "unsigned");
+    f.nrcpts = 0;
+    f.dkim_results = 1u << MW_DKIM_PASS;
+    f.dkim_pass_domains = pass_partner;
+    f.ndkim_pass = 1;
+    MW_TEST_EQ_STR(eval(p, &f).rule, "partner");
+    f.ndkim_pass = 0;
+    f.arc_done = true;
+    f.arc = MW_ARC_FAIL;
+    MW_TEST_EQ_STR(eval(p, &f).rule, "default");   /* list_mail too */
+    f.list_mail = true;
+    MW_TEST_EQ_STR(eval(p, &f).rule, "arc-fail");
+    f.arc = MW_ARC_PASS;
+    MW_TEST_EQ_STR(eval(p, &f).rule, "default");
+    f.rate_limited = true;
+    MW_TEST_EQ_STR(eval(p, &f).rule, "limited");
+    mw_policy_free(&p);
+    expect_one_error("rules = (\n { name = \"a\"; dkim = [ \"passed\" ]; action = \"accept\"; }\n);\n", 2,
+                     "dkim: unknown DKIM result \"passed\"");
+    expect_one_error("rules = (\n { name = \"a\"; recipient = [ \"example.com\" ]; action = \"accept\"; }\n);\n",
+                     2, "recipient: \"example.com\" is not an address pattern");
+    expect_one_error("rules = (\n { name = \"a\"; signed_by_from = \"yes\"; action = \"accept\"; }\n);\n", 2,
+                     "rule \"a\": signed_by_from: expected true or false");
+    expect_one_error("rules = (\n { name = \"a\"; arc = [ \"ok\" ]; action = \"accept\"; }\n);\n", 2,
+                     "arc: unknown ARC result \"ok\"");
+}
+
 int main(void)
 {
     MW_TEST_RUN(test_reputation_bounds);
     MW_TEST_RUN(test_names);
     MW_TEST_RUN(test_embedded_table);
+    MW_TEST_RUN(test_rule_keys_documented);
+    MW_TEST_RUN(test_more_conditions);
     MW_TEST_RUN(test_default_policy);
     MW_TEST_RUN(test_monitor_only_policy);
     MW_TEST_RUN(test_strict_policy);

@@ -80,6 +80,8 @@
 
 #include "cidr.h"
 #include "config.h"
+#include "arc.h"
+#include "dkim.h"
 #include "dmarc.h"
 #include "fromhdr.h"
 #include "spf.h"
@@ -147,6 +149,20 @@ typedef struct mw_policy_facts {
     bool            from_enforcing;     /* a From domain involved publishes p=quarantine/reject */
     /* reputation (reputation.enabled); unknown scores never match a bound */
     mw_policy_rep   rep_ip, rep_net, rep_domain;
+    /* DKIM (inbound verification) */
+    bool            dkim_done;          /* signatures verified (the fields below mean something) */
+    unsigned        dkim_results;       /* bit per mw_dkim_result present; MW_DKIM_NONE: no signature */
+    const char *const *dkim_pass_domains;   /* d= of every passing signature */
+    size_t          ndkim_pass;
+    bool            signed_by_from;     /* a passing signature aligned with the From domain */
+    /* ARC (arc.verify) */
+    bool            arc_done;
+    mw_arc_result   arc;
+    /* envelope recipients accepted so far (the message's) */
+    const char *const *rcpts;
+    size_t          nrcpts;
+    bool            rate_limited;       /* the message hit a rate limit (reputation: bad) */
+    bool            list_mail;          /* a List-Id or List-Post header (not verified) */
 } mw_policy_facts;
 
 typedef struct mw_policy_decision {
@@ -156,6 +172,11 @@ typedef struct mw_policy_decision {
 } mw_policy_decision;
 
 typedef struct mw_policy mw_policy;
+
+/* The i-th key a rule may have (name, conditions, action, reply); NULL past the last. */
+const char *mw_policy_rule_key(size_t i);
+/* The i-th %{placeholder} a reply may use (without %{ }); NULL past the last. */
+const char *mw_policy_placeholder(size_t i);
 
 /* Embedded copies of policies/NAME.conf (generated at build time). */
 struct mw_embedded_policy {
