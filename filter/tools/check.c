@@ -119,7 +119,26 @@ static void json_spf(mw_json *w, const mw_spf_outcome *o, bool skipped)
     mw_json_obj_end(w);
 }
 
-static void print_json(mw_session *s, const mw_verdict *v)
+/* The first refusal before the message (connect, MAIL, RCPT), as the
+ * daemon would give it; stage "data" when the verdict is the message's. */
+typedef struct refusal {
+    const char *stage;
+    const char *rcpt;      /* the first refused recipient (stage rcpt) */
+    bool        partial;   /* some recipients refused, others accepted */
+    mw_reply    reply;
+} refusal;
+
+static void note_refusal(refusal *rf, mw_session *s, const char *stage, const char *rcpt)
+{
+    const mw_reply *r = mw_session_refusal(s);
+    if (r == NULL || rf->stage != NULL)
+        return;
+    rf->stage = stage;
+    rf->rcpt = rcpt;
+    rf->reply = *r;
+}
+
+static void print_json(mw_session *s, const mw_verdict *v, const refusal *rf)
 {
     const mw_results *r = mw_session_results(s);
     mw_buf b = MW_BUF_INIT;
@@ -301,6 +320,25 @@ static void print_json(mw_session *s, const mw_verdict *v)
     }
     mw_json_key(&w, "rule");
     mw_json_string(&w, v->rule);
+    mw_json_key(&w, "stage");
+    mw_json_string(&w, rf->partial ? "data" : rf->stage);
+    mw_json_key(&w, "refused_rcpt");
+    if (rf->partial || (rf->stage && strcmp(rf->stage, "rcpt") == 0)) {
+        mw_json_obj_begin(&w);
+        mw_json_key(&w, "rcpt");
+        mw_json_string(&w, rf->rcpt);
+        mw_json_key(&w, "reply");
+        mw_buf rr = MW_BUF_INIT;
+        mw_buf_printf(&rr, "%s %s%s%s", rf->reply.rcode, rf->reply.xcode, rf->reply.xcode[0] ? " " : "",
+                      rf->reply.text);
+        mw_json_string(&w, mw_buf_cstr(&rr));
+        mw_buf_free(&rr);
+        mw_json_key(&w, "rule");
+        mw_json_string(&w, rf->reply.rule);
+        mw_json_obj_end(&w);
+    } else {
+        mw_json_null(&w);
+    }
     mw_json_obj_end(&w);
     mw_json_key(&w, "headers");
     mw_json_obj_begin(&w);
@@ -346,7 +384,7 @@ static void print_spf_text(const char *label, const mw_spf_outcome *o)
     printf("\n");
 }
 
-static void print_text(mw_session *s, const mw_verdict *v)
+static void print_text(mw_session *s, const mw_verdict *v, const refusal *rf)
 {
     const mw_results *r = mw_session_results(s);
     printf("%-10s %s (%s)\n", "trust:", mw_trust_name(r->trust), r->trust_reason ? r->trust_reason : "");
@@ -371,7 +409,13 @@ static void print_text(mw_session *s, const mw_verdict *v)
                mw_dmarc_policy_name(r->dmarc.policy), mw_dmarc_policy_name(r->dmarc.disposition),
                r->dmarc.testing ? " (t=y)" : "", r->dmarc.spf_aligned ? "aligned" : "unaligned",
                r->dmarc.dkim_aligned ? "aligned" : "unaligned");
-    printf("%-10s %s (rule %s)", "verdict:", mw_action_name(v->action), v->rule ? v->rule : "-");
+    if (rf->partial)
+        printf("%-10s %s refused at RCPT (rule %s): %s %s %s\n", "rcpt:", rf->rcpt,
+               rf->reply.rule ? rf->reply.rule : "-", rf->reply.rcode, rf->reply.xcode, rf->reply.text);
+    printf("%-10s %s at %s (rule %s)", "verdict:", mw_action_name(v->action),
+           rf->partial ? "data" : rf->stage ? (strcmp(rf->stage, "mail") == 0 ? "MAIL" : strcmp(rf->stage, "rcpt") == 0
+                                                ? "RCPT" : rf->stage) : "data",
+           v->rule ? v->rule : "-");
     if (v->text)
         printf(": %s %s %s", v->rcode, v->xcode, v->text);
     printf("\n");
@@ -466,17 +510,47 @@ int mw_cmd_check(int argc, char **argv)
         mw_session_macro(s, "{daemon_name}", daemon);
     if (qid)
         mw_session_macro(s, "i", qid);
-    if (helo)
+    /* The daemon's steps, in its order: the first refusal at connect, MAIL,
+     * or of every recipient is the verdict, as the MTA would give it; the
+     * message is then not evaluated (the daemon never sees it). */
+    refusal rf = {0};
+    mw_session_connect(s);
+    note_refusal(&rf, s, "connect", NULL);
+    if (!rf.stage && helo)
         mw_session_helo(s, helo);
-    mw_session_mail(s, from);
-    for (size_t i = 0; i < nrcpt; i++)
+    if (!rf.stage) {
+        mw_session_mail(s, from);
+        note_refusal(&rf, s, "mail", NULL);
+    }
+    size_t accepted = 0;
+    for (size_t i = 0; !rf.stage && i < nrcpt; i++) {
         mw_session_rcpt(s, rcpt[i]);
-    read_message(stdin, s);
-    const mw_verdict *v = mw_session_eom(s);
+        if (mw_session_refusal(s) != NULL)
+            note_refusal(&rf, s, "rcpt", rcpt[i]);
+        else
+            accepted++;
+    }
+    const mw_verdict *v;
+    mw_verdict early = {0};
+    if (rf.stage && (strcmp(rf.stage, "rcpt") != 0 || accepted == 0)) {
+        early.action = rf.reply.action;
+        memcpy(early.rcode, rf.reply.rcode, sizeof early.rcode);
+        memcpy(early.xcode, rf.reply.xcode, sizeof early.xcode);
+        early.text = rf.reply.text;
+        early.rule = rf.reply.rule;
+        v = &early;
+    } else {
+        read_message(stdin, s);
+        v = mw_session_eom(s);
+        if (rf.stage == NULL)
+            rf.stage = "data";
+        else
+            rf.partial = true;   /* some recipients refused, the message goes on */
+    }
     if (json)
-        print_json(s, v);
+        print_json(s, v, &rf);
     else
-        print_text(s, v);
+        print_text(s, v, &rf);
     mw_session_free(&s);
     mw_engine_destroy(&e);
     return 0;
