@@ -268,6 +268,9 @@ static const struct key keys[] = {
     /* policy */
     {.name = "policy", .type = KT_STRING, .off = F(policy), .def_str = "default",
      .check = check_nonempty, .doc = "policy name (policy_dir, then built-in) or a file path"},
+    {.name = "policy_shadow", .type = KT_STRING, .off = F(policy_shadow), .def_str = "",
+     .doc = "a second policy evaluated on every message, only logged and counted where it would "
+            "decide differently (see the effect of tightening before doing it); \"\" = none"},
     {.name = "policy_dir", .type = KT_STRING, .off = F(policy_dir),
      .def_str = "/etc/mailwarden/policies", .check = check_abs_path,
      .doc = "directory searched for NAME.conf before the built-in policies"},

@@ -220,6 +220,10 @@ static const struct family fams[MW_M__COUNT] = {
         "Connections closed because a request or command did not arrive complete within its deadline, "
         "or an idle connection waited too long.",
         {WORDS("listener", w_lsn), NODIM}, NULL, 0, NULL},
+    [MW_M_POLICY_SHADOW_DIFFS] = {T_COUNTER, "mailwarden_policy_shadow_differences_total",
+        "Messages on which the shadow policy (policy_shadow) would have taken another action, by "
+        "the shadow policy's rule.",
+        {INTERNED("rule"), NODIM}, NULL, 0, NULL},
     [MW_M_STAGE_SECONDS] = {T_HISTOGRAM, "mailwarden_milter_stage_duration_seconds",
         "Time the filter spent in each milter stage.",
         {WORDS("stage", w_stage), NODIM}, LAT, NULL},

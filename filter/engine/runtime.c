@@ -126,6 +126,16 @@ mw_runtime *mw_runtime_build(mw_config *cfg, unsigned generation, const mw_runti
         goto fail;
     }
     mw_config_errors_free(&errs);
+    if (cfg->policy_shadow && *cfg->policy_shadow) {
+        rt->shadow = mw_policy_load(cfg->policy_shadow, cfg->policy_dir, &errs);
+        if (!rt->shadow) {
+            snprintf(err, errlen, "policy_shadow \"%s\": %s", cfg->policy_shadow,
+                     errs.n ? errs.msg[0] : "cannot load");
+            mw_config_errors_free(&errs);
+            goto fail;
+        }
+        mw_config_errors_free(&errs);
+    }
     rt->cfg = cfg;
     return rt;
 fail:
@@ -157,6 +167,7 @@ void mw_runtime_unref(mw_runtime **prt)
     if (atomic_fetch_sub(&rt->refs, 1) != 1)
         return;
     mw_policy_free(&rt->policy);
+    mw_policy_free(&rt->shadow);
     mw_reputation_destroy(&rt->reputation);
     mw_ratelimit_destroy(&rt->ratelimit);
     mw_store_destroy(&rt->store);

@@ -37,6 +37,7 @@ typedef struct mw_runtime {
     mw_ratelimit     *ratelimit;       /* always set; may hold no rules */
     mw_reputation    *reputation;      /* NULL when reputation.enabled is off */
     mw_policy   *policy;
+    mw_policy   *shadow;       /* policy_shadow, or NULL */
 } mw_runtime;
 
 /* Build everything for cfg (ownership of cfg passes in only on success).

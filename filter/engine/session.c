@@ -942,6 +942,25 @@ static void set_reply(mw_verdict *v, const char *reply, const char *dcode, const
     v->text = mw_buf_steal(&t);
 }
 
+/* policy_shadow: what the second policy would have done; logged and counted
+ * only where its action differs (the message gets the real verdict). */
+static void shadow_eval(mw_session *s, const mw_policy_facts *f, const mw_policy_decision *real)
+{
+    mw_policy_decision sd;
+    mw_policy_eval(s->rt->shadow, f, &sd);
+    if (sd.action == real->action)
+        return;
+    mw_sess_trace(s, "policy_shadow %s: rule \"%s\" -> %s (the verdict is %s, rule \"%s\")",
+                  mw_policy_name(s->rt->shadow), sd.rule, mw_action_name(sd.action), mw_action_name(real->action),
+                  real->rule);
+    const mw_log_kv kv[] = {{"queue_id", s->queue_id}, {"session", s->sid},
+                            {"shadow_policy", mw_policy_name(s->rt->shadow)}, {"shadow_rule", sd.rule},
+                            {"shadow_action", mw_action_name(sd.action)}, {"action", mw_action_name(real->action)},
+                            {"rule", real->rule}};
+    mw_log_fields(MW_LOG_INFO, "policy_shadow", kv, sizeof kv / sizeof kv[0]);
+    mw_metric_inc_l(MW_M_POLICY_SHADOW_DIFFS, sd.rule, NULL);
+}
+
 static void summary_log(mw_session *s)
 {
     const mw_verdict *v = &s->verdict;
@@ -1129,6 +1148,8 @@ const mw_verdict *mw_session_eom(mw_session *s)
         uint64_t tp = mw_metrics_now_ns();
         mw_policy_eval(s->rt->policy, &f, &d);
         mw_metric_observe(MW_M_CHECK_SECONDS, MW_ML_CHK_POLICY, mw_metrics_now_ns() - tp);
+        if (s->rt->shadow)
+            shadow_eval(s, &f, &d);
     }
     free(pass_domains);
     v->action = d.action;

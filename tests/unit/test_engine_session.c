@@ -14,6 +14,7 @@
 
 #include "engine.h"
 #include "log.h"
+#include "metrics.h"
 #include "mwtest.h"
 
 static char cfgpath[] = "/tmp/mw-engine-test-XXXXXX";
@@ -222,6 +223,69 @@ static void test_reload_and_inflight(void)
     mw_engine_destroy(&e);
 }
 
+/* policy_shadow: a mixed run gives the expected difference counts, and the
+ * messages keep the real policy's verdicts. */
+static void test_policy_shadow(void)
+{
+    char real[] = "/tmp/mw-shadow-real-XXXXXX", shadow[] = "/tmp/mw-shadow-strict-XXXXXX";
+    int fr = mkstemp(real), fs = mkstemp(shadow);
+    if (!MW_TEST_ASSERT(fr >= 0 && fs >= 0))
+        return;
+    const char *rp = "rules = ( { name = \"all\"; action = \"accept\"; } );\n";
+    const char *sp = "rules = (\n { name = \"block\"; recipient_domain = [ \"block.example\" ]; action = \"reject\"; },\n"
+                     " { name = \"soft\"; recipient = [ \"soft@*\" ]; action = \"tempfail\"; },\n"
+                     " { name = \"same\"; action = \"accept\"; } );\n";
+    (void)!write(fr, rp, strlen(rp));
+    (void)!write(fs, sp, strlen(sp));
+    close(fr);
+    close(fs);
+    char extra[256];
+    snprintf(extra, sizeof extra, "authserv_id = \"mx.test\";\npolicy = \"%s\";\npolicy_shadow = \"%s\";\n", real,
+             shadow);
+    mw_engine *e = make_engine(extra);
+    if (e) {
+        static const char *const rcpts[] = {"a@block.example", "b@ok.example", "soft@ok.example", "c@block.example",
+                                            "d@ok.example", "e@BLOCK.example"};
+        int diffs = 0;
+        for (size_t i = 0; i < sizeof rcpts / sizeof rcpts[0]; i++) {
+            mw_session *s = mw_session_new(e, "192.0.2.1", "client.example");
+            mw_session_helo(s, "client.example");
+            mw_session_mail(s, "<a@example.com>");
+            mw_session_rcpt(s, rcpts[i]);
+            mw_session_header(s, "From", "a@example.com", 13);
+            mw_session_eoh(s);
+            const mw_verdict *v = mw_session_eom(s);
+            MW_TEST_EQ_INT(v->action, MW_ACTION_ACCEPT);   /* the real policy decides */
+            MW_TEST_EQ_STR(v->rule, "all");
+            for (size_t t = 0; t < mw_session_trace_count(s); t++)
+                diffs += strstr(mw_session_trace(s, t), "policy_shadow") != NULL;
+            mw_session_free(&s);
+        }
+        MW_TEST_EQ_INT(diffs, 4);
+        mw_buf m = MW_BUF_INIT;
+        mw_metrics_render(&m);
+        MW_TEST_ASSERT(strstr(mw_buf_cstr(&m), "mailwarden_policy_shadow_differences_total{rule=\"block\"} 3\n") != NULL);
+        MW_TEST_ASSERT(strstr(mw_buf_cstr(&m), "mailwarden_policy_shadow_differences_total{rule=\"soft\"} 1\n") != NULL);
+        MW_TEST_ASSERT(strstr(mw_buf_cstr(&m), "rule=\"same\"") == NULL);
+        mw_buf_free(&m);
+        mw_engine_destroy(&e);
+    }
+    /* a shadow policy that does not load refuses the config, like the policy */
+    snprintf(extra, sizeof extra, "policy_shadow = \"no-such-policy\";\n");
+    mw_config *cfg = load(BASE "policy_shadow = \"no-such-policy\";\n");
+    if (MW_TEST_ASSERT(cfg != NULL)) {
+        char err[256] = "";
+        mw_engine *bad = mw_engine_create(cfg, err, sizeof err);
+        MW_TEST_ASSERT(bad == NULL && strstr(err, "policy_shadow") != NULL);
+        if (bad)
+            mw_engine_destroy(&bad);
+        else
+            mw_config_free(&cfg);
+    }
+    unlink(real);
+    unlink(shadow);
+}
+
 int main(void)
 {
     int fd = mkstemp(cfgpath);
@@ -233,6 +297,7 @@ int main(void)
     MW_TEST_RUN(test_forged_authres);
     MW_TEST_RUN(test_policy_reply);
     MW_TEST_RUN(test_reload_and_inflight);
+    MW_TEST_RUN(test_policy_shadow);
     unlink(cfgpath);
     return MW_TEST_SUMMARY();
 }

@@ -276,6 +276,7 @@ typedef struct mw_config {
 
     /* policy */
     char *policy;                   /* name of a shipped/policy_dir policy, or a file path */
+    char *policy_shadow;            /* a second policy only logged and counted, "" for none */
     char *policy_dir;               /* where named policies are looked up */
 
     /* shared state (store.h) */

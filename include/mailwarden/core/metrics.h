@@ -67,6 +67,7 @@ typedef enum mw_metric {
     MW_M_CONFIG_RELOADS,       /* mailwarden_config_reloads_total{result}                      */
     MW_M_LISTENER_REFUSED,     /* mailwarden_listener_refused_total{listener,reason}           */
     MW_M_LISTENER_TIMEOUTS,    /* mailwarden_listener_timeouts_total{listener}                 */
+    MW_M_POLICY_SHADOW_DIFFS,  /* mailwarden_policy_shadow_differences_total{rule} (interned)  */
     /* histograms (seconds) */
     MW_M_STAGE_SECONDS,        /* mailwarden_milter_stage_duration_seconds{stage}              */
     MW_M_CHECK_SECONDS,        /* mailwarden_check_duration_seconds{check}                     */
