@@ -1255,26 +1255,6 @@ static bool group_known(const char *name)
     return false;
 }
 
-static size_t edit_distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b), prev[64], cur[64];
-
-    if (lb >= 64 || la >= 64)
-        return 99;
-    for (size_t j = 0; j <= lb; j++)
-        prev[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        cur[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t sub = prev[j - 1] + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
-            size_t del = prev[j] + 1, ins = cur[j - 1] + 1;
-            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
-        }
-        memcpy(prev, cur, (lb + 1) * sizeof *prev);
-    }
-    return prev[lb];
-}
-
 /* A key that the user probably meant: same last part, or a near miss. */
 static const char *key_suggest(const char *full)
 {
@@ -1282,7 +1262,7 @@ static const char *key_suggest(const char *full)
     last = last != NULL ? last + 1 : full;
 
     for (size_t i = 0; i < NKEYS; i++)
-        if (edit_distance(full, keys[i].name) <= 2)
+        if (mw_str_edit_distance(full, keys[i].name) <= 2)
             return keys[i].name;
     for (size_t i = 0; i < NKEYS; i++) {
         const char *kl = strrchr(keys[i].name, '.');

@@ -872,12 +872,24 @@ mw_policy *mw_policy_load(const char *name, const char *policy_dir, mw_config_er
     }
 
     mw_buf known = MW_BUF_INIT;
-    for (const struct mw_embedded_policy *e = mw_embedded_policies; e->name != NULL; e++)
+    const char *hint = NULL;
+    size_t best = 3;   /* suggest only a near miss: at most 2 edits */
+    for (const struct mw_embedded_policy *e = mw_embedded_policies; e->name != NULL; e++) {
         mw_buf_printf(&known, "%s%s", known.len ? ", " : "", e->name);
+        size_t d = mw_str_edit_distance(name, e->name);
+        if (d < best) {
+            best = d;
+            hint = e->name;
+        }
+    }
+    mw_buf hb = MW_BUF_INIT;
+    if (hint != NULL)
+        mw_buf_printf(&hb, "did you mean \"%s\"? ", hint);
     mw_config_errors_addf(errs, "policy \"%s\": no %s/%s.conf and no built-in policy of that "
-                                "name (built-in: %s)", name,
+                                "name (%sbuilt-in: %s)", name,
                           policy_dir != NULL && *policy_dir ? policy_dir : "(no policy_dir)",
-                          name, mw_buf_cstr(&known));
+                          name, mw_buf_cstr(&hb), mw_buf_cstr(&known));
+    mw_buf_free(&hb);
     mw_buf_free(&known);
     return NULL;
 }

@@ -1048,7 +1048,11 @@ static void test_load_order(void)
     MW_TEST_ASSERT(p == NULL);
     MW_TEST_EQ_INT(errs.n, 1);
     MW_TEST_ASSERT(errs.n == 1 && strstr(errs.msg[0], "no-such-policy") != NULL &&
-                   strstr(errs.msg[0], "built-in: default") != NULL);
+                   strstr(errs.msg[0], "built-in: default") != NULL && strstr(errs.msg[0], "did you mean") == NULL);
+    mw_config_errors_free(&errs);
+    /* a near miss gets a suggestion */
+    p = mw_policy_load("stirct", dir, &errs);
+    MW_TEST_ASSERT(p == NULL && errs.n == 1 && strstr(errs.msg[0], "did you mean \"strict\"?") != NULL);
     mw_config_errors_free(&errs);
     p = mw_policy_load("/nonexistent/x.conf", dir, &errs);
     MW_TEST_ASSERT(p == NULL);

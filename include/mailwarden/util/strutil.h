@@ -28,6 +28,9 @@ const char *mw_addr_domain(const char *addr);
 char *mw_addr_strip(const char *path);
 /* Shell-style glob match, ASCII case-insensitive ('*' and '?'). */
 bool mw_glob_match(const char *pattern, const char *s);
+/* Levenshtein distance, ASCII case-insensitive; 99 for strings of 64 bytes
+ * or more (for "did you mean" suggestions on short names). */
+size_t mw_str_edit_distance(const char *a, const char *b);
 /* True when s is a syntactically valid dotted domain name (LDH labels,
  * 1..63 per label, <=253 overall; optional trailing dot). */
 bool mw_domain_valid(const char *s);
