@@ -359,6 +359,149 @@ static void test_xml(void)
     mw_report_set_free(&s);
 }
 
+/* A history record for the reason/split tests (strings borrowed). */
+static mw_history_record mkrec(const char *ip, const char *hfrom, const char *p, const char *sp,
+                               const char *t, const char *disp, const char *aligned,
+                               const char *override)
+{
+    static char *rua[] = {"mailto:d@policy.test", NULL};
+    mw_history_record r;
+    memset(&r, 0, sizeof r);
+    r.time = DAY1 + 60;
+    r.source_ip = (char *)ip;
+    r.header_from = (char *)hfrom;
+    r.envelope_from = (char *)hfrom;
+    r.envelope_to = "rcpt.test";
+    r.spf_domain = (char *)hfrom;
+    r.spf_scope = "mfrom";
+    r.spf_result = strcmp(aligned, "pass") == 0 ? "pass" : "fail";
+    r.policy_domain = "policy.test";
+    r.p = (char *)p;
+    r.sp = (char *)sp;
+    r.np = "";
+    r.adkim = "r";
+    r.aspf = "r";
+    r.t = (char *)t;
+    r.psd = "u";
+    r.discovery = "treewalk";
+    r.disposition = (char *)disp;
+    r.dkim_aligned = "fail";
+    r.spf_aligned = (char *)aligned;
+    r.override = (char *)override;
+    r.rua = rua;
+    return r;
+}
+
+/* The <reason> elements of the <record> whose source_ip is ip: "type|comment;..." */
+static void reasons_of(const char *x, const char *ip, char *out, size_t outlen)
+{
+    char needle[80];
+    out[0] = '\0';
+    snprintf(needle, sizeof needle, "<source_ip>%s</source_ip>", ip);
+    const char *p = strstr(x, needle);
+    if (p == NULL) {
+        snprintf(out, outlen, "(no row)");
+        return;
+    }
+    const char *end = strstr(p, "</policy_evaluated>");
+    for (const char *q = strstr(p, "<reason>"); q != NULL && end != NULL && q < end;
+         q = strstr(q + 1, "<reason>")) {
+        const char *t = strstr(q, "<type>"), *c = strstr(q, "<comment>"), *re = strstr(q, "</reason>");
+        size_t n = strlen(out);
+        snprintf(out + n, outlen - n, "%.*s", (int)strcspn(t + 6, "<"), t + 6);
+        n = strlen(out);
+        if (c != NULL && c < re)
+            snprintf(out + n, outlen - n, "|%.*s", (int)strcspn(c + 9, "<"), c + 9);
+        n = strlen(out);
+        snprintf(out + n, outlen - n, ";");
+    }
+}
+
+/* RFC 9990: a <reason> whenever a failing row's disposition is below the
+ * applicable policy, of the format's schema types, and none otherwise. */
+static void test_reason(void)
+{
+    struct {
+        const char *ip, *hfrom, *p, *sp, *t, *disp, *aligned, *override;
+        const char *want9990, *want7489;
+    } c[] = {
+        /* monitor-only or quarantine_action = deliver: the engine names the rule */
+        {"192.0.2.1", "policy.test", "reject", "", "n", "none", "fail", "local_policy rule monitor",
+         "local_policy|rule monitor;", "local_policy|rule monitor;"},
+        /* no override recorded (a temperror, an older history): still a reason */
+        {"192.0.2.2", "policy.test", "reject", "", "n", "none", "fail", NULL,
+         "local_policy|local policy: disposition none below the published p=reject (no override "
+         "recorded; e.g. a DMARC temperror);",
+         "local_policy|local policy: disposition none below the published p=reject (no override "
+         "recorded; e.g. a DMARC temperror);"},
+        {"192.0.2.3", "policy.test", "reject", "", "n", "quarantine", "fail", NULL,
+         "local_policy|local policy: disposition quarantine below the published p=reject (no "
+         "override recorded; e.g. a DMARC temperror);",
+         "local_policy|local policy: disposition quarantine below the published p=reject (no "
+         "override recorded; e.g. a DMARC temperror);"},
+        /* t=y */
+        {"192.0.2.4", "policy.test", "reject", "", "y", "quarantine", "fail", NULL,
+         "policy_test_mode;", "sampled_out|t=y: the domain asked for testing;"},
+        /* overrides of the engine: schema words keep their type */
+        {"192.0.2.5", "policy.test", "reject", "", "n", "quarantine", "fail",
+         "mailing_list lists.test, trusted_forwarder arc fwd.test",
+         "mailing_list|lists.test;trusted_forwarder|arc fwd.test;",
+         "mailing_list|lists.test;trusted_forwarder|arc fwd.test;"},
+        {"192.0.2.6", "policy.test", "reject", "", "n", "none", "fail", "never_reject x.test",
+         "local_policy|never_reject x.test;", "local_policy|never_reject x.test;"},
+        /* the policy applied: no reason */
+        {"192.0.2.7", "policy.test", "reject", "", "n", "reject", "fail", NULL, "", ""},
+        /* DMARC passed: no reason */
+        {"192.0.2.8", "policy.test", "reject", "", "n", "none", "pass", NULL, "", ""},
+        /* a subdomain under sp=none: none is the policy */
+        {"192.0.2.9", "sub.policy.test", "reject", "none", "n", "none", "fail", NULL, "", ""},
+        /* a subdomain under sp=quarantine given none */
+        {"192.0.2.10", "sub.policy.test", "reject", "quarantine", "n", "none", "fail", NULL,
+         "local_policy|local policy: disposition none below the published sp=quarantine (no "
+         "override recorded; e.g. a DMARC temperror);",
+         "local_policy|local policy: disposition none below the published sp=quarantine (no "
+         "override recorded; e.g. a DMARC temperror);"},
+    };
+    size_t n = sizeof c / sizeof c[0];
+    char err[256], got[600];
+    mw_buf x = MW_BUF_INIT;
+    mw_report_meta m = {.org_name = "o", .email = "e@mx.test", .receiver = "mx.test",
+                        .generator = "mailwarden test"};
+
+    for (int f = 0; f < 2; f++) {
+        m.format = f == 0 ? MW_REPORT_FMT_RFC9990 : MW_REPORT_FMT_RFC7489;
+        for (size_t i = 0; i < n; i++) {
+            /* one report per case: the policy (p, sp, t) is per report */
+            mw_report_set s;
+            memset(&s, 0, sizeof s);
+            mw_history_record r = mkrec(c[i].ip, c[i].hfrom, c[i].p, c[i].sp, c[i].t, c[i].disp,
+                                        c[i].aligned, c[i].override);
+            MW_TEST_ASSERT(mw_report_add(&s, &r, 86400));
+            mw_report_finish(&s);
+            if (!MW_TEST_EQ_INT(s.n, 1) ||
+                !MW_TEST_ASSERT(mw_report_xml(&s.r[0], &m, "0123", &x, err, sizeof err))) {
+                mw_report_set_free(&s);
+                continue;
+            }
+            reasons_of(mw_buf_cstr(&x), c[i].ip, got, sizeof got);
+            if (!MW_TEST_EQ_STR(got, f == 0 ? c[i].want9990 : c[i].want7489))
+                fprintf(stderr, "  case %zu format %d\n", i, f);
+            check_no_faults(mw_buf_cstr(&x));
+            if (schemas[0] != '\0') {
+                char xsd[1200], file[1100];
+                snprintf(xsd, sizeof xsd, "%s/%s", schemas,
+                         f == 0 ? "dmarc-xml-0.2.xsd" : "rfc7489-fixed.xsd");
+                snprintf(file, sizeof file, "%s", tpath("reason.xml"));
+                write_file(file, x.data, x.len);
+                if (!MW_TEST_EQ_INT(run_xmllint(xsd, file), 0))
+                    fprintf(stderr, "  case %zu format %d does not validate\n", i, f);
+            }
+            mw_report_set_free(&s);
+        }
+    }
+    mw_buf_free(&x);
+}
+
 static void test_id_filename_gzip(void)
 {
     const char *dirs[] = {fx("mx1"), fx("mx2")};
@@ -963,6 +1106,7 @@ int main(void)
     MW_TEST_RUN(test_aggregate_torn);
     MW_TEST_RUN(test_add_after_finish);
     MW_TEST_RUN(test_xml);
+    MW_TEST_RUN(test_reason);
     MW_TEST_RUN(test_id_filename_gzip);
     MW_TEST_RUN(test_rua);
     MW_TEST_RUN(test_rua_hostile);
