@@ -16,7 +16,8 @@
  *   - A rua outside the policy domain's organizational domain is mailed only
  *     when <policy-domain>._report._dmarc.<rua-domain> has a "v=DMARC1" TXT
  *     record (RFC 9990 section 4); DNS trouble defers, absence refuses.
- *   - "!size" limits of the rua and report.max_size: larger mails are not sent.
+ *   - "!size" suffixes of the rua: ignored in the RFC 9990 format, honoured
+ *     (larger mails not sent to that rua) in the RFC 7489 format.
  *   - Hostile input is refused alone: a rua that is not a safe mailto:
  *     address (mw_report_rua_parse), rua past report.max_destinations, a
  *     report whose policy domain is not a host name; each is printed
@@ -476,7 +477,7 @@ static bool send_report(run *R, const mw_report *r, const char *id, const char *
         unsigned long long limit = 0;
         mw_report_status st;
 
-        if (!mw_report_rua_parse(r->rua[i], &addr, &limit, why, sizeof why) ||
+        if (!mw_report_rua_parse_fmt(r->rua[i], R->meta.format, &addr, &limit, why, sizeof why) ||
             !mw_report_state_key_ok(addr)) {
             printf("  \"%s\": refused: bad destination: %s\n", esc(&eb, r->rua[i]),
                    why[0] != '\0' ? why : "not recordable");

@@ -581,6 +581,32 @@ static void test_rua(void)
     MW_TEST_ASSERT(!mw_report_rua_parse("mailto:a@r.test!x", &a, &sz, why, sizeof why));
     MW_TEST_ASSERT(!mw_report_rua_parse("mailto:a b@r.test", &a, &sz, why, sizeof why));
     MW_TEST_ASSERT(!mw_report_rua_parse("mailto:a@bad..domain", &a, &sz, why, sizeof why));
+
+    /* RFC 9990: "!size" is obsolete, ignored (junk included), never a limit */
+    static const char *const sized[] = {"mailto:a@r.test!10m", "mailto:a@r.test!x",
+                                        "mailto:a@r.test!10m!20m", "mailto:a@r.test!",
+                                        "mailto:a@r.test!99999999999999999999t",
+                                        "mailto:a@r.test!1k?subject=x", NULL};
+    for (size_t i = 0; sized[i] != NULL; i++) {
+        sz = 1;
+        a = NULL;
+        if (MW_TEST_ASSERT(mw_report_rua_parse_fmt(sized[i], MW_REPORT_FMT_RFC9990, &a, &sz, why,
+                                                   sizeof why))) {
+            MW_TEST_EQ_STR(a, "a@r.test");
+            MW_TEST_EQ_INT(sz, 0);
+        }
+        free(a);
+    }
+    /* ... and kept in the RFC 7489 format */
+    MW_TEST_ASSERT(mw_report_rua_parse_fmt("mailto:a@r.test!1k", MW_REPORT_FMT_RFC7489, &a, &sz,
+                                           why, sizeof why));
+    MW_TEST_EQ_INT(sz, 1024);
+    free(a);
+    MW_TEST_ASSERT(!mw_report_rua_parse_fmt("mailto:a@r.test!x", MW_REPORT_FMT_RFC7489, &a, &sz,
+                                            why, sizeof why));
+    /* what follows '!' never hides a bad address */
+    MW_TEST_ASSERT(!mw_report_rua_parse_fmt("mailto:a b@r.test!1k", MW_REPORT_FMT_RFC9990, &a, &sz,
+                                            why, sizeof why));
 }
 
 /* Hostile rua values (issue 13, defect 3): each is refused alone, and

@@ -144,6 +144,11 @@ bool mw_report_gzip(const void *in, size_t len, mw_buf *out);
  */
 bool mw_report_rua_parse(const char *uri, char **addr, unsigned long long *max_size, char *why,
                          size_t whylen);
+/* The same in format f: RFC 7489 as above; RFC 9990 (where size limits
+ * are obsolete) ignores a "!..." suffix entirely, junk included, and
+ * *max_size is always 0. */
+bool mw_report_rua_parse_fmt(const char *uri, mw_report_format f, char **addr,
+                             unsigned long long *max_size, char *why, size_t whylen);
 
 typedef struct mw_report_mail {
     const char *from;          /* From address */
