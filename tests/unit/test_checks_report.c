@@ -609,6 +609,83 @@ static void test_rua(void)
                                             why, sizeof why));
 }
 
+/* RFC 9990 "Verifying External Destinations": the TXT records at
+ * <policy>._report._dmarc.<host> authorise, and their rua replaces the
+ * address, on the same host only. */
+static mw_report_dest dest_txt(mw_report_format f, const char *a, const char *b)
+{
+    const char *txt[2] = {a, b};
+    size_t len[2] = {a ? strlen(a) : 0, b ? strlen(b) : 0};
+    mw_report_dest d;
+    memset(&d, 0, sizeof d);
+    mw_report_dest_from_txt("p.test._report._dmarc.red.test", txt, len, b != NULL ? 2 : a != NULL,
+                            "red.test", f, &d);
+    return d;
+}
+
+static void test_dest_verify(void)
+{
+    const mw_report_format F9 = MW_REPORT_FMT_RFC9990, F7 = MW_REPORT_FMT_RFC7489;
+    mw_report_dest d;
+
+    d = dest_txt(F9, NULL, NULL);
+    MW_TEST_EQ_INT(d.result, 0);
+    d = dest_txt(F9, "v=spf1 -all", NULL);
+    MW_TEST_EQ_INT(d.result, 0);
+    MW_TEST_ASSERT(strstr(d.why, "no v=DMARC1") != NULL);
+    d = dest_txt(F9, "v=spf1 -all", "v=DMARC1");
+    MW_TEST_EQ_INT(d.result, 1);
+    MW_TEST_EQ_INT(d.noverride, 0);
+    d = dest_txt(F9, "v=DMARC1;", NULL);
+    MW_TEST_EQ_INT(d.result, 1);
+    /* the destination's own rua replaces the address */
+    d = dest_txt(F9, "v=DMARC1; rua=mailto:Other@RED.test", NULL);
+    MW_TEST_EQ_INT(d.result, 1);
+    if (MW_TEST_EQ_INT(d.noverride, 1)) {
+        MW_TEST_EQ_STR(d.override[0].addr, "Other@red.test");
+        MW_TEST_EQ_INT(d.override[0].limit, 0);
+    }
+    mw_report_dest_clear(&d);
+    /* two records: the union, deduplicated */
+    d = dest_txt(F9, "v=DMARC1; rua=mailto:a@red.test,mailto:b@red.test", "v=DMARC1; rua=mailto:A@red.test");
+    MW_TEST_EQ_INT(d.result, 1);
+    if (MW_TEST_EQ_INT(d.noverride, 2)) {
+        MW_TEST_EQ_STR(d.override[0].addr, "a@red.test");
+        MW_TEST_EQ_STR(d.override[1].addr, "b@red.test");
+    }
+    mw_report_dest_clear(&d);
+    /* another host: no report to either address */
+    d = dest_txt(F9, "v=DMARC1; rua=mailto:victim@blue.test", NULL);
+    MW_TEST_EQ_INT(d.result, 0);
+    MW_TEST_EQ_INT(d.noverride, 0);
+    MW_TEST_ASSERT(strstr(d.why, "another host") != NULL);
+    d = dest_txt(F9, "v=DMARC1; rua=mailto:a@red.test,mailto:victim@sub.red.test", NULL);
+    MW_TEST_EQ_INT(d.result, 0);
+    MW_TEST_EQ_INT(d.noverride, 0);
+    d = dest_txt(F9, "v=DMARC1; rua=mailto:a@red.test", "v=DMARC1; rua=mailto:victim@blue.test");
+    MW_TEST_EQ_INT(d.result, 0);
+    MW_TEST_EQ_INT(d.noverride, 0);
+    /* an override with nothing usable refuses */
+    d = dest_txt(F9, "v=DMARC1; rua=https://red.test/x", NULL);
+    MW_TEST_EQ_INT(d.result, 0);
+    MW_TEST_ASSERT(strstr(d.why, "no usable") != NULL);
+    /* a hostile override address is never used */
+    d = dest_txt(F9, "v=DMARC1; rua=mailto:a%0d%0aRCPT%20TO:x@red.test,mailto:ok@red.test", NULL);
+    MW_TEST_EQ_INT(d.result, 1);
+    if (MW_TEST_EQ_INT(d.noverride, 1))
+        MW_TEST_EQ_STR(d.override[0].addr, "ok@red.test");
+    mw_report_dest_clear(&d);
+    /* !size: a limit only in the RFC 7489 format */
+    d = dest_txt(F7, "v=DMARC1; rua=mailto:a@red.test!10k", NULL);
+    if (MW_TEST_EQ_INT(d.noverride, 1))
+        MW_TEST_EQ_INT(d.override[0].limit, 10240);
+    mw_report_dest_clear(&d);
+    d = dest_txt(F9, "v=DMARC1; rua=mailto:a@red.test!10k", NULL);
+    if (MW_TEST_EQ_INT(d.noverride, 1))
+        MW_TEST_EQ_INT(d.override[0].limit, 0);
+    mw_report_dest_clear(&d);
+}
+
 /* Hostile rua values (issue 13, defect 3): each is refused alone, and
  * whatever is accepted is safe in RCPT TO, a header and the journal. */
 static void test_rua_hostile(void)
@@ -1136,6 +1213,7 @@ int main(void)
     MW_TEST_RUN(test_id_filename_gzip);
     MW_TEST_RUN(test_rua);
     MW_TEST_RUN(test_rua_hostile);
+    MW_TEST_RUN(test_dest_verify);
     MW_TEST_RUN(test_aggregate_hostile);
     MW_TEST_RUN(test_mime_and_sign);
     MW_TEST_RUN(test_state);

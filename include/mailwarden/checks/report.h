@@ -8,6 +8,9 @@
  *                   file name
  *   report_mail.c   gzip (zlib), the MIME message, DKIM signing with our
  *                   signer, rua URI parsing
+ *   report_dest.c   external destination verification (_report._dmarc),
+ *                   the destination's own rua replacing the address
+ *   report_split.c  a report too large for one mail split by source range
  *   report_state.c  the state journal: what was sent to whom, so a rerun or
  *                   a crashed run neither double-sends nor skips
  *
@@ -28,6 +31,8 @@
 #include "buf.h"
 #include "config.h"
 #include "dkim.h"
+#include "dmarc.h"
+#include "dns.h"
 #include "history.h"
 
 /* ---- aggregation --------------------------------------------------------- */
@@ -149,6 +154,45 @@ bool mw_report_rua_parse(const char *uri, char **addr, unsigned long long *max_s
  * *max_size is always 0. */
 bool mw_report_rua_parse_fmt(const char *uri, mw_report_format f, char **addr,
                              unsigned long long *max_size, char *why, size_t whylen);
+
+/* ---- external destinations ------------------------------------------------------ */
+
+typedef struct mw_report_target {
+    char              *addr;    /* safe address (mw_report_rua_parse_fmt) */
+    unsigned long long limit;   /* its "!size" (RFC 7489 format only), 0: none */
+} mw_report_target;
+
+/* The verdict on one (policy domain, rua host). */
+typedef struct mw_report_dest {
+    int               result;    /* 1 authorised, 0 refused, -1 not known now (DNS) */
+    char              why[300];  /* for the output line */
+    mw_report_target *override;  /* authorised with the destination's own rua: these */
+    size_t            noverride; /* addresses replace the published one (same host) */
+} mw_report_dest;
+
+/* Free the override list (d itself is the caller's). */
+void mw_report_dest_clear(mw_report_dest *d);
+
+/*
+ * Verify rua host for policy_domain (RFC 9990 "Verifying External
+ * Destinations"): the same domain or organizational domain (dmarc's method)
+ * is authorised without a query; otherwise the TXT records at
+ * <policy_domain>._report._dmarc.<host> decide (mw_report_dest_from_txt).
+ * DNS trouble: -1; no such record, or a name too long for DNS: 0.
+ * out is cleared first; free it with mw_report_dest_clear().
+ */
+void mw_report_dest_verify(mw_dns *dns, mw_dmarc *dmarc, const char *policy_domain,
+                           const char *host, mw_report_format f, mw_report_dest *out);
+
+/*
+ * The decision on the n TXT strings found at name: authorised (1) when at
+ * least one is a v=DMARC1 record; the rua URIs of those records (parsed in
+ * format f) become out->override.  Refused (0) when there is none, when
+ * their rua holds no usable mailto: address, or when any override address
+ * names a host other than host (then neither address gets a report).
+ */
+void mw_report_dest_from_txt(const char *name, const char *const *txt, const size_t *len,
+                             size_t n, const char *host, mw_report_format f, mw_report_dest *out);
 
 typedef struct mw_report_mail {
     const char *from;          /* From address */
