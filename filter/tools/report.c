@@ -571,6 +571,37 @@ static bool send_report(run *R, const mw_report *r, const char *id, const char *
     return all_final && !R->fatal;
 }
 
+/*
+ * How many bytes of gzip XML fit in one report mail under report.max_size:
+ * the mail of r with an empty attachment, the longest address and the
+ * signature is the overhead (plus slack for the Date, counts and ids that
+ * differ per part); base64 turns 57 bytes into a 78-byte line.
+ */
+static size_t gz_budget(run *R, const mw_report *r)
+{
+    mw_buf empty = MW_BUF_INIT, msg = MW_BUF_INIT;
+    char to[255], id[33];
+
+    memset(to, 'x', 64);
+    to[64] = '@';
+    for (size_t i = 65; i < 254; i++)
+        to[i] = (i - 65) % 60 == 59 ? '.' : 'x';
+    to[254] = '\0';
+    memset(id, 'f', 32);
+    id[32] = '\0';
+    char *fname = mw_report_filename(r, &R->meta, id);
+    mw_report_mail mail = {.from = R->from, .to = to, .filename = fname, .id = id,
+                           .now = time(NULL), .msgid_host = R->receiver};
+    mw_report_mime(r, &R->meta, &mail, &empty, &msg);
+    char swhy[300];
+    if (R->signer != NULL && R->cfg->dkim_sign)
+        (void)mw_report_sign(R->signer, R->from, &msg, swhy, sizeof swhy);
+    size_t overhead = msg.len + 512, max = R->cfg->report_max_size;
+    free(fname);
+    mw_buf_free(&msg);
+    return max > overhead ? (max - overhead) / 78 * 57 : 1;
+}
+
 /* ---- one window ------------------------------------------------------------------------ */
 
 /* Aggregate [from, to) and write/send its reports; the periods of the
@@ -617,9 +648,6 @@ static void process_window(run *R, const char *const *dirs, size_t ndirs, time_t
 
     for (size_t i = 0; i < set.n && !R->fatal; i++) {
         const mw_report *r = &set.r[i];
-        char *id = mw_report_id(r, &R->meta);
-        char *fname = mw_report_filename(r, &R->meta, id);
-        mw_buf xml = MW_BUF_INIT, gz = MW_BUF_INIT;
 
         R->reports++;
         fmt_utc(r->begin, b, sizeof b);
@@ -635,41 +663,48 @@ static void process_window(run *R, const char *const *dirs, size_t ndirs, time_t
             R->bad_reports++;
             goto next;
         }
-        printf("report %s %s .. %s id=%s rows=%zu messages=%llu file=%s\n", r->policy_domain, b, e,
-               id, r->nrows, r->messages, fname);
         err[0] = '\0';
-        if (!mw_report_xml(r, &R->meta, id, &xml, err, sizeof err) ||
-            !mw_report_gzip(xml.data, xml.len, &gz)) {
-            printf("  refused: %s\n", err[0] ? err : "gzip failed");
-            fprintf(stderr, "mailwarden report: %s: %s\n", r->policy_domain,
-                    err[0] ? err : "gzip failed");
+        mw_report_parts parts;
+        if (!mw_report_split(r, &R->meta, gz_budget(R, r), &parts, err, sizeof err)) {
+            printf("report %s %s .. %s: refused: %s\n", r->policy_domain, b, e, err);
+            fprintf(stderr, "mailwarden report: %s: %s\n", r->policy_domain, err);
             R->bad_reports++;
             R->error = true;
             goto next;
         }
-        if (R->out_dir != NULL) {
-            if (write_file(R->out_dir, fname, &gz, err, sizeof err))
-                R->written++;
-            else {
-                fprintf(stderr, "mailwarden report: %s\n", err);
-                R->error = true;
+        if (parts.n > 1)
+            printf("report %s %s .. %s rows=%zu messages=%llu: too large for report.max_size "
+                   "(%u bytes): split by source range into %zu reports\n", r->policy_domain, b, e,
+                   r->nrows, r->messages, R->cfg->report_max_size, parts.n);
+        for (size_t k = 0; k < parts.n && !R->fatal; k++) {
+            const mw_report_part *pt = &parts.p[k];
+            char *pname = mw_report_filename(&pt->view, &R->meta, pt->id);
+            char range[160] = "";
+            if (parts.n > 1)
+                snprintf(range, sizeof range, " part=%zu/%zu sources=%s..%s", k + 1, parts.n,
+                         pt->view.rows[0].source_ip, pt->view.rows[pt->view.nrows - 1].source_ip);
+            printf("report %s %s .. %s id=%s rows=%zu messages=%llu file=%s%s\n", r->policy_domain,
+                   b, e, pt->id, pt->view.nrows, pt->view.messages, pname, range);
+            if (R->out_dir != NULL) {
+                if (write_file(R->out_dir, pname, &pt->gz, err, sizeof err))
+                    R->written++;
+                else {
+                    fprintf(stderr, "mailwarden report: %s\n", err);
+                    R->error = true;
+                }
             }
-        }
-        if (R->send || R->dry_run) {
-            if (r->end > R->now) {
+            if ((R->send || R->dry_run) && r->end > R->now) {
                 printf("  (period not over yet: not mailed)\n");
-                goto next;
+            } else if (R->send || R->dry_run) {
+                bool fin = send_report(R, &pt->view, pt->id, pname, &pt->gz);
+                for (size_t q = 0; q < np; q++)
+                    if (pb[q] == r->begin && !fin)
+                        pdone[q] = false;
             }
-            bool fin = send_report(R, r, id, fname, &gz);
-            for (size_t k = 0; k < np; k++)
-                if (pb[k] == r->begin && !fin)
-                    pdone[k] = false;
+            free(pname);
         }
-    next:
-        mw_buf_free(&xml);
-        mw_buf_free(&gz);
-        free(fname);
-        free(id);
+        mw_report_parts_free(&parts);
+    next:;
     }
     if (sending && !R->fatal)
         for (size_t k = 0; k < np; k++)

@@ -502,6 +502,101 @@ static void test_reason(void)
     mw_buf_free(&x);
 }
 
+/* A report too large for one mail is split by source range into complete,
+ * valid reports with distinct, stable ids; nothing is lost. */
+static void test_split(void)
+{
+    mw_report_set s;
+    char err[256], ip[64], rcpt[64];
+    mw_report_meta m = {.org_name = "o", .email = "e@mx.test", .receiver = "mx.test",
+                        .generator = "mailwarden test"};
+
+    memset(&s, 0, sizeof s);
+    /* 300 source IPs; every third has three rows (three recipient domains) */
+    for (int i = 0; i < 300; i++) {
+        snprintf(ip, sizeof ip, "198.51.%d.%d", i / 200, i % 200 + 1);
+        for (int k = 0; k < (i % 3 == 0 ? 3 : 1); k++) {
+            mw_history_record r = mkrec(ip, "policy.test", "reject", "", "n", "reject", "fail", NULL);
+            snprintf(rcpt, sizeof rcpt, "rcpt%d-%08x.test", k, (unsigned)(i * 2654435761u));
+            r.envelope_to = rcpt;
+            MW_TEST_ASSERT(mw_report_add(&s, &r, 86400));
+        }
+    }
+    mw_report_finish(&s);
+    if (!MW_TEST_EQ_INT(s.n, 1))
+        return;
+    const mw_report *r = &s.r[0];
+    MW_TEST_EQ_INT(r->nrows, 500);
+
+    for (int f = 0; f < 2; f++) {
+        m.format = f == 0 ? MW_REPORT_FMT_RFC9990 : MW_REPORT_FMT_RFC7489;
+        mw_report_parts all, parts, again;
+        /* no limit, or a limit it fits: one part with the usual id */
+        MW_TEST_ASSERT(mw_report_split(r, &m, 0, &all, err, sizeof err));
+        char *wid = mw_report_id(r, &m);
+        if (MW_TEST_EQ_INT(all.n, 1))
+            MW_TEST_EQ_STR(all.p[0].id, wid);
+        size_t whole = all.p[0].gz.len;
+        mw_report_parts_free(&all);
+        MW_TEST_ASSERT(mw_report_split(r, &m, whole, &all, err, sizeof err));
+        MW_TEST_EQ_INT(all.n, 1);
+        mw_report_parts_free(&all);
+
+        size_t max_gz = whole / 5;
+        MW_TEST_ASSERT(mw_report_split(r, &m, max_gz, &parts, err, sizeof err));
+        MW_TEST_ASSERT(parts.n >= 5);
+        size_t row = 0;
+        unsigned long long msgs = 0;
+        for (size_t k = 0; k < parts.n; k++) {
+            const mw_report_part *p = &parts.p[k];
+            MW_TEST_ASSERT(p->gz.len <= max_gz);
+            MW_TEST_EQ_INT(strlen(p->id), 32);
+            MW_TEST_ASSERT(strcmp(p->id, wid) != 0);
+            for (size_t j = 0; j < k; j++)
+                MW_TEST_ASSERT(strcmp(parts.p[j].id, p->id) != 0);
+            /* contiguous, in order, nothing lost */
+            MW_TEST_ASSERT(p->view.rows == r->rows + row);
+            row += p->view.nrows;
+            msgs += p->view.messages;
+            /* a source IP never straddles two parts */
+            if (k > 0)
+                MW_TEST_ASSERT(strcmp(parts.p[k - 1].view.rows[parts.p[k - 1].view.nrows - 1].source_ip,
+                                      p->view.rows[0].source_ip) != 0);
+            /* a complete report of its own: its id inside, the policy, valid */
+            const char *x = mw_buf_cstr(&p->xml);
+            char want[64];
+            snprintf(want, sizeof want, "<report_id>%s</report_id>", p->id);
+            MW_TEST_ASSERT(strstr(x, want) != NULL);
+            MW_TEST_ASSERT(strstr(x, "<domain>policy.test</domain>") != NULL);
+            check_no_faults(x);
+            if (schemas[0] != '\0' && (k == 0 || k == parts.n - 1)) {
+                char xsd[1200], file[1100];
+                snprintf(xsd, sizeof xsd, "%s/%s", schemas,
+                         f == 0 ? "dmarc-xml-0.2.xsd" : "rfc7489-fixed.xsd");
+                snprintf(file, sizeof file, "%s", tpath("part.xml"));
+                write_file(file, p->xml.data, p->xml.len);
+                MW_TEST_EQ_INT(run_xmllint(xsd, file), 0);
+            }
+        }
+        MW_TEST_EQ_INT(row, r->nrows);
+        MW_TEST_EQ_INT(msgs, r->messages);
+        /* the same history and limit: the same parts and ids (the journal relies on it) */
+        MW_TEST_ASSERT(mw_report_split(r, &m, max_gz, &again, err, sizeof err));
+        if (MW_TEST_EQ_INT(again.n, parts.n))
+            for (size_t k = 0; k < parts.n; k++)
+                MW_TEST_EQ_STR(again.p[k].id, parts.p[k].id);
+        mw_report_parts_free(&again);
+        mw_report_parts_free(&parts);
+
+        /* a limit no row fits: one row per part, never dropped */
+        MW_TEST_ASSERT(mw_report_split(r, &m, 1, &parts, err, sizeof err));
+        MW_TEST_EQ_INT(parts.n, r->nrows);
+        mw_report_parts_free(&parts);
+        free(wid);
+    }
+    mw_report_set_free(&s);
+}
+
 static void test_id_filename_gzip(void)
 {
     const char *dirs[] = {fx("mx1"), fx("mx2")};
@@ -1210,6 +1305,7 @@ int main(void)
     MW_TEST_RUN(test_add_after_finish);
     MW_TEST_RUN(test_xml);
     MW_TEST_RUN(test_reason);
+    MW_TEST_RUN(test_split);
     MW_TEST_RUN(test_id_filename_gzip);
     MW_TEST_RUN(test_rua);
     MW_TEST_RUN(test_rua_hostile);

@@ -132,6 +132,41 @@ char *mw_report_filename(const mw_report *r, const mw_report_meta *m, const char
 bool mw_report_xml(const mw_report *r, const mw_report_meta *m, const char *id, mw_buf *out,
                    char *err, size_t errlen);
 
+/* ---- splitting ------------------------------------------------------------------- */
+
+/* One report as mailed: the whole report or one source range of it. */
+typedef struct mw_report_part {
+    mw_report view;   /* shallow copy: rows point into the whole report (not owned);
+                         messages is the sum of this part's rows */
+    char     *id;     /* its report id (owned) */
+    mw_buf    xml;    /* its XML (owned) */
+    mw_buf    gz;     /* its gzip XML (owned) */
+} mw_report_part;
+
+typedef struct mw_report_parts {
+    mw_report_part *p;
+    size_t          n;
+} mw_report_parts;
+
+/*
+ * r as one or more reports whose gzip XML is at most max_gz bytes (0: no
+ * limit) into out (overwritten; free with mw_report_parts_free, before r).
+ * A report that fits is one part with id mw_report_id(r, m).  Otherwise
+ * the rows (sorted by source IP) are cut into contiguous source ranges,
+ * the rows of one source IP kept together unless they alone are too big;
+ * each part is a complete report with its own id (mw_report_part_id), in
+ * row order.  A single row larger than max_gz is a part of its own (the
+ * caller's size check refuses it).  false + err on an XML or gzip error.
+ */
+bool mw_report_split(const mw_report *r, const mw_report_meta *m, size_t max_gz,
+                     mw_report_parts *out, char *err, size_t errlen);
+void mw_report_parts_free(mw_report_parts *ps);
+
+/* The id of the part of r holding rows [first, first + n): 32 hex digits,
+ * stable across runs, distinct from mw_report_id and from other parts.
+ * Caller frees. */
+char *mw_report_part_id(const mw_report *r, const mw_report_meta *m, size_t first, size_t n);
+
 /* ---- delivery pieces --------------------------------------------------------------- */
 
 /* gzip (RFC 1952) of in into out (reset first).  false on a zlib error. */
