@@ -982,6 +982,40 @@ static void test_mime_and_sign(void)
 
 /* ---- state ----------------------------------------------------------------------------- */
 
+/* A report of a period older than the journal keeps (60 days), sent by hand
+ * (--period), is still known to the next runs: compaction keeps what was
+ * written recently, so a rerun never double-sends; it goes 60 days later. */
+static void test_state_old_period(void)
+{
+    char err[256];
+    const char *dir = tpath("state-old");
+    time_t now = DAY2 + 100 * 86400;
+    mw_report_state *s = mw_report_state_open(dir, false, now, err, sizeof err);
+
+    if (!MW_TEST_ASSERT(s != NULL))
+        return;
+    MW_TEST_ASSERT(mw_report_state_period(s, DAY1, DAY2, false, now, err, sizeof err));
+    MW_TEST_ASSERT(mw_report_state_set(s, "idold", "a@x.test", MW_RS_SENT, "example.com", DAY1,
+                                       DAY2, now, err, sizeof err));
+    MW_TEST_ASSERT(mw_report_state_period(s, DAY1, DAY2, true, now, err, sizeof err));
+    mw_report_state_close(&s);
+    for (int run = 0; run < 2; run++) {   /* two compactions */
+        s = mw_report_state_open(dir, false, now + 60 + run, err, sizeof err);
+        if (!MW_TEST_ASSERT(s != NULL))
+            return;
+        MW_TEST_EQ_INT(mw_report_state_get(s, "idold", "a@x.test", NULL), MW_RS_SENT);
+        mw_report_state_close(&s);
+    }
+    s = mw_report_state_open(dir, false, now + 61 * 86400, err, sizeof err);
+    if (!MW_TEST_ASSERT(s != NULL))
+        return;
+    mw_report_state_close(&s);
+    s = mw_report_state_open(dir, false, now + 61 * 86400 + 1, err, sizeof err);
+    if (MW_TEST_ASSERT(s != NULL))
+        MW_TEST_EQ_INT(mw_report_state_get(s, "idold", "a@x.test", NULL), MW_RS_NONE);
+    mw_report_state_close(&s);
+}
+
 static void test_state(void)
 {
     char err[256];
@@ -1313,6 +1347,7 @@ int main(void)
     MW_TEST_RUN(test_aggregate_hostile);
     MW_TEST_RUN(test_mime_and_sign);
     MW_TEST_RUN(test_state);
+    MW_TEST_RUN(test_state_old_period);
     MW_TEST_RUN(test_smtp_client);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
