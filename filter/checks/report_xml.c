@@ -310,6 +310,16 @@ static void write_overrides(xw *x, const char *text, mw_report_format f)
     free(copy);
 }
 
+/* Could np (a non-existent subdomain, RFC 9989) have been the policy that
+ * applied, and disp what it asked for?  The history does not say whether
+ * the From domain existed: then no reason is claimed for the row. */
+static bool np_may_apply(const mw_report *r, const mw_report_row *w, const char *disp)
+{
+    const char *np = word_in(r->np, w_disp, NULL);
+    return np != NULL && strcmp(w->header_from, r->policy_domain) != 0 &&
+           policy_rank(disp) >= policy_rank(np);
+}
+
 /*
  * A failing row given less than the applicable policy with no override text
  * in the history (t=y, a DMARC temperror, records written before the engine
@@ -357,7 +367,7 @@ static void write_row(xw *x, const mw_report *r, const mw_report_row *w, mw_repo
     elem(x, "spf", spf_al);
     if (w->override != NULL)
         write_overrides(x, w->override, f);
-    else if (!pass && policy_rank(disp) < policy_rank(pol))
+    else if (!pass && policy_rank(disp) < policy_rank(pol) && !np_may_apply(r, w, disp))
         write_below_policy(x, r, w, disp, pol, f);
     end(x);
     end(x);   /* row */

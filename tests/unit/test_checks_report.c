@@ -378,7 +378,7 @@ static mw_history_record mkrec(const char *ip, const char *hfrom, const char *p,
     r.policy_domain = "policy.test";
     r.p = (char *)p;
     r.sp = (char *)sp;
-    r.np = "";
+    r.np = strcmp(ip, "192.0.2.11") == 0 ? "none" : "";
     r.adkim = "r";
     r.aspf = "r";
     r.t = (char *)t;
@@ -455,6 +455,9 @@ static void test_reason(void)
         {"192.0.2.8", "policy.test", "reject", "", "n", "none", "pass", NULL, "", ""},
         /* a subdomain under sp=none: none is the policy */
         {"192.0.2.9", "sub.policy.test", "reject", "none", "n", "none", "fail", NULL, "", ""},
+        /* a subdomain under sp=reject, np=none given none: np may have applied (the
+         * history does not say whether it exists): no reason claimed */
+        {"192.0.2.11", "nx.policy.test", "reject", "reject", "n", "none", "fail", NULL, "", ""},
         /* a subdomain under sp=quarantine given none */
         {"192.0.2.10", "sub.policy.test", "reject", "quarantine", "n", "none", "fail", NULL,
          "local_policy|local policy: disposition none below the published sp=quarantine (no "
