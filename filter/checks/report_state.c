@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -468,6 +469,28 @@ mw_report_status mw_report_state_get(const mw_report_state *s, const char *id, c
     if (attempts != NULL)
         *attempts = e != NULL ? e->attempts : 0;
     return e != NULL ? e->st : MW_RS_NONE;
+}
+
+bool mw_report_state_sent_other(const mw_report_state *s, const char *domain, time_t begin,
+                                time_t end, const char *dest, const char *const *ids, size_t nids,
+                                const char **other)
+{
+    for (size_t i = 0; i < s->nr; i++) {
+        const rentry *e = &s->r[i];
+        if ((e->st != MW_RS_SENT && e->st != MW_RS_SENDING) || e->begin != (long long)begin ||
+            e->end != (long long)end || strcasecmp(e->domain, domain) != 0 ||
+            strcasecmp(e->dest, dest) != 0)
+            continue;
+        bool known = false;
+        for (size_t k = 0; k < nids && !known; k++)
+            known = strcmp(ids[k], e->id) == 0;
+        if (!known) {
+            if (other != NULL)
+                *other = e->id;
+            return true;
+        }
+    }
+    return false;
 }
 
 bool mw_report_state_set(mw_report_state *s, const char *id, const char *dest,

@@ -110,6 +110,8 @@ typedef struct run {
     bool              error;     /* something went wrong (exit 1) */
     bool              tls_hint;  /* the certificate verification hint was logged */
     mw_report_dest    vtmp;      /* an uncached (temporary) verification */
+    const char      **part_ids;  /* the ids of the report being sent (its parts) */
+    size_t            npart_ids;
 } run;
 
 static void usage(FILE *f)
@@ -422,6 +424,16 @@ static void send_one(run *R, const mw_report *r, const char *id, const char *fil
         R->skipped++;
         return;
     }
+    /* the same data under other ids: split differently by an earlier run */
+    const char *other = NULL;
+    if (R->state != NULL && st == MW_RS_NONE &&
+        mw_report_state_sent_other(R->state, r->policy_domain, r->begin, r->end, addr,
+                                   R->part_ids, R->npart_ids, &other)) {
+        printf("  %s: already sent for this period as report %s (split differently by an "
+               "earlier run): not sent again\n", addr, other);
+        R->skipped++;
+        return;
+    }
     if (st == MW_RS_SENDING)
         printf("  %s: an earlier run was interrupted while sending: sending again\n", addr);
     time_t until = 0;
@@ -676,6 +688,10 @@ static void process_window(run *R, const char *const *dirs, size_t ndirs, time_t
             printf("report %s %s .. %s rows=%zu messages=%llu: too large for report.max_size "
                    "(%u bytes): split by source range into %zu reports\n", r->policy_domain, b, e,
                    r->nrows, r->messages, R->cfg->report_max_size, parts.n);
+        R->part_ids = mw_calloc(parts.n, sizeof *R->part_ids);
+        R->npart_ids = parts.n;
+        for (size_t k = 0; k < parts.n; k++)
+            R->part_ids[k] = parts.p[k].id;
         for (size_t k = 0; k < parts.n && !R->fatal; k++) {
             const mw_report_part *pt = &parts.p[k];
             char *pname = mw_report_filename(&pt->view, &R->meta, pt->id);
@@ -703,6 +719,9 @@ static void process_window(run *R, const char *const *dirs, size_t ndirs, time_t
             }
             free(pname);
         }
+        free(R->part_ids);
+        R->part_ids = NULL;
+        R->npart_ids = 0;
         mw_report_parts_free(&parts);
     next:;
     }

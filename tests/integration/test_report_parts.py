@@ -28,7 +28,9 @@ Proves:
   - the "!1k" suffix is ignored in the RFC 9990 format (quiet.test's report arrives),
     kept with --format rfc7489 (a dry run says the rua's !size refuses it);
   - a run killed (SIGKILL) after its second delivery, then rerun, delivers every report
-    and every part exactly once; a third run sends nothing.
+    and every part exactly once; a third run sends nothing; a run with another
+    report.max_size (other parts, other ids) sends nothing either: the journal knows the
+    period's data went to that address under the earlier ids.
 """
 import gzip, os, re, subprocess, sys, time, xml.etree.ElementTree as ET
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -214,6 +216,21 @@ report = {
     chk.check("third run: nothing sent", " 0 sent, " in s, s)
     time.sleep(1)
     chk.equal("third run: no new mail", len(pf.messages()), n_before)
+
+
+    # ---- report.max_size changed: the parts (and their ids) differ, the data was sent
+    conf2 = h.write("report2.conf", open(conf).read().replace("max_size = %d;" % MAX_SIZE,
+                                                              "max_size = %d;" % (MAX_SIZE * 3)))
+    rc, out = report(conf2, "--send")
+    s = summary(out)
+    chk.equal("max_size changed: exit 0", rc, 0)
+    m = re.search(r"big\.test .*split by source range into (\d+) reports", out)
+    chk.check("max_size changed: big.test split differently", m and int(m.group(1)) != nparts, out[:1500])
+    chk.check("max_size changed: nothing sent again", " 0 sent, " in s, s)
+    chk.check("max_size changed: the output says why",
+              "split differently by an earlier run): not sent again" in out, out[-2000:])
+    time.sleep(1)
+    chk.equal("max_size changed: no new mail", len(pf.messages()), n_before)
 
 
 if __name__ == "__main__":

@@ -1009,6 +1009,25 @@ static void test_state_old_period(void)
         MW_TEST_EQ_INT(mw_report_state_get(s, "idold", "a@x.test", NULL), MW_RS_SENT);
         mw_report_state_close(&s);
     }
+    /* the same data under other ids (split differently) is known as sent */
+    s = mw_report_state_open(dir, false, now + 70, err, sizeof err);
+    if (!MW_TEST_ASSERT(s != NULL))
+        return;
+    const char *mine[] = {"idpart1", "idpart2"}, *other = NULL;
+    MW_TEST_ASSERT(mw_report_state_sent_other(s, "Example.com", DAY1, DAY2, "a@x.test", mine, 2, &other));
+    MW_TEST_EQ_STR(other, "idold");
+    const char *same[] = {"idold"};
+    MW_TEST_ASSERT(!mw_report_state_sent_other(s, "example.com", DAY1, DAY2, "a@x.test", same, 1, NULL));
+    MW_TEST_ASSERT(!mw_report_state_sent_other(s, "example.com", DAY1, DAY2, "b@x.test", mine, 2, NULL));
+    MW_TEST_ASSERT(!mw_report_state_sent_other(s, "example.org", DAY1, DAY2, "a@x.test", mine, 2, NULL));
+    MW_TEST_ASSERT(!mw_report_state_sent_other(s, "example.com", DAY2, DAY2 + 86400, "a@x.test", mine, 2,
+                                               NULL));
+    /* a refusal or deferral is not a sending */
+    MW_TEST_ASSERT(mw_report_state_set(s, "idref", "r@x.test", MW_RS_REFUSED, "example.com", DAY1,
+                                       DAY2, now, err, sizeof err));
+    MW_TEST_ASSERT(!mw_report_state_sent_other(s, "example.com", DAY1, DAY2, "r@x.test", mine, 2, NULL));
+    mw_report_state_close(&s);
+
     s = mw_report_state_open(dir, false, now + 61 * 86400, err, sizeof err);
     if (!MW_TEST_ASSERT(s != NULL))
         return;

@@ -307,6 +307,17 @@ bool mw_report_state_set(mw_report_state *s, const char *id, const char *dest,
                          mw_report_status st, const char *domain, time_t begin, time_t end,
                          time_t now, char *err, size_t errlen);
 
+/*
+ * Was the report of domain for [begin, end) sent (or being sent: a crash)
+ * to dest under an id that is not one of ids[nids]?  That is the same data
+ * split differently by an earlier run (report.max_size changed, or history
+ * that arrived late changed the rows): the caller does not send it again.
+ * *other (may be NULL) gets the id found (borrowed from s).
+ */
+bool mw_report_state_sent_other(const mw_report_state *s, const char *domain, time_t begin,
+                                time_t end, const char *dest, const char *const *ids, size_t nids,
+                                const char **other);
+
 /* Destination bookkeeping: a 5xx (got_5xx) or a success from dest.  After
  * `after` consecutive 5xx the destination is suppressed until now +
  * suppress_for.  false on a write error. */
