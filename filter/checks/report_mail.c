@@ -10,7 +10,8 @@
  *   - Signing feeds our own headers and body to the signer exactly as they
  *     will be sent; the DKIM-Signature headers go on top.
  *   - rua: only mailto: is deliverable; "!10m" style size limits (RFC 7489
- *     section 6.2) are parsed (saturating, at most 16 digits); percent-
+ *     section 6.2) are parsed in the RFC 7489 format (saturating, at most
+ *     16 digits) and ignored, junk included, in RFC 9990's; percent-
  *     encoding in the address is decoded; a ?query part is ignored.
  *   - Threat notes: the rua comes from the DMARC record of whoever sent us
  *     mail.  The decoded address must be a dot-atom local part (1..64
@@ -89,6 +90,12 @@ static bool rua_fail(mw_buf *a, char *why, size_t whylen, const char *reason)
 bool mw_report_rua_parse(const char *uri, char **addr, unsigned long long *max_size, char *why,
                          size_t whylen)
 {
+    return mw_report_rua_parse_fmt(uri, MW_REPORT_FMT_RFC7489, addr, max_size, why, whylen);
+}
+
+bool mw_report_rua_parse_fmt(const char *uri, mw_report_format f, char **addr,
+                             unsigned long long *max_size, char *why, size_t whylen)
+{
     mw_buf a = MW_BUF_INIT;
     const char *p, *end;
     size_t at = 0, nat = 0;
@@ -132,7 +139,8 @@ bool mw_report_rua_parse(const char *uri, char **addr, unsigned long long *max_s
         return rua_fail(&a, why, whylen, "not an address local@domain (dots)");
     for (char *d = a.data + at; *d != '\0'; d++)
         *d = (char)tolower((unsigned char)*d);
-    if (*end == '!') {
+    /* RFC 9990 has no size limits: whatever follows '!' is ignored */
+    if (*end == '!' && f == MW_REPORT_FMT_RFC7489) {
         const char *q = end + 1;
         unsigned long long v = 0;
         int digits = 0;

@@ -24,7 +24,9 @@
  *   - Compaction at open: the merged state is written to a temporary file,
  *     fsynced, renamed over the journal and the directory fsynced, so a
  *     crash during compaction leaves either the old or the new journal.
- *     Entries of periods that ended more than KEEP_SECONDS ago are dropped.
+ *     Entries of periods that ended more than KEEP_SECONDS ago are dropped,
+ *     unless they were written less than KEEP_SECONDS ago: a report of an
+ *     old period sent by hand (--period) is still known to the next run.
  *   - Files are opened O_NOFOLLOW|O_CLOEXEC; the temporary file O_EXCL.
  *   - A lock file (flock) keeps two runs (timer and a person) apart.
  *   - Crash window: between the relay's 250 and the "sent" line being
@@ -40,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -275,7 +278,7 @@ static void entries_text(const mw_report_state *s, mw_buf *out, long long keep_a
     mw_buf p = MW_BUF_INIT;
 
     for (size_t i = 0; i < s->np; i++) {
-        if (s->p[i].end < keep_after)
+        if (s->p[i].end < keep_after && s->p[i].time < keep_after)
             continue;
         mw_buf_reset(&p);
         mw_buf_printf(&p, "P %lld %lld %s %lld", s->p[i].begin, s->p[i].end,
@@ -289,7 +292,7 @@ static void entries_text(const mw_report_state *s, mw_buf *out, long long keep_a
     }
     for (size_t i = 0; i < s->nr; i++) {
         const rentry *e = &s->r[i];
-        if (e->end < keep_after)
+        if (e->end < keep_after && e->time < keep_after)
             continue;
         mw_buf_reset(&p);
         mw_buf_printf(&p, "R %s %s %s %lld %u %s %lld %lld", e->id, e->dest,
@@ -466,6 +469,28 @@ mw_report_status mw_report_state_get(const mw_report_state *s, const char *id, c
     if (attempts != NULL)
         *attempts = e != NULL ? e->attempts : 0;
     return e != NULL ? e->st : MW_RS_NONE;
+}
+
+bool mw_report_state_sent_other(const mw_report_state *s, const char *domain, time_t begin,
+                                time_t end, const char *dest, const char *const *ids, size_t nids,
+                                const char **other)
+{
+    for (size_t i = 0; i < s->nr; i++) {
+        const rentry *e = &s->r[i];
+        if ((e->st != MW_RS_SENT && e->st != MW_RS_SENDING) || e->begin != (long long)begin ||
+            e->end != (long long)end || strcasecmp(e->domain, domain) != 0 ||
+            strcasecmp(e->dest, dest) != 0)
+            continue;
+        bool known = false;
+        for (size_t k = 0; k < nids && !known; k++)
+            known = strcmp(ids[k], e->id) == 0;
+        if (!known) {
+            if (other != NULL)
+                *other = e->id;
+            return true;
+        }
+    }
+    return false;
 }
 
 bool mw_report_state_set(mw_report_state *s, const char *id, const char *dest,

@@ -26,8 +26,12 @@
  *     RFC 9990's SPF scope can only be "mfrom" (a HELO result is written
  *     without scope).
  *   - The RFC 9990 disposition "pass" is written for DMARC-passing rows of
- *     an enforcing policy (no action taken because DMARC passed); t=y
- *     failures that were not enforced carry reason policy_test_mode.
+ *     an enforcing policy (no action taken because DMARC passed).
+ *   - A failing row whose disposition is below the applicable policy (p, or
+ *     sp for a subdomain) always carries a <reason> (RFC 9990 requires
+ *     one): the history's override text when there is one, else
+ *     policy_test_mode for t=y (RFC 7489 format: sampled_out), else
+ *     local_policy with a comment saying that no override was recorded.
  *   - The history's override text ("never_reject example.org, allow_networks")
  *     becomes one reason per comma-separated item: a schema word stays the
  *     type; any other item is type local_policy with the item as comment.
@@ -306,6 +310,42 @@ static void write_overrides(xw *x, const char *text, mw_report_format f)
     free(copy);
 }
 
+/* Could np (a non-existent subdomain, RFC 9989) have been the policy that
+ * applied, and disp what it asked for?  The history does not say whether
+ * the From domain existed: then no reason is claimed for the row. */
+static bool np_may_apply(const mw_report *r, const mw_report_row *w, const char *disp)
+{
+    const char *np = word_in(r->np, w_disp, NULL);
+    return np != NULL && strcmp(w->header_from, r->policy_domain) != 0 &&
+           policy_rank(disp) >= policy_rank(np);
+}
+
+/*
+ * A failing row given less than the applicable policy with no override text
+ * in the history (t=y, a DMARC temperror, records written before the engine
+ * named the deciding rule): RFC 9990 requires a <reason> whenever the
+ * disposition differs from the published policy, so one is always written,
+ * of a type the format's schema knows.  t=y is policy_test_mode (RFC 9990)
+ * or sampled_out, its RFC 7489 equivalent (pct=0).
+ */
+static void write_below_policy(xw *x, const mw_report *r, const mw_report_row *w,
+                               const char *disp, const char *pol, mw_report_format f)
+{
+    char c[160];
+    bool sub = strcmp(w->header_from, r->policy_domain) != 0 && word_in(r->sp, w_disp, NULL) != NULL;
+
+    if (r->t != NULL && strcmp(r->t, "y") == 0) {
+        if (f == MW_REPORT_FMT_RFC9990)
+            write_reason(x, "policy_test_mode", NULL);
+        else
+            write_reason(x, "sampled_out", "t=y: the domain asked for testing");
+        return;
+    }
+    snprintf(c, sizeof c, "local policy: disposition %s below the published %s=%s "
+             "(no override recorded; e.g. a DMARC temperror)", disp, sub ? "sp" : "p", pol);
+    write_reason(x, "local_policy", c);
+}
+
 static void write_row(xw *x, const mw_report *r, const mw_report_row *w, mw_report_format f)
 {
     const char *dkim_al = word_in(w->dkim_aligned, w_pf, "fail");
@@ -327,9 +367,8 @@ static void write_row(xw *x, const mw_report *r, const mw_report_row *w, mw_repo
     elem(x, "spf", spf_al);
     if (w->override != NULL)
         write_overrides(x, w->override, f);
-    else if (f == MW_REPORT_FMT_RFC9990 && !pass && r->t != NULL && strcmp(r->t, "y") == 0 &&
-             policy_rank(disp) < policy_rank(pol))
-        write_reason(x, "policy_test_mode", NULL);
+    else if (!pass && policy_rank(disp) < policy_rank(pol) && !np_may_apply(r, w, disp))
+        write_below_policy(x, r, w, disp, pol, f);
     end(x);
     end(x);   /* row */
 

@@ -492,7 +492,7 @@ static const struct key keys[] = {
      .min = 1, .max = 3600, .doc = "deadline of one SMTP step (connect, command, reply)"},
     {.name = "report.max_size", .type = KT_UINT, .off = F(report_max_size),
      .def_int = 10 * 1024 * 1024, .min = 10000, .max = 1000000000,
-     .doc = "largest report mail in bytes; larger ones are not sent"},
+     .doc = "largest report mail in bytes; a larger report is split by source range"},
     {.name = "report.max_destinations", .type = KT_UINT, .off = F(report_max_destinations),
      .def_int = 5, .min = 2, .max = 64,
      .doc = "rua addresses mailed per report; further ones are refused and counted"},

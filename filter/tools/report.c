@@ -15,8 +15,11 @@
  *   - Only whole periods that are over are mailed.
  *   - A rua outside the policy domain's organizational domain is mailed only
  *     when <policy-domain>._report._dmarc.<rua-domain> has a "v=DMARC1" TXT
- *     record (RFC 9990 section 4); DNS trouble defers, absence refuses.
- *   - "!size" limits of the rua and report.max_size: larger mails are not sent.
+ *     record (RFC 9990 "Verifying External Destinations"; report_dest.c);
+ *     DNS trouble defers, absence refuses; the record's own rua (same host
+ *     only) replaces the address.
+ *   - "!size" suffixes of the rua: ignored in the RFC 9990 format, honoured
+ *     (larger mails not sent to that rua) in the RFC 7489 format.
  *   - Hostile input is refused alone: a rua that is not a safe mailto:
  *     address (mw_report_rua_parse), rua past report.max_destinations, a
  *     report whose policy domain is not a host name; each is printed
@@ -76,9 +79,8 @@ typedef struct pace {
 } pace;
 
 typedef struct verdict {        /* external destination verification, cached per run */
-    char *key;                  /* "policy-domain rua-domain" */
-    int   result;               /* 1 authorised, 0 refused, -1 temporary */
-    char *why;
+    char          *key;         /* "policy-domain rua-domain" */
+    mw_report_dest d;           /* result, reason, the destination's own rua */
 } verdict;
 
 typedef struct run {
@@ -107,7 +109,9 @@ typedef struct run {
     bool              fatal;     /* state write failed: stop sending */
     bool              error;     /* something went wrong (exit 1) */
     bool              tls_hint;  /* the certificate verification hint was logged */
-    char              vwhy_tmp[300];   /* reason of an uncached verification */
+    mw_report_dest    vtmp;      /* an uncached (temporary) verification */
+    const char      **part_ids;  /* the ids of the report being sent (its parts) */
+    size_t            npart_ids;
 } run;
 
 static void usage(FILE *f)
@@ -242,79 +246,31 @@ static const char *addr_domain(const char *addr)
 }
 
 /*
- * May reports for policy_domain go to rua_domain?  1 yes, 0 no (refused),
- * -1 not known now (DNS trouble).  Same organizational domain: yes.
- * Otherwise <policy_domain>._report._dmarc.<rua_domain> must hold a TXT
- * record starting "v=DMARC1".
+ * May reports for policy_domain go to rua_domain, and to which addresses?
+ * (mw_report_dest_verify; cached per run except a temporary failure, so
+ * the next report may retry.)  The result is owned by R.
  */
-static int verify_destination(run *R, const char *policy_domain, const char *rua_domain,
-                              const char **why)
+static const mw_report_dest *verify_destination(run *R, const char *policy_domain,
+                                                const char *rua_domain)
 {
     mw_buf key = MW_BUF_INIT;
-    char *po = NULL, *ro = NULL;
-    int result = -1;
-    char reason[300] = "";
 
     mw_buf_printf(&key, "%s %s", policy_domain, rua_domain);
     for (size_t i = 0; i < R->nverdicts; i++)
         if (strcmp(R->verdicts[i].key, mw_buf_cstr(&key)) == 0) {
             mw_buf_free(&key);
-            *why = R->verdicts[i].why;
-            return R->verdicts[i].result;
+            return &R->verdicts[i].d;
         }
-    if (strcasecmp(policy_domain, rua_domain) == 0) {
-        result = 1;
-        snprintf(reason, sizeof reason, "same domain");
-        goto done;
+    mw_report_dest_verify(R->dns, R->dmarc, policy_domain, rua_domain, R->meta.format, &R->vtmp);
+    if (R->vtmp.result == -1) {
+        mw_buf_free(&key);
+        return &R->vtmp;
     }
-    po = mw_dmarc_org_domain(R->dmarc, policy_domain);
-    ro = mw_dmarc_org_domain(R->dmarc, rua_domain);
-    if (po == NULL || ro == NULL) {
-        snprintf(reason, sizeof reason, "organizational domain lookup failed (DNS)");
-        goto done;
-    }
-    if (strcasecmp(po, ro) == 0) {
-        result = 1;
-        snprintf(reason, sizeof reason, "same organizational domain %s", po);
-        goto done;
-    }
-    mw_buf q = MW_BUF_INIT;
-    mw_buf_printf(&q, "%s._report._dmarc.%s", policy_domain, rua_domain);
-    mw_dns_answer *a = NULL;
-    mw_dns_status st = mw_dns_query(R->dns, mw_buf_cstr(&q), MW_DNS_T_TXT, 0, &a);
-    if (st == MW_DNS_TEMPFAIL) {
-        snprintf(reason, sizeof reason, "%s: %s", mw_buf_cstr(&q), mw_dns_status_name(st));
-    } else {
-        mw_buf t = MW_BUF_INIT;
-        bool found = false;
-        for (size_t i = 0; st == MW_DNS_OK && i < a->nrr && !found; i++)
-            if (a->rr[i].type == MW_DNS_T_TXT && mw_dns_rr_txt(&a->rr[i], &t))
-                found = mw_dmarc_record_is_dmarc(t.data != NULL ? t.data : "", t.len);
-        mw_buf_free(&t);
-        result = found ? 1 : 0;
-        snprintf(reason, sizeof reason, "%s: %s", mw_buf_cstr(&q),
-                 found ? "v=DMARC1 published" : st == MW_DNS_OK ? "no v=DMARC1 record"
-                                                                : mw_dns_status_name(st));
-    }
-    mw_dns_answer_free(&a);
-    mw_buf_free(&q);
-done:
-    free(po);
-    free(ro);
-    /* a temporary failure is not cached: the next report may retry */
-    if (result != -1) {
-        R->verdicts = mw_reallocarray(R->verdicts, R->nverdicts + 1, sizeof *R->verdicts);
-        R->verdicts[R->nverdicts].key = mw_buf_steal(&key);
-        R->verdicts[R->nverdicts].result = result;
-        R->verdicts[R->nverdicts].why = mw_strdup(reason);
-        *why = R->verdicts[R->nverdicts].why;
-        R->nverdicts++;
-    } else {
-        snprintf(R->vwhy_tmp, sizeof R->vwhy_tmp, "%s", reason);
-        *why = R->vwhy_tmp;
-    }
-    mw_buf_free(&key);
-    return result;
+    R->verdicts = mw_reallocarray(R->verdicts, R->nverdicts + 1, sizeof *R->verdicts);
+    R->verdicts[R->nverdicts].key = mw_buf_steal(&key);
+    R->verdicts[R->nverdicts].d = R->vtmp;   /* moves the override list */
+    memset(&R->vtmp, 0, sizeof R->vtmp);
+    return &R->verdicts[R->nverdicts++].d;
 }
 
 /* Wait until report.pacing has passed since the last mail to domain. */
@@ -452,13 +408,98 @@ static const char *esc(mw_buf *b, const char *s)
     return mw_buf_cstr(b);
 }
 
+/* One verified address of a report: journal state, suppression, size,
+ * delivery.  Clears *all_final when the address is not final. */
+static void send_one(run *R, const mw_report *r, const char *id, const char *filename,
+                     const mw_buf *gz, const char *addr, unsigned long long limit,
+                     const char *vwhy, bool *all_final)
+{
+    const mw_config *cfg = R->cfg;
+    unsigned attempts = 0;
+    mw_report_status st;
+
+    st = R->state != NULL ? mw_report_state_get(R->state, id, addr, &attempts) : MW_RS_NONE;
+    if (mw_report_status_final(st)) {
+        printf("  %s: already %s\n", addr, mw_report_status_name(st));
+        R->skipped++;
+        return;
+    }
+    /* the same data under other ids: split differently by an earlier run */
+    const char *other = NULL;
+    if (R->state != NULL && st == MW_RS_NONE &&
+        mw_report_state_sent_other(R->state, r->policy_domain, r->begin, r->end, addr,
+                                   R->part_ids, R->npart_ids, &other)) {
+        printf("  %s: already sent for this period as report %s (split differently by an "
+               "earlier run): not sent again\n", addr, other);
+        R->skipped++;
+        return;
+    }
+    if (st == MW_RS_SENDING)
+        printf("  %s: an earlier run was interrupted while sending: sending again\n", addr);
+    time_t until = 0;
+    if (R->state != NULL && mw_report_state_suppressed(R->state, addr, R->now, &until)) {
+        char u[32];
+        fmt_utc(until, u, sizeof u);
+        printf("  %s: suppressed until %s after repeated 5xx\n", addr, u);
+        R->suppressed++;
+        if (!R->dry_run)
+            (void)record(R, id, addr, MW_RS_SUPPRESSED, r);
+        return;
+    }
+    mw_buf msg = MW_BUF_INIT;
+    mw_report_mail mail = {.from = R->from, .to = addr, .filename = filename, .id = id,
+                           .now = time(NULL), .msgid_host = R->receiver};
+    mw_report_mime(r, &R->meta, &mail, gz, &msg);
+    size_t nsig = 0;
+    char swhy[300] = "";
+    if (R->signer != NULL && cfg->dkim_sign)
+        nsig = mw_report_sign(R->signer, R->from, &msg, swhy, sizeof swhy);
+    unsigned long long max = cfg->report_max_size;
+    if (limit > 0 && limit < max)
+        max = limit;   /* a "!size" of the RFC 7489 format */
+    if (msg.len > max) {
+        printf("  %s: not sent: %zu bytes exceed the limit of %llu%s\n", addr, msg.len, max,
+               max < cfg->report_max_size ? " (the rua's !size)" : "");
+        R->toobig++;
+        if (!R->dry_run)
+            record(R, id, addr, MW_RS_TOOBIG, r);
+        mw_buf_free(&msg);
+        return;
+    }
+    if (R->dry_run) {
+        printf("  %s: would send %zu bytes (%s; %s)\n", addr, msg.len, vwhy,
+               nsig ? "DKIM-signed" : "unsigned");
+        mw_buf_free(&msg);
+        return;
+    }
+    if (nsig == 0 && swhy[0] != '\0')
+        printf("  (not DKIM-signed: %s)\n", swhy);
+    st = deliver(R, r, id, addr, &msg);
+    mw_buf_free(&msg);
+    switch (st) {
+    case MW_RS_SENT: R->sent++; break;
+    case MW_RS_FAILED: R->failed++; R->error = true; break;
+    default: R->deferred++; R->error = true; *all_final = false; break;
+    }
+}
+
+static bool seen_has(char **seen, size_t nseen, const char *addr)
+{
+    for (size_t k = 0; k < nseen; k++)
+        if (strcasecmp(seen[k], addr) == 0)
+            return true;
+    return false;
+}
+
 /*
  * Handle every rua of one report.  Returns true when every destination
  * reached a final status.  A bad destination (not mailto:, malformed,
- * overlong, size junk, past report.max_destinations) is refused alone,
- * printed escaped and counted; it is the same refusal on every run, so it
- * never holds its period open and never stops another destination or
- * report.  Only a journal the disk refuses stops the run (R->fatal).
+ * overlong, RFC 7489 size junk, past report.max_destinations) is refused
+ * alone, printed escaped and counted; it is the same refusal on every run,
+ * so it never holds its period open and never stops another destination
+ * or report.  An external destination is verified first; when its
+ * _report._dmarc record carries a rua, those addresses (same host)
+ * replace it.  Only a journal the disk refuses stops the run (R->fatal).
  */
 static bool send_report(run *R, const mw_report *r, const char *id, const char *filename,
                         const mw_buf *gz)
@@ -474,9 +515,8 @@ static bool send_report(run *R, const mw_report *r, const char *id, const char *
     for (size_t i = 0; i < r->nrua && !R->fatal; i++) {
         char *addr = NULL, why[200] = "";
         unsigned long long limit = 0;
-        mw_report_status st;
 
-        if (!mw_report_rua_parse(r->rua[i], &addr, &limit, why, sizeof why) ||
+        if (!mw_report_rua_parse_fmt(r->rua[i], R->meta.format, &addr, &limit, why, sizeof why) ||
             !mw_report_state_key_ok(addr)) {
             printf("  \"%s\": refused: bad destination: %s\n", esc(&eb, r->rua[i]),
                    why[0] != '\0' ? why : "not recordable");
@@ -484,100 +524,94 @@ static bool send_report(run *R, const mw_report *r, const char *id, const char *
             free(addr);
             continue;
         }
-        bool dup = false;
-        for (size_t k = 0; k < nseen && !dup; k++)
-            dup = strcasecmp(seen[k], addr) == 0;
-        if (dup) {
+        if (seen_has(seen, nseen, addr)) {
             free(addr);
             continue;
         }
-        if (nseen >= cfg->report_max_destinations) {
-            printf("  %s: refused: more than report.max_destinations (%u) destinations\n", addr,
-                   cfg->report_max_destinations);
-            R->over_limit++;
-            free(addr);
-            continue;
-        }
-        seen = mw_reallocarray(seen, nseen + 1, sizeof *seen);
-        seen[nseen++] = addr;
-
+        /* final for this report already (sent, refused, ...): no DNS needed */
         unsigned attempts = 0;
-        st = R->state != NULL ? mw_report_state_get(R->state, id, addr, &attempts) : MW_RS_NONE;
-        if (mw_report_status_final(st)) {
+        mw_report_status st = R->state != NULL ? mw_report_state_get(R->state, id, addr, &attempts)
+                                               : MW_RS_NONE;
+        if (mw_report_status_final(st) && nseen < cfg->report_max_destinations) {
             printf("  %s: already %s\n", addr, mw_report_status_name(st));
             R->skipped++;
+            seen = mw_reallocarray(seen, nseen + 1, sizeof *seen);
+            seen[nseen++] = addr;
             continue;
         }
-        if (st == MW_RS_SENDING)
-            printf("  %s: an earlier run was interrupted while sending: sending again\n", addr);
-        time_t until = 0;
-        if (R->state != NULL && mw_report_state_suppressed(R->state, addr, R->now, &until)) {
-            char u[32];
-            fmt_utc(until, u, sizeof u);
-            printf("  %s: suppressed until %s after repeated 5xx\n", addr, u);
-            R->suppressed++;
-            if (!R->dry_run && !record(R, id, addr, MW_RS_SUPPRESSED, r) && R->fatal)
-                break;
-            continue;
-        }
-        const char *vwhy = "";
-        int v = verify_destination(R, r->policy_domain, addr_domain(addr), &vwhy);
-        if (v == 0) {
-            printf("  %s: refused: external destination not authorised (%s)\n", addr, vwhy);
-            R->refused++;
-            if (!R->dry_run && !record(R, id, addr, MW_RS_REFUSED, r) && R->fatal)
-                break;
-            continue;
-        }
-        if (v < 0) {
-            printf("  %s: deferred: cannot verify the external destination (%s)\n", addr, vwhy);
-            R->deferred++;
-            all_final = false;
-            if (!R->dry_run && !record(R, id, addr, MW_RS_DEFERRED, r) && R->fatal)
-                break;
-            continue;
-        }
-
-        mw_buf msg = MW_BUF_INIT;
-        mw_report_mail mail = {.from = R->from, .to = addr, .filename = filename, .id = id,
-                               .now = time(NULL), .msgid_host = R->receiver};
-        mw_report_mime(r, &R->meta, &mail, gz, &msg);
-        size_t nsig = 0;
-        char swhy[300] = "";
-        if (R->signer != NULL && cfg->dkim_sign)
-            nsig = mw_report_sign(R->signer, R->from, &msg, swhy, sizeof swhy);
-        unsigned long long max = cfg->report_max_size;
-        if (limit > 0 && limit < max)
-            max = limit;
-        if (msg.len > max) {
-            printf("  %s: not sent: %zu bytes exceed the limit of %llu\n", addr, msg.len, max);
-            R->toobig++;
+        const mw_report_dest *v = verify_destination(R, r->policy_domain, addr_domain(addr));
+        if (v->result == 0 || v->result < 0) {
+            bool refused = v->result == 0;
+            printf("  %s: %s (%s)\n", addr,
+                   refused ? "refused: external destination not authorised"
+                           : "deferred: cannot verify the external destination", v->why);
+            if (refused)
+                R->refused++;
+            else {
+                R->deferred++;
+                all_final = false;
+            }
             if (!R->dry_run)
-                record(R, id, addr, MW_RS_TOOBIG, r);
-            mw_buf_free(&msg);
+                (void)record(R, id, addr, refused ? MW_RS_REFUSED : MW_RS_DEFERRED, r);
+            free(addr);
             continue;
         }
-        if (R->dry_run) {
-            printf("  %s: would send %zu bytes (%s; %s)\n", addr, msg.len, vwhy,
-                   nsig ? "DKIM-signed" : "unsigned");
-            mw_buf_free(&msg);
-            continue;
+        mw_report_target self = {addr, limit};
+        const mw_report_target *t = v->noverride > 0 ? v->override : &self;
+        size_t nt = v->noverride > 0 ? v->noverride : 1;
+        if (v->noverride > 0)
+            printf("  %s: replaced by the destination's own rua (%s)\n", addr, v->why);
+        for (size_t k = 0; k < nt && !R->fatal; k++) {
+            if (seen_has(seen, nseen, t[k].addr))
+                continue;
+            if (nseen >= cfg->report_max_destinations) {
+                printf("  %s: refused: more than report.max_destinations (%u) destinations\n",
+                       t[k].addr, cfg->report_max_destinations);
+                R->over_limit++;
+                continue;
+            }
+            seen = mw_reallocarray(seen, nseen + 1, sizeof *seen);
+            seen[nseen++] = mw_strdup(t[k].addr);
+            send_one(R, r, id, filename, gz, t[k].addr, t[k].limit, v->why, &all_final);
         }
-        if (nsig == 0 && swhy[0] != '\0')
-            printf("  (not DKIM-signed: %s)\n", swhy);
-        st = deliver(R, r, id, addr, &msg);
-        mw_buf_free(&msg);
-        switch (st) {
-        case MW_RS_SENT: R->sent++; break;
-        case MW_RS_FAILED: R->failed++; R->error = true; break;
-        default: R->deferred++; R->error = true; all_final = false; break;
-        }
+        free(addr);
     }
     for (size_t k = 0; k < nseen; k++)
         free(seen[k]);
     free(seen);
     mw_buf_free(&eb);
     return all_final && !R->fatal;
+}
+
+/*
+ * How many bytes of gzip XML fit in one report mail under report.max_size:
+ * the mail of r with an empty attachment, the longest address and the
+ * signature is the overhead (plus slack for the Date, counts and ids that
+ * differ per part); base64 turns 57 bytes into a 78-byte line.
+ */
+static size_t gz_budget(run *R, const mw_report *r)
+{
+    mw_buf empty = MW_BUF_INIT, msg = MW_BUF_INIT;
+    char to[255], id[33];
+
+    memset(to, 'x', 64);
+    to[64] = '@';
+    for (size_t i = 65; i < 254; i++)
+        to[i] = (i - 65) % 60 == 59 ? '.' : 'x';
+    to[254] = '\0';
+    memset(id, 'f', 32);
+    id[32] = '\0';
+    char *fname = mw_report_filename(r, &R->meta, id);
+    mw_report_mail mail = {.from = R->from, .to = to, .filename = fname, .id = id,
+                           .now = time(NULL), .msgid_host = R->receiver};
+    mw_report_mime(r, &R->meta, &mail, &empty, &msg);
+    char swhy[300];
+    if (R->signer != NULL && R->cfg->dkim_sign)
+        (void)mw_report_sign(R->signer, R->from, &msg, swhy, sizeof swhy);
+    size_t overhead = msg.len + 512, max = R->cfg->report_max_size;
+    free(fname);
+    mw_buf_free(&msg);
+    return max > overhead ? (max - overhead) / 78 * 57 : 1;
 }
 
 /* ---- one window ------------------------------------------------------------------------ */
@@ -626,9 +660,6 @@ static void process_window(run *R, const char *const *dirs, size_t ndirs, time_t
 
     for (size_t i = 0; i < set.n && !R->fatal; i++) {
         const mw_report *r = &set.r[i];
-        char *id = mw_report_id(r, &R->meta);
-        char *fname = mw_report_filename(r, &R->meta, id);
-        mw_buf xml = MW_BUF_INIT, gz = MW_BUF_INIT;
 
         R->reports++;
         fmt_utc(r->begin, b, sizeof b);
@@ -644,41 +675,55 @@ static void process_window(run *R, const char *const *dirs, size_t ndirs, time_t
             R->bad_reports++;
             goto next;
         }
-        printf("report %s %s .. %s id=%s rows=%zu messages=%llu file=%s\n", r->policy_domain, b, e,
-               id, r->nrows, r->messages, fname);
         err[0] = '\0';
-        if (!mw_report_xml(r, &R->meta, id, &xml, err, sizeof err) ||
-            !mw_report_gzip(xml.data, xml.len, &gz)) {
-            printf("  refused: %s\n", err[0] ? err : "gzip failed");
-            fprintf(stderr, "mailwarden report: %s: %s\n", r->policy_domain,
-                    err[0] ? err : "gzip failed");
+        mw_report_parts parts;
+        if (!mw_report_split(r, &R->meta, gz_budget(R, r), &parts, err, sizeof err)) {
+            printf("report %s %s .. %s: refused: %s\n", r->policy_domain, b, e, err);
+            fprintf(stderr, "mailwarden report: %s: %s\n", r->policy_domain, err);
             R->bad_reports++;
             R->error = true;
             goto next;
         }
-        if (R->out_dir != NULL) {
-            if (write_file(R->out_dir, fname, &gz, err, sizeof err))
-                R->written++;
-            else {
-                fprintf(stderr, "mailwarden report: %s\n", err);
-                R->error = true;
+        if (parts.n > 1)
+            printf("report %s %s .. %s rows=%zu messages=%llu: too large for report.max_size "
+                   "(%u bytes): split by source range into %zu reports\n", r->policy_domain, b, e,
+                   r->nrows, r->messages, R->cfg->report_max_size, parts.n);
+        R->part_ids = mw_calloc(parts.n, sizeof *R->part_ids);
+        R->npart_ids = parts.n;
+        for (size_t k = 0; k < parts.n; k++)
+            R->part_ids[k] = parts.p[k].id;
+        for (size_t k = 0; k < parts.n && !R->fatal; k++) {
+            const mw_report_part *pt = &parts.p[k];
+            char *pname = mw_report_filename(&pt->view, &R->meta, pt->id);
+            char range[160] = "";
+            if (parts.n > 1)
+                snprintf(range, sizeof range, " part=%zu/%zu sources=%s..%s", k + 1, parts.n,
+                         pt->view.rows[0].source_ip, pt->view.rows[pt->view.nrows - 1].source_ip);
+            printf("report %s %s .. %s id=%s rows=%zu messages=%llu file=%s%s\n", r->policy_domain,
+                   b, e, pt->id, pt->view.nrows, pt->view.messages, pname, range);
+            if (R->out_dir != NULL) {
+                if (write_file(R->out_dir, pname, &pt->gz, err, sizeof err))
+                    R->written++;
+                else {
+                    fprintf(stderr, "mailwarden report: %s\n", err);
+                    R->error = true;
+                }
             }
-        }
-        if (R->send || R->dry_run) {
-            if (r->end > R->now) {
+            if ((R->send || R->dry_run) && r->end > R->now) {
                 printf("  (period not over yet: not mailed)\n");
-                goto next;
+            } else if (R->send || R->dry_run) {
+                bool fin = send_report(R, &pt->view, pt->id, pname, &pt->gz);
+                for (size_t q = 0; q < np; q++)
+                    if (pb[q] == r->begin && !fin)
+                        pdone[q] = false;
             }
-            bool fin = send_report(R, r, id, fname, &gz);
-            for (size_t k = 0; k < np; k++)
-                if (pb[k] == r->begin && !fin)
-                    pdone[k] = false;
+            free(pname);
         }
-    next:
-        mw_buf_free(&xml);
-        mw_buf_free(&gz);
-        free(fname);
-        free(id);
+        free(R->part_ids);
+        R->part_ids = NULL;
+        R->npart_ids = 0;
+        mw_report_parts_free(&parts);
+    next:;
     }
     if (sending && !R->fatal)
         for (size_t k = 0; k < np; k++)
@@ -920,8 +965,9 @@ out:
     free(R.paces);
     for (size_t i = 0; i < R.nverdicts; i++) {
         free(R.verdicts[i].key);
-        free(R.verdicts[i].why);
+        mw_report_dest_clear(&R.verdicts[i].d);
     }
+    mw_report_dest_clear(&R.vtmp);
     free(R.verdicts);
     free(R.org);
     free(R.email);

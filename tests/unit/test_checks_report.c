@@ -360,6 +360,247 @@ static void test_xml(void)
     mw_report_set_free(&s);
 }
 
+/* A history record for the reason/split tests (strings borrowed). */
+static mw_history_record mkrec(const char *ip, const char *hfrom, const char *p, const char *sp,
+                               const char *t, const char *disp, const char *aligned,
+                               const char *override)
+{
+    static char *rua[] = {"mailto:d@policy.test", NULL};
+    mw_history_record r;
+    memset(&r, 0, sizeof r);
+    r.time = DAY1 + 60;
+    r.source_ip = (char *)ip;
+    r.header_from = (char *)hfrom;
+    r.envelope_from = (char *)hfrom;
+    r.envelope_to = "rcpt.test";
+    r.spf_domain = (char *)hfrom;
+    r.spf_scope = "mfrom";
+    r.spf_result = strcmp(aligned, "pass") == 0 ? "pass" : "fail";
+    r.policy_domain = "policy.test";
+    r.p = (char *)p;
+    r.sp = (char *)sp;
+    r.np = strcmp(ip, "192.0.2.11") == 0 ? "none" : "";
+    r.adkim = "r";
+    r.aspf = "r";
+    r.t = (char *)t;
+    r.psd = "u";
+    r.discovery = "treewalk";
+    r.disposition = (char *)disp;
+    r.dkim_aligned = "fail";
+    r.spf_aligned = (char *)aligned;
+    r.override = (char *)override;
+    r.rua = rua;
+    return r;
+}
+
+/* The <reason> elements of the <record> whose source_ip is ip: "type|comment;..." */
+static void reasons_of(const char *x, const char *ip, char *out, size_t outlen)
+{
+    char needle[80];
+    out[0] = '\0';
+    snprintf(needle, sizeof needle, "<source_ip>%s</source_ip>", ip);
+    const char *p = strstr(x, needle);
+    if (p == NULL) {
+        snprintf(out, outlen, "(no row)");
+        return;
+    }
+    const char *end = strstr(p, "</policy_evaluated>");
+    for (const char *q = strstr(p, "<reason>"); q != NULL && end != NULL && q < end;
+         q = strstr(q + 1, "<reason>")) {
+        const char *t = strstr(q, "<type>"), *c = strstr(q, "<comment>"), *re = strstr(q, "</reason>");
+        size_t n = strlen(out);
+        snprintf(out + n, outlen - n, "%.*s", (int)strcspn(t + 6, "<"), t + 6);
+        n = strlen(out);
+        if (c != NULL && c < re)
+            snprintf(out + n, outlen - n, "|%.*s", (int)strcspn(c + 9, "<"), c + 9);
+        n = strlen(out);
+        snprintf(out + n, outlen - n, ";");
+    }
+}
+
+/* RFC 9990: a <reason> whenever a failing row's disposition is below the
+ * applicable policy, of the format's schema types, and none otherwise. */
+static void test_reason(void)
+{
+    struct {
+        const char *ip, *hfrom, *p, *sp, *t, *disp, *aligned, *override;
+        const char *want9990, *want7489;
+    } c[] = {
+        /* monitor-only or quarantine_action = deliver: the engine names the rule */
+        {"192.0.2.1", "policy.test", "reject", "", "n", "none", "fail", "local_policy rule monitor",
+         "local_policy|rule monitor;", "local_policy|rule monitor;"},
+        /* no override recorded (a temperror, an older history): still a reason */
+        {"192.0.2.2", "policy.test", "reject", "", "n", "none", "fail", NULL,
+         "local_policy|local policy: disposition none below the published p=reject (no override "
+         "recorded; e.g. a DMARC temperror);",
+         "local_policy|local policy: disposition none below the published p=reject (no override "
+         "recorded; e.g. a DMARC temperror);"},
+        {"192.0.2.3", "policy.test", "reject", "", "n", "quarantine", "fail", NULL,
+         "local_policy|local policy: disposition quarantine below the published p=reject (no "
+         "override recorded; e.g. a DMARC temperror);",
+         "local_policy|local policy: disposition quarantine below the published p=reject (no "
+         "override recorded; e.g. a DMARC temperror);"},
+        /* t=y */
+        {"192.0.2.4", "policy.test", "reject", "", "y", "quarantine", "fail", NULL,
+         "policy_test_mode;", "sampled_out|t=y: the domain asked for testing;"},
+        /* overrides of the engine: schema words keep their type */
+        {"192.0.2.5", "policy.test", "reject", "", "n", "quarantine", "fail",
+         "mailing_list lists.test, trusted_forwarder arc fwd.test",
+         "mailing_list|lists.test;trusted_forwarder|arc fwd.test;",
+         "mailing_list|lists.test;trusted_forwarder|arc fwd.test;"},
+        {"192.0.2.6", "policy.test", "reject", "", "n", "none", "fail", "never_reject x.test",
+         "local_policy|never_reject x.test;", "local_policy|never_reject x.test;"},
+        /* the policy applied: no reason */
+        {"192.0.2.7", "policy.test", "reject", "", "n", "reject", "fail", NULL, "", ""},
+        /* DMARC passed: no reason */
+        {"192.0.2.8", "policy.test", "reject", "", "n", "none", "pass", NULL, "", ""},
+        /* a subdomain under sp=none: none is the policy */
+        {"192.0.2.9", "sub.policy.test", "reject", "none", "n", "none", "fail", NULL, "", ""},
+        /* a subdomain under sp=reject, np=none given none: np may have applied (the
+         * history does not say whether it exists): no reason claimed */
+        {"192.0.2.11", "nx.policy.test", "reject", "reject", "n", "none", "fail", NULL, "", ""},
+        /* a subdomain under sp=quarantine given none */
+        {"192.0.2.10", "sub.policy.test", "reject", "quarantine", "n", "none", "fail", NULL,
+         "local_policy|local policy: disposition none below the published sp=quarantine (no "
+         "override recorded; e.g. a DMARC temperror);",
+         "local_policy|local policy: disposition none below the published sp=quarantine (no "
+         "override recorded; e.g. a DMARC temperror);"},
+    };
+    size_t n = sizeof c / sizeof c[0];
+    char err[256], got[600];
+    mw_buf x = MW_BUF_INIT;
+    mw_report_meta m = {.org_name = "o", .email = "e@mx.test", .receiver = "mx.test",
+                        .generator = "mailwarden test"};
+
+    for (int f = 0; f < 2; f++) {
+        m.format = f == 0 ? MW_REPORT_FMT_RFC9990 : MW_REPORT_FMT_RFC7489;
+        for (size_t i = 0; i < n; i++) {
+            /* one report per case: the policy (p, sp, t) is per report */
+            mw_report_set s;
+            memset(&s, 0, sizeof s);
+            mw_history_record r = mkrec(c[i].ip, c[i].hfrom, c[i].p, c[i].sp, c[i].t, c[i].disp,
+                                        c[i].aligned, c[i].override);
+            MW_TEST_ASSERT(mw_report_add(&s, &r, 86400));
+            mw_report_finish(&s);
+            if (!MW_TEST_EQ_INT(s.n, 1) ||
+                !MW_TEST_ASSERT(mw_report_xml(&s.r[0], &m, "0123", &x, err, sizeof err))) {
+                mw_report_set_free(&s);
+                continue;
+            }
+            reasons_of(mw_buf_cstr(&x), c[i].ip, got, sizeof got);
+            if (!MW_TEST_EQ_STR(got, f == 0 ? c[i].want9990 : c[i].want7489))
+                fprintf(stderr, "  case %zu format %d\n", i, f);
+            check_no_faults(mw_buf_cstr(&x));
+            if (schemas[0] != '\0') {
+                char xsd[1200], file[1100];
+                snprintf(xsd, sizeof xsd, "%s/%s", schemas,
+                         f == 0 ? "dmarc-xml-0.2.xsd" : "rfc7489-fixed.xsd");
+                snprintf(file, sizeof file, "%s", tpath("reason.xml"));
+                write_file(file, x.data, x.len);
+                if (!MW_TEST_EQ_INT(run_xmllint(xsd, file), 0))
+                    fprintf(stderr, "  case %zu format %d does not validate\n", i, f);
+            }
+            mw_report_set_free(&s);
+        }
+    }
+    mw_buf_free(&x);
+}
+
+/* A report too large for one mail is split by source range into complete,
+ * valid reports with distinct, stable ids; nothing is lost. */
+static void test_split(void)
+{
+    mw_report_set s;
+    char err[256], ip[64], rcpt[64];
+    mw_report_meta m = {.org_name = "o", .email = "e@mx.test", .receiver = "mx.test",
+                        .generator = "mailwarden test"};
+
+    memset(&s, 0, sizeof s);
+    /* 300 source IPs; every third has three rows (three recipient domains) */
+    for (int i = 0; i < 300; i++) {
+        snprintf(ip, sizeof ip, "198.51.%d.%d", i / 200, i % 200 + 1);
+        for (int k = 0; k < (i % 3 == 0 ? 3 : 1); k++) {
+            mw_history_record r = mkrec(ip, "policy.test", "reject", "", "n", "reject", "fail", NULL);
+            snprintf(rcpt, sizeof rcpt, "rcpt%d-%08x.test", k, (unsigned)(i * 2654435761u));
+            r.envelope_to = rcpt;
+            MW_TEST_ASSERT(mw_report_add(&s, &r, 86400));
+        }
+    }
+    mw_report_finish(&s);
+    if (!MW_TEST_EQ_INT(s.n, 1))
+        return;
+    const mw_report *r = &s.r[0];
+    MW_TEST_EQ_INT(r->nrows, 500);
+
+    for (int f = 0; f < 2; f++) {
+        m.format = f == 0 ? MW_REPORT_FMT_RFC9990 : MW_REPORT_FMT_RFC7489;
+        mw_report_parts all, parts, again;
+        /* no limit, or a limit it fits: one part with the usual id */
+        MW_TEST_ASSERT(mw_report_split(r, &m, 0, &all, err, sizeof err));
+        char *wid = mw_report_id(r, &m);
+        if (MW_TEST_EQ_INT(all.n, 1))
+            MW_TEST_EQ_STR(all.p[0].id, wid);
+        size_t whole = all.p[0].gz.len;
+        mw_report_parts_free(&all);
+        MW_TEST_ASSERT(mw_report_split(r, &m, whole, &all, err, sizeof err));
+        MW_TEST_EQ_INT(all.n, 1);
+        mw_report_parts_free(&all);
+
+        size_t max_gz = whole / 5;
+        MW_TEST_ASSERT(mw_report_split(r, &m, max_gz, &parts, err, sizeof err));
+        MW_TEST_ASSERT(parts.n >= 5);
+        size_t row = 0;
+        unsigned long long msgs = 0;
+        for (size_t k = 0; k < parts.n; k++) {
+            const mw_report_part *p = &parts.p[k];
+            MW_TEST_ASSERT(p->gz.len <= max_gz);
+            MW_TEST_EQ_INT(strlen(p->id), 32);
+            MW_TEST_ASSERT(strcmp(p->id, wid) != 0);
+            for (size_t j = 0; j < k; j++)
+                MW_TEST_ASSERT(strcmp(parts.p[j].id, p->id) != 0);
+            /* contiguous, in order, nothing lost */
+            MW_TEST_ASSERT(p->view.rows == r->rows + row);
+            row += p->view.nrows;
+            msgs += p->view.messages;
+            /* a source IP never straddles two parts */
+            if (k > 0)
+                MW_TEST_ASSERT(strcmp(parts.p[k - 1].view.rows[parts.p[k - 1].view.nrows - 1].source_ip,
+                                      p->view.rows[0].source_ip) != 0);
+            /* a complete report of its own: its id inside, the policy, valid */
+            const char *x = mw_buf_cstr(&p->xml);
+            char want[64];
+            snprintf(want, sizeof want, "<report_id>%s</report_id>", p->id);
+            MW_TEST_ASSERT(strstr(x, want) != NULL);
+            MW_TEST_ASSERT(strstr(x, "<domain>policy.test</domain>") != NULL);
+            check_no_faults(x);
+            if (schemas[0] != '\0' && (k == 0 || k == parts.n - 1)) {
+                char xsd[1200], file[1100];
+                snprintf(xsd, sizeof xsd, "%s/%s", schemas,
+                         f == 0 ? "dmarc-xml-0.2.xsd" : "rfc7489-fixed.xsd");
+                snprintf(file, sizeof file, "%s", tpath("part.xml"));
+                write_file(file, p->xml.data, p->xml.len);
+                MW_TEST_EQ_INT(run_xmllint(xsd, file), 0);
+            }
+        }
+        MW_TEST_EQ_INT(row, r->nrows);
+        MW_TEST_EQ_INT(msgs, r->messages);
+        /* the same history and limit: the same parts and ids (the journal relies on it) */
+        MW_TEST_ASSERT(mw_report_split(r, &m, max_gz, &again, err, sizeof err));
+        if (MW_TEST_EQ_INT(again.n, parts.n))
+            for (size_t k = 0; k < parts.n; k++)
+                MW_TEST_EQ_STR(again.p[k].id, parts.p[k].id);
+        mw_report_parts_free(&again);
+        mw_report_parts_free(&parts);
+
+        /* a limit no row fits: one row per part, never dropped */
+        MW_TEST_ASSERT(mw_report_split(r, &m, 1, &parts, err, sizeof err));
+        MW_TEST_EQ_INT(parts.n, r->nrows);
+        mw_report_parts_free(&parts);
+        free(wid);
+    }
+    mw_report_set_free(&s);
+}
+
 static void test_id_filename_gzip(void)
 {
     const char *dirs[] = {fx("mx1"), fx("mx2")};
@@ -439,6 +680,109 @@ static void test_rua(void)
     MW_TEST_ASSERT(!mw_report_rua_parse("mailto:a@r.test!x", &a, &sz, why, sizeof why));
     MW_TEST_ASSERT(!mw_report_rua_parse("mailto:a b@r.test", &a, &sz, why, sizeof why));
     MW_TEST_ASSERT(!mw_report_rua_parse("mailto:a@bad..domain", &a, &sz, why, sizeof why));
+
+    /* RFC 9990: "!size" is obsolete, ignored (junk included), never a limit */
+    static const char *const sized[] = {"mailto:a@r.test!10m", "mailto:a@r.test!x",
+                                        "mailto:a@r.test!10m!20m", "mailto:a@r.test!",
+                                        "mailto:a@r.test!99999999999999999999t",
+                                        "mailto:a@r.test!1k?subject=x", NULL};
+    for (size_t i = 0; sized[i] != NULL; i++) {
+        sz = 1;
+        a = NULL;
+        if (MW_TEST_ASSERT(mw_report_rua_parse_fmt(sized[i], MW_REPORT_FMT_RFC9990, &a, &sz, why,
+                                                   sizeof why))) {
+            MW_TEST_EQ_STR(a, "a@r.test");
+            MW_TEST_EQ_INT(sz, 0);
+        }
+        free(a);
+    }
+    /* ... and kept in the RFC 7489 format */
+    MW_TEST_ASSERT(mw_report_rua_parse_fmt("mailto:a@r.test!1k", MW_REPORT_FMT_RFC7489, &a, &sz,
+                                           why, sizeof why));
+    MW_TEST_EQ_INT(sz, 1024);
+    free(a);
+    MW_TEST_ASSERT(!mw_report_rua_parse_fmt("mailto:a@r.test!x", MW_REPORT_FMT_RFC7489, &a, &sz,
+                                            why, sizeof why));
+    /* what follows '!' never hides a bad address */
+    MW_TEST_ASSERT(!mw_report_rua_parse_fmt("mailto:a b@r.test!1k", MW_REPORT_FMT_RFC9990, &a, &sz,
+                                            why, sizeof why));
+}
+
+/* RFC 9990 "Verifying External Destinations": the TXT records at
+ * <policy>._report._dmarc.<host> authorise, and their rua replaces the
+ * address, on the same host only. */
+static mw_report_dest dest_txt(mw_report_format f, const char *a, const char *b)
+{
+    const char *txt[2] = {a, b};
+    size_t len[2] = {a ? strlen(a) : 0, b ? strlen(b) : 0};
+    mw_report_dest d;
+    memset(&d, 0, sizeof d);
+    mw_report_dest_from_txt("p.test._report._dmarc.red.test", txt, len, b != NULL ? 2 : a != NULL,
+                            "red.test", f, &d);
+    return d;
+}
+
+static void test_dest_verify(void)
+{
+    const mw_report_format F9 = MW_REPORT_FMT_RFC9990, F7 = MW_REPORT_FMT_RFC7489;
+    mw_report_dest d;
+
+    d = dest_txt(F9, NULL, NULL);
+    MW_TEST_EQ_INT(d.result, 0);
+    d = dest_txt(F9, "v=spf1 -all", NULL);
+    MW_TEST_EQ_INT(d.result, 0);
+    MW_TEST_ASSERT(strstr(d.why, "no v=DMARC1") != NULL);
+    d = dest_txt(F9, "v=spf1 -all", "v=DMARC1");
+    MW_TEST_EQ_INT(d.result, 1);
+    MW_TEST_EQ_INT(d.noverride, 0);
+    d = dest_txt(F9, "v=DMARC1;", NULL);
+    MW_TEST_EQ_INT(d.result, 1);
+    /* the destination's own rua replaces the address */
+    d = dest_txt(F9, "v=DMARC1; rua=mailto:Other@RED.test", NULL);
+    MW_TEST_EQ_INT(d.result, 1);
+    if (MW_TEST_EQ_INT(d.noverride, 1)) {
+        MW_TEST_EQ_STR(d.override[0].addr, "Other@red.test");
+        MW_TEST_EQ_INT(d.override[0].limit, 0);
+    }
+    mw_report_dest_clear(&d);
+    /* two records: the union, deduplicated */
+    d = dest_txt(F9, "v=DMARC1; rua=mailto:a@red.test,mailto:b@red.test", "v=DMARC1; rua=mailto:A@red.test");
+    MW_TEST_EQ_INT(d.result, 1);
+    if (MW_TEST_EQ_INT(d.noverride, 2)) {
+        MW_TEST_EQ_STR(d.override[0].addr, "a@red.test");
+        MW_TEST_EQ_STR(d.override[1].addr, "b@red.test");
+    }
+    mw_report_dest_clear(&d);
+    /* another host: no report to either address */
+    d = dest_txt(F9, "v=DMARC1; rua=mailto:victim@blue.test", NULL);
+    MW_TEST_EQ_INT(d.result, 0);
+    MW_TEST_EQ_INT(d.noverride, 0);
+    MW_TEST_ASSERT(strstr(d.why, "another host") != NULL);
+    d = dest_txt(F9, "v=DMARC1; rua=mailto:a@red.test,mailto:victim@sub.red.test", NULL);
+    MW_TEST_EQ_INT(d.result, 0);
+    MW_TEST_EQ_INT(d.noverride, 0);
+    d = dest_txt(F9, "v=DMARC1; rua=mailto:a@red.test", "v=DMARC1; rua=mailto:victim@blue.test");
+    MW_TEST_EQ_INT(d.result, 0);
+    MW_TEST_EQ_INT(d.noverride, 0);
+    /* an override with nothing usable refuses */
+    d = dest_txt(F9, "v=DMARC1; rua=https://red.test/x", NULL);
+    MW_TEST_EQ_INT(d.result, 0);
+    MW_TEST_ASSERT(strstr(d.why, "no usable") != NULL);
+    /* a hostile override address is never used */
+    d = dest_txt(F9, "v=DMARC1; rua=mailto:a%0d%0aRCPT%20TO:x@red.test,mailto:ok@red.test", NULL);
+    MW_TEST_EQ_INT(d.result, 1);
+    if (MW_TEST_EQ_INT(d.noverride, 1))
+        MW_TEST_EQ_STR(d.override[0].addr, "ok@red.test");
+    mw_report_dest_clear(&d);
+    /* !size: a limit only in the RFC 7489 format */
+    d = dest_txt(F7, "v=DMARC1; rua=mailto:a@red.test!10k", NULL);
+    if (MW_TEST_EQ_INT(d.noverride, 1))
+        MW_TEST_EQ_INT(d.override[0].limit, 10240);
+    mw_report_dest_clear(&d);
+    d = dest_txt(F9, "v=DMARC1; rua=mailto:a@red.test!10k", NULL);
+    if (MW_TEST_EQ_INT(d.noverride, 1))
+        MW_TEST_EQ_INT(d.override[0].limit, 0);
+    mw_report_dest_clear(&d);
 }
 
 /* Hostile rua values (issue 13, defect 3): each is refused alone, and
@@ -641,6 +985,59 @@ static void test_mime_and_sign(void)
 }
 
 /* ---- state ----------------------------------------------------------------------------- */
+
+/* A report of a period older than the journal keeps (60 days), sent by hand
+ * (--period), is still known to the next runs: compaction keeps what was
+ * written recently, so a rerun never double-sends; it goes 60 days later. */
+static void test_state_old_period(void)
+{
+    char err[256];
+    const char *dir = tpath("state-old");
+    time_t now = DAY2 + 100 * 86400;
+    mw_report_state *s = mw_report_state_open(dir, false, now, err, sizeof err);
+
+    if (!MW_TEST_ASSERT(s != NULL))
+        return;
+    MW_TEST_ASSERT(mw_report_state_period(s, DAY1, DAY2, false, now, err, sizeof err));
+    MW_TEST_ASSERT(mw_report_state_set(s, "idold", "a@x.test", MW_RS_SENT, "example.com", DAY1,
+                                       DAY2, now, err, sizeof err));
+    MW_TEST_ASSERT(mw_report_state_period(s, DAY1, DAY2, true, now, err, sizeof err));
+    mw_report_state_close(&s);
+    for (int run = 0; run < 2; run++) {   /* two compactions */
+        s = mw_report_state_open(dir, false, now + 60 + run, err, sizeof err);
+        if (!MW_TEST_ASSERT(s != NULL))
+            return;
+        MW_TEST_EQ_INT(mw_report_state_get(s, "idold", "a@x.test", NULL), MW_RS_SENT);
+        mw_report_state_close(&s);
+    }
+    /* the same data under other ids (split differently) is known as sent */
+    s = mw_report_state_open(dir, false, now + 70, err, sizeof err);
+    if (!MW_TEST_ASSERT(s != NULL))
+        return;
+    const char *mine[] = {"idpart1", "idpart2"}, *other = NULL;
+    MW_TEST_ASSERT(mw_report_state_sent_other(s, "Example.com", DAY1, DAY2, "a@x.test", mine, 2, &other));
+    MW_TEST_EQ_STR(other, "idold");
+    const char *same[] = {"idold"};
+    MW_TEST_ASSERT(!mw_report_state_sent_other(s, "example.com", DAY1, DAY2, "a@x.test", same, 1, NULL));
+    MW_TEST_ASSERT(!mw_report_state_sent_other(s, "example.com", DAY1, DAY2, "b@x.test", mine, 2, NULL));
+    MW_TEST_ASSERT(!mw_report_state_sent_other(s, "example.org", DAY1, DAY2, "a@x.test", mine, 2, NULL));
+    MW_TEST_ASSERT(!mw_report_state_sent_other(s, "example.com", DAY2, DAY2 + 86400, "a@x.test", mine, 2,
+                                               NULL));
+    /* a refusal or deferral is not a sending */
+    MW_TEST_ASSERT(mw_report_state_set(s, "idref", "r@x.test", MW_RS_REFUSED, "example.com", DAY1,
+                                       DAY2, now, err, sizeof err));
+    MW_TEST_ASSERT(!mw_report_state_sent_other(s, "example.com", DAY1, DAY2, "r@x.test", mine, 2, NULL));
+    mw_report_state_close(&s);
+
+    s = mw_report_state_open(dir, false, now + 61 * 86400, err, sizeof err);
+    if (!MW_TEST_ASSERT(s != NULL))
+        return;
+    mw_report_state_close(&s);
+    s = mw_report_state_open(dir, false, now + 61 * 86400 + 1, err, sizeof err);
+    if (MW_TEST_ASSERT(s != NULL))
+        MW_TEST_EQ_INT(mw_report_state_get(s, "idold", "a@x.test", NULL), MW_RS_NONE);
+    mw_report_state_close(&s);
+}
 
 static void test_state(void)
 {
@@ -975,12 +1372,16 @@ int main(void)
     MW_TEST_RUN(test_aggregate_torn);
     MW_TEST_RUN(test_add_after_finish);
     MW_TEST_RUN(test_xml);
+    MW_TEST_RUN(test_reason);
+    MW_TEST_RUN(test_split);
     MW_TEST_RUN(test_id_filename_gzip);
     MW_TEST_RUN(test_rua);
     MW_TEST_RUN(test_rua_hostile);
+    MW_TEST_RUN(test_dest_verify);
     MW_TEST_RUN(test_aggregate_hostile);
     MW_TEST_RUN(test_mime_and_sign);
     MW_TEST_RUN(test_state);
+    MW_TEST_RUN(test_state_old_period);
     MW_TEST_RUN(test_smtp_client);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);

@@ -8,6 +8,9 @@
  *                   file name
  *   report_mail.c   gzip (zlib), the MIME message, DKIM signing with our
  *                   signer, rua URI parsing
+ *   report_dest.c   external destination verification (_report._dmarc),
+ *                   the destination's own rua replacing the address
+ *   report_split.c  a report too large for one mail split by source range
  *   report_state.c  the state journal: what was sent to whom, so a rerun or
  *                   a crashed run neither double-sends nor skips
  *
@@ -28,6 +31,8 @@
 #include "buf.h"
 #include "config.h"
 #include "dkim.h"
+#include "dmarc.h"
+#include "dns.h"
 #include "history.h"
 
 /* ---- aggregation --------------------------------------------------------- */
@@ -127,6 +132,41 @@ char *mw_report_filename(const mw_report *r, const mw_report_meta *m, const char
 bool mw_report_xml(const mw_report *r, const mw_report_meta *m, const char *id, mw_buf *out,
                    char *err, size_t errlen);
 
+/* ---- splitting ------------------------------------------------------------------- */
+
+/* One report as mailed: the whole report or one source range of it. */
+typedef struct mw_report_part {
+    mw_report view;   /* shallow copy: rows point into the whole report (not owned);
+                         messages is the sum of this part's rows */
+    char     *id;     /* its report id (owned) */
+    mw_buf    xml;    /* its XML (owned) */
+    mw_buf    gz;     /* its gzip XML (owned) */
+} mw_report_part;
+
+typedef struct mw_report_parts {
+    mw_report_part *p;
+    size_t          n;
+} mw_report_parts;
+
+/*
+ * r as one or more reports whose gzip XML is at most max_gz bytes (0: no
+ * limit) into out (overwritten; free with mw_report_parts_free, before r).
+ * A report that fits is one part with id mw_report_id(r, m).  Otherwise
+ * the rows (sorted by source IP) are cut into contiguous source ranges,
+ * the rows of one source IP kept together unless they alone are too big;
+ * each part is a complete report with its own id (mw_report_part_id), in
+ * row order.  A single row larger than max_gz is a part of its own (the
+ * caller's size check refuses it).  false + err on an XML or gzip error.
+ */
+bool mw_report_split(const mw_report *r, const mw_report_meta *m, size_t max_gz,
+                     mw_report_parts *out, char *err, size_t errlen);
+void mw_report_parts_free(mw_report_parts *ps);
+
+/* The id of the part of r holding rows [first, first + n): 32 hex digits,
+ * stable across runs, distinct from mw_report_id and from other parts.
+ * Caller frees. */
+char *mw_report_part_id(const mw_report *r, const mw_report_meta *m, size_t first, size_t n);
+
 /* ---- delivery pieces --------------------------------------------------------------- */
 
 /* gzip (RFC 1952) of in into out (reset first).  false on a zlib error. */
@@ -144,6 +184,50 @@ bool mw_report_gzip(const void *in, size_t len, mw_buf *out);
  */
 bool mw_report_rua_parse(const char *uri, char **addr, unsigned long long *max_size, char *why,
                          size_t whylen);
+/* The same in format f: RFC 7489 as above; RFC 9990 (where size limits
+ * are obsolete) ignores a "!..." suffix entirely, junk included, and
+ * *max_size is always 0. */
+bool mw_report_rua_parse_fmt(const char *uri, mw_report_format f, char **addr,
+                             unsigned long long *max_size, char *why, size_t whylen);
+
+/* ---- external destinations ------------------------------------------------------ */
+
+typedef struct mw_report_target {
+    char              *addr;    /* safe address (mw_report_rua_parse_fmt) */
+    unsigned long long limit;   /* its "!size" (RFC 7489 format only), 0: none */
+} mw_report_target;
+
+/* The verdict on one (policy domain, rua host). */
+typedef struct mw_report_dest {
+    int               result;    /* 1 authorised, 0 refused, -1 not known now (DNS) */
+    char              why[300];  /* for the output line */
+    mw_report_target *override;  /* authorised with the destination's own rua: these */
+    size_t            noverride; /* addresses replace the published one (same host) */
+} mw_report_dest;
+
+/* Free the override list (d itself is the caller's). */
+void mw_report_dest_clear(mw_report_dest *d);
+
+/*
+ * Verify rua host for policy_domain (RFC 9990 "Verifying External
+ * Destinations"): the same domain or organizational domain (dmarc's method)
+ * is authorised without a query; otherwise the TXT records at
+ * <policy_domain>._report._dmarc.<host> decide (mw_report_dest_from_txt).
+ * DNS trouble: -1; no such record, or a name too long for DNS: 0.
+ * out is cleared first; free it with mw_report_dest_clear().
+ */
+void mw_report_dest_verify(mw_dns *dns, mw_dmarc *dmarc, const char *policy_domain,
+                           const char *host, mw_report_format f, mw_report_dest *out);
+
+/*
+ * The decision on the n TXT strings found at name: authorised (1) when at
+ * least one is a v=DMARC1 record; the rua URIs of those records (parsed in
+ * format f) become out->override.  Refused (0) when there is none, when
+ * their rua holds no usable mailto: address, or when any override address
+ * names a host other than host (then neither address gets a report).
+ */
+void mw_report_dest_from_txt(const char *name, const char *const *txt, const size_t *len,
+                             size_t n, const char *host, mw_report_format f, mw_report_dest *out);
 
 typedef struct mw_report_mail {
     const char *from;          /* From address */
@@ -222,6 +306,17 @@ mw_report_status mw_report_state_get(const mw_report_state *s, const char *id, c
 bool mw_report_state_set(mw_report_state *s, const char *id, const char *dest,
                          mw_report_status st, const char *domain, time_t begin, time_t end,
                          time_t now, char *err, size_t errlen);
+
+/*
+ * Was the report of domain for [begin, end) sent (or being sent: a crash)
+ * to dest under an id that is not one of ids[nids]?  That is the same data
+ * split differently by an earlier run (report.max_size changed, or history
+ * that arrived late changed the rows): the caller does not send it again.
+ * *other (may be NULL) gets the id found (borrowed from s).
+ */
+bool mw_report_state_sent_other(const mw_report_state *s, const char *domain, time_t begin,
+                                time_t end, const char *dest, const char *const *ids, size_t nids,
+                                const char **other);
 
 /* Destination bookkeeping: a 5xx (got_5xx) or a success from dest.  After
  * `after` consecutive 5xx the destination is suppressed until now +
