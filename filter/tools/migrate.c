@@ -428,7 +428,7 @@ static void leftovers(struct mig *m, mw_mig_conf *c, const char *who)
         {"BaseDirectory", "mailwarden uses absolute paths", false},
         {"SyslogSuccess", "mailwarden logs every message's result at level info", false},
         {"SoftwareHeader", "mailwarden adds no software header", false},
-        {"SignatureAlgorithm", "mailwarden signs with rsa-sha256 (ed25519-sha256 for Ed25519 keys)", true},
+        {"SignatureAlgorithm", "mailwarden signs RSA keys with rsa-sha256 and Ed25519 keys with ed25519-sha256 (rsa-sha1 is never used)", false},
         {"ChangeRootDirectory", "use the service manager's sandboxing (docs/systemd.md)", true},
         {NULL, NULL, false}};
     for (size_t i = 0; i < c->n; i++) {
