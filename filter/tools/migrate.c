@@ -64,6 +64,14 @@ static void set_str(mw_mig_out *o, const char *g, const char *k, const char *v, 
     mw_buf_free(&c);
 }
 
+/* The OpenDMARC copy of a setting OpenDKIM's file also has: say which one is used. */
+static void dup_note(mw_mig_out *o, const mw_mig_kv *used, const mw_mig_kv *other)
+{
+    if (used != NULL && other != NULL && used != other)
+        mw_mig_note(o, "", "%s %s (%s): the same setting as %s (%s), which is the one carried", other->key,
+                    other->val, other->where, used->val, used->where);
+}
+
 /* ---- host lists ------------------------------------------------------------------ */
 
 /* InternalHosts / IgnoreHosts: IPs and CIDRs carried, "localhost" as the
@@ -190,6 +198,7 @@ static void daemon_map(struct mig *m, mw_mig_conf *dkim, mw_mig_conf *dmarc)
     mw_mig_kv *umask = mw_mig_get(dkim, "UMask"), *umask_dm = mw_mig_get(dmarc, "UMask");
     if (umask == NULL)
         umask = umask_dm;
+    dup_note(m->o, umask, umask_dm);
     if (umask != NULL && m->socket != NULL && strncmp(m->socket, "unix:", 5) == 0) {
         char *end, mode[8];
         unsigned long um = strtoul(umask->val, &end, 8);
@@ -212,6 +221,7 @@ static void daemon_map(struct mig *m, mw_mig_conf *dkim, mw_mig_conf *dmarc)
     mw_mig_kv *sl = mw_mig_get(dkim, "Syslog"), *sm = mw_mig_get(dmarc, "Syslog");
     if (sl == NULL)
         sl = sm;
+    dup_note(m->o, sl, sm);
     if (sl != NULL) {
         int b = mw_mig_bool(sl->val);
         set_str(m->o, "log", "target", b == 1 ? "syslog" : "stderr", "Syslog %s (%s): carried%s",
@@ -220,6 +230,7 @@ static void daemon_map(struct mig *m, mw_mig_conf *dkim, mw_mig_conf *dmarc)
     mw_mig_kv *fac = mw_mig_get(dkim, "SyslogFacility"), *fac_dm = mw_mig_get(dmarc, "SyslogFacility");
     if (fac == NULL)
         fac = fac_dm;
+    dup_note(m->o, fac, fac_dm);
     if (fac != NULL)
         set_str(m->o, "log", "facility", fac->val, "SyslogFacility %s (%s): carried", fac->val, fac->where);
     mw_mig_kv *lw = mw_mig_get(dkim, "LogWhy");
@@ -288,6 +299,9 @@ static void dkim_map(struct mig *m, mw_mig_conf *c)
     if ((kv = mw_mig_get(c, "RequireSafeKeys")) != NULL && mw_mig_bool(kv->val) == 0)
         mw_mig_set(m->o, "dkim", "allow_unsafe_keys", "true", "RequireSafeKeys %s (%s): carried (better: "
                    "chmod 0600 the key files and drop this)", kv->val, kv->where);
+    else if (kv != NULL)
+        mw_mig_note(m->o, "dkim", "RequireSafeKeys %s (%s): carried (mailwarden's default: key files "
+                    "readable by group or others are refused)", kv->val, kv->where);
     if ((kv = mw_mig_get(c, "InternalHosts")) != NULL)
         hosts(m, kv, "trust", "internal_networks", "clients whose mail is signed (outbound)");
     else
@@ -346,13 +360,19 @@ static void dmarc_map(struct mig *m, mw_mig_conf *c)
                     "mailwarden and get no DMARC evaluation" : "CHANGED: mailwarden never evaluates "
                     "DMARC for authenticated (outbound) clients");
     mw_mig_kv *self = mw_mig_get(c, "SPFSelfValidate"), *ign = mw_mig_get(c, "SPFIgnoreResults");
-    if (self != NULL || ign != NULL)
-        mw_mig_set(m->o, "spf", "enabled", "true", "SPFSelfValidate %s, SPFIgnoreResults %s: mailwarden "
-                   "always evaluates SPF itself%s", self ? self->val : "(not set)", ign ? ign->val : "(not set)",
-                   (self && mw_mig_bool(self->val) == 1) || (ign && mw_mig_bool(ign->val) == 1) ? "" :
+    if (self != NULL || ign != NULL) {
+        mw_buf w = MW_BUF_INIT;
+        if (self != NULL)
+            mw_buf_printf(&w, "SPFSelfValidate %s (%s)", self->val, self->where);
+        if (ign != NULL)
+            mw_buf_printf(&w, "%sSPFIgnoreResults %s (%s)", self ? ", " : "", ign->val, ign->where);
+        mw_mig_set(m->o, "spf", "enabled", "true", "%s: mailwarden always evaluates SPF itself%s",
+                   mw_buf_cstr(&w), (self && mw_mig_bool(self->val) == 1) || (ign && mw_mig_bool(ign->val) == 1) ? "" :
                    ".\nCHANGED: OpenDMARC used an upstream SPF checker's results; mailwarden's own "
                    "are used instead (remove the other SPF milter/policy service, or set "
                    "spf.received_spf = false to avoid two Received-SPF headers)");
+        mw_buf_free(&w);
+    }
     if ((kv = mw_mig_get(c, "TrustedAuthservIDs")) != NULL) {
         mw_mig_list l = {0};
         bool re;
@@ -412,8 +432,8 @@ static void authserv(struct mig *m, mw_mig_conf *dkim, mw_mig_conf *dmarc)
         mw_mig_note(m->o, "", "AuthservID %s (%s): carried as the default (the host name)", kv->val, kv->where);
     else
         set_str(m->o, "", "authserv_id", kv->val, "AuthservID %s (%s): carried", kv->val, kv->where);
-    if (dk != NULL && dm != NULL && strcasecmp(dk->val, dm->val) != 0)
-        mw_mig_note(m->o, "", "AuthservID %s (%s): OpenDKIM's differs; mailwarden writes one "
+    if (dk != NULL && dm != NULL)
+        mw_mig_note(m->o, "", "AuthservID %s (%s): OpenDKIM's; mailwarden writes one "
                     "Authentication-Results header, with OpenDMARC's id", dk->val, dk->where);
 }
 
