@@ -19,6 +19,7 @@ static void usage(FILE *f)
             "  dns-check    check the signing keys, SPF and DMARC records in DNS\n"
             "  limits       list, show or reset rate-limit buckets (Redis)\n"
             "  report       build and mail DMARC aggregate reports from the history\n"
+            "  migrate      write a mailwarden.conf from OpenDKIM and OpenDMARC configs\n"
             "\n"
             "Run 'mailwarden COMMAND --help' for the options of a command.\n"
             "Options: -h, --help   this text;  -V, --version   print the version\n");
@@ -53,6 +54,8 @@ int main(int argc, char **argv)
         return mw_cmd_limits(argc - 1, argv + 1);
     if (strcmp(cmd, "report") == 0)
         return mw_cmd_report(argc - 1, argv + 1);
+    if (strcmp(cmd, "migrate") == 0)
+        return mw_cmd_migrate(argc - 1, argv + 1);
     fprintf(stderr, "mailwarden: unknown command \"%s\"\n", cmd);
     usage(stderr);
     return 2;

@@ -23,6 +23,11 @@ int mw_cmd_dns_check(int argc, char **argv);
 int mw_cmd_report(int argc, char **argv);
 /* mailwarden limits list [PATTERN] | show KEY | reset KEY [-c FILE] [--redis HOST:PORT] */
 int mw_cmd_limits(int argc, char **argv);
+/* mailwarden migrate [--opendkim FILE] [--opendmarc FILE] [--postfix-main-cf FILE]
+ *                    [--history-dir DIR] [-o FILE] [--force]:
+ * a commented mailwarden.conf from OpenDKIM/OpenDMARC configs, then config-test on it
+ * (filter/tools/migrate.c) */
+int mw_cmd_migrate(int argc, char **argv);
 
 /* Command-line options shared by serve and check (-c and the overrides). */
 typedef struct mw_cli {
