@@ -85,8 +85,12 @@ static void usage(FILE *f)
             "configuration; SIGTERM finishes in-flight messages and exits.\n");
 }
 
-/* Set once by mw_cmd_serve before any fork or thread: -f given. */
+/* Set once by mw_cmd_serve before any fork or thread: -f given; the write
+ * end of the pipe on which a worker tells the supervisor it listens (a pipe
+ * and SIGIO, not a signal: the worker has dropped root by then and may not
+ * signal the supervisor). */
 static bool serve_foreground;
+static int worker_ready_fd = -1;
 
 static void apply_log(const mw_config *cfg)
 {
@@ -302,7 +306,10 @@ static int run_worker(const mw_cli *cli)
     sd_notifyf(0, "READY=1\nSTATUS=listening on %s", sock);
     /* tell the supervisor (which then lets the command that started a
      * daemon exit 0); a daemon lets go of the terminal */
-    kill(getppid(), SIGUSR1);
+    if (worker_ready_fd >= 0) {
+        ssize_t w = write(worker_ready_fd, "R", 1);
+        (void)w;
+    }
     if (!serve_foreground)
         detach_stdio();
     int rcode = mw_milter_run();
@@ -457,8 +464,15 @@ int mw_cmd_serve(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGCHLD);
-    sigaddset(&set, SIGUSR1);   /* from the worker: listening */
+    sigaddset(&set, SIGIO);   /* a worker wrote to the ready pipe: it listens */
     sigprocmask(SIG_BLOCK, &set, &old);
+    int rp[2];
+    if (pipe2(rp, O_CLOEXEC) != 0 || fcntl(rp[0], F_SETOWN, getpid()) != 0 ||
+        fcntl(rp[0], F_SETFL, O_NONBLOCK | O_ASYNC) != 0) {
+        mw_error_errno("cannot set up the worker's ready pipe");
+        return 1;
+    }
+    worker_ready_fd = rp[1];
 
     unsigned backoff = 1;
     bool ever_ready = false;   /* a worker has listened */
@@ -470,8 +484,12 @@ int mw_cmd_serve(int argc, char **argv)
         int sig = sigwaitinfo(&set, &info);
         if (sig < 0)
             continue;
-        if (sig == SIGUSR1) {
-            if (!ever_ready && worker > 0 && info.si_pid == worker) {
+        if (sig == SIGIO) {
+            char rb[64];
+            ssize_t n = 0;
+            while (read(rp[0], rb, sizeof rb) > 0)
+                n++;
+            if (n > 0 && !ever_ready) {
                 ever_ready = true;
                 if (ready_fd >= 0) {
                     ssize_t w = write(ready_fd, "R", 1);
