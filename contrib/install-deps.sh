@@ -5,9 +5,12 @@
 #        contrib/install-deps.sh --test   also everything the test suite uses
 set -eu
 
+# Only what CMakeLists.txt links (no libopendmarc: our own DMARC code, see
+# docs/architecture.md; no libevent: our own milter server).  publicsuffix is
+# data, read at run time in dmarc.mode rfc7489.
 BUILD="build-essential cmake pkg-config clang libclang-rt-14-dev
-  libspf2-dev libunbound-dev libevent-dev libconfig-dev libopendkim-dev libsystemd-dev
-  libopendmarc-dev publicsuffix libhiredis-dev libssl-dev libxml2-dev zlib1g-dev libidn2-dev
+  libspf2-dev libunbound-dev libconfig-dev libopendkim-dev libsystemd-dev
+  publicsuffix libhiredis-dev libssl-dev libxml2-dev zlib1g-dev libidn2-dev
   libmicrohttpd-dev"
 TEST="postfix nsd swaks python3-dnslib python3-authres python3-dkim python3-yaml opendkim opendkim-tools
   python3-dnspython iproute2 libxml2-utils dnsutils procps util-linux redis-server redis-sentinel

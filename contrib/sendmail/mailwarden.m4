@@ -1,6 +1,6 @@
 dnl mailwarden for Sendmail: include this from your sendmail.mc (before MAILER lines):
 dnl     define(`MAILWARDEN_SOCKET', `inet:8894@127.0.0.1')dnl   (optional; unix: local:/run/mailwarden/milter.sock)
-dnl     include(`/usr/share/doc/mailwarden/contrib/sendmail/mailwarden.m4')dnl
+dnl     include(`/usr/share/mailwarden/sendmail/mailwarden.m4')dnl   (cmake --install / the package put it there)
 dnl and rebuild sendmail.cf.  The test suite (tests/integration/test_sendmail.py) includes
 dnl this very file.
 dnl

@@ -147,7 +147,8 @@ _Static_assert(sizeof(mw_state_failure) == sizeof(int), "enum size");
 _Static_assert(sizeof(mw_report_format) == sizeof(int), "enum size");
 
 static const struct enum_word w_log_target[] = {
-    {"stderr", MW_LOG_TO_STDERR}, {"syslog", MW_LOG_TO_SYSLOG}, {NULL, 0}};
+    {"stderr", MW_LOG_TO_STDERR}, {"syslog", MW_LOG_TO_SYSLOG}, {"journal", MW_LOG_TO_JOURNAL},
+    {"auto", MW_LOG_TO_AUTO}, {NULL, 0}};
 static const struct enum_word w_log_format[] = {
     {"text", MW_LOG_FMT_TEXT}, {"json", MW_LOG_FMT_JSON}, {NULL, 0}};
 static const struct enum_word w_log_level[] = {
@@ -275,8 +276,10 @@ static const struct key keys[] = {
      .def_str = "/etc/mailwarden/policies", .check = check_abs_path,
      .doc = "directory searched for NAME.conf before the built-in policies"},
     /* logging */
-    {.name = "log.target", .type = KT_ENUM, .off = F(log_target), .def_str = "stderr",
-     .words = w_log_target, .doc = "where log lines go: stderr or syslog"},
+    {.name = "log.target", .type = KT_ENUM, .off = F(log_target), .def_str = "auto",
+     .words = w_log_target,
+     .doc = "where log lines go: auto (serve -f: stderr; under systemd: the journal; else syslog), "
+            "stderr, syslog or journal"},
     {.name = "log.format", .type = KT_ENUM, .off = F(log_format), .def_str = "text",
      .words = w_log_format, .doc = "log line format: text or json"},
     {.name = "log.level", .type = KT_ENUM, .off = F(log_level), .def_str = "info",

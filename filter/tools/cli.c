@@ -1,6 +1,15 @@
 /*
  * cli.c - options shared by `serve`, `check` and `config-test`.
+ *
+ * Paths (why): `serve` daemonises (chdir "/") and its worker reads the
+ * configuration again, at start and at every reload, so every relative path
+ * given on the command line (-c, --policy FILE, --pid-file, --sign's key
+ * file, --history) is made absolute here, against the directory the command
+ * was run from, before anything forks.  Paths inside the configuration file
+ * must be absolute (the key table checks them), @include is relative to the
+ * file's own directory.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,6 +23,22 @@ static int need(int argc, char **argv, int i)
         return -1;
     }
     return 0;
+}
+
+/* p made absolute against the current directory, into a slot of cli's
+ * arena; p itself when absolute (or when the directory is unknown). */
+static const char *absolute(mw_cli *cli, const char *p)
+{
+    char cwd[2048];
+    if (p[0] == '/' || p[0] == '\0' || getcwd(cwd, sizeof cwd) == NULL)
+        return p;
+    size_t need = strlen(cwd) + strlen(p) + 2;
+    if (cli->abs_used + need > sizeof cli->abs_arena)
+        return p;   /* the loader then says "must be an absolute path" */
+    char *out = cli->abs_arena + cli->abs_used;
+    snprintf(out, need, "%s/%s", cwd, p);
+    cli->abs_used += need;
+    return out;
 }
 
 int mw_cli_common(mw_cli *cli, int argc, char **argv, int *i)
@@ -53,6 +78,11 @@ int mw_cli_common(mw_cli *cli, int argc, char **argv, int *i)
         if (need(argc, argv, *i) < 0)
             return -1;
         *slot = argv[++*i];
+        /* files named on the command line are taken from where the command
+         * was run; a policy without '/' is a name, not a file */
+        if (slot == &cli->config_file || slot == &cli->ov.pid_file ||
+            (slot == &cli->ov.policy && strchr(*slot, '/') != NULL))
+            *slot = absolute(cli, *slot);
         return 1;
     }
     if (strcmp(a, "--dns") == 0) {
@@ -73,7 +103,24 @@ int mw_cli_common(mw_cli *cli, int argc, char **argv, int *i)
             fprintf(stderr, "mailwarden: too many --sign options\n");
             return -1;
         }
-        cli->sign[cli->ov.nsign++] = argv[++*i];
+        const char *spec = argv[++*i];
+        /* DOMAIN:SELECTOR:KEYFILE: a relative KEYFILE from here, too */
+        const char *c1 = strchr(spec, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (c2 != NULL && c2[1] != '/' && c2[1] != '\0') {
+            char tmp[4096];
+            /* absolute() is given only the file; the spec is rebuilt around it */
+            const char *f = absolute(cli, c2 + 1);
+            if (f != c2 + 1 && (size_t)snprintf(tmp, sizeof tmp, "%.*s%s", (int)(c2 + 1 - spec), spec, f) <
+                                   sizeof tmp) {
+                size_t n = strlen(tmp) + 1;
+                if (cli->abs_used + n <= sizeof cli->abs_arena) {
+                    memcpy(cli->abs_arena + cli->abs_used, tmp, n);
+                    spec = cli->abs_arena + cli->abs_used;
+                    cli->abs_used += n;
+                }
+            }
+        }
+        cli->sign[cli->ov.nsign++] = spec;
         cli->ov.sign = cli->sign;
         return 1;
     }
@@ -91,10 +138,19 @@ int mw_cli_common(mw_cli *cli, int argc, char **argv, int *i)
     return 0;
 }
 
+void mw_cli_default_config(mw_cli *cli)
+{
+    if (cli->config_file == NULL && access(MW_DEFAULT_CONFIG, F_OK) == 0)
+        cli->config_file = MW_DEFAULT_CONFIG;
+}
+
 mw_config *mw_cli_load(const mw_cli *cli)
 {
     mw_config_errors errs = {0};
-    mw_config *cfg = mw_config_load(cli->config_file, &cli->ov, &errs);
+    const char *path = cli->config_file;
+    if (path == NULL && access(MW_DEFAULT_CONFIG, F_OK) == 0)
+        path = MW_DEFAULT_CONFIG;
+    mw_config *cfg = mw_config_load(path, &cli->ov, &errs);
     for (size_t i = 0; i < errs.n; i++)
         fprintf(stderr, "%s\n", errs.msg[i]);
     mw_config_errors_free(&errs);

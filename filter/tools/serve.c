@@ -85,10 +85,39 @@ static void usage(FILE *f)
             "configuration; SIGTERM finishes in-flight messages and exits.\n");
 }
 
+/* Set once by mw_cmd_serve before any fork or thread: -f given; the write
+ * end of the pipe on which a worker tells the supervisor it listens (a pipe
+ * and SIGIO, not a signal: the worker has dropped root by then and may not
+ * signal the supervisor). */
+static bool serve_foreground;
+static int worker_ready_fd = -1;
+
 static void apply_log(const mw_config *cfg)
 {
-    if (!mw_log_configure(cfg->log_target, cfg->log_format, "mailwarden", cfg->log_facility, cfg->log_level))
+    mw_log_target t = mw_log_resolve_auto(cfg->log_target, serve_foreground);
+    if (!mw_log_configure(t, cfg->log_format, "mailwarden", cfg->log_facility, cfg->log_level))
         mw_warn("unknown log facility %s, using mail", cfg->log_facility);
+}
+
+static const char *config_name(const mw_config *cfg)
+{
+    return cfg->path ? cfg->path : "(none: embedded defaults)";
+}
+
+/* After start-up, a daemon's stdin, stdout and stderr go to /dev/null
+ * (stderr is kept when it is the journal stream: the log goes there). */
+static void detach_stdio(void)
+{
+    int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    dup2(fd, 0);
+    dup2(fd, 1);
+    if (!mw_log_stderr_is_journal())
+        dup2(fd, 2);
+    if (fd > 2)
+        close(fd);
+    mw_log_copy_to_stderr(false);
 }
 
 /* ---------------- worker ---------------- */
@@ -141,6 +170,7 @@ static void *control_thread(void *arg)
         sd_notify(0, "RELOADING=1\nSTATUS=reloading the configuration");
         mw_config_errors errs = {0};
         mw_config *cfg = mw_config_load(rc->cli->config_file, &rc->cli->ov, &errs);
+        mw_info("reloading: reading %s", rc->cli->config_file ? rc->cli->config_file : "(embedded defaults)");
         if (!cfg) {
             for (size_t i = 0; i < errs.n; i++)
                 mw_error("reload refused: %s", errs.msg[i]);
@@ -192,10 +222,15 @@ static int run_worker(const mw_cli *cli)
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
-    mw_config *cfg = mw_cli_load(cli);
+    mw_config_errors errs = {0};
+    mw_config *cfg = mw_config_load(cli->config_file, &cli->ov, &errs);
+    for (size_t i = 0; i < errs.n; i++)
+        mw_error("cannot start: %s", errs.msg[i]);
+    mw_config_errors_free(&errs);
     if (!cfg)
         return 1;
     apply_log(cfg);
+    mw_info("starting: configuration %s, policy %s", config_name(cfg), cfg->policy);
     char err[512];
     /* Start-up order (docs/security.md): look the user up; bind every
      * listener as root (ports below 1024, sockets in root's directories);
@@ -274,6 +309,14 @@ static int run_worker(const mw_cli *cli)
     /* the milter socket is bound and listening (mw_milter_open), the
      * Exim listeners accept: ready */
     sd_notifyf(0, "READY=1\nSTATUS=listening on %s", sock);
+    /* tell the supervisor (which then lets the command that started a
+     * daemon exit 0); a daemon lets go of the terminal */
+    if (worker_ready_fd >= 0) {
+        ssize_t w = write(worker_ready_fd, "R", 1);
+        (void)w;
+    }
+    if (!serve_foreground)
+        detach_stdio();
     int rcode = mw_milter_run();
     mw_info("stopped");
     /* The engine is not destroyed: milter connection threads may still be
@@ -304,13 +347,29 @@ static int write_pid_file(const char *path)
     return 0;
 }
 
-static int daemonize(void)
+/*
+ * Detach: the command that was run waits (on a pipe) until the first worker
+ * is listening, and exits 0 then, or 1 when start-up failed (the reason is
+ * on its stderr, which the daemon keeps until then, and in the log).  The
+ * write end stays in the daemon: its descriptor is returned in *ready_fd.
+ */
+static int daemonize(int *ready_fd)
 {
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) != 0)
+        return -1;
     pid_t p = fork();
     if (p < 0)
         return -1;
-    if (p > 0)
-        _exit(0);
+    if (p > 0) {
+        close(pfd[1]);
+        char c = 0;
+        ssize_t n;
+        while ((n = read(pfd[0], &c, 1)) < 0 && errno == EINTR)
+            ;
+        _exit(n == 1 && c == 'R' ? 0 : 1);
+    }
+    close(pfd[0]);
     setsid();
     p = fork();
     if (p < 0)
@@ -323,10 +382,10 @@ static int daemonize(void)
     if (fd >= 0) {
         dup2(fd, 0);
         dup2(fd, 1);
-        dup2(fd, 2);
         if (fd > 2)
             close(fd);
     }
+    *ready_fd = pfd[1];
     return 0;
 }
 
@@ -375,19 +434,27 @@ int mw_cmd_serve(int argc, char **argv)
             return 2;
         }
     }
+    serve_foreground = foreground;
     if (foreground)
         cli.ov.log_stderr = 1;
+    /* -c given relative is already absolute (cli.c): the worker reads it
+     * again after the chdir("/") of daemonising */
+    mw_cli_default_config(&cli);
     /* Fail fast: a bad config never gets as far as forking. */
     mw_config *cfg = mw_cli_load(&cli);
     if (!cfg) {
-        fprintf(stderr, "mailwarden: configuration errors, not starting\n");
+        fprintf(stderr, "mailwarden: configuration errors in %s, not starting\n",
+                cli.config_file ? cli.config_file : "(embedded defaults)");
         return 1;
     }
     apply_log(cfg);
+    if (!foreground)
+        mw_log_copy_to_stderr(true);   /* until the worker listens */
     char *pid_file = cfg->pid_file && *cfg->pid_file ? strdup(cfg->pid_file) : NULL;
     mw_config_free(&cfg);
 
-    if (!foreground && daemonize() != 0) {
+    int ready_fd = -1;
+    if (!foreground && daemonize(&ready_fd) != 0) {
         mw_error_errno("cannot daemonise");
         return 1;
     }
@@ -402,17 +469,42 @@ int mw_cmd_serve(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGIO);   /* a worker wrote to the ready pipe: it listens */
     sigprocmask(SIG_BLOCK, &set, &old);
+    int rp[2];
+    if (pipe2(rp, O_CLOEXEC) != 0 || fcntl(rp[0], F_SETOWN, getpid()) != 0 ||
+        fcntl(rp[0], F_SETFL, O_NONBLOCK | O_ASYNC) != 0) {
+        mw_error_errno("cannot set up the worker's ready pipe");
+        return 1;
+    }
+    worker_ready_fd = rp[1];
 
     unsigned backoff = 1;
+    bool ever_ready = false;   /* a worker has listened */
     double started = now_s();
     pid_t worker = spawn_worker(&cli, &old);
     int status = 0;
     for (;;) {
-        int sig;
-        if (sigwait(&set, &sig) != 0)
+        siginfo_t info;
+        int sig = sigwaitinfo(&set, &info);
+        if (sig < 0)
             continue;
-        if (sig == SIGHUP) {
+        if (sig == SIGIO) {
+            char rb[64];
+            ssize_t n = 0;
+            while (read(rp[0], rb, sizeof rb) > 0)
+                n++;
+            if (n > 0 && !ever_ready) {
+                ever_ready = true;
+                if (ready_fd >= 0) {
+                    ssize_t w = write(ready_fd, "R", 1);
+                    (void)w;
+                    close(ready_fd);
+                    ready_fd = -1;
+                    detach_stdio();
+                }
+            }
+        } else if (sig == SIGHUP) {
             if (worker > 0) {
                 mw_info("SIGHUP: reloading configuration");
                 kill(worker, SIGUSR1);
@@ -432,8 +524,10 @@ int mw_cmd_serve(int argc, char **argv)
                 if (p != worker)
                     continue;
                 worker = -1;
-                if (WIFEXITED(status) && WEXITSTATUS(status) == 1 && now_s() - started < 2) {
-                    mw_error("worker failed at start-up; giving up");
+                /* exit status 1 is a start-up failure (configuration, sockets,
+                 * keys): the first worker's, or a restarted one's right away */
+                if (WIFEXITED(status) && WEXITSTATUS(status) == 1 && (!ever_ready || now_s() - started < 2)) {
+                    mw_error("worker failed at start-up (reason logged above); giving up");
                     goto out;
                 }
                 if (WIFSIGNALED(status))

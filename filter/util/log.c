@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@ static mw_log_format log_format = MW_LOG_FMT_TEXT;
 static mw_log_level log_min = MW_LOG_INFO;
 static char log_ident[64] = "mailwarden";
 static int syslog_open;
+static bool copy_stderr;
 
 static const struct { const char *name; int fac; } facilities[] = {
     {"mail", LOG_MAIL}, {"daemon", LOG_DAEMON}, {"user", LOG_USER},
@@ -85,6 +87,34 @@ bool mw_log_configure(mw_log_target target, mw_log_format format, const char *id
     return true;
 }
 
+bool mw_log_stderr_is_journal(void)
+{
+    const char *js = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+
+    if (js == NULL || sscanf(js, "%llu:%llu", &dev, &ino) != 2 || fstat(2, &st) != 0)
+        return false;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+mw_log_target mw_log_resolve_auto(mw_log_target t, bool foreground)
+{
+    bool journal = mw_log_stderr_is_journal();
+    if (t == MW_LOG_TO_AUTO)
+        return journal ? MW_LOG_TO_JOURNAL : foreground ? MW_LOG_TO_STDERR : MW_LOG_TO_SYSLOG;
+    if (t == MW_LOG_TO_STDERR && journal)
+        return MW_LOG_TO_JOURNAL;
+    return t;
+}
+
+void mw_log_copy_to_stderr(bool on)
+{
+    pthread_mutex_lock(&log_lock);
+    copy_stderr = on;
+    pthread_mutex_unlock(&log_lock);
+}
+
 bool mw_log_debug_enabled(void)
 {
     pthread_mutex_lock(&log_lock);
@@ -103,7 +133,20 @@ static int syslog_prio(mw_log_level l)
     }
 }
 
-/* Write one finished line (msg is the text body, or a JSON object). */
+/* "2026-12-05T09:00:00.123Z" */
+static void timestamp(char *out, size_t outlen)
+{
+    struct timespec ts;
+    struct tm tm;
+    char tbuf[32];
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, outlen, "%.20s.%03dZ", tbuf, (int)(ts.tv_nsec / 1000000) % 1000);
+}
+
+/* Write one finished line (msg is the text body, or a JSON object's
+ * members after the timestamp and level: `"msg":...,...}`). */
 static void emit(mw_log_level level, const char *msg, bool is_json_obj)
 {
     pthread_mutex_lock(&log_lock);
@@ -111,32 +154,45 @@ static void emit(mw_log_level level, const char *msg, bool is_json_obj)
         pthread_mutex_unlock(&log_lock);
         return;
     }
+    char tbuf[40];
+    timestamp(tbuf, sizeof tbuf);
     mw_buf line = MW_BUF_INIT;
-    if (log_format == MW_LOG_FMT_JSON && !is_json_obj) {
-        mw_json w;
-        mw_json_init(&w, &line);
-        mw_json_obj_begin(&w);
-        mw_json_key(&w, "level");
-        mw_json_string(&w, level_names[level]);
-        mw_json_key(&w, "msg");
-        mw_json_string(&w, msg);
-        mw_json_obj_end(&w);
-        msg = mw_buf_cstr(&line);
+    if (log_format == MW_LOG_FMT_JSON) {
+        /* the journal and syslog stamp lines themselves; a JSON line
+         * written anywhere else carries its own time */
+        mw_buf_putc(&line, '{');
+        if (log_target != MW_LOG_TO_JOURNAL) {
+            mw_buf_puts(&line, "\"ts\":");
+            mw_json_cstr(&line, tbuf);
+            mw_buf_putc(&line, ',');
+        }
+        mw_buf_puts(&line, "\"level\":");
+        mw_json_cstr(&line, level_names[level]);
+        mw_buf_putc(&line, ',');
+        if (is_json_obj) {
+            mw_buf_puts(&line, msg);
+        } else {
+            mw_buf_puts(&line, "\"msg\":");
+            mw_json_cstr(&line, msg);
+            mw_buf_putc(&line, '}');
+        }
     }
+    const char *out = log_format == MW_LOG_FMT_JSON ? mw_buf_cstr(&line) : msg;
     if (log_target == MW_LOG_TO_SYSLOG) {
-        syslog(syslog_prio(level), "%s", msg);
+        syslog(syslog_prio(level), "%s", out);
+        if (copy_stderr && level >= MW_LOG_WARN) {
+            fprintf(stderr, "%s: %s: %s\n", log_ident, level_names[level], msg);
+            fflush(stderr);
+        }
+    } else if (log_target == MW_LOG_TO_JOURNAL) {
+        /* one "<N>" per line: a message is one line (callers escape) */
+        fprintf(stderr, "<%d>%s\n", syslog_prio(level), out);
+        fflush(stderr);
     } else {
-        struct timespec ts;
-        struct tm tm;
-        char tbuf[32];
-        clock_gettime(CLOCK_REALTIME, &ts);
-        gmtime_r(&ts.tv_sec, &tm);
-        strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%S", &tm);
         if (log_format == MW_LOG_FMT_JSON)
-            fprintf(stderr, "%s\n", msg);
+            fprintf(stderr, "%s\n", out);
         else
-            fprintf(stderr, "%s.%03ldZ %s[%d]: %s: %s\n", tbuf, ts.tv_nsec / 1000000, log_ident,
-                    (int)getpid(), level_names[level], msg);
+            fprintf(stderr, "%s %s[%d]: %s: %s\n", tbuf, log_ident, (int)getpid(), level_names[level], msg);
         fflush(stderr);
     }
     pthread_mutex_unlock(&log_lock);
@@ -211,6 +267,27 @@ static bool needs_quotes(const char *v)
     return false;
 }
 
+/* Keys whose values count something: numbers in JSON.  (A table here rather
+ * than a flag per field: a queue id may be all digits and must stay a string,
+ * so it is the key that decides, not the look of the value.) */
+static bool is_number_key(const char *key)
+{
+    static const char *const number_keys[] = {"rcpts", "size", "bytes", "count", "pid", "generation",
+                                              "errors", "messages", NULL};
+    for (size_t i = 0; number_keys[i] != NULL; i++)
+        if (strcmp(key, number_keys[i]) == 0)
+            return true;
+    return false;
+}
+
+/* A JSON integer: -?(0|[1-9][0-9]*), at most 18 digits. */
+static bool is_integer(const char *v)
+{
+    const char *p = v + (*v == '-');
+    size_t n = strspn(p, "0123456789");
+    return n > 0 && n <= 18 && p[n] == '\0' && (p[0] != '0' || n == 1);
+}
+
 void mw_log_fields(mw_log_level level, const char *msg, const mw_log_kv *kv, size_t n)
 {
     pthread_mutex_lock(&log_lock);
@@ -219,20 +296,21 @@ void mw_log_fields(mw_log_level level, const char *msg, const mw_log_kv *kv, siz
 
     mw_buf b = MW_BUF_INIT;
     if (fmt == MW_LOG_FMT_JSON) {
-        mw_json w;
-        mw_json_init(&w, &b);
-        mw_json_obj_begin(&w);
-        mw_json_key(&w, "level");
-        mw_json_string(&w, level_names[level]);
-        mw_json_key(&w, "msg");
-        mw_json_string(&w, msg);
+        /* the members after "level" (emit() writes "ts" and "level") */
+        mw_buf_puts(&b, "\"msg\":");
+        mw_json_cstr(&b, msg);
         for (size_t i = 0; i < n; i++) {
             if (!kv[i].value)
                 continue;
-            mw_json_key(&w, kv[i].key);
-            mw_json_string(&w, kv[i].value);
+            mw_buf_putc(&b, ',');
+            mw_json_cstr(&b, kv[i].key);
+            mw_buf_putc(&b, ':');
+            if (is_number_key(kv[i].key) && is_integer(kv[i].value))
+                mw_buf_puts(&b, kv[i].value);
+            else
+                mw_json_cstr(&b, kv[i].value);
         }
-        mw_json_obj_end(&w);
+        mw_buf_putc(&b, '}');
         emit(level, mw_buf_cstr(&b), true);
     } else {
         mw_buf_puts(&b, msg);

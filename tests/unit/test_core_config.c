@@ -120,7 +120,7 @@ static void test_defaults(void)
     MW_TEST_EQ_INT(c->milter_timeout, 300);
     MW_TEST_ASSERT(c->hostname != NULL && c->hostname[0] != '\0');
     MW_TEST_EQ_STR(c->authserv_id, c->hostname);
-    MW_TEST_EQ_INT(c->log_target, MW_LOG_TO_STDERR);
+    MW_TEST_EQ_INT(c->log_target, MW_LOG_TO_AUTO);
     MW_TEST_EQ_INT(c->log_format, MW_LOG_FMT_TEXT);
     MW_TEST_EQ_INT(c->log_level, MW_LOG_INFO);
     MW_TEST_EQ_STR(c->log_facility, "mail");

@@ -37,7 +37,14 @@ typedef struct mw_cli {
     const char         *internal[64];
     const char         *sign[16];
     char                history_abs[4096];
+    char                abs_arena[16384];   /* absolute forms of relative paths given */
+    size_t              abs_used;
 } mw_cli;
+
+/* The configuration read when no -c is given and it exists. */
+#ifndef MW_DEFAULT_CONFIG
+#define MW_DEFAULT_CONFIG "/etc/mailwarden/mailwarden.conf"
+#endif
 
 /*
  * If argv[*i] is a shared option, consume it (and its value), store it in
@@ -45,6 +52,10 @@ typedef struct mw_cli {
  * for a missing value or too many repeats.
  */
 int mw_cli_common(mw_cli *cli, int argc, char **argv, int *i);
+/* After the options: without -c, use MW_DEFAULT_CONFIG when it exists
+ * (else the embedded defaults).  Every command that reads the configuration
+ * calls it, so they all read the same file. */
+void mw_cli_default_config(mw_cli *cli);
 /* Load the config named by cli, printing every error to stderr.  NULL on error. */
 mw_config *mw_cli_load(const mw_cli *cli);
 
