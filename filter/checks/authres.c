@@ -216,6 +216,8 @@ bool mw_authres_parse_id(const char *s, size_t len, char *out, size_t outlen)
 /* Equal ASCII case-insensitively, ignoring trailing dots on either side? */
 static bool id_eq(const char *a, size_t na, const char *b, size_t nb)
 {
+    if (na > 0 && mw_str_ieq(a, na, b, nb))
+        return true;
     while (na && a[na - 1] == '.')
         na--;
     while (nb && b[nb - 1] == '.')
