@@ -119,9 +119,18 @@ static int check_listener(const char *where, const char *key, const char *spec)
         const char *dir = copy ? dirname(copy) : "/";
         struct stat st;
         int bad = stat(dir, &st) != 0 || !S_ISDIR(st.st_mode);
-        if (bad)
+        /* /run/mailwarden before the first start: the unit's RuntimeDirectory=
+         * (or tmpfiles) creates it, so say so rather than refuse a config that
+         * will work under the shipped unit */
+        if (bad && strcmp(dir, "/run/mailwarden") == 0 && stat("/run", &st) == 0) {
+            fprintf(stderr, "%s: warning: %s \"%s\": directory %s does not exist yet: the systemd unit "
+                            "(RuntimeDirectory=) or tmpfiles.d creates it; started otherwise, create it first\n",
+                    where, key, spec, dir);
+            bad = 0;
+        } else if (bad) {
             fprintf(stderr, "%s: %s \"%s\": directory %s does not exist: the socket cannot be created\n", where,
                     key, spec, dir);
+        }
         free(copy);
         return bad;
     }
