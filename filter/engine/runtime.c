@@ -139,6 +139,8 @@ mw_runtime *mw_runtime_build(mw_config *cfg, unsigned generation, const mw_runti
     rt->cfg = cfg;
     return rt;
 fail:
+    mw_policy_free(&rt->shadow);
+    mw_policy_free(&rt->policy);
     mw_reputation_destroy(&rt->reputation);
     mw_ratelimit_destroy(&rt->ratelimit);
     mw_store_destroy(&rt->store);
