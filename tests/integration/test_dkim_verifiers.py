@@ -29,18 +29,16 @@ BINARY = os.environ.get("MW_BINARY", os.path.join(BUILD, "mailwarden"))
 SHARED = os.path.join(SRC, "..", "shared", "conformance")
 
 DRIVER_C = r"""
-/* sign/keygen driver for test_dkim_verifiers.py (until `check` signs). */
+/* sign driver for test_dkim_verifiers.py (until `check` signs); keys come
+ * from the daemon binary's own keygen. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "config.h"
 #include "dkim.h"
 #include "buf.h"
-int mw_cmd_keygen(int argc, char **argv);
 int main(int argc, char **argv)
 {
-    if (argc > 1 && strcmp(argv[1], "keygen") == 0)
-        return mw_cmd_keygen(argc - 1, argv + 1);
     if (argc != 4 || strcmp(argv[1], "sign") != 0)
         return 2;
     mw_config_errors errs = {0};
@@ -138,8 +136,7 @@ def build_driver(tmp):
     with open(src, "w") as f:
         f.write(DRIVER_C)
     exe = os.path.join(tmp, "drv")
-    cmd = (["cc", "-std=c17", "-D_GNU_SOURCE", "-o", exe, src,
-            os.path.join(SRC, "filter", "tools", "keygen.c")]
+    cmd = (["cc", "-std=c17", "-D_GNU_SOURCE", "-o", exe, src]
            + ["-I" + os.path.join(inc, d) for d in ("tools", "checks", "core", "util")]
            + libs + ["-lspf2", "-lunbound", "-lconfig", "-lopendkim", "-lcrypto", "-lpthread"])
     # Sanitizer builds: the libraries need the runtime too.
@@ -238,9 +235,8 @@ def run(tmp):
     drv = build_driver(tmp)
     if drv is None:
         skip("cannot build the signing driver against MW_BUILD_DIR=%r" % BUILD)
-    # keygen: the real binary when it has the command, else the driver's copy.
-    tool = [BINARY] if subprocess.run([BINARY, "keygen", "--help"],
-                                      capture_output=True).returncode == 0 else [drv]
+    # keygen: the real binary (keygen.c now needs the tools layer: privilege drop, config)
+    tool = [BINARY]
     records = {}
     for sel, typ in (("rsa2024", "rsa"), ("ed2024", "ed25519")):
         rec = keygen(tool, tmp, sel, typ)
