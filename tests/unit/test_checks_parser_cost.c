@@ -279,6 +279,7 @@ static void test_dmarc(void)
 
 int main(void)
 {
+    PC_SKIP_UNDER_TSAN();
     MW_TEST_RUN(test_from);
     MW_TEST_RUN(test_authres);
     MW_TEST_RUN(test_spf);

@@ -102,6 +102,7 @@ static void test_config(void)
 
 int main(void)
 {
+    PC_SKIP_UNDER_TSAN();
     if (mkdtemp(dir) == NULL)
         return 1;
     snprintf(path, sizeof path, "%s/mailwarden.conf", dir);

@@ -219,6 +219,7 @@ static void test_exim(void)
 
 int main(void)
 {
+    PC_SKIP_UNDER_TSAN();
     MW_TEST_RUN(test_milter);
     MW_TEST_RUN(test_exim);
     return MW_TEST_SUMMARY();
