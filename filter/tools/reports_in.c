@@ -192,7 +192,8 @@ static void import_dir(imp *im, const char *path, int depth)
         names[n++] = mw_strdup(de->d_name);
     }
     closedir(dir);
-    qsort(names, n, sizeof *names, cmpstr);
+    if (n > 1)   /* (qsort with NULL, 0 is undefined) */
+        qsort(names, n, sizeof *names, cmpstr);
     for (size_t i = 0; i < n; i++) {
         char sub[PATH_MAX];
         if ((size_t)snprintf(sub, sizeof sub, "%s/%s", path, names[i]) < sizeof sub)
