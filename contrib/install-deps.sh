@@ -11,7 +11,7 @@ set -eu
 BUILD="build-essential cmake pkg-config clang libclang-rt-14-dev
   libspf2-dev libunbound-dev libconfig-dev libopendkim-dev libsystemd-dev
   publicsuffix libhiredis-dev libssl-dev libxml2-dev zlib1g-dev libidn2-dev
-  libmicrohttpd-dev"
+  libmicrohttpd-dev libsqlite3-dev"
 TEST="postfix nsd swaks python3-dnslib python3-authres python3-dkim python3-yaml opendkim opendkim-tools
   python3-dnspython iproute2 libxml2-utils dnsutils procps util-linux redis-server redis-sentinel
   ldnsutils"

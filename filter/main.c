@@ -19,6 +19,7 @@ static void usage(FILE *f)
             "  dns-check    check the signing keys, SPF and DMARC records in DNS\n"
             "  limits       list, show or reset rate-limit buckets (Redis)\n"
             "  report       build and mail DMARC aggregate reports from the history\n"
+            "  reports-in   import the DMARC reports you receive, show sources and p=reject readiness\n"
             "  migrate      write a mailwarden.conf from OpenDKIM and OpenDMARC configs\n"
             "\n"
             "Run 'mailwarden COMMAND --help' for the options of a command.\n"
@@ -54,6 +55,8 @@ int main(int argc, char **argv)
         return mw_cmd_limits(argc - 1, argv + 1);
     if (strcmp(cmd, "report") == 0)
         return mw_cmd_report(argc - 1, argv + 1);
+    if (strcmp(cmd, "reports-in") == 0)
+        return mw_cmd_reports_in(argc - 1, argv + 1);
     if (strcmp(cmd, "migrate") == 0)
         return mw_cmd_migrate(argc - 1, argv + 1);
     fprintf(stderr, "mailwarden: unknown command \"%s\"\n", cmd);

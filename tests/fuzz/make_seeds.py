@@ -323,6 +323,78 @@ S["arc"] = [
 ]
 
 
+# ---- received DMARC reports (reports-in): XML, then containers
+RPT = (b'<?xml version="1.0" encoding="UTF-8"?>\n<feedback xmlns="urn:ietf:params:xml:ns:dmarc-2.0">'
+       b'<version>1.0</version><report_metadata><org_name>google.com</org_name><email>n@google.com</email>'
+       b'<report_id>123</report_id><date_range><begin>1700000000</begin><end>1700086399.0</end></date_range>'
+       b'</report_metadata><policy_published><domain>Example.COM</domain><p>reject</p><pct>100</pct>'
+       b'</policy_published><record><row><source_ip>2001:db8:0:0::1</source_ip><count>3</count>'
+       b'<policy_evaluated><disposition>None</disposition><dkim>Pass</dkim><spf>fail</spf><reason><type>'
+       b'forwarded</type></reason></policy_evaluated></row><identifiers><header_from>example.com</header_from>'
+       b'</identifiers><auth_results><dkim><domain>example.com</domain><result>pass</result></dkim><spf>'
+       b'<domain>x.example</domain><result>pass</result></spf></auth_results></record></feedback>\n')
+S["rptin_xml"] = [
+    RPT,
+    RPT.replace(b' xmlns="urn:ietf:params:xml:ns:dmarc-2.0"', b""),
+    b'<?xml version="1.0"?> <xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">\n' + RPT.split(b"?>", 1)[1],
+    RPT.replace(b"google.com</org_name>", b"google.com \x91x\x92</org_name>"),
+    RPT.replace(b"<policy_evaluated>", b"<policy_evaluated><x/>").replace(b"<dkim>Pass</dkim><spf>fail</spf>", b""),
+    b'<?xml version="1.0"?>\n<!DOCTYPE f [<!ENTITY x SYSTEM "file:///etc/passwd">]><feedback>&x;</feedback>',
+    b'<?xml version="1.0"?>\n<!DOCTYPE l [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;&a;">]><feedback>&b;</feedback>',
+    b"<feedback>" + b"<record>" * 300,
+    b"<feedback><report_metadata><org_name>a</org_name></report_metadata></feedback>",
+    RPT.replace(b"<count>3</count>", b"<count>99999999999999999999999</count>"),
+    RPT.replace(b"<record>", b"<record>" * 1, 1) * 2,
+    b"<html/>",
+]
+
+
+def _mime(part_ct, body, cte="base64"):
+    import base64
+    enc = base64.encodebytes(body) if cte == "base64" else body
+    return (b"From: a@b.example\r\nSubject: Report\r\nMIME-Version: 1.0\r\n"
+            b'Content-Type: multipart/mixed;\r\n boundary="==b=="\r\n\r\n--==b==\r\n'
+            b"Content-Type: text/plain\r\n\r\nA report.\r\n--==b==\r\nContent-Type: " + part_ct +
+            b"\r\nContent-Transfer-Encoding: " + cte.encode() +
+            b'\r\nContent-Disposition: attachment; filename="r.xml.gz"\r\n\r\n' + enc + b"\r\n--==b==--\r\n")
+
+
+def _zip(name, data, method=8):
+    import io, zipfile
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED if method == 8 else zipfile.ZIP_STORED) as z:
+        z.writestr(name, data)
+    return b.getvalue()
+
+
+import gzip as _gzmod
+
+
+class _gz:
+    @staticmethod
+    def compress(b):
+        return _gzmod.compress(b, mtime=0)
+S["rptin_unpack"] = [
+    b"\x00" + RPT,
+    b"\x00" + _gz.compress(RPT),
+    b"\x00" + _zip("r.xml", RPT),
+    b"\x00" + _zip("r.xml", RPT, 0),
+    b"\x00" + _mime(b"application/gzip", _gz.compress(RPT)),
+    b"\x00" + _mime(b"application/zip", _zip("r.xml", RPT)),
+    b"\x00" + _mime(b"text/xml", RPT, "quoted-printable"),
+    b"\x00From: a@b.example\nContent-Type: message/rfc822\n\n" + _mime(b"application/gzip", _gz.compress(RPT)),
+    b"\x00" + _gz.compress(b"<feedback><!--" + b" " * 200000 + b"--></feedback>"),
+    b"\x00" + _gz.compress(_gz.compress(RPT)),
+    b"\x01" + _zip("r.xml", RPT),
+    b"\x01" + _zip("r.xml", RPT)[:-30],
+    b"\x02" + _gz.compress(RPT) + _gz.compress(RPT),
+    b"\x02" + _gz.compress(RPT)[:-4],
+    b"\x03" + _mime(b"application/gzip", _gz.compress(RPT)),
+    b"\x03Content-Type: multipart/mixed; boundary=x\n\n" + b"--x\nContent-Type: multipart/mixed; boundary=x\n\n" * 20,
+    b"\x03Content-Type: text/plain\n" + b" folded\n" * 500 + b"\nbody",
+]
+
+
 def main():
     for name, seeds in S.items():
         d = os.path.join(HERE, "corpus", name)

@@ -28,6 +28,9 @@ int mw_cmd_limits(int argc, char **argv);
  * a commented mailwarden.conf from OpenDKIM/OpenDMARC configs, then config-test on it
  * (filter/tools/migrate.c) */
 int mw_cmd_migrate(int argc, char **argv);
+/* mailwarden reports-in import|summary|html [--db FILE] ...: the DMARC aggregate
+ * reports we receive (filter/tools/reports_in.c) */
+int mw_cmd_reports_in(int argc, char **argv);
 
 /* Command-line options shared by serve and check (-c and the overrides). */
 typedef struct mw_cli {
