@@ -75,6 +75,7 @@ install(CODE "
   if(EXISTS \"\${_conf}\")
     message(STATUS \"Keeping: \${_conf} (the sample is in share/mailwarden/mailwarden.conf.sample)\")
   else()
-    file(INSTALL \"${PROJECT_SOURCE_DIR}/contrib/mailwarden.conf\" DESTINATION \"\$ENV{DESTDIR}\${_etc}/mailwarden\")
+    # file(INSTALL) prepends DESTDIR itself (the EXISTS test above must not lose it)
+    file(INSTALL \"${PROJECT_SOURCE_DIR}/contrib/mailwarden.conf\" DESTINATION \"\${_etc}/mailwarden\")
   endif()
 ")

@@ -470,7 +470,8 @@ bool mw_dkim_signer_key(const mw_dkim_signer *s, size_t i, mw_dkim_key_info *out
         return false;
     *out = (mw_dkim_key_info){.name = s->key[i].name, .domain = s->key[i].domain,
                               .selector = s->key[i].selector,
-                              .algorithm = s->key[i].algorithm, .bits = s->key[i].bits};
+                              .algorithm = s->key[i].algorithm, .bits = s->key[i].bits,
+                              .file = s->key[i].file};
     return true;
 }
 

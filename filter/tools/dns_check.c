@@ -8,42 +8,159 @@
  * record), parses (v=DKIM1, k= matching the key), is not revoked, its p=
  * matches the private key, and its size.  For every signing domain: exactly
  * one "v=spf1" TXT record, and exactly one "v=DMARC1" record at _dmarc.D
- * with a valid p=.  Prints one table row per check; exits 1 when any check
- * fails (2 for usage or config errors), 0 when all pass.
+ * with a valid p=.  For every key file: its mode and owner (the daemon
+ * refuses a key group or others can access, and reads keys as its
+ * configured `user` after dropping root: a key that user cannot read stops
+ * the start or a reload).  Prints one table row per check; exits 1 when any
+ * check fails (2 for usage or config errors), 0 when all pass (WARN rows
+ * do not fail: a key the daemon accepts but should not be so).
  */
 #include <ctype.h>
+#include <errno.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "config.h"
 #include "dkim.h"
 #include "dns.h"
+#include "privs.h"
 #include "tools.h"
 
 #define MAX_REPEAT 16
 
 typedef struct report {
     unsigned problems;
+    unsigned warnings;
 } report;
+
+enum { ROW_OK, ROW_WARN, ROW_FAIL };
+
+static void vrow(report *r, const char *what, const char *name, int state, const char *fmt, va_list ap)
+    __attribute__((format(printf, 5, 0)));
+
+static void vrow(report *r, const char *what, const char *name, int state, const char *fmt, va_list ap)
+{
+    mw_buf b = MW_BUF_INIT;
+
+    mw_buf_vprintf(&b, fmt, ap);
+    printf("%-6s %-44s %-5s %s\n", what, name, state == ROW_OK ? "ok" : state == ROW_WARN ? "WARN" : "FAIL",
+           mw_buf_cstr(&b));
+    if (state == ROW_FAIL)
+        r->problems++;
+    else if (state == ROW_WARN)
+        r->warnings++;
+    mw_buf_free(&b);
+}
 
 static void row(report *r, const char *what, const char *name, bool ok, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
 static void row(report *r, const char *what, const char *name, bool ok, const char *fmt, ...)
 {
-    mw_buf b = MW_BUF_INIT;
     va_list ap;
 
     va_start(ap, fmt);
-    mw_buf_vprintf(&b, fmt, ap);
+    vrow(r, what, name, ok ? ROW_OK : ROW_FAIL, fmt, ap);
     va_end(ap);
-    printf("%-6s %-44s %-5s %s\n", what, name, ok ? "ok" : "FAIL", mw_buf_cstr(&b));
-    if (!ok)
-        r->problems++;
-    mw_buf_free(&b);
+}
+
+static void krow(report *r, const char *file, int state, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void krow(report *r, const char *file, int state, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vrow(r, "key", file, state, fmt, ap);
+    va_end(ap);
+}
+
+/* The daemon's user, for the key file checks. */
+typedef struct key_reader {
+    mw_privs pv;
+    bool     exact;     /* pv usable for a real read as that user (root, or already that user) */
+    bool     unknown;   /* the configured user or group does not exist */
+    char     why[256];
+} key_reader;
+
+static void key_reader_init(key_reader *kr, const mw_config *cfg)
+{
+    memset(kr, 0, sizeof *kr);
+    kr->exact = mw_privs_resolve(cfg->user, cfg->group, &kr->pv, kr->why, sizeof kr->why) == 0;
+    /* resolve fills the ids before refusing "not root": those still allow a
+     * check by the file's owner and mode */
+    kr->unknown = !kr->exact && strncmp(kr->why, "unknown", 7) == 0;
+}
+
+static const char *uid_name(uid_t uid, char *buf, size_t len)
+{
+    struct passwd pw, *res = NULL;
+    char tmp[4096];
+
+    if (getpwuid_r(uid, &pw, tmp, sizeof tmp, &res) == 0 && res != NULL)
+        snprintf(buf, len, "%s", pw.pw_name);
+    else
+        snprintf(buf, len, "uid %u", (unsigned)uid);
+    return buf;
+}
+
+/* A key file's mode and owner, as the daemon will see them. */
+static void check_key_file(report *r, const char *file, const key_reader *kr, bool allow_unsafe)
+{
+    struct stat st;
+    char owner[96], why[512];
+    bool bad = false;
+
+    if (stat(file, &st) != 0) {
+        krow(r, file, ROW_FAIL, "cannot stat: %s", strerror(errno));
+        return;
+    }
+    unsigned mode = (unsigned)(st.st_mode & 07777);
+    uid_name(st.st_uid, owner, sizeof owner);
+    if ((mode & 077) != 0) {
+        krow(r, file, allow_unsafe ? ROW_WARN : ROW_FAIL,
+             "mode %04o: group or others can read the private key%s: chmod 600 %s", mode,
+             allow_unsafe ? " (accepted only because of dkim.allow_unsafe_keys)" : "; the daemon refuses it",
+             file);
+        bad = true;
+    }
+    if (kr->unknown) {
+        krow(r, file, ROW_FAIL, "cannot tell who reads it: %s", kr->why);
+        return;
+    }
+    bool readable;
+    if (kr->exact) {
+        readable = mw_privs_can_read(&kr->pv, file, why, sizeof why);
+    } else {
+        /* not root: judge by owner and mode */
+        readable = (st.st_uid == kr->pv.uid && (mode & 0400)) || (st.st_gid == kr->pv.gid && (mode & 0040)) ||
+                   (mode & 0004);
+        snprintf(why, sizeof why, "%s cannot read it (owner %s, mode %04o)", kr->pv.user, owner, mode);
+    }
+    if (!readable) {
+        krow(r, file, ROW_FAIL, "%s: the daemon, running as %s, cannot load it: chown %s %s (keygen --user %s "
+             "writes keys so)", why, kr->pv.user, kr->pv.user, file, kr->pv.user);
+        return;
+    }
+    if (kr->pv.have_user && st.st_uid != kr->pv.uid) {
+        krow(r, file, ROW_WARN, "owned by %s, not by %s (the daemon's user): chown %s %s", owner, kr->pv.user,
+             kr->pv.user, file);
+        return;
+    }
+    if (!kr->pv.have_user && st.st_uid == 0 && geteuid() == 0) {
+        krow(r, file, ROW_WARN, "owned by root and no `user` configured: a daemon started as another user "
+             "(the systemd unit runs as mailwarden) cannot read it: chown mailwarden %s", file);
+        return;
+    }
+    if (!bad)
+        krow(r, file, ROW_OK, "owner %s, mode %04o, readable by %s", owner, mode, kr->pv.user);
 }
 
 /* TXT records at name (joined strings) into recs; returns the lookup status. */
@@ -253,6 +370,11 @@ int mw_cmd_dns_check(int argc, char **argv)
     }
     mw_config_overrides ov = {.dns = dnsv, .ndns = ndns, .sign = signv, .nsign = nsign};
     mw_config *cfg = mw_config_load(file, &ov, &errs);
+    /* load keys whatever their mode, so that the DNS checks run and the mode
+     * is reported as a row of its own (check_key_file) */
+    bool allow_unsafe = cfg != NULL && cfg->dkim_allow_unsafe_keys;
+    if (cfg != NULL)
+        cfg->dkim_allow_unsafe_keys = true;
     mw_dkim_signer *s = cfg != NULL ? mw_dkim_signer_create(cfg, &errs) : NULL;
     if (cfg == NULL || s == NULL) {
         for (size_t i = 0; i < errs.n; i++)
@@ -282,8 +404,20 @@ int mw_cmd_dns_check(int argc, char **argv)
     } else {
         printf("%-6s %-44s %-5s %s\n", "CHECK", "NAME", "STATE", "DETAIL");
     }
-    for (size_t i = 0; i < nk; i++)
+    key_reader kr;
+    key_reader_init(&kr, cfg);
+    for (size_t i = 0; i < nk; i++) {
+        mw_dkim_key_info ki;
+        bool seen = false;
+        mw_dkim_signer_key(s, i, &ki);
+        for (size_t j = 0; j < i && !seen; j++) {
+            mw_dkim_key_info kj;
+            seen = mw_dkim_signer_key(s, j, &kj) && strcmp(kj.file, ki.file) == 0;
+        }
+        if (!seen)
+            check_key_file(&r, ki.file, &kr, allow_unsafe);
         check_key(&r, dns, s, i);
+    }
     for (size_t i = 0; i < nk; i++) {
         mw_dkim_key_info ki, kj;
         bool seen = false;
@@ -296,7 +430,9 @@ int mw_cmd_dns_check(int argc, char **argv)
         check_dmarc(&r, dns, ki.domain);
     }
     if (nk > 0)
-        printf("%u problem%s\n", r.problems, r.problems == 1 ? "" : "s");
+        printf("%u problem%s%s", r.problems, r.problems == 1 ? "" : "s", r.warnings > 0 ? ", " : "\n");
+    if (nk > 0 && r.warnings > 0)
+        printf("%u warning%s\n", r.warnings, r.warnings == 1 ? "" : "s");
     mw_dns_destroy(&dns);
     mw_dkim_signer_destroy(&s);
     mw_config_free(&cfg);

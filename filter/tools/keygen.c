@@ -32,8 +32,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <sys/wait.h>
-
 #include "buf.h"
 #include "dkim.h"
 #include "privs.h"
@@ -85,31 +83,13 @@ static bool write_private(const char *path, const mw_buf *pem, const mw_privs *p
  * has become that user.  true when nothing is to change. */
 static bool readable_by(const char *path, const mw_privs *pv)
 {
-    char err[256];
+    char err[512];
     if (!pv->change)
         return true;
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0)
-        return false;
-    if (pid == 0) {
-        if (mw_privs_drop(pv, err, sizeof err) != 0) {
-            fprintf(stderr, "mailwarden keygen: cannot become %s: %s\n", pv->user, err);
-            _exit(1);
-        }
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-            fprintf(stderr, "mailwarden keygen: user %s cannot read %s: %s (make every directory on the "
-                            "way searchable by it)\n", pv->user, path, strerror(errno));
-            _exit(1);
-        }
-        close(fd);
-        _exit(0);
-    }
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-        ;
-    return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    if (mw_privs_can_read(pv, path, err, sizeof err))
+        return true;
+    fprintf(stderr, "mailwarden keygen: %s (make every directory on the way searchable by it)\n", err);
+    return false;
 }
 
 /* The record's value as zone-file character-strings of <= 255 bytes. */

@@ -12,12 +12,14 @@
  * See also: serve.c (the order of start-up), report.c, docs/security.md.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "privs.h"
@@ -146,4 +148,66 @@ int mw_privs_chown_socket(const mw_privs *p, const char *spec, char *err, size_t
         return -1;
     }
     return 0;
+}
+
+bool mw_privs_can_read(const mw_privs *p, const char *path, char *err, size_t errlen)
+{
+    int pfd[2];
+
+    if (!p->change) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0) {
+            snprintf(err, errlen, "%s cannot read %s: %s", p->user, path, strerror(errno));
+            return false;
+        }
+        close(fd);
+        return true;
+    }
+    if (pipe2(pfd, O_CLOEXEC) != 0) {
+        snprintf(err, errlen, "pipe: %s", strerror(errno));
+        return false;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        snprintf(err, errlen, "fork: %s", strerror(errno));
+        close(pfd[0]);
+        close(pfd[1]);
+        return false;
+    }
+    if (pid == 0) {
+        /* the reason goes back through the pipe; the exit status says yes/no */
+        char why[300];
+        int fd = -1;
+        close(pfd[0]);
+        if (mw_privs_drop(p, why, sizeof why) != 0) {
+            char msg[400];
+            snprintf(msg, sizeof msg, "cannot become %s: %s", p->user, why);
+            (void)!write(pfd[1], msg, strlen(msg));
+            _exit(1);
+        }
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0) {
+            snprintf(why, sizeof why, "%s cannot read %s: %s", p->user, path, strerror(errno));
+            (void)!write(pfd[1], why, strlen(why));
+            _exit(1);
+        }
+        _exit(0);
+    }
+    close(pfd[1]);
+    char msg[400];
+    size_t got = 0;
+    ssize_t n;
+    while (got < sizeof msg - 1 && ((n = read(pfd[0], msg + got, sizeof msg - 1 - got)) > 0 ||
+                                    (n < 0 && errno == EINTR)))
+        got += n > 0 ? (size_t)n : 0;
+    msg[got] = '\0';
+    close(pfd[0]);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        return true;
+    snprintf(err, errlen, "%s", got > 0 ? msg : "the check as that user failed");
+    return false;
 }

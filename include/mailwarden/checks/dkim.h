@@ -65,6 +65,7 @@ typedef struct mw_dkim_key_info {
     const char *selector;
     const char *algorithm;  /* "rsa-sha256" or "ed25519-sha256", from the key */
     unsigned    bits;
+    const char *file;       /* the private key file (dns-check: its mode and owner) */
 } mw_dkim_key_info;
 
 typedef struct mw_dkim_verifier mw_dkim_verifier;

@@ -36,6 +36,12 @@ int mw_privs_resolve(const char *user, const char *group, mw_privs *p, char *err
  * the caller must not go on (some ids may already be changed). */
 int mw_privs_drop(const mw_privs *p, char *err, size_t errlen);
 
+/* Can p's user (and group) open path for reading?  Tried for real, in a
+ * child process that drops to p's ids (so group membership, directory
+ * search permission and ACLs all count); when !p->change, with the
+ * current ids.  true, or false with a reason in err. */
+bool mw_privs_can_read(const mw_privs *p, const char *path, char *err, size_t errlen);
+
 /* Give a unix socket (a listener spec "unix:PATH" / "local:PATH"; others
  * are ignored) to p's user and group, so the MTA's access is decided by
  * socket_mode and the configured group, not by root's ownership.  Call
