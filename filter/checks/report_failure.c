@@ -144,6 +144,25 @@ void mw_failrep_redact(const char *text, size_t len, mw_buf *out)
     mw_buf_append(out, text + copied, len - copied);
 }
 
+void mw_failrep_header_append(mw_buf *hdrs, const char *name, const char *value, size_t vlen)
+{
+    mw_buf_puts(hdrs, name);
+    mw_buf_puts(hdrs, ": ");
+    for (size_t i = 0; i < vlen; i++) {
+        char c = value[i];
+        if (c != '\r' && c != '\n') {
+            mw_buf_putc(hdrs, c);
+            continue;
+        }
+        if (c == '\r' && i + 1 < vlen && value[i + 1] == '\n')
+            i++;
+        mw_buf_puts(hdrs, "\r\n");
+        if (i + 1 < vlen && value[i + 1] != ' ' && value[i + 1] != '\t')
+            mw_buf_putc(hdrs, ' ');
+    }
+    mw_buf_puts(hdrs, "\r\n");
+}
+
 /* ---- building -------------------------------------------------------------------------- */
 
 static const char *const wday[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};

@@ -39,14 +39,12 @@ void mw_sess_failrep_header(mw_session *s, const char *name, const char *value, 
         s->failrep_trunc)
         return;
     size_t nlen = strlen(name);
-    if (s->failrep_hdrs.len + nlen + vlen + 4 > MW_FAILREP_HEADER_MAX) {
+    /* + ': ', the CRLF, and a blank per line break at most */
+    if (s->failrep_hdrs.len + nlen + 2 * vlen + 4 > MW_FAILREP_HEADER_MAX) {
         s->failrep_trunc = true;
         return;
     }
-    mw_buf_append(&s->failrep_hdrs, name, nlen);
-    mw_buf_puts(&s->failrep_hdrs, ": ");
-    mw_buf_append(&s->failrep_hdrs, value, vlen);
-    mw_buf_puts(&s->failrep_hdrs, "\r\n");
+    mw_failrep_header_append(&s->failrep_hdrs, name, value, vlen);
 }
 
 static const char *delivery_result(const mw_session *s, const mw_verdict *v)

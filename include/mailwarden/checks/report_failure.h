@@ -52,6 +52,14 @@ bool mw_failrep_wanted(unsigned fo, const mw_failrep_facts *f, char *why, size_t
  */
 void mw_failrep_redact(const char *text, size_t len, mw_buf *out);
 
+/*
+ * Append one header field as received ("Name: value" + CRLF) to hdrs, the
+ * header section a report carries.  Every line break inside the value
+ * becomes CRLF, followed by a blank when the next line does not start
+ * with one, so a value can never add a field of its own.
+ */
+void mw_failrep_header_append(mw_buf *hdrs, const char *name, const char *value, size_t vlen);
+
 /* ---- the report --------------------------------------------------------------------- */
 
 typedef struct mw_failrep_dkim {
