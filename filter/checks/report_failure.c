@@ -147,7 +147,8 @@ void mw_failrep_redact(const char *text, size_t len, mw_buf *out)
 void mw_failrep_header_append(mw_buf *hdrs, const char *name, const char *value, size_t vlen)
 {
     mw_buf_puts(hdrs, name);
-    mw_buf_puts(hdrs, ": ");
+    /* a milter value keeps the blank after the colon (Postfix): as received */
+    mw_buf_puts(hdrs, vlen > 0 && (value[0] == ' ' || value[0] == '\t') ? ":" : ": ");
     for (size_t i = 0; i < vlen; i++) {
         char c = value[i];
         if (c != '\r' && c != '\n') {
