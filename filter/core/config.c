@@ -528,7 +528,7 @@ static const struct key keys[] = {
      .min = 0, .max = 100000,
      .doc = "failure reports queued per ruf address per hour; more are counted and logged, not queued"},
     {.name = "report.failure_dir", .type = KT_STRING, .off = F(report_failure_dir),
-     .def_str = "/var/spool/mailwarden/failure", .check = check_abs_path,
+     .def_str = "/var/lib/mailwarden/failure", .check = check_abs_path,
      .doc = "spool of failure reports: the daemon queues them, `mailwarden report --failure` sends them"},
     /* Exim front end */
     {.name = "exim.listen", .type = KT_STRING, .off = F(exim_listen), .def_str = "",
