@@ -255,7 +255,8 @@ static void process_spool(frun *F)
         names[n++] = mw_strdup(de->d_name);
     }
     closedir(d);
-    qsort(names, n, sizeof *names, cmp_str);   /* oldest first: names start with the time */
+    if (n > 1)   /* oldest first: names start with the time (qsort of NULL is UB) */
+        qsort(names, n, sizeof *names, cmp_str);
 
     for (size_t i = 0; i < n && !F->fatal; i++) {
         mw_buf path = MW_BUF_INIT, data = MW_BUF_INIT, esc = MW_BUF_INIT;
