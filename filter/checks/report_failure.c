@@ -102,7 +102,7 @@ static void sha256_hex(const void *p, size_t n, char *out, size_t nhex)
 
 static bool is_atext(unsigned char c)
 {
-    return isalnum(c) || c >= 0x80 || strchr("!#$%&'*+-/=?^_`{|}~.", c) != NULL;
+    return isalnum(c) || c >= 0x80 || (c != 0 && strchr("!#$%&'*+-/=?^_`{|}~.", c) != NULL);
 }
 
 static bool is_domain_start(unsigned char c)
@@ -131,9 +131,10 @@ void mw_failrep_redact(const char *text, size_t len, mw_buf *out)
         }
         if (j == i)
             continue;   /* no local part */
-        char *lp = mw_strndup(text + j, i - j);
-        for (char *p = lp; *p; p++)
-            *p = (char)tolower((unsigned char)*p);
+        /* by length: a local part may hold a NUL (8-bit header text) */
+        char *lp = mw_malloc(i - j);
+        for (size_t k = 0; k < i - j; k++)
+            lp[k] = (char)tolower((unsigned char)text[j + k]);
         char hex[17];
         sha256_hex(lp, i - j, hex, 16);
         free(lp);

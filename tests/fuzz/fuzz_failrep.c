@@ -14,6 +14,8 @@
  *         boundary (three parts and the end): header text cannot add one.
  */
 #include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "report_failure.h"

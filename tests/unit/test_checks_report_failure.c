@@ -103,6 +103,12 @@ static void test_redact(void)
     /* not addresses: left alone */
     redact_eq("Subject: meet @ noon, @home, user@ , a@", "Subject: meet @ noon, @home, user@ , a@");
     redact_eq("", "");
+    /* a NUL is no local-part character (the fuzzer found a read past it) */
+    mw_buf nul = MW_BUF_INIT;
+    mw_failrep_redact("x\0\xffu@b.example", 14, &nul);
+    MW_TEST_EQ_INT(nul.len, 2 + 25 + 10);
+    MW_TEST_ASSERT(nul.len > 2 && memcmp(nul.data, "x\0redacted-", 11) == 0);
+    mw_buf_free(&nul);
     /* two @ in a row: the second local part cannot reach back into the first */
     mw_buf b = MW_BUF_INIT;
     mw_failrep_redact("a@b.c@d.e", 9, &b);
