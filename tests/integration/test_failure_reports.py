@@ -79,9 +79,13 @@ def reports_for(pf, token):
     return out
 
 
+RUNS = []   # every report run's output: checked for sanitizer findings at the end
+
+
 def run_report(conf_path, *args):
     p = subprocess.run([H.MW_BINARY, "report", "-c", conf_path, "--failure"] + list(args),
                        capture_output=True, text=True, timeout=120)
+    RUNS.append(p.stdout + p.stderr)
     return p.returncode, p.stdout + p.stderr
 
 
@@ -235,6 +239,8 @@ def test(h, chk):
     pf.flush()
     chk.check("off: no report for the message", not H.wait_for(lambda: reports_for(pf, t), 2))
     daemon.stop()
+    bad = [o for o in RUNS if "runtime error:" in o or "Sanitizer" in o]
+    chk.check("report --failure: no sanitizer finding in any run", not bad, bad[:1])
 
 
 if __name__ == "__main__":
