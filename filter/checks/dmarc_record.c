@@ -182,6 +182,34 @@ static bool parse_policy(span v, mw_dmarc_policy *out)
 }
 
 /* One character out of allowed (case-insensitive), lower-cased; 0 if not. */
+/* fo: colon-separated options 0, 1, d, s (RFC 9991 section 3); unknown
+ * options are ignored, none usable means the default "0". */
+static unsigned parse_fo(span v)
+{
+    unsigned fo = 0;
+    while (v.n > 0) {
+        const char *c = memchr(v.p, ':', v.n);
+        size_t n = c != NULL ? (size_t)(c - v.p) : v.n;
+        span o = trim((span){v.p, n});
+        if (o.n == 1) {
+            switch (o.p[0]) {
+            case '0': fo |= MW_DMARC_FO_0; break;
+            case '1': fo |= MW_DMARC_FO_1; break;
+            case 'd': case 'D': fo |= MW_DMARC_FO_D; break;
+            case 's': case 'S': fo |= MW_DMARC_FO_S; break;
+            default: break;
+            }
+        }
+        v.p += n;
+        v.n -= n;
+        if (v.n > 0) {
+            v.p++;
+            v.n--;
+        }
+    }
+    return fo != 0 ? fo : MW_DMARC_FO_0;
+}
+
 static char parse_letter(span v, const char *allowed)
 {
     if (v.n != 1)
@@ -263,7 +291,8 @@ static bool fail_why(char *why, size_t whylen, const char *fmt, ...)
 }
 
 enum { T_P = 1u << 0, T_SP = 1u << 1, T_NP = 1u << 2, T_ADKIM = 1u << 3, T_ASPF = 1u << 4,
-       T_T = 1u << 5, T_PSD = 1u << 6, T_PCT = 1u << 7, T_RUA = 1u << 8, T_RUF = 1u << 9 };
+       T_T = 1u << 5, T_PSD = 1u << 6, T_PCT = 1u << 7, T_RUA = 1u << 8, T_RUF = 1u << 9,
+       T_FO = 1u << 10 };
 
 bool mw_dmarc_record_parse(const char *text, size_t len, mw_dmarc_mode mode, mw_dmarc_record *out,
                            char *why, size_t whylen)
@@ -278,6 +307,7 @@ bool mw_dmarc_record_parse(const char *text, size_t len, mw_dmarc_mode mode, mw_
     out->adkim = out->aspf = 'r';
     out->psd = 'u';
     out->pct = 100;
+    out->fo = MW_DMARC_FO_0;
     if (text == NULL)
         text = "";
     mw_str_printable(&raw, text, len, RAW_MAX);
@@ -329,6 +359,8 @@ bool mw_dmarc_record_parse(const char *text, size_t len, mw_dmarc_mode mode, mw_
             bit = T_RUA;
         else if (span_ieq(name, "ruf"))
             bit = T_RUF;
+        else if (span_ieq(name, "fo"))
+            bit = T_FO;
         if (bit == 0 || (seen & bit))
             continue;   /* unknown/ignored tag, or a repeat: first value wins */
         seen |= bit;
@@ -353,6 +385,7 @@ bool mw_dmarc_record_parse(const char *text, size_t len, mw_dmarc_mode mode, mw_
         }
         case T_RUA: free_list(out->rua); out->rua = parse_uris(v); break;
         case T_RUF: free_list(out->ruf); out->ruf = parse_uris(v); break;
+        case T_FO:  out->fo = parse_fo(v); break;
         default: break;
         }
     }

@@ -145,6 +145,7 @@ _Static_assert(sizeof(mw_dkim_identity) == sizeof(int), "enum size");
 _Static_assert(sizeof(mw_state_backend) == sizeof(int), "enum size");
 _Static_assert(sizeof(mw_state_failure) == sizeof(int), "enum size");
 _Static_assert(sizeof(mw_report_format) == sizeof(int), "enum size");
+_Static_assert(sizeof(mw_failrep_mode) == sizeof(int), "enum size");
 
 static const struct enum_word w_log_target[] = {
     {"stderr", MW_LOG_TO_STDERR}, {"syslog", MW_LOG_TO_SYSLOG}, {"journal", MW_LOG_TO_JOURNAL},
@@ -167,6 +168,9 @@ static const struct enum_word w_history_err[] = {
     {"accept", MW_HISTORY_ERR_ACCEPT}, {"tempfail", MW_HISTORY_ERR_TEMPFAIL}, {NULL, 0}};
 static const struct enum_word w_report_format[] = {
     {"rfc9990", MW_REPORT_FMT_RFC9990}, {"rfc7489", MW_REPORT_FMT_RFC7489}, {NULL, 0}};
+static const struct enum_word w_failrep[] = {
+    {"off", MW_FAILREP_OFF}, {"redacted", MW_FAILREP_REDACTED}, {"full", MW_FAILREP_FULL},
+    {NULL, 0}};
 
 static const struct enum_word w_dkim_identity[] = {
     {"header-from", MW_DKIM_ID_HEADER_FROM}, {"envelope", MW_DKIM_ID_ENVELOPE},
@@ -517,6 +521,15 @@ static const struct key keys[] = {
     {.name = "report.history_dirs", .type = KT_STRLIST, .off = F(report_history_dirs),
      .off_n = F(nreport_history_dirs), .def_list = def_none, .check = check_abs_path,
      .doc = "history directories to report from (one per host); empty: history.dir"},
+    {.name = "report.failure", .type = KT_ENUM, .off = F(report_failure), .def_str = "off",
+     .words = w_failrep,
+     .doc = "RFC 9991 failure reports to ruf: off, redacted (address local parts hashed) or full"},
+    {.name = "report.failure_rate", .type = KT_UINT, .off = F(report_failure_rate), .def_int = 10,
+     .min = 0, .max = 100000,
+     .doc = "failure reports queued per ruf address per hour; more are counted and logged, not queued"},
+    {.name = "report.failure_dir", .type = KT_STRING, .off = F(report_failure_dir),
+     .def_str = "/var/lib/mailwarden/failure", .check = check_abs_path,
+     .doc = "spool of failure reports: the daemon queues them, `mailwarden report --failure` sends them"},
     /* Exim front end */
     {.name = "exim.listen", .type = KT_STRING, .off = F(exim_listen), .def_str = "",
      .check = check_socket_or_empty,

@@ -89,6 +89,7 @@ static const char *const w_fe[] = {"milter", "exim"};
 static const char *const w_lsn[] = {"milter", "exim_scan", "exim_rcpt", "metrics"};
 static const char *const w_refuse[] = {"limit", "peer"};
 static const char *const w_hist[] = {"written", "failed"};
+static const char *const w_failrep[] = {"queued", "rate_limited", "refused", "error"};
 static const char *const w_reload[] = {"success", "failure"};
 static const char *const w_stage[] = {"connect", "helo", "mail", "rcpt", "header", "eoh", "body", "eom"};
 static const char *const w_chk[] = {"spf", "dkim_verify", "dkim_sign", "dmarc", "reputation",
@@ -115,6 +116,7 @@ _Static_assert(sizeof w_fe / sizeof w_fe[0] == MW_ML_FE__N, "frontend words");
 _Static_assert(sizeof w_lsn / sizeof w_lsn[0] == MW_ML_LSN__N, "listener words");
 _Static_assert(sizeof w_refuse / sizeof w_refuse[0] == MW_ML_REFUSE__N, "refusal words");
 _Static_assert(sizeof w_hist / sizeof w_hist[0] == MW_ML_HIST__N, "history words");
+_Static_assert(sizeof w_failrep / sizeof w_failrep[0] == MW_ML_FAILREP__N, "failure report words");
 _Static_assert(sizeof w_reload / sizeof w_reload[0] == MW_ML_RELOAD__N, "reload words");
 _Static_assert(sizeof w_stage / sizeof w_stage[0] == MW_ML_STAGE__N, "stage words");
 _Static_assert(sizeof w_chk / sizeof w_chk[0] == MW_ML_CHK__N, "check duration words");
@@ -224,6 +226,10 @@ static const struct family fams[MW_M__COUNT] = {
         "Messages on which the shadow policy (policy_shadow) would have taken another action, by "
         "the shadow policy's rule.",
         {INTERNED("rule"), NODIM}, NULL, 0, NULL},
+    [MW_M_FAILURE_REPORTS] = {T_COUNTER, "mailwarden_failure_reports_total",
+        "RFC 9991 failure reports per destination address: queued for `mailwarden report "
+        "--failure`, rate_limited (report.failure_rate), refused (unusable ruf), error (spool write).",
+        {WORDS("result", w_failrep), NODIM}, NULL, 0, NULL},
     [MW_M_STAGE_SECONDS] = {T_HISTOGRAM, "mailwarden_milter_stage_duration_seconds",
         "Time the filter spent in each milter stage.",
         {WORDS("stage", w_stage), NODIM}, LAT, NULL},

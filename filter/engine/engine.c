@@ -24,6 +24,7 @@ struct mw_engine {
     unsigned        active;       /* messages in flight */
     unsigned long   next_session;
     bool            draining;
+    mw_failrep_limiter *failrep;  /* failure reports per destination (survives reloads) */
 };
 
 mw_engine *mw_engine_new(void)
@@ -35,6 +36,7 @@ mw_engine *mw_engine_new(void)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&e->idle, &ca);
     pthread_condattr_destroy(&ca);
+    e->failrep = mw_failrep_limiter_create();
     return e;
 }
 
@@ -76,6 +78,7 @@ void mw_engine_destroy(mw_engine **pe)
     if (!e)
         return;
     mw_runtime_unref(&e->current);
+    mw_failrep_limiter_destroy(&e->failrep);
     pthread_cond_destroy(&e->idle);
     pthread_mutex_destroy(&e->lock);
     free(e);
@@ -160,6 +163,11 @@ void mw_engine_release(mw_engine *e, mw_runtime **rt, bool message)
     if (e->active > 0 && --e->active == 0)
         pthread_cond_broadcast(&e->idle);
     pthread_mutex_unlock(&e->lock);
+}
+
+mw_failrep_limiter *mw_engine_failrep_limiter(mw_engine *e)
+{
+    return e->failrep;   /* set once at creation; the limiter locks itself */
 }
 
 unsigned long mw_engine_next_session(mw_engine *e)

@@ -147,6 +147,8 @@ static void message_clear(mw_session *s)
     MW_FREE(&s->ars);
     s->nars = s->nar_removed = 0;
     mw_buf_free(&s->ar_text);
+    mw_buf_free(&s->failrep_hdrs);
+    s->failrep_trunc = false;
     s->from_domains_over = false;
     s->body_bytes = 0;
     mw_spf_outcome_clear(&s->res.spf);
@@ -580,6 +582,7 @@ void mw_session_header(mw_session *s, const char *name, const char *value, size_
     if (!s->rt)
         return;
     hold_header(s, name, value, vlen);
+    mw_sess_failrep_header(s, name, value, vlen);
     if (name_is(name, "From"))
         note_from(s, value, vlen);
     else if (name_is(name, "List-Id") || name_is(name, "List-Post"))
@@ -1218,6 +1221,7 @@ const mw_verdict *mw_session_eom(mw_session *s)
     }
     mw_sess_reputation_record(s, v);
     build_headers(s);
+    mw_sess_failure_report(s, v);
     summary_log(s);
     count_message(s, history_tempfail);
     /* The message is decided: it no longer holds up a graceful shutdown.

@@ -105,6 +105,10 @@ struct mw_session {
     /* mailing list headers (List-Id, List-Post): the list's host name */
     char          list_host[256];
     const char   *list_header;             /* "List-Id" or "List-Post"; NULL: none */
+
+    /* report.failure on: the header as received, for a failure report */
+    mw_buf        failrep_hdrs;
+    bool          failrep_trunc;           /* more than MW_FAILREP_HEADER_MAX received */
 };
 
 /* Append a trace line (also logged at debug level). */
@@ -140,6 +144,14 @@ const char *mw_sess_dmarc_applied(const mw_session *s, const mw_verdict *v);
 bool mw_sess_dmarc_lowered(const mw_session *s, const mw_verdict *v);
 /* One history record for the message; false when it could not be written. */
 bool mw_sess_write_history(mw_session *s, const mw_verdict *v);
+
+/* session_failrep.c (RFC 9991 failure reports) */
+#define MW_FAILREP_HEADER_MAX (64 * 1024)  /* header bytes kept for a report */
+/* Keep a header for a possible failure report (report.failure on, inbound). */
+void mw_sess_failrep_header(mw_session *s, const char *name, const char *value, size_t vlen);
+/* After the verdict: queue a failure report when the policy domain asks
+ * for one (ruf, fo) and report.failure is on; counted and traced. */
+void mw_sess_failure_report(mw_session *s, const mw_verdict *v);
 
 /* session_limits.c */
 /* Charge the rate limits of a stage; on refusal fills s->refusal and

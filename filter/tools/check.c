@@ -494,6 +494,7 @@ int mw_cmd_check(int argc, char **argv)
      * daemon's user cannot append to). */
     free(cfg->history_dir);
     cfg->history_dir = mw_strdup("");
+    cfg->report_failure = MW_FAILREP_OFF;   /* likewise: no failure report queued */
     /* stdout carries the result; the summary log line goes to stderr */
     mw_log_configure(MW_LOG_TO_STDERR, cfg->log_format, "mailwarden", NULL, MW_LOG_WARN);
     char err[512];

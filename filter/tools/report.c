@@ -127,7 +127,8 @@ static void usage(FILE *f)
             "  --out DIR       write receiver!domain!begin!end!id.xml.gz files into DIR\n"
             "  --send          mail each report to its rua addresses through report.relay_host\n"
             "  --dry-run       show what --send would do; send and record nothing\n"
-            "  --format F      override report.format\n");
+            "  --format F      override report.format\n"
+            "  --failure       send the queued RFC 9991 failure reports (report.failure_dir) instead\n");
 }
 
 /* ---- periods -------------------------------------------------------------------- */
@@ -812,6 +813,7 @@ int mw_cmd_report(int argc, char **argv)
     const char *period = NULL, *format = NULL;
     run R;
     int rc = 2;
+    bool failure = false;
 
     memset(&cli, 0, sizeof cli);
     memset(&R, 0, sizeof R);
@@ -824,6 +826,10 @@ int mw_cmd_report(int argc, char **argv)
         }
         if (strcmp(a, "--send") == 0) {
             R.send = true;
+            continue;
+        }
+        if (strcmp(a, "--failure") == 0) {
+            failure = true;
             continue;
         }
         if (strcmp(a, "--dry-run") == 0 || strcmp(a, "-n") == 0) {
@@ -904,6 +910,10 @@ int mw_cmd_report(int argc, char **argv)
     R.meta.extra_contact = cfg->report_extra_contact;
     R.meta.receiver = R.receiver;
     R.meta.generator = "mailwarden " MW_VERSION;
+    if (failure) {   /* failure reports: report_failure.c */
+        rc = mw_report_failure_cmd(cfg, R.from, R.dry_run);
+        goto out;
+    }
 
     if (nhist == 0) {
         for (size_t i = 0; i < cfg->nreport_history_dirs && nhist < MAX_HISTORY; i++)

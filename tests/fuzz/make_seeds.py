@@ -84,6 +84,16 @@ S["spf_record"] = [
     b"%{ir}.%{v}._spf.%{d2}",
 ]
 
+S["failrep"] = [
+    b"\x00mailwarden-failure-report 1\nid 0123456789abcdef0123456789abcdef\ndomain a.example\n"
+    b"time 1796479200\nto ruf@a.example\nto f@b.example\n\nSubject: x\r\n\r\nbody\r\n",
+    b"\x00mailwarden-failure-report 1\nid 0123456789abcdef0123456789abcdef\ndomain a.example\n"
+    b"time 1\nto a b@a.example\n\nx",
+    b"\x01From: John <john.doe@example.com>\r\nTo: \"a b\"@x.example, c@d.example",
+    b"\x01hello\n--mw-failure-0\nX-Injected: yes\r\n" + b"x" * 3000,
+    b"\x01a@b.c@d.e@@\x00\xff@\xc3\xbc",
+]
+
 S["dmarc_record"] = [
     b"v=DMARC1; p=reject; rua=mailto:dmarc@example.com",
     b"v=DMARC1; p=none; sp=quarantine; np=reject; adkim=s; aspf=r; pct=50; t=y; psd=n",

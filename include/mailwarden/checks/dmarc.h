@@ -39,6 +39,12 @@ const char *mw_dmarc_policy_name(mw_dmarc_policy p);
 bool mw_dmarc_result_parse(const char *s, mw_dmarc_result *out);
 bool mw_dmarc_policy_parse(const char *s, mw_dmarc_policy *out);
 
+/* fo (RFC 9991): when a failure report is wanted. */
+#define MW_DMARC_FO_0 1u   /* every mechanism failed to give an aligned pass (default) */
+#define MW_DMARC_FO_1 2u   /* any mechanism failed to give an aligned pass */
+#define MW_DMARC_FO_D 4u   /* a DKIM signature failed evaluation */
+#define MW_DMARC_FO_S 8u   /* SPF failed evaluation */
+
 typedef enum mw_dmarc_mode { MW_DMARC_MODE_RFC9989 = 0, MW_DMARC_MODE_RFC7489 } mw_dmarc_mode;
 
 /* A published record, parsed (strings owned by the record). */
@@ -51,6 +57,7 @@ typedef struct mw_dmarc_record {
     int   pct;                   /* RFC 7489 mode only; 100 when absent (always 100 in RFC 9989 mode) */
     char **rua;                  /* NULL-terminated list of URIs (may be empty) */
     char **ruf;
+    unsigned fo;                 /* failure reporting options: MW_DMARC_FO_* bits (default 0) */
     char  *raw;                  /* the record text */
     bool   p_assumed;            /* p/sp/np missing or invalid, a valid rua: acting as p=none */
 } mw_dmarc_record;

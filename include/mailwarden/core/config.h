@@ -92,6 +92,8 @@ typedef enum mw_quarantine_action {
 typedef enum mw_history_error_action { MW_HISTORY_ERR_ACCEPT = 0, MW_HISTORY_ERR_TEMPFAIL } mw_history_error_action;
 /* report.format: the aggregate report XML schema */
 typedef enum mw_report_format { MW_REPORT_FMT_RFC9990 = 0, MW_REPORT_FMT_RFC7489 } mw_report_format;
+/* report.failure: RFC 9991 failure reports (off by default) */
+typedef enum mw_failrep_mode { MW_FAILREP_OFF = 0, MW_FAILREP_REDACTED, MW_FAILREP_FULL } mw_failrep_mode;
 
 typedef enum mw_dns_mode {
     MW_DNS_MODE_RESOLV_CONF = 0,  /* forward to /etc/resolv.conf's nameservers (default) */
@@ -259,6 +261,9 @@ typedef struct mw_config {
     char    *report_state_dir;
     char   **report_history_dirs;       /* NULL-terminated; empty: history.dir */
     size_t   nreport_history_dirs;
+    mw_failrep_mode report_failure;     /* RFC 9991 failure reports: off, redacted, full */
+    unsigned report_failure_rate;       /* failure reports per destination per hour */
+    char    *report_failure_dir;        /* spool of failure reports (daemon -> report tool) */
 
     /* Exim front end ("" = off) */
     char    *exim_listen;           /* rspamd-protocol scanner socket (end of DATA) */

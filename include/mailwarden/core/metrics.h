@@ -68,6 +68,7 @@ typedef enum mw_metric {
     MW_M_LISTENER_REFUSED,     /* mailwarden_listener_refused_total{listener,reason}           */
     MW_M_LISTENER_TIMEOUTS,    /* mailwarden_listener_timeouts_total{listener}                 */
     MW_M_POLICY_SHADOW_DIFFS,  /* mailwarden_policy_shadow_differences_total{rule} (interned)  */
+    MW_M_FAILURE_REPORTS,      /* mailwarden_failure_reports_total{result}                     */
     /* histograms (seconds) */
     MW_M_STAGE_SECONDS,        /* mailwarden_milter_stage_duration_seconds{stage}              */
     MW_M_CHECK_SECONDS,        /* mailwarden_check_duration_seconds{check}                     */
@@ -126,6 +127,9 @@ enum { MW_ML_FE_MILTER, MW_ML_FE_EXIM, MW_ML_FE__N };
 enum { MW_ML_LSN_MILTER, MW_ML_LSN_EXIM_SCAN, MW_ML_LSN_EXIM_RCPT, MW_ML_LSN_METRICS, MW_ML_LSN__N };
 enum { MW_ML_REFUSE_LIMIT, MW_ML_REFUSE_PEER, MW_ML_REFUSE__N };
 enum { MW_ML_HIST_WRITTEN, MW_ML_HIST_FAILED, MW_ML_HIST__N };
+/* result of failure_reports_total (RFC 9991, per destination address) */
+enum { MW_ML_FAILREP_QUEUED, MW_ML_FAILREP_RATE_LIMITED, MW_ML_FAILREP_REFUSED, MW_ML_FAILREP_ERROR,
+       MW_ML_FAILREP__N };
 /* result of config_reloads_total */
 enum { MW_ML_RELOAD_SUCCESS, MW_ML_RELOAD_FAILURE, MW_ML_RELOAD__N };
 /* stage of milter_stage_duration_seconds */

@@ -21,6 +21,10 @@ int mw_cmd_dns_check(int argc, char **argv);
  *                   [--out DIR] [--send] [--dry-run] [--format rfc9990|rfc7489]:
  * DMARC aggregate reports from the history (filter/tools/report.c) */
 int mw_cmd_report(int argc, char **argv);
+/* mailwarden report --failure [--dry-run]: send the queued RFC 9991 failure
+ * reports (filter/tools/report_failure.c); from: the report From address.
+ * Exit status as the command's. */
+int mw_report_failure_cmd(const mw_config *cfg, const char *from, bool dry_run);
 /* mailwarden limits list [PATTERN] | show KEY | reset KEY [-c FILE] [--redis HOST:PORT] */
 int mw_cmd_limits(int argc, char **argv);
 /* mailwarden migrate [--opendkim FILE] [--opendmarc FILE] [--postfix-main-cf FILE]
