@@ -282,12 +282,20 @@ int mw_cmd_dns_check(int argc, char **argv)
     } else {
         printf("%-6s %-44s %-5s %s\n", "CHECK", "NAME", "STATE", "DETAIL");
     }
-    for (size_t i = 0; i < nk; i++)
-        check_key(&r, dns, s, i);
+    for (size_t i = 0; i < nk; i++) {
+        mw_dkim_key_info ki;
+        if (mw_dkim_signer_key(s, i, &ki) && ki.per_domain)   /* no one domain to look at */
+            printf("%-6s %-44s %-5s %s\n", "dkim", ki.name, "skip", "OpenDKIM %: the sender's domain "
+                   "(its per-domain keys are checked as NAME/DOMAIN)");
+        else
+            check_key(&r, dns, s, i);
+    }
     for (size_t i = 0; i < nk; i++) {
         mw_dkim_key_info ki, kj;
         bool seen = false;
         mw_dkim_signer_key(s, i, &ki);
+        if (ki.per_domain)
+            continue;
         for (size_t j = 0; j < i && !seen; j++)
             seen = mw_dkim_signer_key(s, j, &kj) && strcasecmp(ki.domain, kj.domain) == 0;
         if (seen)
