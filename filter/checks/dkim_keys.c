@@ -255,15 +255,17 @@ static ssize_t key_instance(struct mw_dkim_signer *s, size_t t, const char *d, c
     return k;
 }
 
+#define RULE_KEY_BY_DOMAIN ((ssize_t)-2)
+
 /* The key index a rule's key name stands for: "%" the key named after the
- * pattern's domain (MW_DKIM_KEY_BY_DOMAIN when that is a wildcard), a
+ * pattern's domain (RULE_KEY_BY_DOMAIN when that is a wildcard), a
  * template its instance for the pattern's domain; -1 after reporting. */
 static ssize_t rule_key(struct mw_dkim_signer *s, const char *pat, const char *name,
                         const char *where, bool allow_unsafe, mw_config_errors *errs)
 {
     const char *d = pattern_domain(pat);
     if (strcmp(name, "%") == 0 && d == NULL)
-        return (ssize_t)MW_DKIM_KEY_BY_DOMAIN;
+        return RULE_KEY_BY_DOMAIN;
     const char *kname = strcmp(name, "%") == 0 ? d : name;
     ssize_t k = key_find(s, kname);
     if (k < 0) {
@@ -312,7 +314,9 @@ static void rule_add(struct mw_dkim_signer *s, const char *pattern, bool literal
     for (size_t i = 0; i < nnames; i++) {
         ssize_t k = rule_key(s, s->rule[ri].pattern, names[i], where, allow_unsafe, errs);
         r = &s->rule[ri];
-        if (k < 0)
+        if (k == RULE_KEY_BY_DOMAIN)
+            k = (ssize_t)MW_DKIM_KEY_BY_DOMAIN;   /* resolved at lookup */
+        else if (k < 0)
             continue;
         bool dup = false;
         for (size_t j = 0; j < r->nkeys; j++)
@@ -465,6 +469,21 @@ bool mw_dkim_tables_load(struct mw_dkim_signer *s, const mw_config *cfg, mw_conf
             table_read(s, p, signtable_line, &a, rerrs);
         }
     }
+    /* A rule "%" with a wildcard pattern picks the key named after the
+     * sender's domain at lookup; a template key named after a domain is
+     * loaded for that domain now, so it can be picked. */
+    bool by_domain = false;
+    for (size_t i = 0; i < s->nrules && !by_domain; i++)
+        for (size_t j = 0; j < s->rule[i].nkeys; j++)
+            by_domain = by_domain || s->rule[i].keys[j] == MW_DKIM_KEY_BY_DOMAIN;
+    for (size_t i = 0, n = s->nkeys; by_domain && i < n; i++)
+        if (s->key[i].templ && strchr(s->key[i].name, '.') != NULL && mw_domain_valid(s->key[i].name)) {
+            char *d = mw_strdup(s->key[i].name);
+            mw_str_lower(d);
+            (void)key_instance(s, i, d, cfg->dkim_signing_table ? cfg->dkim_signing_table : "config",
+                               cfg->dkim_allow_unsafe_keys, rerrs);
+            free(d);
+        }
     mw_config_errors_free(&ignore);
     return errs->n == start;
 }

@@ -971,11 +971,15 @@ static void test_signing_table_percent(void)
     snprintf(link, sizeof link, "%s/b.test.pem", dir);
     unlink(link);
     MW_TEST_ASSERT(symlink(tpath("ed.pem"), link) == 0);
+    snprintf(link, sizeof link, "%s/r.test.pem", dir);
+    unlink(link);
+    MW_TEST_ASSERT(symlink(tpath("rsa.pem"), link) == 0);
     mw_buf_printf(&kt, "any     %%:s1:%s\n"             /* d= the sender's domain, one key */
                   "perdom  %%:s2:%s/%%.pem\n"           /* d= and key file per domain */
                   "fixed   b.test:s3:%s/%%.pem\n"       /* fixed d=, key file per domain */
-                  "q.test  q.test:s4:%s\n",             /* named after its domain */
-                  tpath("rsa.pem"), dir, dir, tpath("rsa.pem"));
+                  "q.test  q.test:s4:%s\n"              /* named after its domain */
+                  "r.test  %%:s5:%s/%%.pem\n",          /* ... with a key file per domain */
+                  tpath("rsa.pem"), dir, dir, tpath("rsa.pem"), dir);
     write_file(tpath("KeyTableP"), kt.data, kt.len, 0644);
     mw_buf_printf(&st, "*@a.test perdom\n"
                   "*@b.test perdom\n"
@@ -996,6 +1000,7 @@ static void test_signing_table_percent(void)
     MW_TEST_EQ_STR(lookup1(s, "u@x.test", buf, sizeof buf), "any");
     MW_TEST_EQ_STR(lookup1(s, "u@m.y.test", buf, sizeof buf), "any");
     MW_TEST_EQ_STR(lookup1(s, "u@q.test", buf, sizeof buf), "q.test");
+    MW_TEST_EQ_STR(lookup1(s, "u@r.test", buf, sizeof buf), "r.test/r.test");   /* by "* %" */
     /* "* %" resolves the key name at lookup: q.test's key, no key for z.test */
     MW_TEST_EQ_INT(mw_dkim_signer_lookup(s, "u@z.test", k, 4, why, sizeof why), 0);
     MW_TEST_ASSERT(strstr(why, "no key is named z.test") != NULL);
