@@ -18,7 +18,7 @@
 4. An existing output file is not overwritten without --force; a database data set
    (KeyTable db:...) is reported as NOT CARRIED, not silently dropped.
 """
-import grp, json, os, pwd, re, shutil, subprocess, sys
+import grp, json, os, pwd, re, shutil, socket, subprocess, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H
 
@@ -89,6 +89,16 @@ def stock(h, chk):
     return bool(present)
 
 
+def resolvable_host():
+    """A host name (not "localhost") that resolves here without DNS: this host's own name."""
+    name = socket.gethostname()
+    try:
+        socket.getaddrinfo(name, None)
+        return name
+    except OSError:
+        return "ip6-localhost"
+
+
 def instantiate(h, user, group):
     d = h.path("busy")
     os.makedirs(d)
@@ -96,6 +106,7 @@ def instantiate(h, user, group):
     for name in os.listdir(src):
         text = open(os.path.join(src, name)).read()
         text = text.replace("@DIR@", d).replace("@USER@", user).replace("@GROUP@", ":" + group if group else "")
+        text = text.replace("@HOST@", resolvable_host())
         with open(os.path.join(d, name), "w") as f:
             f.write(text)
     records = {}
@@ -157,7 +168,23 @@ def busy(h, chk):
     low = text.lower()
     for needle, what in expect:
         chk.check("busy: %s" % what, (needle.lower() in low), needle)
-    gaps = [("relay1.example.com, *.example.org", "host names in InternalHosts/IgnoreHosts"),
+    chk.check("busy: a host name in InternalHosts is carried (resolved at load)",
+              '"%s"' % resolvable_host() in text, resolvable_host())
+    # On-* actions: mapped to what mailwarden does, or said why not
+    for needle, what in (('dkim = [ "fail" ]; action = "reject"; }', "On-BadSignature reject: the policy rule"),
+                         ('dkim = [ "temperror" ]; action = "tempfail"; }', "On-DNSError tempfail: the policy rule"),
+                         ("On-NoSignature accept (%s/opendkim.conf:" % d, "On-NoSignature named"),
+                         ("On-KeyNotFound accept (%s/opendkim.conf:" % d, "On-KeyNotFound named"),
+                         ("On-InternalError tempfail (%s/opendkim.conf:" % d, "On-InternalError named"),
+                         ("On-Default accept (%s/opendkim.conf:" % d, "On-Default named")):
+        chk.check("busy: %s" % what, needle in text, needle)
+    for key in ("On-NoSignature", "On-KeyNotFound", "On-InternalError"):
+        chk.check("busy: %s: carried (mailwarden does the same)" % key,
+                  re.search(r"%s \S+ \([^)]*\): carried: mailwarden does the same" % key, text) is not None)
+    gaps = [("*.example.org", "host-name patterns in InternalHosts/IgnoreHosts"),
+            ("On-Security reject", "On-Security: no such class in mailwarden"),
+            ("On-SignatureError tempfail", "On-SignatureError: no setting"),
+            ("On-DNSError tempfail", "On-DNSError"),
             ('"*@*": key "shared" signs as the sender\'s domain (%)', "wildcard % rule"),
             ("On-BadSignature reject", "On-BadSignature"),
             ("FailureReports true", "FailureReports"),
