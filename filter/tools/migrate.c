@@ -288,7 +288,7 @@ static const struct on_key {
      "filter that is down gets the MTA's milter_default_action", NULL,
      "it is not a result a policy sees: a message mailwarden could not process is never accepted "
      "as checked"},
-    {"On-Security", "tempfail", "OpenDKIM's \"security concern\" cases (malformed headers): "
+    {"On-Security", "-", "OpenDKIM's \"security concern\" cases (malformed headers): "
      "mailwarden parses From itself and the policy decides by from_status (the default policy "
      "refuses mail without one usable From from enforcing domains)", NULL,
      "there is no such class of result in mailwarden"},

@@ -9,13 +9,17 @@
    policy "monitor-only" with the way to enforce.
 2. A busy real-world-style pair (tests/fixtures/migrate/busy: KeyTable with '%', refile:
    SigningTable with a signer field and a wildcard '%' rule, TrustedHosts with IPs, CIDRs,
-   localhost and host names, On-* actions, FailureReports, HistoryFile, a main.cf with both
+   localhost, this host's name and a *.domain pattern, every On-* action, FailureReports, HistoryFile, a main.cf with both
    milters): exit 0, config-test passes, every source line named, the expected settings and
    NOT CARRIED items present, the smtpd_milters line printed.
 3. Mail signed through `mailwarden check` with the migrated file carries the d= and s= that
    OpenDKIM's KeyTable gives that sender (with '%' resolved) and verifies with dkimpy against
    the public half of the same key file, and with OpenDKIM itself (opendkim -t).
-4. An existing output file is not overwritten without --force; a database data set
+4. OpenDKIM's '%': a KeyTable with a '%' domain key and a '%' key path (one key file per
+   domain) is carried as the same files; two domains sign with their own d= and key, a third
+   as itself with the shared key, all verified by dkimpy; InternalHosts with a host name is
+   carried as file:PATH, and an unresolvable name there fails config-test with FILE:LINE.
+5. An existing output file is not overwritten without --force; a database data set
    (KeyTable db:...) is reported as NOT CARRIED, not silently dropped.
 """
 import grp, json, os, pwd, re, shutil, socket, subprocess, sys
