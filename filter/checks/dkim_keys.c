@@ -25,6 +25,15 @@
  *                 exact; addresses are tried before domains (OpenDKIM's
  *                 lookup order).  Lines repeating a pattern add keys to it
  *                 (OpenDKIM's MultipleSignatures, e.g. RSA + Ed25519).
+ *   The '%' placeholder (OpenDKIM's): a KeyTable domain "%" signs with d= the
+ *   sender's domain (one key for every domain; the DNS of each domain
+ *   publishes the same public key); a '%' in a KeyTable key path stands for
+ *   the sender's domain too (one key file per domain), and a SigningTable
+ *   key name "%" names the key after the sender's domain.  Keys are read
+ *   at load, never per message, so a key path with '%' is loaded once per
+ *   domain that a signing rule names literally ("*@example.com",
+ *   "example.com"), as key "NAME/DOMAIN"; a rule whose domain is a wildcard
+ *   cannot name such a key (an error: the files to load are not known).
  *   Inline dkim.signing patterns: with '@' a glob against the address,
  *   without one a glob against the domain; ".example.com" means
  *   "*.example.com" (subdomains only).
@@ -180,6 +189,7 @@ static ssize_t key_find(const struct mw_dkim_signer *s, const char *name)
     return -1;
 }
 
+/* Add a key; domain "%": the sender's domain; templ: file has '%', not loaded. */
 static void key_add(struct mw_dkim_signer *s, const char *name, const char *domain,
                     const char *selector, const char *file, const char *where, bool allow_unsafe,
                     mw_config_errors *errs)
@@ -194,10 +204,12 @@ static void key_add(struct mw_dkim_signer *s, const char *name, const char *doma
     k.name = mw_strdup(name);
     k.domain = mw_strdup(domain);
     mw_str_lower(k.domain);
+    k.any_domain = strcmp(domain, "%") == 0;
+    k.templ = strchr(file, '%') != NULL;
     k.selector = mw_strdup(selector);
     k.file = mw_strdup(file);
     why[0] = '\0';
-    if (!key_load(&k, allow_unsafe, why, sizeof why)) {
+    if (!k.templ && !key_load(&k, allow_unsafe, why, sizeof why)) {
         mw_config_errors_addf(errs, "%s: key \"%s\": %s", where, name, why);
         key_free(&k);
         return;
@@ -208,9 +220,75 @@ static void key_add(struct mw_dkim_signer *s, const char *name, const char *doma
 
 /* ---- rules ------------------------------------------------------------------- */
 
+/* The one domain a (lower-case) pattern names, or NULL for a wildcard domain. */
+static const char *pattern_domain(const char *pat)
+{
+    const char *at = strrchr(pat, '@'), *d = at != NULL ? at + 1 : pat;
+    return d[0] != '\0' && strpbrk(d, "*?[") == NULL ? d : NULL;
+}
+
+/* The key of template t (a key path with '%') for domain d, "NAME/D",
+ * loaded on first use; -1 after reporting. */
+static ssize_t key_instance(struct mw_dkim_signer *s, size_t t, const char *d, const char *where,
+                            bool allow_unsafe, mw_config_errors *errs)
+{
+    mw_buf name = MW_BUF_INIT, file = MW_BUF_INIT;
+    mw_buf_printf(&name, "%s/%s", s->key[t].name, d);
+    ssize_t k = key_find(s, mw_buf_cstr(&name));
+    if (k < 0) {
+        for (const char *p = s->key[t].file; *p != '\0'; p++)
+            if (*p == '%')
+                mw_buf_puts(&file, d);
+            else
+                mw_buf_putc(&file, *p);
+        char *dom = mw_strdup(s->key[t].any_domain ? d : s->key[t].domain);
+        char *sel = mw_strdup(s->key[t].selector);
+        size_t before = errs->n;
+        key_add(s, mw_buf_cstr(&name), dom, sel, mw_buf_cstr(&file), where, allow_unsafe, errs);
+        if (errs->n == before)
+            k = (ssize_t)s->nkeys - 1;
+        free(dom);
+        free(sel);
+    }
+    mw_buf_free(&name);
+    mw_buf_free(&file);
+    return k;
+}
+
+#define RULE_KEY_BY_DOMAIN ((ssize_t)-2)
+
+/* The key index a rule's key name stands for: "%" the key named after the
+ * pattern's domain (RULE_KEY_BY_DOMAIN when that is a wildcard), a
+ * template its instance for the pattern's domain; -1 after reporting. */
+static ssize_t rule_key(struct mw_dkim_signer *s, const char *pat, const char *name,
+                        const char *where, bool allow_unsafe, mw_config_errors *errs)
+{
+    const char *d = pattern_domain(pat);
+    if (strcmp(name, "%") == 0 && d == NULL)
+        return RULE_KEY_BY_DOMAIN;
+    const char *kname = strcmp(name, "%") == 0 ? d : name;
+    ssize_t k = key_find(s, kname);
+    if (k < 0) {
+        mw_config_errors_addf(errs, "%s: signing table: unknown key \"%s\"%s", where, kname,
+                              kname != name ? " (the key named after the pattern's domain, %)" : "");
+        return -1;
+    }
+    if (!s->key[k].templ)
+        return k;
+    if (d == NULL) {
+        mw_config_errors_addf(errs, "%s: signing table: key \"%s\" has a '%%' in its key file path "
+                              "(one file per domain) and pattern \"%s\" does not name one domain; "
+                              "keys are loaded at start, so write one line per domain", where,
+                              kname, pat);
+        return -1;
+    }
+    return key_instance(s, (size_t)k, d, where, allow_unsafe, errs);
+}
+
 /* Append key names to the rule for pattern (created at the end if new). */
 static void rule_add(struct mw_dkim_signer *s, const char *pattern, bool literal,
-                     char *const *names, size_t nnames, const char *where, mw_config_errors *errs)
+                     char *const *names, size_t nnames, const char *where, bool allow_unsafe,
+                     mw_config_errors *errs)
 {
     struct mw_dkim_rule *r = NULL;
     char *pat = mw_strdup(pattern);
@@ -232,12 +310,14 @@ static void rule_add(struct mw_dkim_signer *s, const char *pattern, bool literal
         pat = NULL;
     }
     free(pat);
+    size_t ri = (size_t)(r - s->rule);
     for (size_t i = 0; i < nnames; i++) {
-        ssize_t k = key_find(s, names[i]);
-        if (k < 0) {
-            mw_config_errors_addf(errs, "%s: signing table: unknown key \"%s\"", where, names[i]);
+        ssize_t k = rule_key(s, s->rule[ri].pattern, names[i], where, allow_unsafe, errs);
+        r = &s->rule[ri];
+        if (k == RULE_KEY_BY_DOMAIN)
+            k = (ssize_t)MW_DKIM_KEY_BY_DOMAIN;   /* resolved at lookup */
+        else if (k < 0)
             continue;
-        }
         bool dup = false;
         for (size_t j = 0; j < r->nkeys; j++)
             dup = dup || r->keys[j] == (size_t)k;
@@ -307,9 +387,9 @@ static void keytable_line(struct mw_dkim_signer *s, char **w, size_t nw, const c
         return;
     }
     *c1 = *c2 = '\0';
-    if (!mw_domain_valid(w[1])) {
-        mw_config_errors_addf(errs, "%s: \"%s\" is not a valid domain (OpenDKIM's %% is not "
-                              "supported)", where, w[1]);
+    if (strcmp(w[1], "%") != 0 && !mw_domain_valid(w[1])) {
+        mw_config_errors_addf(errs, "%s: \"%s\" is not a valid domain (nor %%, the sender's "
+                              "domain)", where, w[1]);
         return;
     }
     if (c1[1] == '\0' || c2[1] != '/') {
@@ -321,6 +401,7 @@ static void keytable_line(struct mw_dkim_signer *s, char **w, size_t nw, const c
 }
 
 struct st_arg {
+    bool   allow_unsafe;
     bool   refile;
     bool   domains_pass;   /* plain form: second pass adds domain entries */
 };
@@ -337,7 +418,7 @@ static void signtable_line(struct mw_dkim_signer *s, char **w, size_t nw, const 
     }
     if (!a->refile && (strchr(w[0], '@') != NULL) == a->domains_pass)
         return;
-    rule_add(s, w[0], !a->refile, w + 1, nw - 1, where, errs);
+    rule_add(s, w[0], !a->refile, w + 1, nw - 1, where, a->allow_unsafe, errs);
 }
 
 static const char *strip_prefix(const char *s, const char *prefix, bool *had)
@@ -373,12 +454,13 @@ bool mw_dkim_tables_load(struct mw_dkim_signer *s, const mw_config *cfg, mw_conf
 
     for (size_t i = 0; i < cfg->ndkim_rules; i++) {
         const mw_config_dkim_rule *r = &cfg->dkim_rules[i];
-        rule_add(s, r->pattern, false, r->keys, r->nkeys, r->where ? r->where : "config", rerrs);
+        rule_add(s, r->pattern, false, r->keys, r->nkeys, r->where ? r->where : "config",
+                 cfg->dkim_allow_unsafe_keys, rerrs);
     }
     if (cfg->dkim_signing_table != NULL && cfg->dkim_signing_table[0] != '\0') {
         bool refile;
         const char *p = strip_prefix(cfg->dkim_signing_table, "refile:", &refile);
-        struct st_arg a = {.refile = refile};
+        struct st_arg a = {.refile = refile, .allow_unsafe = cfg->dkim_allow_unsafe_keys};
         if (!refile)
             p = strip_prefix(p, "file:", NULL);
         table_read(s, p, signtable_line, &a, rerrs);
@@ -387,6 +469,21 @@ bool mw_dkim_tables_load(struct mw_dkim_signer *s, const mw_config *cfg, mw_conf
             table_read(s, p, signtable_line, &a, rerrs);
         }
     }
+    /* A rule "%" with a wildcard pattern picks the key named after the
+     * sender's domain at lookup; a template key named after a domain is
+     * loaded for that domain now, so it can be picked. */
+    bool by_domain = false;
+    for (size_t i = 0; i < s->nrules && !by_domain; i++)
+        for (size_t j = 0; j < s->rule[i].nkeys; j++)
+            by_domain = by_domain || s->rule[i].keys[j] == MW_DKIM_KEY_BY_DOMAIN;
+    for (size_t i = 0, n = s->nkeys; by_domain && i < n; i++)
+        if (s->key[i].templ && strchr(s->key[i].name, '.') != NULL && mw_domain_valid(s->key[i].name)) {
+            char *d = mw_strdup(s->key[i].name);
+            mw_str_lower(d);
+            (void)key_instance(s, i, d, cfg->dkim_signing_table ? cfg->dkim_signing_table : "config",
+                               cfg->dkim_allow_unsafe_keys, rerrs);
+            free(d);
+        }
     mw_config_errors_free(&ignore);
     return errs->n == start;
 }
@@ -442,14 +539,35 @@ size_t mw_dkim_signer_lookup(const mw_dkim_signer *s, const char *identity, size
     mw_str_lower(addr.data);
     at = strrchr(addr.data, '@');
     domain = at + 1;
-    for (size_t i = 0; i < s->nrules; i++) {
+    bool matched = false;
+    for (size_t i = 0; i < s->nrules && !matched; i++) {
         if (!rule_match(&s->rule[i], addr.data, domain))
             continue;
-        for (size_t j = 0; j < s->rule[i].nkeys && n < max; j++)
-            keys[n++] = s->rule[i].keys[j];
-        break;
+        matched = true;
+        for (size_t j = 0; j < s->rule[i].nkeys && n < max; j++) {
+            size_t k = s->rule[i].keys[j];
+            if (k == MW_DKIM_KEY_BY_DOMAIN) {   /* "%": the key named after the domain */
+                mw_buf inst = MW_BUF_INIT;
+                ssize_t f = key_find(s, domain);
+                if (f >= 0 && s->key[f].templ) {
+                    mw_buf_printf(&inst, "%s/%s", s->key[f].name, domain);
+                    f = key_find(s, mw_buf_cstr(&inst));
+                }
+                mw_buf_free(&inst);
+                if (f < 0)
+                    continue;
+                k = (size_t)f;
+            }
+            keys[n++] = k;
+        }
     }
-    if (n == 0 && why != NULL) {
+    if (n == 0 && matched && why != NULL) {
+        mw_buf esc = MW_BUF_INIT;
+        mw_str_printable(&esc, domain, strlen(domain), 200);
+        snprintf(why, whylen, "the signing-table rule names the key after the sender's domain "
+                 "(%%) and no key is named %s", mw_buf_cstr(&esc));
+        mw_buf_free(&esc);
+    } else if (n == 0 && why != NULL) {
         mw_buf esc = MW_BUF_INIT;
         mw_str_printable(&esc, identity, strlen(identity), 200);
         snprintf(why, whylen, "no signing-table match for %s", mw_buf_cstr(&esc));
@@ -471,7 +589,8 @@ bool mw_dkim_signer_key(const mw_dkim_signer *s, size_t i, mw_dkim_key_info *out
     *out = (mw_dkim_key_info){.name = s->key[i].name, .domain = s->key[i].domain,
                               .selector = s->key[i].selector,
                               .algorithm = s->key[i].algorithm, .bits = s->key[i].bits,
-                              .file = s->key[i].file};
+                              .file = s->key[i].file,
+                              .per_domain = s->key[i].any_domain || s->key[i].templ};
     return true;
 }
 

@@ -22,11 +22,17 @@
 struct mw_dkim_key {
     char         *name, *domain, *selector, *file;
     const char   *algorithm;   /* "rsa-sha256" / "ed25519-sha256" */
+    bool          any_domain;  /* KeyTable domain "%": d= is the sender's domain */
+    bool          templ;       /* key file path with '%': a template, never signs;
+                                  loaded per domain as "NAME/DOMAIN" keys */
     bool          ed25519;
     unsigned      bits;
     EVP_PKEY     *pkey;        /* parsed at create, shared read-only by all threads;
                                   EVP_PKEY_free clears the private parts */
 };
+
+/* A rule's key "%" (OpenDKIM SigningTable): the key named after the sender's domain. */
+#define MW_DKIM_KEY_BY_DOMAIN ((size_t)-1)
 
 /* One signing-table rule: first match wins, every listed key signs. */
 struct mw_dkim_rule {
@@ -81,6 +87,8 @@ typedef struct mw_dkim_signmsg mw_dkim_signmsg;
 mw_dkim_signmsg *mw_dkim_signmsg_begin(const mw_dkim_signer *s, const size_t *keys, size_t nkeys,
                                        const char *id);
 /* value byte-exact after the colon (leading blank kept, folding kept). */
+/* The sender's domain, d= of keys whose KeyTable domain is "%" (copied). */
+void mw_dkim_signmsg_domain(mw_dkim_signmsg *sm, const char *domain);
 void mw_dkim_signmsg_header(mw_dkim_signmsg *sm, const char *name, const char *value, size_t vlen);
 void mw_dkim_signmsg_eoh(mw_dkim_signmsg *sm);
 void mw_dkim_signmsg_body(mw_dkim_signmsg *sm, const unsigned char *p, size_t len);

@@ -42,6 +42,7 @@
 
 #include "alloc.h"
 #include "buf.h"
+#include "strutil.h"
 #include "log.h"
 
 /*
@@ -149,6 +150,8 @@ static bool setup(mw_dkim_signer *s, const mw_config *cfg, mw_config_errors *err
     for (size_t i = 0; i < s->nkeys; i++) {
         unsigned char digest[MW_DKIM_SHA256_LEN] = {0}, sig[SIG_MAX];
         size_t siglen = sizeof sig;
+        if (s->key[i].templ)
+            continue;   /* its per-domain keys are checked here themselves */
         if ((size_t)EVP_PKEY_get_size(s->key[i].pkey) > sizeof sig)
             mw_config_errors_addf(errs, "dkim: key \"%s\" (%s): larger than 8192 bits",
                                   s->key[i].name, s->key[i].file);
@@ -197,6 +200,7 @@ struct held {
 struct mw_dkim_signmsg {
     const mw_dkim_signer *s;
     const char           *id;
+    char                 *domain;      /* the sender's domain, for "%" keys */
     size_t               *keys;
     size_t                nkeys;
     bool                  eoh;
@@ -230,7 +234,7 @@ mw_dkim_signmsg *mw_dkim_signmsg_begin(const mw_dkim_signer *s, const size_t *ke
     sm->id = id != NULL ? id : "-";
     sm->keys = mw_calloc(nkeys, sizeof *sm->keys);
     for (size_t i = 0; i < nkeys; i++) {
-        if (keys[i] >= s->nkeys) {
+        if (keys[i] >= s->nkeys || s->key[keys[i]].templ) {
             mw_warn("%s: dkim: no signing key #%zu", sm->id, keys[i]);
             continue;
         }
@@ -238,6 +242,15 @@ mw_dkim_signmsg *mw_dkim_signmsg_begin(const mw_dkim_signer *s, const size_t *ke
     }
     sm->nkeys = n;
     return sm;
+}
+
+void mw_dkim_signmsg_domain(mw_dkim_signmsg *sm, const char *domain)
+{
+    if (sm == NULL || domain == NULL)
+        return;
+    free(sm->domain);
+    sm->domain = mw_strdup(domain);
+    mw_str_lower(sm->domain);
 }
 
 void mw_dkim_signmsg_header(mw_dkim_signmsg *sm, const char *name, const char *value, size_t vlen)
@@ -370,7 +383,7 @@ static size_t sig_fields(const mw_dkim_signmsg *sm, const struct mw_dkim_key *k,
     TAG("v=1;");
     TAG("a=%s;", k->algorithm);
     TAG("c=%s/%s;", canon_name(s->hcanon), canon_name(s->bcanon));
-    TAG("d=%s;", k->domain);
+    TAG("d=%s;", k->any_domain ? sm->domain : k->domain);
     TAG("s=%s;", k->selector);
     TAG("t=%lld;", t);
     TAG("bh=%s;", bh);
@@ -399,6 +412,12 @@ static char *sign_one(const mw_dkim_signmsg *sm, const struct mw_dkim_key *k, co
     unsigned int dlen = 0;
     size_t siglen = sizeof sig;
     char *out = NULL;
+    if (k->any_domain && (sm->domain == NULL || sm->domain[0] == '\0')) {
+        mw_warn("%s: dkim: key %s signs as the sender's domain (%%), and there is none", sm->id,
+                k->name);
+        EVP_MD_CTX_free(md);
+        return NULL;
+    }
     struct fold f = {.b = &v, .col = sig_fields(sm, k, bh, t, &v)};
 
     /* The field as it will stand in the message, b= empty, no CRLF. */
@@ -462,5 +481,6 @@ void mw_dkim_signmsg_free(mw_dkim_signmsg **smp)
     free(sm->held);
     free(sm->hlist);
     free(sm->keys);
+    free(sm->domain);
     MW_FREE(smp);
 }

@@ -632,6 +632,12 @@ mw_dkim_msg *mw_dkim_msg_begin(mw_dkim_verifier *verifier, const mw_dkim_signer 
     return m;
 }
 
+void mw_dkim_msg_sign_domain(mw_dkim_msg *m, const char *domain)
+{
+    if (m != NULL)
+        mw_dkim_signmsg_domain(m->sign, domain);
+}
+
 /* Append s[0..n) with bare LF made CRLF; prev_cr: the byte before s was CR.
  * Line by line (memchr, one append per line), not byte by byte: every
  * header field goes through here. */

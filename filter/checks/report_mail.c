@@ -282,6 +282,8 @@ size_t mw_report_sign(const mw_dkim_signer *signer, const char *identity, mw_buf
         snprintf(why, whylen, "cannot start signing");
         return 0;
     }
+    const char *at = strrchr(identity, '@');
+    mw_dkim_msg_sign_domain(dm, at != NULL ? at + 1 : identity);
     /* one header = a line plus its continuation lines */
     const char *h = p;
     while (h < hend + 2) {

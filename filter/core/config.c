@@ -43,6 +43,7 @@
 
 #include "alloc.h"
 #include "buf.h"
+#include "cidr_names.h"
 #include "metrics.h"
 #include "strutil.h"
 
@@ -1331,6 +1332,24 @@ static char **read_strlist(loader *ld, const struct key *k, config_setting_t *s,
     return v;
 }
 
+/* A problem in a file named by a CIDR-list entry: "FILE:LINE: ..." (the
+ * file's own line), then where the config names the file. */
+struct cidr_file_err {
+    loader                 *ld;
+    const config_setting_t *s;
+    const char             *key;
+};
+
+static void cidr_file_err(void *arg, const char *msg)
+{
+    struct cidr_file_err *fe = arg;
+    mw_buf b = MW_BUF_INIT;
+
+    setting_where(fe->ld, fe->s, &b);
+    mw_config_errors_addf(fe->ld->errs, "%s (%s, named at %s)", msg, fe->key, mw_buf_cstr(&b));
+    mw_buf_free(&b);
+}
+
 static mw_cidr_set *read_cidrlist(loader *ld, const struct key *k, config_setting_t *s)
 {
     size_t n = 0;
@@ -1343,9 +1362,13 @@ static mw_cidr_set *read_cidrlist(loader *ld, const struct key *k, config_settin
         return NULL;
     set = mw_cidr_set_new();
     for (size_t i = 0; i < n; i++) {
-        if (!mw_cidr_set_add(set, v[i], why, sizeof why)) {
-            config_setting_t *e = config_setting_type(s) == CONFIG_TYPE_STRING
-                                      ? s : config_setting_get_elem(s, (unsigned)i);
+        config_setting_t *e = config_setting_type(s) == CONFIG_TYPE_STRING
+                                  ? s : config_setting_get_elem(s, (unsigned)i);
+        const char *file = mw_cidr_names_file(v[i]);
+        if (file != NULL) {   /* a file of entries, OpenDKIM's InternalHosts form */
+            struct cidr_file_err fe = {.ld = ld, .s = e, .key = k->name};
+            ok = mw_cidr_names_add_file(set, file, NULL, cidr_file_err, &fe) == 0 && ok;
+        } else if (!mw_cidr_names_add(set, v[i], NULL, why, sizeof why)) {
             err_at(ld, e, "%s: bad network \"%s\": %s", k->name, v[i], why);
             ok = false;
         }

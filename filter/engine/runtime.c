@@ -118,6 +118,13 @@ mw_runtime *mw_runtime_build(mw_config *cfg, unsigned generation, const mw_runti
             snprintf(err, errlen, "arc.key \"%s\": no such key in the DKIM key table", cfg->arc_key);
             goto fail;
         }
+        mw_dkim_key_info ki;
+        if (mw_dkim_signer_key(rt->dkim_signer, rt->arc_seal_key, &ki) && ki.per_domain) {
+            snprintf(err, errlen, "arc.key \"%s\": a key with OpenDKIM's %% (the sender's domain) "
+                     "cannot seal: ARC seals carry this host's domain; name a key with a fixed "
+                     "domain and key file", cfg->arc_key);
+            goto fail;
+        }
     }
     rt->policy = mw_policy_load(cfg->policy, cfg->policy_dir, &errs);
     if (!rt->policy) {

@@ -113,6 +113,7 @@ static void message_clear(mw_session *s)
     s->dkim_sigs = NULL;
     s->ndkim_sigs = 0;
     s->nsign_keys = 0;
+    s->sign_domain[0] = '\0';
     s->dkim_verifying = false;
     s->eoh_done = false;
     s->eom_done = false;
@@ -625,6 +626,8 @@ static void decide_signing(mw_session *s)
     if (identity) {
         char why[200] = "";
         s->nsign_keys = mw_dkim_signer_lookup(signer, identity, s->sign_keys, MAX_SIGN_KEYS, why, sizeof why);
+        const char *at = strrchr(identity, '@');
+        snprintf(s->sign_domain, sizeof s->sign_domain, "%s", at != NULL ? at + 1 : identity);
         if (s->nsign_keys == 0)
             snprintf(s->not_signed, sizeof s->not_signed, "%s", why[0] ? why : "no signing-table match");
     }
@@ -636,7 +639,7 @@ static void decide_signing(mw_session *s)
             mw_dkim_key_info ki;
             if (mw_dkim_signer_key(signer, s->sign_keys[i], &ki))
                 mw_sess_trace(s, "dkim: will sign for %s with key %s (d=%s s=%s %s)", mw_sess_safe(&b, identity), ki.name,
-                      ki.domain, ki.selector, ki.algorithm);
+                      ki.per_domain ? s->sign_domain : ki.domain, ki.selector, ki.algorithm);
         }
     }
     mw_buf_free(&b);
@@ -666,6 +669,7 @@ void mw_session_eoh(mw_session *s)
     }
     s->dkim = mw_dkim_msg_begin(s->dkim_verifying ? rt->dkim_verifier : NULL, rt->dkim_signer, s->sign_keys,
                                 s->nsign_keys, mw_session_id(s));
+    mw_dkim_msg_sign_domain(s->dkim, s->sign_domain);
     for (size_t i = 0; s->dkim && i < s->nheld; i++)
         mw_dkim_msg_header(s->dkim, s->held[i].name, s->held[i].value, s->held[i].vlen);
     if (s->dkim)
@@ -714,8 +718,11 @@ static void dkim_finish(mw_session *s)
     }
     if (s->nsign_keys) {
         for (size_t i = 0; i < s->nsign_keys && s->res.nsigned < 8; i++)
-            if (mw_dkim_signer_key(s->rt->dkim_signer, s->sign_keys[i], &s->res.signed_with[s->res.nsigned]))
-                s->res.nsigned++;
+            if (mw_dkim_signer_key(s->rt->dkim_signer, s->sign_keys[i], &s->res.signed_with[s->res.nsigned])) {
+                mw_dkim_key_info *ki = &s->res.signed_with[s->res.nsigned++];
+                if (ki->per_domain)   /* OpenDKIM's %: d= was the sender's domain */
+                    ki->domain = s->sign_domain;
+            }
         if (s->ndkim_sigs != s->nsign_keys) {
             snprintf(s->not_signed, sizeof s->not_signed, "signing failed for %zu of %zu key(s) (see log)",
                      s->nsign_keys - s->ndkim_sigs, s->nsign_keys);

@@ -73,6 +73,7 @@ struct mw_session {
     bool          dkim_verifying;
     size_t        sign_keys[MAX_SIGN_KEYS];
     size_t        nsign_keys;
+    char          sign_domain[256];   /* the identity's domain: d= of "%" keys */
     char        **dkim_sigs;
     size_t        ndkim_sigs;
     char          not_signed[256];

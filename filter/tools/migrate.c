@@ -36,6 +36,7 @@
 #include "buf.h"
 #include "cidr.h"
 #include "migrate.h"
+#include "strutil.h"
 #include "tools.h"
 
 /* What the mapping learnt that later steps need. */
@@ -74,15 +75,21 @@ static void dup_note(mw_mig_out *o, const mw_mig_kv *used, const mw_mig_kv *othe
 
 /* ---- host lists ------------------------------------------------------------------ */
 
-/* InternalHosts / IgnoreHosts: IPs and CIDRs carried, "localhost" as the
- * loopback networks; names, wildcards and negations reported. */
+/* InternalHosts / IgnoreHosts: IPs, CIDRs and host names carried (names are
+ * resolved by mailwarden at load and on reload), "localhost" as the
+ * loopback networks.  A file whose every entry mailwarden reads is carried
+ * as the same file ("file:PATH" list entry), so the postmaster keeps
+ * editing it; else the entries are written inline and host-name patterns
+ * and negations are reported. */
 static void hosts(struct mig *m, mw_mig_kv *kv, const char *group, const char *key, const char *what)
 {
-    mw_mig_list l = {0}, nets = {0}, names = {0};
+    mw_mig_list l = {0}, nets = {0}, bad = {0};
     bool re;
+    const char *path = NULL;
     char why[1200];
+    size_t nnames = 0;
 
-    if (!mw_mig_dataset(kv->val, &l, &re, NULL, why, sizeof why)) {
+    if (!mw_mig_dataset(kv->val, &l, &re, &path, why, sizeof why)) {
         mw_mig_gap(m->o, group, "%s %s (%s): %s", kv->key, kv->val, kv->where, why);
         return;
     }
@@ -93,30 +100,50 @@ static void hosts(struct mig *m, mw_mig_kv *kv, const char *group, const char *k
         if (strcasecmp(e, "localhost") == 0) {
             mw_mig_list_add(&nets, "127.0.0.0/8");
             mw_mig_list_add(&nets, "::1/128");
-        } else if (mw_cidr_set_add(set, e, NULL, 0))
+        } else if (mw_cidr_set_add(set, e, NULL, 0)) {
             mw_mig_list_add(&nets, e);
-        else
-            mw_mig_list_add(&names, e);
+        } else if (e[0] != '!' && e[0] != '.' && strchr(e, '*') == NULL && mw_domain_valid(e)) {
+            mw_mig_list_add(&nets, e);   /* a host name: resolved at load */
+            nnames++;
+        } else
+            mw_mig_list_add(&bad, e);
     }
     mw_cidr_set_free(&set);
-    char *q = mw_mig_quote_list(&nets);
-    mw_mig_set(m->o, group, key, q, "%s %s (%s): %s; the %zu address%s and network%s carried "
-               "(\"localhost\" as 127.0.0.0/8 and ::1)", kv->key, kv->val, kv->where, what, nets.n,
-               nets.n == 1 ? "" : "es", nets.n == 1 ? "" : "s");
-    free(q);
-    if (names.n > 0) {
+    if (bad.n == 0 && path != NULL && path[0] == '/') {
+        mw_buf f = MW_BUF_INIT;
+        mw_buf_printf(&f, "file:%s", path);
+        mw_mig_list fl = {0};
+        mw_mig_list_add(&fl, mw_buf_cstr(&f));
+        char *q = mw_mig_quote_list(&fl);
+        mw_mig_set(m->o, group, key, q, "%s %s (%s): %s; carried, the same file (%zu entr%s: "
+                   "addresses, networks and host names, which are resolved at start and on every "
+                   "reload; a name that does not resolve stops the start with FILE:LINE)",
+                   kv->key, kv->val, kv->where, what, l.n, l.n == 1 ? "y" : "ies");
+        free(q);
+        mw_mig_list_free(&fl);
+        mw_buf_free(&f);
+    } else {
+        char *q = mw_mig_quote_list(&nets);
+        mw_mig_set(m->o, group, key, q, "%s %s (%s): %s; the %zu address%s, network%s and host "
+                   "name%s carried (\"localhost\" as 127.0.0.0/8 and ::1; %zu host name%s, resolved "
+                   "at start and on every reload)", kv->key, kv->val, kv->where, what, nets.n,
+                   nets.n == 1 ? "" : "es", nets.n == 1 ? "" : "s", nets.n == 1 ? "" : "s", nnames,
+                   nnames == 1 ? "" : "s");
+        free(q);
+    }
+    if (bad.n > 0) {
         mw_buf b = MW_BUF_INIT;
-        for (size_t i = 0; i < names.n; i++)
-            mw_buf_printf(&b, "%s%s", i ? ", " : "", names.v[i]);
-        mw_mig_gap(m->o, group, "%s (%s): %zu entr%s that %s.%s accepts only IP addresses and CIDR "
-                   "networks (no host names, wildcards or !negations yet): %s\nResolve them and add "
-                   "the addresses above if they send mail through this host.", kv->key, kv->where,
-                   names.n, names.n == 1 ? "y" : "ies", group, key, mw_buf_cstr(&b));
+        for (size_t i = 0; i < bad.n; i++)
+            mw_buf_printf(&b, "%s%s", i ? ", " : "", bad.v[i]);
+        mw_mig_gap(m->o, group, "%s (%s): %zu entr%s that %s.%s cannot express (host-name patterns "
+                   "match the client's PTR name, which mailwarden never trusts; negations): %s\n"
+                   "List those hosts by name or address if they send mail through this host.",
+                   kv->key, kv->where, bad.n, bad.n == 1 ? "y" : "ies", group, key, mw_buf_cstr(&b));
         mw_buf_free(&b);
     }
     mw_mig_list_free(&l);
     mw_mig_list_free(&nets);
-    mw_mig_list_free(&names);
+    mw_mig_list_free(&bad);
 }
 
 /* ---- shared daemon settings ---------------------------------------------------------- */
@@ -241,8 +268,78 @@ static void daemon_map(struct mig *m, mw_mig_conf *dkim, mw_mig_conf *dmarc)
 
 /* ---- OpenDKIM ------------------------------------------------------------------------- */
 
-static const char *const on_keys[] = {"On-Default", "On-BadSignature", "On-DNSError",
-    "On-InternalError", "On-KeyNotFound", "On-NoSignature", "On-Security", "On-SignatureError", NULL};
+/* OpenDKIM's On-* actions.  mailwarden has no per-result action settings:
+ * the policy decides, and its rules can test DKIM results (`dkim = [...]`),
+ * so each case maps to a policy rule where one can express it.  mw: what
+ * mailwarden does (an action word when it is one); cond: the rule
+ * condition, NULL when no rule can test the case, with why. */
+static const struct on_key {
+    const char *key, *mw, *what, *cond, *why;
+} on_keys[] = {
+    {"On-BadSignature", "accept", "a DKIM signature fails: mailwarden's policies never act on DKIM "
+     "alone, DMARC decides", "dkim = [ \"fail\" ]", NULL},
+    {"On-KeyNotFound", "accept", "a signature's key is not in DNS (dkim=permerror): DMARC decides",
+     "dkim = [ \"permerror\" ]", NULL},
+    {"On-NoSignature", "accept", "unsigned mail: DMARC decides", "dkim = [ \"none\" ]", NULL},
+    {"On-DNSError", "accept", "a key lookup fails for now (dkim=temperror): delivered, except that "
+     "the default policy tempfails mail whose DMARC result is temperror at an enforcing domain",
+     "dkim = [ \"temperror\" ]", NULL},
+    {"On-InternalError", "tempfail", "an internal error (resources): always tempfail (451), and a "
+     "filter that is down gets the MTA's milter_default_action", NULL,
+     "it is not a result a policy sees: a message mailwarden could not process is never accepted "
+     "as checked"},
+    {"On-Security", "-", "OpenDKIM's \"security concern\" cases (malformed headers): "
+     "mailwarden parses From itself and the policy decides by from_status (the default policy "
+     "refuses mail without one usable From from enforcing domains)", NULL,
+     "there is no such class of result in mailwarden"},
+    {"On-SignatureError", "accept", "signing fails (a key or message problem): the message is "
+     "delivered unsigned, logged and counted", NULL,
+     "outbound mail is never refused for our own signing problem"},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+/* OpenDKIM's action word (or abbreviation) as mailwarden's, NULL if none. */
+static const char *on_action(const char *v)
+{
+    static const char *const map[][2] = {{"accept", "accept"}, {"a", "accept"}, {"reject", "reject"},
+        {"r", "reject"}, {"tempfail", "tempfail"}, {"t", "tempfail"}, {"quarantine", "quarantine"},
+        {"q", "quarantine"}, {"discard", NULL}, {"d", NULL}, {NULL, NULL}};
+    for (size_t i = 0; map[i][0] != NULL; i++)
+        if (strcasecmp(v, map[i][0]) == 0)
+            return map[i][1];
+    return NULL;
+}
+
+static void on_actions(struct mig *m, mw_mig_conf *c)
+{
+    mw_mig_kv *def = mw_mig_get(c, "On-Default");
+    if (def != NULL)
+        mw_mig_note(m->o, "", "On-Default %s (%s): OpenDKIM's action for every case below that has "
+                    "no On-* of its own; each is mapped below", def->val, def->where);
+    for (const struct on_key *k = on_keys; k->key != NULL; k++) {
+        mw_mig_kv *kv = mw_mig_get(c, k->key);
+        mw_mig_kv *src = kv != NULL ? kv : def;
+        if (src == NULL)
+            continue;
+        const char *act = on_action(src->val);
+        char from[200];
+        snprintf(from, sizeof from, "%s %s (%s%s)", k->key, src->val, src->where,
+                 kv == NULL ? ", from On-Default" : "");
+        if (act != NULL && strcmp(act, k->mw) == 0)
+            mw_mig_note(m->o, "", "%s: carried: mailwarden does the same: %s", from, k->what);
+        else if (k->cond == NULL)
+            mw_mig_gap(m->o, "", "%s: mailwarden has no setting for it, because %s.\n"
+                       "What mailwarden does: %s", from, k->why, k->what);
+        else if (act == NULL)
+            mw_mig_gap(m->o, "", "%s: mailwarden has no such action (it never discards mail "
+                       "silently; use reject or quarantine).\nWhat mailwarden does: %s", from, k->what);
+        else
+            mw_mig_gap(m->o, "", "%s: no setting; mailwarden's policy decides.  What mailwarden "
+                       "does: %s.\nTo do what OpenDKIM did, copy the policy file into policy_dir "
+                       "and add, before its other inbound rules:\n  { name = \"opendkim-%s\"; trust = "
+                       "[ \"inbound\" ]; %s; action = \"%s\"; }", from, k->what, k->key + 3,
+                       k->cond, act);
+    }
+}
 
 static void dkim_map(struct mig *m, mw_mig_conf *c)
 {
@@ -312,12 +409,7 @@ static void dkim_map(struct mig *m, mw_mig_conf *c)
         mw_mig_note(m->o, "trust", "ExternalIgnoreList %s (%s): nothing to carry: it only silences "
                     "OpenDKIM's \"external host tried to send as us\" log line, which mailwarden does "
                     "not write", kv->val, kv->where);
-    for (size_t i = 0; on_keys[i] != NULL; i++)
-        if ((kv = mw_mig_get(c, on_keys[i])) != NULL)
-            mw_mig_gap(m->o, "", "%s %s (%s): mailwarden has no per-result DKIM actions; the policy "
-                       "(`policy`, mailwarden.conf(5) POLICY FILES) decides what a DKIM result does, and "
-                       "its rules cannot test DKIM results yet.\nTemporary DNS and internal errors "
-                       "tempfail in mailwarden as in OpenDKIM's defaults.", on_keys[i], kv->val, kv->where);
+    on_actions(m, c);
     if ((kv = mw_mig_get(c, "TrustAnchorFile")) != NULL)
         set_str(m->o, "dns", "trust_anchor", kv->val, "TrustAnchorFile %s (%s): carried (DNSSEC "
                 "validation of key records)", kv->val, kv->where);

@@ -4,7 +4,8 @@
  *
  * When the tables only use what mailwarden's own table reader understands
  * (file: or a path; refile: for the signing table; one key name per line;
- * no '%'), dkim.key_table / dkim.signing_table point at the same files, so
+ * '%' as OpenDKIM has it, except a per-domain key file named by a wildcard
+ * pattern), dkim.key_table / dkim.signing_table point at the same files, so
  * the postmaster keeps editing them.  Otherwise the tables are expanded
  * into inline dkim.keys / dkim.signing entries:
  *   - a KeyTable domain "%" (the sender's domain) and a SigningTable key
@@ -215,18 +216,27 @@ static void st_line(mw_mig_out *o, struct inl *in, const struct kt *kt, size_t n
     free(copy);
 }
 
-/* Whether mailwarden's own table reader takes the tables as they are. */
+/* Whether mailwarden's own table reader takes the tables as they are: one
+ * key name per line, '%' anywhere OpenDKIM allows it, except a key whose
+ * file path has '%' (one file per domain) named by a wildcard-domain
+ * pattern, whose files mailwarden cannot know at start. */
 static bool tables_native(const mw_mig_kv *kt, const mw_mig_list *ktl, const mw_mig_list *stl,
-                          size_t nkt_ok, bool pct)
+                          const struct kt *kts, size_t nkt)
 {
-    if (strncmp(kt->val, "refile:", 7) == 0 || pct || nkt_ok != ktl->n)
+    if (strncmp(kt->val, "refile:", 7) == 0 || nkt != ktl->n)
         return false;
     if (kt->val[0] != '/' && strncmp(kt->val, "file:/", 6) != 0)
         return false;
     for (size_t i = 0; i < stl->n; i++) {
         char *copy = mw_strdup(stl->v[i]), *w[4];
         size_t nw = words(copy, w, 4);
-        bool ok = nw == 2 && strcmp(w[1], "%") != 0;
+        bool ok = nw == 2;
+        if (ok) {
+            const char *at = strrchr(w[0], '@'), *dom = at != NULL ? at + 1 : w[0];
+            const struct kt *k = kt_find(kts, nkt, w[1]);
+            if ((dom[0] == '\0' || has_glob(dom)) && k != NULL && strchr(k->file, '%') != NULL)
+                ok = false;
+        }
         free(copy);
         if (!ok)
             return false;
@@ -255,10 +265,11 @@ static void tables(mw_mig_out *o, mw_mig_kv *ktkv, mw_mig_kv *stkv)
     size_t nkt;
     bool pct;
     struct kt *kt = kt_parse(o, &ktl, &nkt, &pct, ktkv->where);
-    if (stpath != NULL && tables_native(ktkv, &ktl, &stl, nkt, pct)) {
+    if (stpath != NULL && tables_native(ktkv, &ktl, &stl, kt, nkt)) {
         char *q = mw_mig_quote(ktkv->val);
         mw_mig_set(o, "dkim", "key_table", q, "KeyTable %s (%s): carried, the same file "
-                   "(mailwarden reads OpenDKIM's KeyTable format)", ktkv->val, ktkv->where);
+                   "(mailwarden reads OpenDKIM's KeyTable format%s)", ktkv->val, ktkv->where,
+                   pct ? ", '%' included: d= is the sender's domain" : "");
         free(q);
         q = mw_mig_quote(stkv->val);
         mw_mig_set(o, "dkim", "signing_table", q, "SigningTable %s (%s): carried, the same file%s",

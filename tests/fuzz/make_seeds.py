@@ -317,6 +317,15 @@ ARC_SET = (b"ARC-Seal: a=rsa-sha256; b=dGVzdA==; cv=none; d=example.com; i=1; s=
            b" bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; c=relaxed/relaxed;\r\n"
            b" d=example.com; h=from:to:subject; i=1; s=rsa; t=12345\r\n"
            b"ARC-Authentication-Results: i=1; lists.example.org; spf=pass smtp.mfrom=a@example.com\r\n")
+S["cidr_names"] = [
+    b"127.0.0.1\nlocalhost\n192.168.0.0/24\n",
+    b"# TrustedHosts\n10.0.0.0/8   # lan\nmx1.example.net\n[192.0.2.1]\n",
+    b"*.example.pw\n.example.com\n!192.0.2.1\nnx.example\ntmp.example\n",
+    b"::1\nfe80::/10\n::ffff:1.2.3.4\n2001:db8::/129\n10.0.0.1/8\n",
+    b"file:/etc/hosts\nrefile:/nonexistent\n/dev/null\n",
+    b"a b c\n" + b"x" * 5000 + b"\n\x00\xff\n",
+]
+
 S["arc"] = [
     KEY + b"\n" + MSG,
     KEY + b"\n" + ARC_SET + MSG,

@@ -9,16 +9,20 @@
    policy "monitor-only" with the way to enforce.
 2. A busy real-world-style pair (tests/fixtures/migrate/busy: KeyTable with '%', refile:
    SigningTable with a signer field and a wildcard '%' rule, TrustedHosts with IPs, CIDRs,
-   localhost and host names, On-* actions, FailureReports, HistoryFile, a main.cf with both
+   localhost, this host's name and a *.domain pattern, every On-* action, FailureReports, HistoryFile, a main.cf with both
    milters): exit 0, config-test passes, every source line named, the expected settings and
    NOT CARRIED items present, the smtpd_milters line printed.
 3. Mail signed through `mailwarden check` with the migrated file carries the d= and s= that
    OpenDKIM's KeyTable gives that sender (with '%' resolved) and verifies with dkimpy against
    the public half of the same key file, and with OpenDKIM itself (opendkim -t).
-4. An existing output file is not overwritten without --force; a database data set
+4. OpenDKIM's '%': a KeyTable with a '%' domain key and a '%' key path (one key file per
+   domain) is carried as the same files; two domains sign with their own d= and key, a third
+   as itself with the shared key, all verified by dkimpy; InternalHosts with a host name is
+   carried as file:PATH, and an unresolvable name there fails config-test with FILE:LINE.
+5. An existing output file is not overwritten without --force; a database data set
    (KeyTable db:...) is reported as NOT CARRIED, not silently dropped.
 """
-import grp, json, os, pwd, re, shutil, subprocess, sys
+import grp, json, os, pwd, re, shutil, socket, subprocess, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H
 
@@ -89,6 +93,16 @@ def stock(h, chk):
     return bool(present)
 
 
+def resolvable_host():
+    """A host name (not "localhost") that resolves here without DNS: this host's own name."""
+    name = socket.gethostname()
+    try:
+        socket.getaddrinfo(name, None)
+        return name
+    except OSError:
+        return "ip6-localhost"
+
+
 def instantiate(h, user, group):
     d = h.path("busy")
     os.makedirs(d)
@@ -96,6 +110,7 @@ def instantiate(h, user, group):
     for name in os.listdir(src):
         text = open(os.path.join(src, name)).read()
         text = text.replace("@DIR@", d).replace("@USER@", user).replace("@GROUP@", ":" + group if group else "")
+        text = text.replace("@HOST@", resolvable_host())
         with open(os.path.join(d, name), "w") as f:
             f.write(text)
     records = {}
@@ -157,7 +172,23 @@ def busy(h, chk):
     low = text.lower()
     for needle, what in expect:
         chk.check("busy: %s" % what, (needle.lower() in low), needle)
-    gaps = [("relay1.example.com, *.example.org", "host names in InternalHosts/IgnoreHosts"),
+    chk.check("busy: a host name in InternalHosts is carried (resolved at load)",
+              '"%s"' % resolvable_host() in text, resolvable_host())
+    # On-* actions: mapped to what mailwarden does, or said why not
+    for needle, what in (('dkim = [ "fail" ]; action = "reject"; }', "On-BadSignature reject: the policy rule"),
+                         ('dkim = [ "temperror" ]; action = "tempfail"; }', "On-DNSError tempfail: the policy rule"),
+                         ("On-NoSignature accept (%s/opendkim.conf:" % d, "On-NoSignature named"),
+                         ("On-KeyNotFound accept (%s/opendkim.conf:" % d, "On-KeyNotFound named"),
+                         ("On-InternalError tempfail (%s/opendkim.conf:" % d, "On-InternalError named"),
+                         ("On-Default accept (%s/opendkim.conf:" % d, "On-Default named")):
+        chk.check("busy: %s" % what, needle in text, needle)
+    for key in ("On-NoSignature", "On-KeyNotFound", "On-InternalError"):
+        chk.check("busy: %s: carried (mailwarden does the same)" % key,
+                  re.search(r"%s \S+ \([^)]*\): carried: mailwarden does the same" % key, text) is not None)
+    gaps = [("*.example.org", "host-name patterns in InternalHosts/IgnoreHosts"),
+            ("On-Security reject", "On-Security: no such class in mailwarden"),
+            ("On-SignatureError tempfail", "On-SignatureError: no setting"),
+            ("On-DNSError tempfail", "On-DNSError"),
             ('"*@*": key "shared" signs as the sender\'s domain (%)', "wildcard % rule"),
             ("On-BadSignature reject", "On-BadSignature"),
             ("FailureReports true", "FailureReports"),
@@ -213,6 +244,85 @@ def signing(h, chk, conf, records):
                       "header.d=%s" % want_d in (r.stdout + r.stderr), (r.stdout + r.stderr)[-600:])
 
 
+def sign_and_verify(chk, label, conf, dom, want_d, want_s, rec):
+    """Sign a message from joe@dom with `check`; one signature d=/s= as wanted, dkimpy verifies it."""
+    import dkim
+    msg = ("From: Joe <joe@%s>\nTo: sue@example.org\nSubject: hello\nDate: Sat, 05 Dec 2026 09:00:00 +0000\n"
+           "Message-ID: <1.%s@test>\n\nHello there.\n" % (dom, dom)).encode()
+    p = subprocess.run([H.MW_BINARY, "check", "-c", conf, "--json", "--auth", "joe", "--ip", "192.0.2.1",
+                        "--dns", "127.0.0.1@9", "--from", "joe@%s" % dom, "--rcpt", "sue@example.org"],
+                       input=msg, capture_output=True, timeout=60)
+    try:
+        res = json.loads(p.stdout)
+    except ValueError:
+        chk.check("%s %s: check --json output" % (label, dom), False, p.stdout[-500:] + p.stderr[-500:])
+        return
+    added = res.get("signatures_added") or []
+    chk.check("%s %s: one signature d=%s s=%s" % (label, dom, want_d, want_s),
+              len(added) == 1 and added[0]["domain"] == want_d and added[0]["selector"] == want_s, added)
+    sigs = [v for n, v in res["headers"]["add"] if n.lower() == "dkim-signature"]
+    signed = b"".join(b"DKIM-Signature: " + v.encode() + b"\n" for v in sigs) + msg
+    recs = {"%s._domainkey.%s" % (want_s, want_d): rec}
+
+    def dnsfunc(name, timeout=5):
+        return recs.get(name.decode().rstrip(".").lower(), "").encode() or None
+    ok = False
+    try:
+        ok = dkim.DKIM(signed).verify(dnsfunc=dnsfunc)
+    except dkim.ValidationError as e:
+        ok = "ValidationError %s" % e
+    chk.check("%s %s: verifies with that key's public half" % (label, dom), ok is True, ok)
+
+
+def percent(h, chk):
+    """OpenDKIM's %: a KeyTable whose domain is % and whose key path has %, carried as the
+    same files; one per-domain key file signs for each of two domains with its own d= and
+    key, and the % domain key signs every other domain as itself."""
+    user, group = daemon_user()
+    d = h.path("pct")
+    os.makedirs(d)
+    recs = {}
+    for sub, dom, sel in (("one.example", "one.example", "per"), ("two.example", "two.example", "per"),
+                          ("shared", "any.example", "pct")):
+        kd = os.path.join(d, "keys", sub)
+        os.makedirs(kd)
+        rc, out = mw(["keygen", "--domain", dom, "--selector", sel, "--out", kd])
+        if rc != 0:
+            raise RuntimeError("keygen: %s" % out)
+        recs[sub] = "".join(re.findall(r'"([^"]*)"', out.split("IN TXT", 1)[1]))
+    if os.geteuid() == 0 and user != "root":
+        uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid if group else -1
+        for root, dirs, files in os.walk(os.path.join(d, "keys")):
+            for n in dirs + files:
+                os.chown(os.path.join(root, n), uid, gid)
+        os.chown(os.path.join(d, "keys"), uid, gid)
+    kt = h.write("pct/KeyTable", "perdom  %%:per:%s/keys/%%/per.private\n"
+                 "shared  %%:pct:%s/keys/shared/pct.private\n" % (d, d))
+    st = h.write("pct/SigningTable", "*@one.example perdom\n*@two.example perdom\n*@* shared\n")
+    hosts = h.write("pct/TrustedHosts", "# internal\n127.0.0.1\n%s\n10.0.0.0/8\n" % resolvable_host())
+    dk = h.write("pct/opendkim.conf", "Mode sv\nUserID %s%s\nKeyTable file:%s\nSigningTable refile:%s\n"
+                 "InternalHosts refile:%s\nCanonicalization relaxed/relaxed\n"
+                 % (user, ":" + group if group else "", kt, st, hosts))
+    out = h.path("pct.conf")
+    rc, log = mw(["migrate", "--opendkim", dk, "-o", out])
+    chk.check("%: exit 0 (written and valid)", rc == 0, log[-2000:])
+    text = open(out).read() if os.path.exists(out) else ""
+    chk.check("%: KeyTable carried as the same file", 'key_table = "file:%s";' % kt in text, text[-1500:])
+    chk.check("%: SigningTable carried as the same file", 'signing_table = "refile:%s";' % st in text)
+    chk.check("%: InternalHosts (with a host name) carried as the same file",
+              'internal_networks = [ "file:%s" ];' % hosts in text, text[-1500:])
+    rc2, log2 = mw(["config-test", "-c", out])
+    chk.check("%: config-test on the output passes", rc2 == 0, log2[-800:])
+    sign_and_verify(chk, "%", out, "one.example", "one.example", "per", recs["one.example"])
+    sign_and_verify(chk, "%", out, "two.example", "two.example", "per", recs["two.example"])
+    sign_and_verify(chk, "%", out, "three.example", "three.example", "pct", recs["shared"])
+    # a host name that does not resolve: config-test names the file and line
+    h.write("pct/TrustedHosts", "127.0.0.1\nno-such-host.invalid\n")
+    rc3, log3 = mw(["config-test", "-c", out])
+    chk.check("%: an unresolvable host name fails config-test with FILE:LINE",
+              rc3 != 0 and "%s:2:" % hosts in log3 and "no-such-host.invalid" in log3, log3[-800:])
+
+
 def refusals(h, chk):
     out = h.write("exists.conf", "# keep me\n")
     rc, log = mw(["migrate", "--opendmarc", h.write("dm.conf", "RejectFailures false\n"), "-o", out])
@@ -238,6 +348,7 @@ def test(h, chk):
     had_stock = stock(h, chk)
     conf, records = busy(h, chk)
     signing(h, chk, conf, records)
+    percent(h, chk)
     refusals(h, chk)
     if not had_stock:
         print("note: neither %s nor %s is installed: the stock-config part was skipped"

@@ -270,11 +270,15 @@ static void outcome_clear(outcome *o)
     memset(o, 0, sizeof *o);
 }
 
+/* The sender's domain run() gives the signer (d= of "%" keys); NULL: none. */
+static const char *run_sign_domain;
+
 /* Feed a message (LF or CRLF) header by header and the body in chunks. */
 static void run(mw_dkim_verifier *v, const mw_dkim_signer *s, const size_t *keys, size_t nkeys,
                 const char *msg, size_t chunk, outcome *o)
 {
     mw_dkim_msg *m = mw_dkim_msg_begin(v, s, keys, nkeys, "TEST");
+    mw_dkim_msg_sign_domain(m, run_sign_domain);
     const char *p = msg;
     mw_buf name = MW_BUF_INIT, val = MW_BUF_INIT;
     bool have = false;
@@ -949,6 +953,101 @@ out:
     mw_dkim_signer_destroy(&s);
     mw_config_errors_free(&errs);
     mw_buf_free(&t);
+}
+
+/* OpenDKIM's '%' (the sender's domain) in KeyTable and SigningTable files. */
+static void test_signing_table_percent(void)
+{
+    mw_config_errors errs = {0};
+    mw_buf t = MW_BUF_INIT, kt = MW_BUF_INIT, st = MW_BUF_INIT;
+    char buf[200], why[200], dir[256], link[300];
+    size_t k[4];
+
+    snprintf(dir, sizeof dir, "%s", tpath("pctkeys"));
+    mkdir(dir, 0700);
+    snprintf(link, sizeof link, "%s/a.test.pem", dir);
+    unlink(link);
+    MW_TEST_ASSERT(symlink(tpath("rsa.pem"), link) == 0);
+    snprintf(link, sizeof link, "%s/b.test.pem", dir);
+    unlink(link);
+    MW_TEST_ASSERT(symlink(tpath("ed.pem"), link) == 0);
+    snprintf(link, sizeof link, "%s/r.test.pem", dir);
+    unlink(link);
+    MW_TEST_ASSERT(symlink(tpath("rsa.pem"), link) == 0);
+    mw_buf_printf(&kt, "any     %%:s1:%s\n"             /* d= the sender's domain, one key */
+                  "perdom  %%:s2:%s/%%.pem\n"           /* d= and key file per domain */
+                  "fixed   b.test:s3:%s/%%.pem\n"       /* fixed d=, key file per domain */
+                  "q.test  q.test:s4:%s\n"              /* named after its domain */
+                  "r.test  %%:s5:%s/%%.pem\n",          /* ... with a key file per domain */
+                  tpath("rsa.pem"), dir, dir, tpath("rsa.pem"), dir);
+    write_file(tpath("KeyTableP"), kt.data, kt.len, 0644);
+    mw_buf_printf(&st, "*@a.test perdom\n"
+                  "*@b.test perdom\n"
+                  "boss@b.test fixed\n"
+                  "*@x.test any\n"
+                  "*@*.y.test any\n"
+                  "*@q.test %%\n"
+                  "* %%\n");
+    write_file(tpath("SigningTableP"), st.data, st.len, 0644);
+    mw_buf_printf(&t, "key_table = \"%s\";\nsigning_table = \"refile:%s\";\n",
+                  tpath("KeyTableP"), tpath("SigningTableP"));
+    mw_dkim_signer *s = signer_from(t.data, &errs);
+    errs_print(&errs);
+    if (!MW_TEST_ASSERT(s != NULL))
+        goto out;
+    MW_TEST_EQ_STR(lookup1(s, "u@a.test", buf, sizeof buf), "perdom/a.test");
+    MW_TEST_EQ_STR(lookup1(s, "u@B.test", buf, sizeof buf), "perdom/b.test");
+    MW_TEST_EQ_STR(lookup1(s, "u@x.test", buf, sizeof buf), "any");
+    MW_TEST_EQ_STR(lookup1(s, "u@m.y.test", buf, sizeof buf), "any");
+    MW_TEST_EQ_STR(lookup1(s, "u@q.test", buf, sizeof buf), "q.test");
+    MW_TEST_EQ_STR(lookup1(s, "u@r.test", buf, sizeof buf), "r.test/r.test");   /* by "* %" */
+    /* "* %" resolves the key name at lookup: q.test's key, no key for z.test */
+    MW_TEST_EQ_INT(mw_dkim_signer_lookup(s, "u@z.test", k, 4, why, sizeof why), 0);
+    MW_TEST_ASSERT(strstr(why, "no key is named z.test") != NULL);
+    mw_dkim_key_info ki;
+    size_t n = mw_dkim_signer_lookup(s, "u@b.test", k, 4, why, sizeof why);
+    if (MW_TEST_EQ_INT(n, 1) && MW_TEST_ASSERT(mw_dkim_signer_key(s, k[0], &ki))) {
+        MW_TEST_EQ_STR(ki.domain, "b.test");             /* % resolved */
+        MW_TEST_EQ_STR(ki.algorithm, "ed25519-sha256");  /* b.test.pem is the Ed25519 key */
+        MW_TEST_EQ_STR(ki.selector, "s2");
+    }
+    /* a "%" domain signs with d= the sender's domain, per message */
+    static const char msg[] = "From: u@x.test\nSubject: hi\n\nbody\n";
+    outcome o;
+    n = mw_dkim_signer_lookup(s, "u@x.test", k, 4, why, sizeof why);
+    const char *doms[] = {"x.test", "other.test"};
+    for (size_t i = 0; i < 2; i++) {
+        run_sign_domain = doms[i];
+        run(NULL, s, k, n, msg, 0, &o);
+        char want[64];
+        snprintf(want, sizeof want, "d=%s;", doms[i]);
+        if (MW_TEST_EQ_INT(o.nsigs, 1))
+            MW_TEST_ASSERT(strstr(o.sigs[0], want) != NULL && strstr(o.sigs[0], "s=s1;") != NULL);
+        outcome_clear(&o);
+    }
+    run_sign_domain = NULL;   /* no sender domain: a "%" key does not sign */
+    run(NULL, s, k, n, msg, 0, &o);
+    MW_TEST_EQ_INT(o.nsigs, 0);
+    outcome_clear(&o);
+    mw_dkim_signer_destroy(&s);
+
+    /* '%' in a key path with a wildcard pattern, a missing per-domain file,
+     * and "%" naming a key that does not exist are FILE:LINE errors. */
+    mw_buf_reset(&st);
+    mw_buf_printf(&st, "*@*.w.test perdom\n*@nofile.test perdom\n*@c.test %%\n");
+    write_file(tpath("SigningTableP"), st.data, st.len, 0644);
+    s = signer_from(t.data, &errs);
+    MW_TEST_ASSERT(s == NULL);
+    MW_TEST_ASSERT(errs_have(&errs, "SigningTableP:1: signing table: key \"perdom\" has a '%' in its key file path"));
+    MW_TEST_ASSERT(errs_have(&errs, "SigningTableP:2: key \"perdom/nofile.test\": cannot open key file"));
+    MW_TEST_ASSERT(errs_have(&errs, "SigningTableP:3: signing table: unknown key \"c.test\""));
+    errs_print(&errs);
+out:
+    mw_dkim_signer_destroy(&s);
+    mw_config_errors_free(&errs);
+    mw_buf_free(&t);
+    mw_buf_free(&kt);
+    mw_buf_free(&st);
 }
 
 /* --sign DOMAIN:SELECTOR:KEYFILE through the config overrides. */
@@ -1879,6 +1978,7 @@ int main(void)
     MW_TEST_RUN(test_hostile);
     MW_TEST_RUN(test_key_loading);
     MW_TEST_RUN(test_signing_table);
+    MW_TEST_RUN(test_signing_table_percent);
     MW_TEST_RUN(test_sign_override);
     MW_TEST_RUN(test_vectors);
     mw_dkim_signer_destroy(&main_signer);

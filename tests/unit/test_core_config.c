@@ -368,6 +368,40 @@ static void test_bad_cidrs(void)
     mw_config_errors_free(&errs);
 }
 
+/* Host names and files of entries in every CIDR-list key: names resolve
+ * at load (localhost from /etc/hosts), an unresolvable one is FILE:LINE. */
+static void test_cidr_names(void)
+{
+    static const char *const keys[][2] = {{"trust", "internal_networks"}, {"dmarc", "allow_networks"},
+                                          {"exim", "allow_peers"}};
+    const char *hosts = write_tmp("# OpenDKIM InternalHosts form\n192.0.2.0/24\nlocalhost  # me\n");
+    for (size_t i = 0; i < 3; i++) {
+        mw_config_errors errs = {0};
+        const char *path;
+        char text[600];
+        snprintf(text, sizeof text, "%s = {\n  %s = [ \"localhost\", \"file:%s\" ];\n};\n",
+                 keys[i][0], keys[i][1], hosts);
+        mw_config *c = load_text(text, NULL, &errs, &path);
+        if (MW_TEST_ASSERT(c != NULL)) {
+            mw_cidr_set *set = i == 0 ? c->internal_networks : i == 1 ? c->dmarc_allow_networks
+                                                                       : c->exim_allow_peers;
+            MW_TEST_ASSERT(mw_cidr_set_contains_str(set, "127.0.0.1"));
+            MW_TEST_ASSERT(mw_cidr_set_contains_str(set, "192.0.2.77"));
+            MW_TEST_ASSERT(!mw_cidr_set_contains_str(set, "198.51.100.1"));
+        }
+        mw_config_free(&c);
+        snprintf(text, sizeof text, "%s = {\n  %s = [ \"localhost\",\n  \"no-such-host.invalid\" ];\n};\n",
+                 keys[i][0], keys[i][1]);
+        c = load_text(text, NULL, &errs, &path);
+        MW_TEST_ASSERT(c == NULL);
+        char want[200];
+        snprintf(want, sizeof want, "%s.%s: bad network \"no-such-host.invalid\": host name", keys[i][0],
+                 keys[i][1]);
+        MW_TEST_ASSERT(has_error(&errs, path, 3, want));
+        mw_config_errors_free(&errs);
+    }
+}
+
 static void test_socket_specs(void)
 {
     static const char *const good[] = {
@@ -730,6 +764,7 @@ int main(void)
     MW_TEST_RUN(test_unknown_keys);
     MW_TEST_RUN(test_wrong_types_and_ranges);
     MW_TEST_RUN(test_bad_cidrs);
+    MW_TEST_RUN(test_cidr_names);
     MW_TEST_RUN(test_socket_specs);
     MW_TEST_RUN(test_parse_errors);
     MW_TEST_RUN(test_many_errors_collected);

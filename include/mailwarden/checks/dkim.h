@@ -66,6 +66,8 @@ typedef struct mw_dkim_key_info {
     const char *algorithm;  /* "rsa-sha256" or "ed25519-sha256", from the key */
     unsigned    bits;
     const char *file;       /* the private key file (dns-check: its mode and owner) */
+    bool        per_domain; /* OpenDKIM '%': domain "%" (d= the sender's domain) or a
+                               key-file template (loaded per domain, never signs) */
 } mw_dkim_key_info;
 
 typedef struct mw_dkim_verifier mw_dkim_verifier;
@@ -141,6 +143,10 @@ typedef struct mw_dkim_msg mw_dkim_msg;
  */
 mw_dkim_msg *mw_dkim_msg_begin(mw_dkim_verifier *verifier, const mw_dkim_signer *signer,
                                const size_t *keys, size_t nkeys, const char *id);
+/* The sender's domain (of the signing identity): d= of the keys whose
+ * KeyTable domain is "%" (OpenDKIM's placeholder).  Copied; call before the
+ * end of the message.  A "%" key signs nothing without it (logged). */
+void mw_dkim_msg_sign_domain(mw_dkim_msg *m, const char *domain);
 /* One header as received: name and the value byte-exact after the colon
  * (leading blank and folding kept, no CRLF at the end; LF line ends are made
  * CRLF).  The header is hashed as "Name:" + value for both signing and
