@@ -15,6 +15,7 @@ static void usage(FILE *f)
             "  serve        run the milter daemon (Postfix smtpd_milters, Sendmail INPUT_MAIL_FILTER)\n"
             "  check        run the same engine on one message from stdin and explain the result\n"
             "  config-test  validate the configuration, print every error as FILE:LINE\n"
+            "  config-dump  print the effective configuration: every key, its value and origin\n"
             "  keygen       make a DKIM key and print the DNS record to publish\n"
             "  dns-check    check the signing keys, SPF and DMARC records in DNS\n"
             "  limits       list, show or reset rate-limit buckets (Redis)\n"
@@ -46,6 +47,8 @@ int main(int argc, char **argv)
         return mw_cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "config-test") == 0)
         return mw_cmd_config_test(argc - 1, argv + 1);
+    if (strcmp(cmd, "config-dump") == 0)
+        return mw_cmd_config_dump(argc - 1, argv + 1);
     if (strcmp(cmd, "keygen") == 0)
         return mw_cmd_keygen(argc - 1, argv + 1);
     if (strcmp(cmd, "dns-check") == 0)

@@ -13,6 +13,9 @@
 int mw_cmd_serve(int argc, char **argv);
 int mw_cmd_check(int argc, char **argv);
 int mw_cmd_config_test(int argc, char **argv);
+/* mailwarden config-dump [-c FILE] [-n | --defaults | --man]: the effective
+ * configuration with each key's origin (filter/tools/config_dump_cmd.c) */
+int mw_cmd_config_dump(int argc, char **argv);
 /* mailwarden keygen --domain D --selector S [--type rsa|ed25519] [--bits N] [--out DIR] */
 int mw_cmd_keygen(int argc, char **argv);
 /* mailwarden dns-check [-c FILE] [--dns ADDR[@PORT]]... [--sign D:S:KEYFILE]... */
