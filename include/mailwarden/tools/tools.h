@@ -61,5 +61,13 @@ int mw_cli_common(mw_cli *cli, int argc, char **argv, int *i);
 void mw_cli_default_config(mw_cli *cli);
 /* Load the config named by cli, printing every error to stderr.  NULL on error. */
 mw_config *mw_cli_load(const mw_cli *cli);
+/*
+ * "--name=value" as "--name" "value", for every option of every subcommand
+ * (main.c calls it once, before dispatching); arguments after "--" are left
+ * alone.  Returns a new NULL-terminated argv (*nargc entries) that the caller
+ * frees with free(); NULL (after a message) when an option that takes no
+ * value is given one ("--json=yes").
+ */
+char **mw_cli_split_eq(int argc, char **argv, int *nargc);
 
 #endif
