@@ -377,6 +377,58 @@ static void test_man(void)
     mw_buf_free(&b);
 }
 
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    mw_buf b = MW_BUF_INIT;
+    char chunk[4096];
+    size_t n;
+
+    if (f == NULL)
+        return NULL;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        mw_buf_append(&b, chunk, n);
+    fclose(f);
+    return mw_buf_steal(&b);
+}
+
+/* The documented example ports: metrics 8895 (not an exporter's port from
+ * Prometheus's 9100-9999 allocations, e.g. 9108 graphite_exporter), Exim
+ * 8896/8897 (not 10025, amavis's re-injection port, nor 10026). */
+static void test_example_ports(void)
+{
+    static const char *const files[] = {
+        "README.md", "docs/metrics.md", "docs/exim.md", "docs/mailwarden.conf.5",
+        "contrib/mailwarden.conf", "contrib/exim/exim.conf.template",
+        "contrib/exim/mailwarden-rcpt.acl", "contrib/exim/mailwarden-data.acl", NULL};
+    const char *src = getenv("MW_SOURCE_DIR");
+    char path[1024];
+
+    MW_TEST_ASSERT(src != NULL);
+    for (size_t i = 0; src != NULL && files[i] != NULL; i++) {
+        snprintf(path, sizeof path, "%s/%s", src, files[i]);
+        char *t = slurp(path);
+        if (!MW_TEST_ASSERT(t != NULL))
+            continue;
+        /* 10025 may be named only to say why it is not used */
+        for (const char *p = strstr(t, "10025"); p != NULL; p = strstr(p + 1, "10025")) {
+            bool why = strstr(files[i], "exim.md") != NULL && strstr(t, "amavis") != NULL;
+            if (!MW_TEST_ASSERT(why))
+                fprintf(stderr, "  %s uses port 10025\n", files[i]);
+        }
+        for (const char *p = strstr(t, "127.0.0.1:9"); p != NULL; p = strstr(p + 1, "127.0.0.1:9")) {
+            int port = atoi(p + 10);
+            if (!MW_TEST_ASSERT(port < 9100 || port > 9999))
+                fprintf(stderr, "  %s: example port %d is in the exporters' range\n", files[i], port);
+        }
+        free(t);
+    }
+    snprintf(path, sizeof path, "%s/docs/metrics.md", src != NULL ? src : ".");
+    char *m = slurp(path);
+    MW_TEST_ASSERT(m != NULL && strstr(m, "metrics.listen = \"127.0.0.1:8895\";") != NULL);
+    free(m);
+}
+
 int main(void)
 {
     MW_TEST_RUN(test_defaults_round_trip);
@@ -386,6 +438,7 @@ int main(void)
     MW_TEST_RUN(test_duration_errors);
     MW_TEST_RUN(test_parse_duration);
     MW_TEST_RUN(test_man);
+    MW_TEST_RUN(test_example_ports);
     for (size_t i = 0; i < ntmp; i++)
         unlink(tmp_paths[i]);
     return MW_TEST_SUMMARY();
