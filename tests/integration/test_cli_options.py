@@ -108,6 +108,17 @@ def test(h, chk):
     # --opt= with an empty value is an empty value
     rc, out = mw(["config-dump", "--config=%s" % conf, "--pid-file=", "-n"])
     chk.check("--pid-file= is the empty value", rc == 0 and 'pid_file = "";  # command line' in out, out)
+    # config-dump --defaults > x.conf && config-test -c x.conf, exactly so (a shell)
+    x = h.path("x.conf")
+    p = subprocess.run(["/bin/sh", "-c", '"$0" config-dump --defaults > "$1" && "$0" config-test -c "$1"',
+                        H.MW_BINARY, x], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    out = p.stdout.decode("utf-8", "replace")
+    chk.check("config-dump --defaults > x.conf && config-test -c x.conf (rc %s)" % p.returncode,
+              p.returncode == 0 and "configuration OK" in out, out)
+    rc, out = mw(["config-dump", "-c", x, "-n"])
+    chk.check("the defaults file sets every key (-n lists socket with its line)",
+              rc == 0 and 'socket = "inet:8894@127.0.0.1";  # %s:2' % x in out, out[:300])
+
     # after "--" nothing is split
     rc, out = mw(["config-test", "--config", conf, "--", "--x=y"])
     chk.check("arguments after -- are not split (rc %s)" % rc, rc == 2 and "--" in out, out)
