@@ -983,7 +983,8 @@ bool mw_history_read(const char *dir, time_t from, time_t to,
         names = mw_reallocarray(names, n + 1, sizeof *names);
         names[n++] = mw_strdup(e->d_name);
     }
-    qsort(names, n, sizeof *names, cmp_name);
+    if (n > 1)   /* qsort(NULL, 0, ...) is undefined: an empty directory */
+        qsort(names, n, sizeof *names, cmp_name);
     for (size_t i = 0; i < n && !c.stopped; i++) {
         time_t start, next = 0;
         name_time(names[i], &start);

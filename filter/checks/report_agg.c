@@ -280,9 +280,12 @@ void mw_report_finish(mw_report_set *s)
 {
     /* the index refers to positions: drop it before sorting */
     index_free(s);
+    /* qsort(NULL, 0, ...) is undefined: no history, no reports */
     for (size_t i = 0; i < s->n; i++)
-        qsort(s->r[i].rows, s->r[i].nrows, sizeof *s->r[i].rows, cmp_row);
-    qsort(s->r, s->n, sizeof *s->r, cmp_report);
+        if (s->r[i].nrows > 1)
+            qsort(s->r[i].rows, s->r[i].nrows, sizeof *s->r[i].rows, cmp_row);
+    if (s->n > 1)
+        qsort(s->r, s->n, sizeof *s->r, cmp_report);
 }
 
 typedef struct agg_arg {

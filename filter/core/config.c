@@ -27,6 +27,7 @@
  * See also: config.h, docs/mailwarden.conf.5, contrib/mailwarden.conf.
  */
 #include "config.h"
+#include "config_dump.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -57,6 +58,8 @@ typedef enum key_type {
     KT_ENUM,      /* int-sized enum, one of words[]               */
     KT_DURATION,  /* unsigned seconds: "90s", "15m", "6h", "7d" or */
                   /* an integer of seconds, within [min, max]     */
+    KT_DURATION_MS, /* unsigned milliseconds: "300ms", "2s", ... or */
+                  /* an integer of milliseconds, within [min, max] */
     KT_STRLIST,   /* char ** (NULL-terminated) + size_t count     */
     KT_CIDRLIST,  /* mw_cidr_set *                                */
     KT_GROUPLIST  /* array of structs + size_t count: a list of   */
@@ -256,11 +259,11 @@ static const struct key keys[] = {
      .doc = "group to run as; \"\" uses the user's primary group"},
     {.name = "socket_mode", .type = KT_MODE, .off = F(socket_mode), .def_str = "0660",
      .min = 0, .max = 0777, .doc = "permissions of a unix socket, an octal string"},
-    {.name = "shutdown_timeout", .type = KT_UINT, .off = F(shutdown_timeout), .def_int = 30,
+    {.name = "shutdown_timeout", .type = KT_DURATION, .off = F(shutdown_timeout), .def_int = 30,
      .min = 0, .max = 3600, .doc = "seconds to let messages in flight finish on SIGTERM"},
-    {.name = "milter_timeout", .type = KT_UINT, .off = F(milter_timeout), .def_int = 300,
+    {.name = "milter_timeout", .type = KT_DURATION, .off = F(milter_timeout), .def_int = 300,
      .min = 1, .max = 86400, .doc = "seconds to wait for the MTA before giving up on a connection"},
-    {.name = "milter_command_timeout", .type = KT_UINT, .off = F(milter_command_timeout), .def_int = 30,
+    {.name = "milter_command_timeout", .type = KT_DURATION, .off = F(milter_command_timeout), .def_int = 30,
      .min = 1, .max = 3600,
      .doc = "seconds a milter command may take to arrive complete once it started, and our reply to be taken"},
     {.name = "milter_max_connections", .type = KT_UINT, .off = F(milter_max_connections), .def_int = 256,
@@ -297,7 +300,7 @@ static const struct key keys[] = {
     {.name = "dns.forwarders", .type = KT_STRLIST, .off = F(dns_forwarders),
      .off_n = F(ndns_forwarders), .def_list = def_none, .check = check_forwarder,
      .doc = "upstream servers \"ADDR\" or \"ADDR@PORT\" for mode forward"},
-    {.name = "dns.timeout", .type = KT_UINT, .off = F(dns_timeout_ms), .def_int = 5000,
+    {.name = "dns.timeout", .type = KT_DURATION_MS, .off = F(dns_timeout_ms), .def_int = 5000,
      .min = 100, .max = 60000, .doc = "per-query deadline in milliseconds"},
     {.name = "dns.trust_anchor", .type = KT_STRING, .off = F(dns_trust_anchor), .def_str = "",
      .check = check_abs_or_empty, .doc = "DNSSEC root trust anchor file; \"\" disables validation"},
@@ -305,9 +308,9 @@ static const struct key keys[] = {
      .doc = "query upstream servers over TCP only"},
     {.name = "dns.cache_size", .type = KT_UINT, .off = F(dns_cache_size), .def_int = 10000,
      .min = 0, .max = 10000000, .doc = "answers kept in the in-process DNS answer cache; 0 disables it"},
-    {.name = "dns.cache_min_ttl", .type = KT_UINT, .off = F(dns_cache_min_ttl), .def_int = 0,
+    {.name = "dns.cache_min_ttl", .type = KT_DURATION, .off = F(dns_cache_min_ttl), .def_int = 0,
      .min = 0, .max = 86400, .doc = "seconds: shorter answer TTLs are cached this long"},
-    {.name = "dns.cache_max_ttl", .type = KT_UINT, .off = F(dns_cache_max_ttl), .def_int = 3600,
+    {.name = "dns.cache_max_ttl", .type = KT_DURATION, .off = F(dns_cache_max_ttl), .def_int = 3600,
      .min = 1, .max = 86400, .doc = "seconds: longer answer TTLs are cached only this long"},
     /* trust classes */
     {.name = "trust.internal_networks", .type = KT_CIDRLIST, .off = F(internal_networks),
@@ -322,7 +325,7 @@ static const struct key keys[] = {
      .doc = "also evaluate the HELO identity"},
     {.name = "spf.received_spf", .type = KT_BOOL, .off = F(spf_received_header), .def_int = 1,
      .doc = "add a Received-SPF header"},
-    {.name = "spf.timeout", .type = KT_UINT, .off = F(spf_timeout_ms), .def_int = 20000,
+    {.name = "spf.timeout", .type = KT_DURATION_MS, .off = F(spf_timeout_ms), .def_int = 20000,
      .min = 1000, .max = 120000, .doc = "total SPF evaluation deadline in milliseconds"},
     /* DKIM */
     {.name = "dkim.verify", .type = KT_BOOL, .off = F(dkim_verify), .def_int = 1,
@@ -389,10 +392,10 @@ static const struct key keys[] = {
      .max = 1000000, .doc = "database index (SELECT)"},
     {.name = "redis.prefix", .type = KT_STRING, .off = F(redis_prefix), .def_str = "mw:",
      .check = check_printable, .doc = "prefix of every key mailwarden writes"},
-    {.name = "redis.connect_timeout", .type = KT_UINT, .off = F(redis_connect_timeout_ms),
+    {.name = "redis.connect_timeout", .type = KT_DURATION_MS, .off = F(redis_connect_timeout_ms),
      .def_int = 200, .min = 10, .max = 60000,
      .doc = "milliseconds to connect, authenticate and find the master"},
-    {.name = "redis.command_timeout", .type = KT_UINT, .off = F(redis_command_timeout_ms),
+    {.name = "redis.command_timeout", .type = KT_DURATION_MS, .off = F(redis_command_timeout_ms),
      .def_int = 250, .min = 10, .max = 60000,
      .doc = "milliseconds one stage's commands may take (queueing for a connection included)"},
     {.name = "redis.pool_size", .type = KT_UINT, .off = F(redis_pool_size), .def_int = 16,
@@ -459,10 +462,10 @@ static const struct key keys[] = {
     /* history */
     {.name = "history.dir", .type = KT_STRING, .off = F(history_dir), .def_str = "",
      .check = check_abs_or_empty, .doc = "directory for the DMARC aggregate history; \"\" = off"},
-    {.name = "history.fsync_interval", .type = KT_UINT, .off = F(history_fsync_interval_ms),
+    {.name = "history.fsync_interval", .type = KT_DURATION_MS, .off = F(history_fsync_interval_ms),
      .def_int = 1000, .min = 0, .max = 60000,
      .doc = "fsync the history at least this often (ms); 0 = after every record"},
-    {.name = "history.rotate", .type = KT_UINT, .off = F(history_rotate_s), .def_int = 3600,
+    {.name = "history.rotate", .type = KT_DURATION, .off = F(history_rotate_s), .def_int = 3600,
      .min = 60, .max = 86400, .doc = "seconds per history file"},
     {.name = "history.on_error", .type = KT_ENUM, .off = F(history_on_error), .def_str = "accept",
      .words = w_history_err, .doc = "when a record cannot be written: accept or tempfail"},
@@ -545,9 +548,9 @@ static const struct key keys[] = {
     {.name = "exim.rcpt_max_connections", .type = KT_UINT, .off = F(exim_rcpt_max_connections),
      .def_int = 64, .min = 1, .max = 10000,
      .doc = "RCPT requests served at once; more wait up to 1 s for a slot, then are closed"},
-    {.name = "exim.request_timeout", .type = KT_UINT, .off = F(exim_request_timeout), .def_int = 60,
+    {.name = "exim.request_timeout", .type = KT_DURATION, .off = F(exim_request_timeout), .def_int = 60,
      .min = 1, .max = 3600, .doc = "seconds a scan request (envelope and message) may take to arrive whole"},
-    {.name = "exim.rcpt_timeout", .type = KT_UINT, .off = F(exim_rcpt_timeout), .def_int = 10,
+    {.name = "exim.rcpt_timeout", .type = KT_DURATION, .off = F(exim_rcpt_timeout), .def_int = 10,
      .min = 1, .max = 3600, .doc = "seconds a RCPT request line may take to arrive whole"},
     /* Prometheus endpoint */
     {.name = "metrics.listen", .type = KT_STRING, .off = F(metrics_listen), .def_str = "",
@@ -555,7 +558,7 @@ static const struct key keys[] = {
      .doc = "Prometheus endpoint (GET /metrics): \"ADDR:PORT\" or \"[ADDR6]:PORT\"; \"\" = off"},
     {.name = "metrics.max_connections", .type = KT_UINT, .off = F(metrics_max_connections),
      .def_int = 8, .min = 1, .max = 1024, .doc = "concurrent connections to the metrics endpoint at most"},
-    {.name = "metrics.timeout", .type = KT_UINT, .off = F(metrics_timeout_s), .def_int = 10, .min = 1,
+    {.name = "metrics.timeout", .type = KT_DURATION, .off = F(metrics_timeout_s), .def_int = 10, .min = 1,
      .max = 300, .doc = "seconds before an idle metrics connection is closed"},
 };
 
@@ -567,6 +570,48 @@ const char *mw_config_key_doc(size_t i) { return i < NKEYS ? keys[i].doc : NULL;
 /* Typed access to a key's target field (and a list's count field). */
 #define FIELD(cfg, k, T) ((T *)(void *)((char *)(cfg) + (k)->off))
 #define COUNT(cfg, k)    ((size_t *)(void *)((char *)(cfg) + (k)->off_n))
+
+/* The table and a config's values for config_dump.c (config_dump.h). */
+bool mw_config_key_info_get(const mw_config *cfg, size_t i, mw_config_key_info *out)
+{
+    static const mw_config_kind kinds[] = {
+        [KT_STRING] = MW_CK_STRING, [KT_BOOL] = MW_CK_BOOL, [KT_UINT] = MW_CK_UINT,
+        [KT_MODE] = MW_CK_MODE, [KT_ENUM] = MW_CK_ENUM, [KT_DURATION] = MW_CK_DURATION,
+        [KT_DURATION_MS] = MW_CK_DURATION_MS, [KT_STRLIST] = MW_CK_STRLIST,
+        [KT_CIDRLIST] = MW_CK_CIDRLIST, [KT_GROUPLIST] = MW_CK_GROUPLIST};
+    static const mw_config_member_kind mkinds[] = {
+        [GF_STRING] = MW_CM_STRING, [GF_STRLIST] = MW_CM_STRLIST, [GF_UINT] = MW_CM_UINT};
+    const struct key *k;
+
+    if (i >= NKEYS)
+        return false;
+    k = &keys[i];
+    memset(out, 0, sizeof *out);
+    out->name = k->name;
+    out->doc = k->doc;
+    out->kind = kinds[k->type];
+    out->min = k->min;
+    out->max = k->max;
+    out->def_host = k->def_host;
+    out->elem_size = k->elem_size;
+    for (const struct gfield *f = k->fields; f != NULL && f->name != NULL; f++) {
+        if (out->nmembers == MW_CONFIG_MAX_MEMBERS)
+            mw_panic("config: %s has more than %d members", k->name, MW_CONFIG_MAX_MEMBERS);
+        out->members[out->nmembers++] = (mw_config_member){
+            .name = f->name, .kind = mkinds[f->type], .off = f->off, .off_n = f->off_n};
+    }
+    if (cfg == NULL)
+        return true;
+    out->field = (const char *)cfg + k->off;
+    if (k->type == KT_STRLIST || k->type == KT_GROUPLIST)
+        out->count = *COUNT(cfg, k);
+    if (k->type == KT_ENUM)
+        for (const struct enum_word *w = k->words; w->word != NULL && out->enum_word == NULL; w++)
+            if (w->value == *FIELD(cfg, k, const int))
+                out->enum_word = w->word;
+    out->origin = cfg->origin != NULL ? cfg->origin[i] : NULL;
+    return true;
+}
 
 /* ---- errors ----------------------------------------------------------------- */
 
@@ -1019,9 +1064,42 @@ static bool parse_count_unit(const char *s, unsigned long long *out, bool unit_r
     return true;
 }
 
+/* The one duration syntax of every duration key: digits, then ms, s, m, h
+ * or d; bare digits are in the key's own unit (bare_ms milliseconds each). */
+bool mw_config_parse_duration_ms(const char *s, unsigned long long bare_ms, unsigned long long *ms)
+{
+    static const struct { const char *u; unsigned long long ms; } units[] = {
+        {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}, {"", 0}};
+    unsigned long long n = 0, mult = bare_ms;
+    const char *p = s;
+
+    if (!isdigit((unsigned char)*p))
+        return false;
+    while (isdigit((unsigned char)*p)) {
+        if (n > 1000000000000ULL)
+            return false;
+        n = n * 10 + (unsigned long long)(*p++ - '0');
+    }
+    if (*p != '\0') {
+        mult = 0;
+        for (size_t i = 0; units[i].ms != 0; i++)
+            if (strcmp(p, units[i].u) == 0)
+                mult = units[i].ms;
+        if (mult == 0)
+            return false;
+    }
+    *ms = n * mult;   /* n <= 1e12+9, mult <= 8.64e7: fits in 64 bits */
+    return true;
+}
+
 bool mw_config_parse_duration(const char *s, unsigned long long *seconds)
 {
-    return s[0] != '\0' && isdigit((unsigned char)s[0]) && parse_count_unit(s, seconds, false);
+    unsigned long long ms;
+
+    if (!mw_config_parse_duration_ms(s, 1000, &ms) || ms % 1000 != 0)
+        return false;
+    *seconds = ms / 1000;
+    return true;
 }
 
 bool mw_config_parse_rate(const char *s, unsigned long long *count, unsigned long long *period_s,
@@ -1114,6 +1192,7 @@ static void key_set_default(mw_config *cfg, const struct key *k)
         break;
     case KT_UINT:
     case KT_DURATION:
+    case KT_DURATION_MS:
         *FIELD(cfg, k, unsigned) = (unsigned)k->def_int;
         break;
     case KT_MODE:
@@ -1191,6 +1270,9 @@ void mw_config_free(mw_config **cfg)
         return;
     for (size_t i = 0; i < NKEYS; i++)
         key_free(*cfg, &keys[i]);
+    for (size_t i = 0; (*cfg)->origin != NULL && i < NKEYS; i++)
+        free((*cfg)->origin[i]);
+    free((*cfg)->origin);
     free((*cfg)->path);
     MW_FREE(cfg);
 }
@@ -1501,6 +1583,62 @@ static void read_grouplist(loader *ld, const struct key *k, config_setting_t *s)
     *COUNT(ld->cfg, k) = cnt;
 }
 
+/* Record where key k's value came from (takes origin; config_dump.h). */
+static void set_origin(mw_config *cfg, const struct key *k, char *origin)
+{
+    free(cfg->origin[k - keys]);
+    cfg->origin[k - keys] = origin;
+}
+
+/* KT_DURATION / KT_DURATION_MS: an integer in the key's unit, or a string
+ * "300ms", "5s", "15m", "6h", "7d".  A key in seconds refuses a value that
+ * is not whole seconds (no silent rounding down). */
+static void read_duration(loader *ld, const struct key *k, config_setting_t *s, int t, const char *str)
+{
+    bool in_ms = k->type == KT_DURATION_MS;
+    unsigned long long unit = in_ms ? 1 : 1000, ms = 0;
+    const char *uname = in_ms ? "milliseconds" : "seconds";
+    mw_buf lo = MW_BUF_INIT, hi = MW_BUF_INIT;
+
+    if (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64) {
+        long long iv = config_setting_get_int64(s);
+        if (iv < k->min || iv > k->max) {
+            mw_config_format_duration_ms(&lo, (unsigned long long)k->min * unit);
+            mw_config_format_duration_ms(&hi, (unsigned long long)k->max * unit);
+            err_at(ld, s, "%s: %lld is out of range (%lld .. %lld) in %s: %s .. %s", k->name, iv,
+                   k->min, k->max, uname, mw_buf_cstr(&lo), mw_buf_cstr(&hi));
+            mw_buf_free(&lo);
+            mw_buf_free(&hi);
+            return;
+        }
+        ms = (unsigned long long)iv * unit;
+    } else if (str == NULL || !mw_config_parse_duration_ms(str, unit, &ms)) {
+        if (str == NULL)
+            err_at(ld, s, "%s: expected a duration in %s (an integer, or a string with a unit: "
+                   "\"300ms\", \"5s\", \"15m\", \"6h\", \"7d\"), got %s", k->name, uname,
+                   type_name(t));
+        else
+            err_at(ld, s, "%s: \"%s\" is not a duration in %s (an integer of %s, or NUMBER with "
+                   "a unit ms, s, m, h or d: \"300ms\", \"5s\", \"15m\", \"6h\", \"7d\")",
+                   k->name, str, uname, uname);
+        return;
+    }
+    if (!in_ms && ms % 1000 != 0) {
+        err_at(ld, s, "%s: \"%s\" is not a whole number of seconds (this key counts in seconds; "
+               "write e.g. \"1s\" or \"2s\")", k->name, str != NULL ? str : "?");
+        return;
+    }
+    mw_config_format_duration_ms(&lo, (unsigned long long)k->min * unit);
+    mw_config_format_duration_ms(&hi, (unsigned long long)k->max * unit);
+    if (ms / unit < (unsigned long long)k->min || ms / unit > (unsigned long long)k->max)
+        err_at(ld, s, "%s: \"%s\" is out of range (%lld .. %lld) in %s: %s .. %s", k->name,
+               str, k->min, k->max, uname, mw_buf_cstr(&lo), mw_buf_cstr(&hi));
+    else
+        *FIELD(ld->cfg, k, unsigned) = (unsigned)(ms / unit);
+    mw_buf_free(&lo);
+    mw_buf_free(&hi);
+}
+
 static void key_read(loader *ld, const struct key *k, config_setting_t *s)
 {
     mw_config *cfg = ld->cfg;
@@ -1511,6 +1649,9 @@ static void key_read(loader *ld, const struct key *k, config_setting_t *s)
 
     ld->set[k - keys] = true;
     ld->where[k - keys] = s;
+    mw_buf where = MW_BUF_INIT;
+    setting_where(ld, s, &where);
+    set_origin(cfg, k, mw_buf_steal(&where));
 
     switch (k->type) {
     case KT_STRING:
@@ -1541,29 +1682,10 @@ static void key_read(loader *ld, const struct key *k, config_setting_t *s)
             *FIELD(cfg, k, unsigned) = (unsigned)v;
         break;
     }
-    case KT_DURATION: {
-        unsigned long long v = 0;
-        bool ok;
-        if (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64) {
-            long long iv = config_setting_get_int64(s);
-            ok = iv >= 0;
-            v = ok ? (unsigned long long)iv : 0;
-        } else if (str != NULL) {
-            ok = mw_config_parse_duration(str, &v);
-        } else {
-            err_at(ld, s, "%s: expected a duration such as \"6h\", got %s", k->name, type_name(t));
-            break;
-        }
-        if (!ok)
-            err_at(ld, s, "%s: \"%s\" is not a duration (NUMBER with s, m, h or d: \"90s\", "
-                   "\"6h\", \"7d\")", k->name, str != NULL ? str : "?");
-        else if (v < (unsigned long long)k->min || v > (unsigned long long)k->max)
-            err_at(ld, s, "%s: %llu seconds is out of range (%lld .. %lld)", k->name, v, k->min,
-                   k->max);
-        else
-            *FIELD(cfg, k, unsigned) = (unsigned)v;
+    case KT_DURATION:
+    case KT_DURATION_MS:
+        read_duration(ld, k, s, t, str);
         break;
-    }
     case KT_MODE: {
         long long m;
         if (str == NULL)
@@ -1668,8 +1790,11 @@ static void dns_checks(loader *ld)
         return;
     /* Forwarders without an explicit mode mean "forward": listing servers
      * and having them ignored would surprise everyone. */
-    if (ld->set[ifw] && !ld->set[im] && cfg->ndns_forwarders > 0)
+    if (ld->set[ifw] && !ld->set[im] && cfg->ndns_forwarders > 0) {
         cfg->dns_mode = MW_DNS_MODE_FORWARD;
+        if (cfg->origin[ifw] != NULL)   /* implied by the forwarders' line */
+            set_origin(cfg, &keys[im], mw_strdup(cfg->origin[ifw]));
+    }
     if (cfg->dns_mode == MW_DNS_MODE_FORWARD && cfg->ndns_forwarders == 0 && !ld->bad[ifw])
         err_at(ld, ld->where[ld->set[im] ? im : ifw],
                "dns.mode \"forward\" needs at least one dns.forwarders entry");
@@ -1730,6 +1855,13 @@ static void ov_string(loader *ld, const char *flag, const char *keyname, const c
     }
     free(*FIELD(ld->cfg, k, char *));
     *FIELD(ld->cfg, k, char *) = mw_strdup(val);
+    set_origin(ld->cfg, k, mw_strdup("command line"));
+}
+
+/* The keys an override replaced come from the command line (config_dump.h). */
+static void ov_origin(loader *ld, const char *keyname)
+{
+    set_origin(ld->cfg, key_find(keyname), mw_strdup("command line"));
 }
 
 /* --sign DOMAIN:SELECTOR:KEYFILE: one key and rules for DOMAIN and *.DOMAIN,
@@ -1847,8 +1979,10 @@ static void apply_overrides(loader *ld, const mw_config_overrides *ov)
     ov_string(ld, "--user", "user", ov->user);
     ov_string(ld, "--group", "group", ov->group);
     ov_string(ld, "--history", "history.dir", ov->history);
-    if (ov->log_stderr)
+    if (ov->log_stderr) {
         cfg->log_target = MW_LOG_TO_STDERR;
+        ov_origin(ld, "log.target");
+    }
 
     if (ov->ndns > 0) {
         char **v = mw_calloc(ov->ndns + 1, sizeof *v);
@@ -1863,6 +1997,8 @@ static void apply_overrides(loader *ld, const mw_config_overrides *ov)
         cfg->dns_forwarders = v;
         cfg->ndns_forwarders = n;
         cfg->dns_mode = MW_DNS_MODE_FORWARD;
+        ov_origin(ld, "dns.forwarders");
+        ov_origin(ld, "dns.mode");
     }
     if (ov->ninternal > 0) {
         mw_cidr_set *set = mw_cidr_set_new();
@@ -1872,12 +2008,22 @@ static void apply_overrides(loader *ld, const mw_config_overrides *ov)
                                       ov->internal[i], why);
         mw_cidr_set_free(&cfg->internal_networks);
         cfg->internal_networks = set;
+        ov_origin(ld, "trust.internal_networks");
     }
     size_t nrules_added = 0;
     for (size_t i = 0; i < ov->nsign; i++)
         ov_sign(ld, ov->sign[i], &nrules_added);
-    if (ov->redis != NULL)
+    if (ov->nsign > 0) {
+        ov_origin(ld, "dkim.keys");
+        ov_origin(ld, "dkim.signing");
+    }
+    if (ov->redis != NULL) {
         ov_redis(ld, ov->redis);
+        ov_origin(ld, "state.backend");
+        ov_origin(ld, "redis.host");
+        ov_origin(ld, "redis.port");
+        ov_origin(ld, "redis.sentinels");
+    }
 }
 
 /* This host's name: gethostname(), made fully qualified through the
@@ -2046,6 +2192,7 @@ mw_config *mw_config_load(const char *path, const mw_config_overrides *ov, mw_co
     ld.path = path;
     ld.ov = ov;
     ld.cfg->path = mw_strdup(path);
+    ld.cfg->origin = mw_calloc(NKEYS, sizeof *ld.cfg->origin);
     for (size_t i = 0; i < NKEYS; i++)
         key_set_default(ld.cfg, &keys[i]);
     if (path != NULL)

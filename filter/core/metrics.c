@@ -632,7 +632,7 @@ bool mw_metrics_parse_listen(const char *s, struct sockaddr_storage *ss, socklen
     } else if (s[0] == '[') {
         const char *close = strchr(s, ']');
         if (close == NULL || close[1] != ':')
-            return why_fail(why, whylen, "expected \"[IPV6]:PORT\", e.g. \"[::1]:9108\"");
+            return why_fail(why, whylen, "expected \"[IPV6]:PORT\", e.g. \"[::1]:8895\"");
         hl = (size_t)(close - s - 1);
         if (hl == 0 || hl >= sizeof host)
             return why_fail(why, whylen, "bad IPv6 address");
@@ -643,7 +643,7 @@ bool mw_metrics_parse_listen(const char *s, struct sockaddr_storage *ss, socklen
         const char *colon = strrchr(s, ':');
         if (colon == NULL || strchr(s, ':') != colon)
             return why_fail(why, whylen,
-                            "expected \"ADDR:PORT\" (\"127.0.0.1:9108\") or \"[ADDR]:PORT\" (\"[::1]:9108\")");
+                            "expected \"ADDR:PORT\" (\"127.0.0.1:8895\") or \"[ADDR]:PORT\" (\"[::1]:8895\")");
         hl = (size_t)(colon - s);
         if (hl == 0 || hl >= sizeof host)
             return why_fail(why, whylen, "bad IPv4 address");
@@ -675,7 +675,7 @@ bool mw_metrics_parse_listen(const char *s, struct sockaddr_storage *ss, socklen
         a->sin_family = AF_INET;
         a->sin_port = htons((uint16_t)p);
         if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
-            return why_fail(why, whylen, "not an IPv4 address literal (IPv6 needs brackets: \"[::1]:9108\")");
+            return why_fail(why, whylen, "not an IPv4 address literal (IPv6 needs brackets: \"[::1]:8895\")");
         len = sizeof *a;
     }
     if (ss != NULL)

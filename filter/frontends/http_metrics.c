@@ -1,5 +1,6 @@
 /*
- * http_metrics.c - `GET /metrics` over libmicrohttpd (http_metrics.h).
+ * http_metrics.c - `GET /metrics` (and a `/` page linking it) over libmicrohttpd
+ * (http_metrics.h).
  *
  * The socket is ours (bound in open, before the privilege drop) and handed
  * to libmicrohttpd with MHD_OPTION_LISTEN_SOCKET at start.  The server runs
@@ -38,6 +39,7 @@
 #include "log.h"
 #include "log_limit.h"
 #include "metrics.h"
+#include "metrics_process.h"
 
 /* A connection being served (see Limits above). */
 typedef struct tracked {
@@ -180,6 +182,24 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const ch
     return ret;
 }
 
+/* GET /: what this port is, and the link a browser follows (the convention
+ * of Prometheus exporters; scrapers never ask for it). */
+static enum MHD_Result index_page(struct MHD_Connection *c, bool head)
+{
+    static const char page[] =
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>mailwarden metrics</title></head>\n"
+        "<body><h1>mailwarden</h1>\n<p>Prometheus metrics: <a href=\"/metrics\">/metrics</a></p>\n"
+        "</body></html>\n";
+    struct MHD_Response *r = MHD_create_response_from_buffer(head ? 0 : sizeof page - 1, (void *)page,
+                                                             MHD_RESPMEM_PERSISTENT);
+    if (r == NULL)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
+    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                const char *version, const char *upload_data, size_t *upload_data_size,
                                void **con_cls)
@@ -197,6 +217,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         *upload_data_size = 0;
         return reply(c, MHD_HTTP_BAD_REQUEST, "no request body expected\n", head);
     }
+    if (strcmp(url, "/") == 0)
+        return index_page(c, head);
     if (strcmp(url, "/metrics") != 0)
         return reply(c, MHD_HTTP_NOT_FOUND, "not found: try /metrics\n", head);
 
@@ -206,6 +228,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     }
     mw_buf b = MW_BUF_INIT;
     mw_metrics_render(&b);
+    mw_metrics_render_process(&b);
     size_t len = b.len;
     char *data = mw_buf_steal(&b);
     struct MHD_Response *r;

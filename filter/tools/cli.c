@@ -11,8 +11,11 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "alloc.h"
 
 #include "tools.h"
 
@@ -155,4 +158,55 @@ mw_config *mw_cli_load(const mw_cli *cli)
         fprintf(stderr, "%s\n", errs.msg[i]);
     mw_config_errors_free(&errs);
     return cfg;
+}
+
+/* Options that take no value, in any subcommand: "--json=yes" is an error,
+ * not "--json" and a stray argument "yes". */
+static const char *const no_value[] = {
+    "--foreground", "--json", "--keys", "--send", "--dry-run", "--force", "--defaults",
+    "--non-default", "--man", "--help", "--version", NULL};
+
+char **mw_cli_split_eq(int argc, char **argv, int *nargc)
+{
+    size_t nsplit = 0, bytes = 0;
+    bool done = false;
+
+    for (int i = 0; i < argc; i++) {
+        if (!done && strcmp(argv[i], "--") == 0)
+            done = true;
+        else if (!done && strncmp(argv[i], "--", 2) == 0 && strchr(argv[i], '=') != NULL) {
+            nsplit++;
+            bytes += strlen(argv[i]) + 1;
+        }
+    }
+    /* one block: the new argv, then the "--name" copies; freed with free() */
+    size_t n = (size_t)argc + nsplit;
+    char **out = mw_calloc(1, (n + 1) * sizeof *out + bytes);
+    char *arena = (char *)(out + n + 1);
+    int j = 0;
+    done = false;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *eq = strchr(a, '=');
+        if (!done && strcmp(a, "--") == 0)
+            done = true;
+        if (done || strncmp(a, "--", 2) != 0 || eq == NULL) {
+            out[j++] = argv[i];
+            continue;
+        }
+        size_t len = (size_t)(eq - a);
+        memcpy(arena, a, len);
+        arena[len] = '\0';
+        for (const char *const *f = no_value; *f != NULL; f++)
+            if (strcmp(arena, *f) == 0) {
+                fprintf(stderr, "mailwarden: option %s takes no value (\"%s\")\n", arena, a);
+                free(out);
+                return NULL;
+            }
+        out[j++] = arena;
+        out[j++] = argv[i] + len + 1;
+        arena += len + 1;
+    }
+    out[j] = NULL;
+    *nargc = j;
+    return out;
 }

@@ -79,9 +79,25 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: mailwarden serve [-f] [-c FILE] [--socket SPEC] [--dns ADDR@PORT]...\n"
             "                        [--authserv-id ID] [--internal CIDR]... [--policy NAME]\n"
-            "                        [--pid-file FILE] [--user USER] [--group GROUP]\n"
+            "                        [--sign DOMAIN:SELECTOR:KEYFILE]... [--pid-file FILE]\n"
+            "                        [--user USER] [--group GROUP] [--redis HOST:PORT]\n"
+            "                        [--history DIR]\n"
             "Runs the milter.  SPEC: inet:PORT@HOST, inet6:PORT@HOST or unix:PATH.\n"
-            "-f stays in the foreground and logs to stderr.  SIGHUP reloads the\n"
+            "  -f, --foreground     stay in the foreground and log to stderr\n"
+            "  -c, --config FILE    configuration (default " MW_DEFAULT_CONFIG " when it exists)\n"
+            "  --socket SPEC        milter socket (socket)\n"
+            "  --dns ADDR@PORT      forward DNS queries there (dns.forwarders; repeatable)\n"
+            "  --authserv-id ID     authserv-id of Authentication-Results (authserv_id)\n"
+            "  --internal CIDR      internal network (trust.internal_networks; repeatable)\n"
+            "  --policy NAME        policy name or file (policy)\n"
+            "  --sign D:S:KEYFILE   sign mail from D with this key (repeatable)\n"
+            "  --pid-file FILE      PID file (pid_file)\n"
+            "  --user USER          user to run as (user)\n"
+            "  --group GROUP        group to run as (group)\n"
+            "  --redis HOST:PORT    rate-limit and reputation state in Redis (state.backend)\n"
+            "  --history DIR        DMARC history directory (history.dir)\n"
+            "  -h, --help           this text\n"
+            "Every option is also accepted as --opt=value.  SIGHUP reloads the\n"
             "configuration; SIGTERM finishes in-flight messages and exits.\n");
 }
 

@@ -204,3 +204,13 @@ size_t mw_cidr_set_count(const mw_cidr_set *set)
 {
     return set ? set->n : 0;
 }
+
+const char *mw_cidr_set_entry(const mw_cidr_set *set, size_t i, char *buf, size_t len)
+{
+    char a[INET6_ADDRSTRLEN];
+
+    if (set == NULL || i >= set->n)
+        return NULL;
+    snprintf(buf, len, "%s/%u", mw_addr_format(&set->nets[i].addr, a, sizeof a), set->nets[i].prefix);
+    return buf;
+}

@@ -135,6 +135,12 @@ def crc32c(data):
     return crc ^ 0xFFFFFFFF
 
 
+S["proc_stat"] = [
+    b"4242 (mail) warden (x)) S 1 4242 4242 0 -1 4194560 2810 0 0 0 137 58 0 0 20 0 5 0 123456 "
+    b"987654321 2048 18446744073709551615 1 1 0 0 0 0 0 4096 16386 0 0 0 17 1 0 0 0 0 0 0 0\n",
+    b"cpu  1 2 3\nbtime 1764921600\nprocesses 77\n",
+]
+
 # history_line: first byte even = raw line; odd = JSON framed by the harness
 S["history_line"] = [
     b"\x00" + hist_line(HIST_JSON),

@@ -32,7 +32,7 @@ rc=$?
 # config file is the administrator's, so its inputs stay small.
 limits() {
     case $1 in
-    fromhdr|authres|spf_record|dmarc_record|failrep|exim_request|exim_rcpt|history_line)
+    fromhdr|authres|spf_record|dmarc_record|failrep|exim_request|exim_rcpt|history_line|proc_stat)
         echo "2 1048576" ;;
     dkim_verify|milter_session|arc)
         echo "10 262144" ;;

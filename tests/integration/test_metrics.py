@@ -17,7 +17,9 @@ Then it scrapes GET /metrics and proves:
     observation per message decided), connections total and open (back to 0);
   - a SIGHUP reload and a refused reload show in config_reloads_total and the
     generation gauge;
-  - only GET /metrics is served (404 elsewhere, 405 for POST), the connection limit
+  - the standard process_* families are there, with sane values;
+  - GET / is a page linking /metrics; only GET /metrics and / are served (404
+    elsewhere, 405 for POST), the connection limit
     (metrics.max_connections) leaves extra connections waiting in the backlog and the
     idle timeout (metrics.timeout) frees the slots again.
 """
@@ -112,6 +114,7 @@ def test(h, chk):
     mport = H.free_port()
     conf = h.write("mw.conf", CONF % mport)
     hist = h.path("history")
+    t_launch = time.time()
     d = h.start_daemon(dns=[dns], args=["-c", conf, "--history", hist,
                                         "--sign", "signed.test:s1:%s/s1.private" % keydir])
     try:
@@ -133,6 +136,22 @@ def test(h, chk):
     except ValueError as e:
         chk.check("first scrape parses", False, e)
         m0 = {}
+
+    # ---- the standard process_* metrics (every client library's), from /proc/self
+    for fam, ftype in (("process_cpu_seconds_total", "counter"), ("process_resident_memory_bytes", "gauge"),
+                       ("process_virtual_memory_bytes", "gauge"), ("process_open_fds", "gauge"),
+                       ("process_max_fds", "gauge"), ("process_start_time_seconds", "gauge")):
+        chk.check("%s: one %s sample with HELP and TYPE" % (fam, ftype),
+                  ("# TYPE %s %s\n" % (fam, ftype)) in body and (fam, "") in m0, fam)
+    pv = lambda n: m0.get((n, ""), -1)
+    chk.check("process_cpu_seconds_total >= 0", pv("process_cpu_seconds_total") >= 0)
+    chk.check("0 < resident memory <= virtual memory",
+              0 < pv("process_resident_memory_bytes") <= pv("process_virtual_memory_bytes"))
+    chk.check("0 < process_open_fds <= process_max_fds (%s, %s)" % (pv("process_open_fds"), pv("process_max_fds")),
+              0 < pv("process_open_fds") <= pv("process_max_fds"))
+    chk.check("process_start_time_seconds is when the daemon started (%.1f, launched %.1f)"
+              % (pv("process_start_time_seconds"), t_launch),
+              t_launch - 2 <= pv("process_start_time_seconds") <= time.time() + 2)
     chk.check("build_info present", any(k[0] == "mailwarden_build_info" and v == 1 for k, v in m0.items()))
     chk.equal("no message counted yet", m0.get(("mailwarden_messages_total", 'trust="inbound",action="accept"')), 0)
 
@@ -220,8 +239,11 @@ def test(h, chk):
     chk.check("bad config: reloads{failure} 1, generation still 2",
               ok and parse(scrape(mport)[2]).get(("mailwarden_config_generation", "")) == 2)
 
-    # ---- only GET /metrics
-    chk.equal("GET /: 404", scrape(mport, "/")[0], 404)
+    # ---- only GET /metrics (and the / page)
+    st, ctype, body = scrape(mport, "/")
+    chk.check("GET /: 200, an HTML page linking /metrics (%s, %s)" % (st, ctype),
+              st == 200 and ctype.startswith("text/html") and '<a href="/metrics">' in body)
+    chk.equal("HEAD /: 200", scrape(mport, "/", method="HEAD")[0], 200)
     chk.equal("GET /metrics/x: 404", scrape(mport, "/metrics/x")[0], 404)
     chk.equal("POST /metrics: 405", scrape(mport, method="POST")[0], 405)
     chk.equal("HEAD /metrics: 200", scrape(mport, method="HEAD")[0], 200)

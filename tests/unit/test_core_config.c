@@ -302,7 +302,7 @@ static void test_wrong_types_and_ranges(void)
     mw_config_errors_free(&errs);
 
     c = load_text("socket_mode = 0660;\n"
-                  "shutdown_timeout = \"30\";\n"
+                  "shutdown_timeout = \"30x\";\n"
                   "milter_timeout = 0;\n"
                   "spf = { enabled = \"yes\"; timeout = 999999; helo = 1; };\n"
                   "dns = { timeout = 99; tcp = \"no\"; };\n"
@@ -317,7 +317,7 @@ static void test_wrong_types_and_ranges(void)
                   NULL, &errs, &path);
     MW_TEST_ASSERT(c == NULL);
     MW_TEST_ASSERT(has_error(&errs, path, 1, "socket_mode: expected an octal string"));
-    MW_TEST_ASSERT(has_error(&errs, path, 2, "shutdown_timeout: expected an integer, got a string"));
+    MW_TEST_ASSERT(has_error(&errs, path, 2, "shutdown_timeout: \"30x\" is not a duration in seconds"));
     MW_TEST_ASSERT(has_error(&errs, path, 3, "milter_timeout: 0 is out of range (1 .. 86400)"));
     MW_TEST_ASSERT(has_error(&errs, path, 4, "spf.enabled: expected true or false, got a string"));
     MW_TEST_ASSERT(has_error(&errs, path, 4, "spf.timeout: 999999 is out of range"));

@@ -143,6 +143,9 @@ typedef struct mw_config_ratelimit_rule {
 
 typedef struct mw_config {
     char *path;                 /* file loaded, or NULL for embedded defaults */
+    char **origin;              /* per key of the table (mw_config_key_name order): where its
+                                   value came from, "FILE:LINE" or "command line"; NULL entry:
+                                   the default (config_dump.h) */
 
     /* daemon */
     char *socket;               /* milter socket spec: inet:PORT@HOST, inet6:PORT@HOST, unix:PATH */
@@ -351,5 +354,10 @@ bool mw_config_parse_rate(const char *s, unsigned long long *count, unsigned lon
                           char *why, size_t whylen);
 /* Duration "90", "90s", "15m", "6h", "7d" -> seconds.  false on bad syntax. */
 bool mw_config_parse_duration(const char *s, unsigned long long *seconds);
+/* Duration "300ms", "5s", "15m", "6h", "7d", or bare digits worth bare_ms
+ * milliseconds each (the key's own unit: 1000 for a key in seconds) -> *ms.
+ * false on bad syntax.  mw_config_parse_duration is this with bare_ms 1000,
+ * refusing what is not whole seconds. */
+bool mw_config_parse_duration_ms(const char *s, unsigned long long bare_ms, unsigned long long *ms);
 
 #endif

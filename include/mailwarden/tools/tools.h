@@ -13,6 +13,9 @@
 int mw_cmd_serve(int argc, char **argv);
 int mw_cmd_check(int argc, char **argv);
 int mw_cmd_config_test(int argc, char **argv);
+/* mailwarden config-dump [-c FILE] [-n | --defaults | --man]: the effective
+ * configuration with each key's origin (filter/tools/config_dump_cmd.c) */
+int mw_cmd_config_dump(int argc, char **argv);
 /* mailwarden keygen --domain D --selector S [--type rsa|ed25519] [--bits N] [--out DIR] */
 int mw_cmd_keygen(int argc, char **argv);
 /* mailwarden dns-check [-c FILE] [--dns ADDR[@PORT]]... [--sign D:S:KEYFILE]... */
@@ -65,5 +68,13 @@ int mw_cli_common(mw_cli *cli, int argc, char **argv, int *i);
 void mw_cli_default_config(mw_cli *cli);
 /* Load the config named by cli, printing every error to stderr.  NULL on error. */
 mw_config *mw_cli_load(const mw_cli *cli);
+/*
+ * "--name=value" as "--name" "value", for every option of every subcommand
+ * (main.c calls it once, before dispatching); arguments after "--" are left
+ * alone.  Returns a new NULL-terminated argv (*nargc entries) that the caller
+ * frees with free(); NULL (after a message) when an option that takes no
+ * value is given one ("--json=yes").
+ */
+char **mw_cli_split_eq(int argc, char **argv, int *nargc);
 
 #endif

@@ -43,5 +43,8 @@ bool mw_cidr_set_contains(const mw_cidr_set *set, const mw_addr *a);
 /* Convenience: parse text and test; false for unparsable text. */
 bool mw_cidr_set_contains_str(const mw_cidr_set *set, const char *ip);
 size_t mw_cidr_set_count(const mw_cidr_set *set);
+/* The i-th network of set as "ADDR/PREFIX" into buf (what mw_cidr_set_add
+ * reads back); NULL when i is past the end. */
+const char *mw_cidr_set_entry(const mw_cidr_set *set, size_t i, char *buf, size_t len);
 
 #endif
