@@ -274,6 +274,8 @@ static void note_failure(mw_redis_cluster *cl, const char *why)
     cl->fails_unlogged++;
     mw_metric_inc(MW_M_REDIS_FAILURES, 0, 0);
     if (first || now - cl->last_log >= LOG_INTERVAL_US) {
+        if (strncmp(why, "redis cluster: ", 15) == 0)
+            why += 15;
         mw_warn("redis cluster: %s (%llu failure%s since the last report)", why,
                 cl->fails_unlogged, cl->fails_unlogged == 1 ? "" : "s");
         cl->last_log = now;
@@ -325,6 +327,22 @@ static void refresh(mw_redis_cluster *cl, bool force)
     size_t ncand = 0, start;
 
     pthread_mutex_lock(&cl->mu);
+    if (cl->refreshing && force) {
+        /* Someone is asking already: wait for that answer (bounded). */
+        uint64_t until = now + (uint64_t)cl->connect_ms * 1000u;
+        while (cl->refreshing && mw_redis_mono_us() < until) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_nsec += 10 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&cl->cv, &cl->mu, &ts);
+        }
+        pthread_mutex_unlock(&cl->mu);
+        return;
+    }
     if (cl->refreshing || (!force && now - cl->refreshed < REFRESH_GAP_US)) {
         pthread_mutex_unlock(&cl->mu);
         return;
@@ -405,6 +423,7 @@ static void refresh(mw_redis_cluster *cl, bool force)
         note_failure(cl, why);
     }
     cl->refreshing = false;
+    pthread_cond_broadcast(&cl->cv);
     pthread_mutex_unlock(&cl->mu);
     free(map);
     for (size_t i = 0; i < ncand; i++)
@@ -490,7 +509,7 @@ static void release(mw_redis_cluster *cl, size_t ni, redisContext *c, bool broke
     } else {
         n->idle[n->nidle++] = c;
     }
-    pthread_cond_signal(&cl->cv);
+    pthread_cond_broadcast(&cl->cv);
     pthread_mutex_unlock(&cl->mu);
 }
 
