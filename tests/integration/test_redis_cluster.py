@@ -371,7 +371,7 @@ def body(h, chk):
               all(x[0] == "accept" for x in retried), retried)
     win = [r for r in results if r[3] == "unavailable"]
     print("failover: %d messages before the kill, %d in all; %d got the failure action "
-          "(451 state unavailable), %d of them on M's slots, %d on other slots" % (
+          "(451 state unavailable), %d of them with the sender bucket on M's slots, %d with it elsewhere (their recipient bucket can be on M)" % (
               before, len(results), len(win), sum(1 for r in win if r[5]), sum(1 for r in win if not r[5])),
           flush=True)
     print("failover: replica promoted and cluster ok %.3f s after the kill" % (promoted_at - killed_at[0]),
