@@ -368,6 +368,7 @@ static void refresh(mw_redis_cluster *cl, bool force)
 
     uint16_t *map = mw_calloc(MW_REDIS_CLUSTER_SLOTS, sizeof *map);
     bool got = false;
+    size_t asked = start;
     char why[300] = "no node to ask";
     uint64_t deadline = mw_redis_mono_us() + (uint64_t)cl->connect_ms * 1000u;
 
@@ -394,7 +395,7 @@ static void refresh(mw_redis_cluster *cl, bool force)
                 snprintf(why, sizeof why, "CLUSTER SLOTS from %s:%d: malformed reply", cand[i],
                          ports[i]);
             else
-                cl->ask_next = i;
+                asked = i;
         } else {
             snprintf(why, sizeof why, "CLUSTER SLOTS from %s:%d: %s", cand[i], ports[i],
                      rep == NULL ? (c->err ? c->errstr : "timeout")
@@ -417,6 +418,7 @@ static void refresh(mw_redis_cluster *cl, bool force)
                     moved == 1 ? "" : "s");
         }
         memcpy(cl->slot, map, sizeof cl->slot);
+        cl->ask_next = asked;
         cl->have_map = true;
         cl->stale = false;
     } else {
@@ -497,11 +499,13 @@ static enum acq acquire(mw_redis_cluster *cl, size_t ni, uint64_t deadline, redi
     }
 }
 
-static void release(mw_redis_cluster *cl, size_t ni, redisContext *c, bool broken)
+/* close: do not pool it (NOSCRIPT: a new one loads the scripts); broken:
+ * an I/O error, the node backs off too. */
+static void release(mw_redis_cluster *cl, size_t ni, redisContext *c, bool close, bool broken)
 {
     pthread_mutex_lock(&cl->mu);
     struct cnode *n = &cl->nodes[ni];
-    if (broken || c->err || n->nidle >= cl->pool_max) {
+    if (close || broken || c->err || n->nidle >= cl->pool_max) {
         redisFree(c);
         n->total--;
         if (broken)
@@ -681,7 +685,7 @@ static bool one_round(mw_redis_cluster *cl, struct unit *u, size_t nu, uint64_t 
         }
     }
     for (size_t j = 0; j < nn; j++) {
-        bool broken = false;
+        bool broken = false, discard = false;
         if (conns[j] == NULL)
             continue;
         for (size_t i = 0; i < nu; i++) {
@@ -729,9 +733,8 @@ static bool one_round(mw_redis_cluster *cl, struct unit *u, size_t nu, uint64_t 
                 /* The node lost its scripts (SCRIPT FLUSH, or a replica
                  * promoted before they were replicated): a new connection
                  * loads them; the command did not run. */
-                broken = true;
+                discard = true;
                 snprintf(why, whylen, "redis cluster: NOSCRIPT, reloading the scripts");
-                pause = true;
             } else if (mw_redis_error_is(rr, "READONLY") || mw_redis_error_is(rr, "TRYAGAIN") ||
                        mw_redis_error_is(rr, "CLUSTERDOWN") || mw_redis_error_is(rr, "LOADING") ||
                        mw_redis_error_is(rr, "MASTERDOWN")) {
@@ -765,7 +768,7 @@ io_error:
             broken = true;
             unit_fail(&u[i], MW_STORE_TEMPFAIL, why);
         }
-        release(cl, nodes[j], conns[j], broken);
+        release(cl, nodes[j], conns[j], discard, broken);
     }
     free(target);
     free(nodes);
@@ -1038,7 +1041,7 @@ mw_store_status mw_redis_cluster_scan(mw_redis_cluster *cl, const char *match, m
                                                       ? rep->str : "failed");
                 if (rep != NULL)
                     freeReplyObject(rep);
-                release(cl, masters[j], c, true);
+                release(cl, masters[j], c, true, true);
                 free(masters);
                 return MW_STORE_TEMPFAIL;
             }
@@ -1056,7 +1059,7 @@ mw_store_status mw_redis_cluster_scan(mw_redis_cluster *cl, const char *match, m
                 if (tr == NULL) {
                     snprintf(why, whylen, "PTTL: %s", c->err ? c->errstr : "timeout");
                     freeReplyObject(rep);
-                    release(cl, masters[j], c, true);
+                    release(cl, masters[j], c, true, true);
                     free(masters);
                     return MW_STORE_TEMPFAIL;
                 }
@@ -1069,7 +1072,7 @@ mw_store_status mw_redis_cluster_scan(mw_redis_cluster *cl, const char *match, m
             }
             freeReplyObject(rep);
         } while (go && strcmp(cursor, "0") != 0);
-        release(cl, masters[j], c, false);
+        release(cl, masters[j], c, false, false);
     }
     free(masters);
     return MW_STORE_OK;
