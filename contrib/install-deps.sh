@@ -14,7 +14,7 @@ BUILD="build-essential cmake pkg-config clang libclang-rt-14-dev
   libmicrohttpd-dev libsqlite3-dev"
 TEST="postfix nsd swaks python3-dnslib python3-authres python3-dkim python3-yaml opendkim opendkim-tools
   python3-dnspython iproute2 libxml2-utils dnsutils procps util-linux redis-server redis-sentinel
-  ldnsutils debhelper dpkg-dev"
+  ldnsutils debhelper dpkg-dev stunnel4"
 
 want="$BUILD"
 [ "${1:-}" = "--test" ] && want="$want $TEST"

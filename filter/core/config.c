@@ -403,6 +403,12 @@ static const struct key keys[] = {
     {.name = "redis.failure_action", .type = KT_ENUM, .off = F(redis_failure_action),
      .def_str = "accept", .words = w_state_failure,
      .doc = "when the state store fails: accept (fail open) or tempfail (fail closed)"},
+    {.name = "redis.cluster_nodes", .type = KT_STRLIST, .off = F(redis_cluster_nodes),
+     .off_n = F(nredis_cluster_nodes), .def_list = def_none, .check = check_host_port,
+     .doc = "Redis Cluster nodes \"HOST:PORT\" to learn the slot map from; when set, redis.host/port and redis.sentinels are unused"},
+    {.name = "redis.allow_plaintext", .type = KT_BOOL, .off = F(redis_allow_plaintext),
+     .def_int = 0,
+     .doc = "allow a Redis, Sentinel or Cluster address that is not loopback (no TLS: use a local stunnel/spiped)"},
     /* rate limits */
     {.name = "ratelimit.rules", .type = KT_GROUPLIST, .off = F(ratelimit_rules),
      .off_n = F(nratelimit_rules), .fields = ratelimit_rule_fields,
@@ -1805,6 +1811,72 @@ static void dns_checks(loader *ld)
 }
 
 static void dkim_file_checks(loader *ld);
+/* Is the host of "HOST" or "HOST:PORT" ([v6]:port) loopback: 127.0.0.0/8,
+ * ::1 (also as ::ffff:127.x) or the name "localhost"?  Other names are not:
+ * where they resolve is not known at load time. */
+static bool redis_loopback(const char *spec, bool with_port)
+{
+    const char *colon = with_port ? strrchr(spec, ':') : NULL;
+    char *host = colon == NULL ? mw_strdup(spec)
+               : spec[0] == '[' ? mw_strndup(spec + 1, (size_t)(colon - spec - 2))
+                                : mw_strndup(spec, (size_t)(colon - spec));
+    mw_addr a;
+    bool ok = strcasecmp(host, "localhost") == 0;
+
+    if (!ok && mw_addr_parse(host, &a)) {
+        mw_addr_unmap(&a);
+        static const uint8_t v6lo[16] = {[15] = 1};
+        ok = (a.family == AF_INET && a.bytes[0] == 127) ||
+             (a.family == AF_INET6 && memcmp(a.bytes, v6lo, 16) == 0);
+    }
+    free(host);
+    return ok;
+}
+
+/* Redis traffic is plaintext (hiredis 0.14 has no TLS): a non-loopback
+ * address needs redis.allow_plaintext = true (docs/ratelimit.md: a local
+ * stunnel or spiped sidecar is the supported way to encrypt). */
+static void redis_plaintext_checks(loader *ld)
+{
+    mw_config *cfg = ld->cfg;
+    size_t ih = key_index("redis.host"), is = key_index("redis.sentinels"),
+           ic = key_index("redis.cluster_nodes");
+    const char *bad = NULL;
+    size_t at = ih;
+
+    if (cfg->nredis_cluster_nodes > 0 && cfg->nredis_sentinels > 0)
+        err_at(ld, ld->where[ic], "redis.cluster_nodes and redis.sentinels exclude each other");
+    if (cfg->nredis_cluster_nodes > 0 && cfg->redis_db != 0)
+        err_at(ld, ld->where[ic], "a Redis Cluster has only database 0 (redis.db is %u)",
+               cfg->redis_db);
+    if (cfg->state_backend != MW_STATE_REDIS || cfg->redis_allow_plaintext)
+        return;
+    if (cfg->nredis_cluster_nodes > 0) {
+        for (size_t i = 0; i < cfg->nredis_cluster_nodes && bad == NULL; i++)
+            if (!redis_loopback(cfg->redis_cluster_nodes[i], true))
+                bad = cfg->redis_cluster_nodes[i];
+        at = ic;
+    } else if (cfg->nredis_sentinels > 0) {
+        for (size_t i = 0; i < cfg->nredis_sentinels && bad == NULL; i++)
+            if (!redis_loopback(cfg->redis_sentinels[i], true))
+                bad = cfg->redis_sentinels[i];
+        at = is;
+    } else if (!redis_loopback(cfg->redis_host, false)) {
+        bad = cfg->redis_host;
+    }
+    if (bad == NULL || ld->bad[at])
+        return;
+    if (ld->where[at] != NULL)
+        err_at(ld, ld->where[at], "%s \"%s\" is not a loopback address: Redis traffic would "
+               "cross the network in plaintext (no TLS in hiredis 0.14); use a local stunnel or "
+               "spiped sidecar (docs/ratelimit.md) or set redis.allow_plaintext = true", keys[at].name,
+               bad);
+    else
+        mw_config_errors_addf(ld->errs, "%s: %s \"%s\" is not a loopback address (set "
+                              "redis.allow_plaintext = true or use a local TLS sidecar)",
+                              ld->path != NULL ? ld->path : "defaults", keys[at].name, bad);
+}
+
 
 static void load_file(loader *ld, const char *path)
 {
@@ -1834,6 +1906,7 @@ static void load_file(loader *ld, const char *path)
         walk_group(ld, config_root_setting(&lc), "");
         dns_checks(ld);
         dkim_file_checks(ld);
+        redis_plaintext_checks(ld);
     }
     config_destroy(&lc);
     ld->dir = NULL;
@@ -1957,6 +2030,14 @@ static void ov_redis(loader *ld, const char *spec)
         mw_config_errors_addf(ld->errs, "command line: --redis \"%s\": %s", spec, why);
         return;
     }
+    if (!cfg->redis_allow_plaintext && !redis_loopback(spec, true)) {
+        mw_config_errors_addf(ld->errs, "command line: --redis \"%s\": not a loopback address "
+                              "(set redis.allow_plaintext = true or use a local TLS sidecar)", spec);
+        return;
+    }
+    strlist_free(&cfg->redis_cluster_nodes);
+    cfg->redis_cluster_nodes = mw_calloc(1, sizeof *cfg->redis_cluster_nodes);
+    cfg->nredis_cluster_nodes = 0;
     free(cfg->redis_host);
     cfg->redis_host = spec[0] == '[' ? mw_strndup(spec + 1, (size_t)(colon - spec - 2))
                                      : mw_strndup(spec, (size_t)(colon - spec));

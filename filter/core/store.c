@@ -116,8 +116,12 @@ bool mw_store_config_same(const mw_config *a, const mw_config *b)
         return false;
     if (a->state_backend == MW_STATE_MEMORY)
         return a->state_max_keys == b->state_max_keys;
-    if (a->nredis_sentinels != b->nredis_sentinels)
+    if (a->nredis_sentinels != b->nredis_sentinels ||
+        a->nredis_cluster_nodes != b->nredis_cluster_nodes)
         return false;
+    for (size_t i = 0; i < a->nredis_cluster_nodes; i++)
+        if (!str_eq(a->redis_cluster_nodes[i], b->redis_cluster_nodes[i]))
+            return false;
     for (size_t i = 0; i < a->nredis_sentinels; i++)
         if (!str_eq(a->redis_sentinels[i], b->redis_sentinels[i]))
             return false;

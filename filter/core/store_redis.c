@@ -71,6 +71,7 @@
 #include "buf.h"
 #include "log.h"
 #include "metrics.h"
+#include "store_redis_cluster.h"
 
 #define BACKOFF_MIN_MS   100
 #define BACKOFF_MAX_MS   5000
@@ -119,6 +120,7 @@ struct mw_store_redis {
     unsigned long long lost_unlogged;
 
     atomic_ullong    reconnects, failovers, round_trips, sends_lost;
+    mw_redis_cluster *cluster;       /* redis.cluster_nodes set: everything goes there */
 };
 
 /* ---- time -------------------------------------------------------------------- */
@@ -329,10 +331,9 @@ static redisContext *connect_master(mw_store_redis *r, char *master, size_t mast
                                     size_t whylen)
 {
     uint64_t deadline = mono_us() + (uint64_t)r->connect_ms * 1000u;
-    char *host = NULL, sub[200];
+    char *host = NULL;
     int port = r->direct.port;
     redisContext *c;
-    redisReply *rep;
 
     if (r->nsentinels > 0) {
         if (!sentinel_master(r, deadline, &host, &port, why, whylen))
@@ -341,8 +342,23 @@ static redisContext *connect_master(mw_store_redis *r, char *master, size_t mast
         host = mw_strdup(r->direct.host);
     }
     snprintf(master, masterlen, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
-    c = tcp_connect(host, port, deadline, why, whylen);
+    c = mw_redis_connect_node(r, host, port, true, deadline, why, whylen);
     free(host);
+    return c;
+}
+
+/* Connect to host:port within deadline: AUTH, SELECT, ROLE (Sentinel: it
+ * must be a master), load the scripts.  Also the cluster's way to reach a
+ * node (store_redis_cluster.c; no SELECT there: redis.db must be 0). */
+redisContext *mw_redis_connect_node(mw_store_redis *r, const char *host, int port, bool scripts,
+                                    uint64_t deadline, char *why, size_t whylen)
+{
+    char master[300], sub[200];
+    redisContext *c;
+    redisReply *rep;
+
+    snprintf(master, sizeof master, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+    c = tcp_connect(host, port, deadline, why, whylen);
     if (c == NULL)
         return NULL;
     if (r->pass[0] != '\0') {
@@ -379,7 +395,8 @@ static redisContext *connect_master(mw_store_redis *r, char *master, size_t mast
      * EVALSHA finds them and a batch's operations run in order.  NOSCRIPT
      * later (SCRIPT FLUSH on a live connection) is still handled. */
     size_t nscripts = 0;
-    for (const struct mw_store_script *sc = mw_store_scripts; sc->name != NULL; sc++, nscripts++) {
+    for (const struct mw_store_script *sc = mw_store_scripts; scripts && sc->name != NULL;
+         sc++, nscripts++) {
         const char *argv[] = {"SCRIPT", "LOAD", sc->text};
         size_t lens[] = {6, 4, sc->len};
         redisAppendCommandArgv(c, 3, argv, lens);
@@ -739,6 +756,8 @@ static bool run_round(mw_store_redis *r, struct rconn *conn, mw_store_op *ops, e
 mw_store_status mw_store_redis_exec(mw_store_redis *r, mw_store_op *ops, size_t n, char *why,
                                     size_t whylen)
 {
+    if (r->cluster != NULL)
+        return mw_redis_cluster_exec(r->cluster, ops, n, false, why, whylen);
     uint64_t deadline = mono_us() + (uint64_t)r->command_ms * 1000u;
     enum op_state *state = mw_calloc(n + 1, sizeof *state);
     struct rconn conn = {0};
@@ -812,6 +831,8 @@ mw_store_status mw_store_redis_exec(mw_store_redis *r, mw_store_op *ops, size_t 
 mw_store_status mw_store_redis_send(mw_store_redis *r, mw_store_op *ops, size_t n, char *why,
                                     size_t whylen)
 {
+    if (r->cluster != NULL)
+        return mw_redis_cluster_exec(r->cluster, ops, n, true, why, whylen);
     uint64_t deadline = mono_us() + (uint64_t)r->command_ms * 1000u;
     struct rconn conn = {0};
     int done = 0;
@@ -860,6 +881,12 @@ mw_store_status mw_store_redis_scan(mw_store_redis *r, const char *pattern, mw_s
         mw_buf_putc(&match, *p);
     }
     mw_buf_puts(&match, pattern);
+    if (r->cluster != NULL) {
+        mw_store_status st = mw_redis_cluster_scan(r->cluster, mw_buf_cstr(&match), fn, arg, why,
+                                                   whylen);
+        mw_buf_free(&match);
+        return st;
+    }
     if (!acquire(r, mono_us() + (uint64_t)r->command_ms * 1000u, &conn, why, whylen)) {
         mw_buf_free(&match);
         return MW_STORE_TEMPFAIL;
@@ -952,7 +979,10 @@ mw_store_redis *mw_store_redis_create(const mw_config *cfg, const mw_store *owne
     r->command_ms = cfg->redis_command_timeout_ms;
     r->pool_max = cfg->redis_pool_size > 0 ? cfg->redis_pool_size : 1;
     r->idle = mw_calloc(r->pool_max, sizeof *r->idle);
-    if (r->nsentinels > 0)
+    if (cfg->nredis_cluster_nodes > 0) {
+        r->cluster = mw_redis_cluster_create(r, cfg);
+        snprintf(r->describe, sizeof r->describe, "cluster %s", cfg->redis_cluster_nodes[0]);
+    } else if (r->nsentinels > 0)
         snprintf(r->describe, sizeof r->describe, "sentinel master \"%s\"", r->master_name);
     else
         snprintf(r->describe, sizeof r->describe, strchr(r->direct.host, ':') ? "[%s]:%d" : "%s:%d",
@@ -971,6 +1001,7 @@ void mw_store_redis_destroy(mw_store_redis **rp)
 
     if (r == NULL)
         return;
+    mw_redis_cluster_destroy(&r->cluster);
     for (size_t i = 0; i < r->nidle; i++)
         redisFree(r->idle[i].c);
     free(r->idle);
@@ -997,4 +1028,26 @@ void mw_store_redis_stats(mw_store_redis *r, mw_store_stats *out)
     out->failovers = atomic_load(&r->failovers);
     out->round_trips = atomic_load(&r->round_trips);
     out->sends_lost = atomic_load(&r->sends_lost);
+    if (r->cluster != NULL)
+        mw_redis_cluster_stats(r->cluster, out);
 }
+
+/* ---- for the cluster module (store_redis_cluster.h) ------------------------------------ */
+
+uint64_t mw_redis_mono_us(void) { return mono_us(); }
+bool mw_redis_set_deadline(redisContext *c, uint64_t deadline) { return set_deadline(c, deadline); }
+int mw_redis_get_reply(redisContext *c, uint64_t deadline, void **rep, bool *timed_out)
+{
+    return get_reply(c, deadline, rep, timed_out);
+}
+void mw_redis_append_op(mw_store_redis *r, redisContext *c, const mw_store_op *op)
+{
+    append_op(r, c, op);
+}
+void mw_redis_convert(const redisReply *rep, mw_store_value *v) { convert(rep, v); }
+bool mw_redis_error_is(const redisReply *rep, const char *code) { return error_is(rep, code); }
+bool mw_redis_error_transient(const redisReply *rep) { return error_transient(rep); }
+unsigned mw_redis_connect_ms(const mw_store_redis *r) { return r->connect_ms; }
+unsigned mw_redis_command_ms(const mw_store_redis *r) { return r->command_ms; }
+unsigned mw_redis_pool_max(const mw_store_redis *r) { return r->pool_max; }
+const char *mw_redis_prefix(const mw_store_redis *r) { return r->prefix; }

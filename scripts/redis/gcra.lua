@@ -11,8 +11,9 @@
 -- KEYS[1..n]   the buckets, "<prefix>rl:{<subject>}:<rule>".  The keys of one
 --              call carry the same {hash tag} (one slot), except the call of a
 --              message's first recipient, which also charges the MAIL-stage
---              rules: its keys may span tags (fine for one Redis or Sentinel,
---              refused by a Cluster; docs/ratelimit.md).
+--              rules: its keys may span tags (one call for one Redis or
+--              Sentinel; split per slot, with gcra_refund.lua, for a Cluster:
+--              docs/ratelimit.md).
 -- ARGV[1]      now, microseconds since the epoch (the caller's clock)
 -- ARGV[2+3(i-1)], ARGV[3+3(i-1)], ARGV[4+3(i-1)]
 --              for KEYS[i]: interval I (us), burst B (units), cost c (units)

@@ -756,6 +756,72 @@ out:
     free(sample);
 }
 
+/* redis.allow_plaintext: a non-loopback Redis, Sentinel or Cluster address
+ * is refused at FILE:LINE unless allowed; loopback forms pass. */
+static void test_redis_plaintext(void)
+{
+    static const char *const refused[] = {
+        "state = { backend = \"redis\"; };\nredis = {\n  host = \"10.0.0.5\";\n};\n",
+        "state = { backend = \"redis\"; };\nredis = {\n  sentinels = [ \"127.0.0.1:26379\", \"192.0.2.7:26379\" ];\n};\n",
+        "state = { backend = \"redis\"; };\nredis = {\n  cluster_nodes = [ \"[2001:db8::7]:7000\" ];\n};\n",
+        "state = { backend = \"redis\"; };\nredis = {\n  host = \"redis.example.net\";\n};\n",
+        "state = { backend = \"redis\"; };\nredis = {\n  cluster_nodes = [ \"128.0.0.1:7000\" ];\n};\n",
+    };
+    static const char *const keyname[] = {"redis.host", "redis.sentinels", "redis.cluster_nodes",
+                                          "redis.host", "redis.cluster_nodes"};
+    static const char *const accepted[] = {
+        "state = { backend = \"redis\"; };\nredis = { host = \"127.0.0.1\"; };\n",
+        "state = { backend = \"redis\"; };\nredis = { host = \"127.8.9.10\"; };\n",
+        "state = { backend = \"redis\"; };\nredis = { host = \"::1\"; };\n",
+        "state = { backend = \"redis\"; };\nredis = { host = \"localhost\"; };\n",
+        "state = { backend = \"redis\"; };\nredis = { cluster_nodes = [ \"127.0.0.1:7000\", \"[::1]:7001\" ]; };\n",
+        "state = { backend = \"redis\"; };\nredis = { host = \"10.0.0.5\"; allow_plaintext = true; };\n",
+        "state = { backend = \"memory\"; };\nredis = { host = \"10.0.0.5\"; };\n",
+    };
+
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        mw_config_errors errs = {0};
+        const char *path;
+        char msg[160];
+        mw_config *c = load_text(refused[i], NULL, &errs, &path);
+        MW_TEST_ASSERT(c == NULL);
+        snprintf(msg, sizeof msg, "%s \"", keyname[i]);
+        MW_TEST_ASSERT(has_error(&errs, path, 3, msg));
+        MW_TEST_ASSERT(has_substr(&errs, "redis.allow_plaintext = true"));
+        mw_config_free(&c);
+        mw_config_errors_free(&errs);
+    }
+    for (size_t i = 0; i < sizeof accepted / sizeof *accepted; i++) {
+        mw_config_errors errs = {0};
+        mw_config *c = load_text(accepted[i], NULL, &errs, NULL);
+        if (!MW_TEST_ASSERT(c != NULL))
+            fprintf(stderr, "  %s: %s\n", accepted[i], errs.n > 0 ? errs.msg[0] : "");
+        mw_config_free(&c);
+        mw_config_errors_free(&errs);
+    }
+    /* --redis on the command line: the same rule. */
+    {
+        mw_config_errors errs = {0};
+        mw_config_overrides ov = {.redis = "192.0.2.7:6379"};
+        mw_config *c = mw_config_load(NULL, &ov, &errs);
+        MW_TEST_ASSERT(c == NULL);
+        MW_TEST_ASSERT(has_substr(&errs, "--redis \"192.0.2.7:6379\": not a loopback address"));
+        mw_config_free(&c);
+        mw_config_errors_free(&errs);
+    }
+    /* Cluster: not with Sentinel, database 0 only. */
+    {
+        mw_config_errors errs = {0};
+        const char *path;
+        mw_config *c = load_text("redis = {\n  db = 2;\n  cluster_nodes = [ \"127.0.0.1:7000\" ];\n};\n",
+                                 NULL, &errs, &path);
+        MW_TEST_ASSERT(c == NULL);
+        MW_TEST_ASSERT(has_error(&errs, path, 3, "a Redis Cluster has only database 0"));
+        mw_config_free(&c);
+        mw_config_errors_free(&errs);
+    }
+}
+
 int main(void)
 {
     MW_TEST_RUN(test_defaults);
@@ -773,6 +839,7 @@ int main(void)
     MW_TEST_RUN(test_include);
     MW_TEST_RUN(test_key_table);
     MW_TEST_RUN(test_docs_agree);
+    MW_TEST_RUN(test_redis_plaintext);
     remove_tmps();
     return MW_TEST_SUMMARY();
 }

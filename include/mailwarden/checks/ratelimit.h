@@ -32,7 +32,8 @@
  * nothing is charged unless every rule allows, so a refused first
  * recipient leaves the MAIL-stage buckets untouched and the next recipient
  * can try again without charging twice.  That call spans hash tags (one
- * slot each otherwise): fine for Redis and Sentinel, not for a Cluster.
+ * slot each otherwise): one script for Redis and Sentinel; a Cluster gets it
+ * split per slot with a refund when a part refuses (store_redis_cluster.c).
  *
  * Shared round trips: mw_ratelimit_prepare adds a stage's script calls to a
  * batch that other modules fill too (the engine adds the reputation score),

@@ -303,6 +303,9 @@ typedef struct mw_config {
     unsigned  redis_command_timeout_ms;
     unsigned  redis_pool_size;       /* connections per daemon at most */
     mw_state_failure redis_failure_action;
+    char    **redis_cluster_nodes;   /* NULL-terminated "HOST:PORT" seeds; non-empty: Redis Cluster */
+    size_t    nredis_cluster_nodes;
+    bool      redis_allow_plaintext; /* a non-loopback Redis without TLS is allowed */
 
     /* rate limits (ratelimit.h) */
     mw_config_ratelimit_rule *ratelimit_rules;

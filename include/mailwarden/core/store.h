@@ -7,7 +7,8 @@
  *   redis   (state.backend = "redis") state shared by a fleet of MTAs:
  *           hiredis, a small connection pool, connect and command timeouts
  *           always set, argv-form commands only, Lua scripts by EVALSHA,
- *           AUTH (user + password), SELECT, Sentinel discovery and failover.
+ *           AUTH (user + password), SELECT, Sentinel discovery and failover,
+ *           or Redis Cluster routing (store_redis_cluster.c).
  *
  * What the policy modules see
  *   A batch of operations executed in ONE round trip (pipelined), by
@@ -159,8 +160,11 @@ size_t mw_store_batch_script(mw_store_batch *b, const char *name, const char *co
                              size_t nkeys, const char *const *args, size_t nargs);
 /* The same, but the keys may carry different hash tags: the script is
  * still atomic (Redis runs a script alone; the memory backend locks every
- * shard involved, in shard order), but the call spans slots, so a Redis
- * Cluster (or a Cluster-aware proxy) would refuse it.  Used for the first
+ * shard involved, in shard order), but the call spans slots: against a
+ * Redis Cluster (redis.cluster_nodes) the store splits a "gcra" call into
+ * one call per slot and refunds the charged parts when one refuses
+ * (store_redis_cluster.c, gcra_refund.lua); other scripts are refused
+ * there (MW_STORE_ERROR).  Used for the first
  * recipient's rate limits together with the MAIL-stage ones
  * (docs/ratelimit.md). */
 size_t mw_store_batch_script_multi(mw_store_batch *b, const char *name, const char *const *keys,
