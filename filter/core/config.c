@@ -571,6 +571,16 @@ static const struct key keys[] = {
 #define NKEYS (sizeof keys / sizeof keys[0])
 
 const char *mw_config_key_name(size_t i) { return i < NKEYS ? keys[i].name : NULL; }
+
+const char *mw_config_origin(const mw_config *cfg, const char *key)
+{
+    if (cfg == NULL || cfg->origin == NULL || key == NULL)
+        return NULL;
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(keys[i].name, key) == 0)
+            return cfg->origin[i];
+    return NULL;
+}
 const char *mw_config_key_doc(size_t i) { return i < NKEYS ? keys[i].doc : NULL; }
 
 /* Typed access to a key's target field (and a list's count field). */

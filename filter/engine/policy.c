@@ -836,8 +836,15 @@ static mw_policy *load_path(const char *path, mw_config_errors *errs)
 
 mw_policy *mw_policy_load(const char *name, const char *policy_dir, mw_config_errors *errs)
 {
+    return mw_policy_load_at(name, policy_dir, NULL, errs);
+}
+
+mw_policy *mw_policy_load_at(const char *name, const char *policy_dir, const char *where,
+                             mw_config_errors *errs)
+{
+    const char *o = where != NULL ? where : "", *sep = where != NULL ? ": " : "";
     if (name == NULL || *name == '\0') {
-        mw_config_errors_addf(errs, "policy: empty policy name");
+        mw_config_errors_addf(errs, "%s%spolicy: empty policy name", o, sep);
         return NULL;
     }
     if (strchr(name, '/') != NULL)
@@ -885,8 +892,8 @@ mw_policy *mw_policy_load(const char *name, const char *policy_dir, mw_config_er
     mw_buf hb = MW_BUF_INIT;
     if (hint != NULL)
         mw_buf_printf(&hb, "did you mean \"%s\"? ", hint);
-    mw_config_errors_addf(errs, "policy \"%s\": no %s/%s.conf and no built-in policy of that "
-                                "name (%sbuilt-in: %s)", name,
+    mw_config_errors_addf(errs, "%s%spolicy \"%s\": no %s/%s.conf and no built-in policy of that "
+                                "name (%sbuilt-in: %s)", o, sep, name,
                           policy_dir != NULL && *policy_dir ? policy_dir : "(no policy_dir)",
                           name, mw_buf_cstr(&hb), mw_buf_cstr(&known));
     mw_buf_free(&hb);

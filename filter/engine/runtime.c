@@ -126,15 +126,19 @@ mw_runtime *mw_runtime_build(mw_config *cfg, unsigned generation, const mw_runti
             goto fail;
         }
     }
-    rt->policy = mw_policy_load(cfg->policy, cfg->policy_dir, &errs);
+    rt->policy = mw_policy_load_at(cfg->policy, cfg->policy_dir, mw_config_origin(cfg, "policy"), &errs);
     if (!rt->policy) {
-        snprintf(err, errlen, "policy \"%s\": %s", cfg->policy, errs.n ? errs.msg[0] : "cannot load");
+        /* a name not found already says `FILE:LINE: policy "NAME": ...` */
+        bool named = errs.n && strstr(errs.msg[0], "policy \"") != NULL;
+        snprintf(err, errlen, "%s%s%s%s", named ? "" : "policy \"", named ? "" : cfg->policy,
+                 named ? "" : "\": ", errs.n ? errs.msg[0] : "cannot load");
         mw_config_errors_free(&errs);
         goto fail;
     }
     mw_config_errors_free(&errs);
     if (cfg->policy_shadow && *cfg->policy_shadow) {
-        rt->shadow = mw_policy_load(cfg->policy_shadow, cfg->policy_dir, &errs);
+        rt->shadow = mw_policy_load_at(cfg->policy_shadow, cfg->policy_dir,
+                                       mw_config_origin(cfg, "policy_shadow"), &errs);
         if (!rt->shadow) {
             snprintf(err, errlen, "policy_shadow \"%s\": %s", cfg->policy_shadow,
                      errs.n ? errs.msg[0] : "cannot load");

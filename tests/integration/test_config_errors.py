@@ -20,6 +20,9 @@ BAD = {
     "bad-socket-kind": ('socket = "tcp:8894@127.0.0.1";\n', [1]),
     "unknown-nested-key": ('dns = {\n  timeout = 3000;\n  tiemout = 3000;\n};\n', [3]),
     "syntax-error": ('authserv_id = "mx.test.example";\nspf = { enabled = true\n', [None]),
+    # a policy name that is neither in policy_dir nor built in: FILE:LINE of the key (issue 17)
+    "policy-typo": ('authserv_id = "mx.test.example";\npolicy = "defualt";\n', [2]),
+    "policy-shadow-typo": ('policy_shadow = "strcit";\n', [1]),
     "two-errors": ('bogus = 1;\nauthserv_id = "mx.test.example";\ntrust = { internal_networks = ["300.1.1.1/8"]; };\n',
                    [1, 3]),
 }
@@ -67,6 +70,12 @@ def test(h, chk):
         for ln in lines:
             chk.check("%s: config-test reports %s:%s:" % (name, os.path.basename(path), ln or "LINE"),
                       has_line(out, path, ln), out.strip()[-300:])
+
+    # the policy typo: one diagnostic, with a suggestion, not the same one twice
+    rc, out, _ = run_mw(["config-test", "-c", h.path("policy-typo.conf")])
+    chk.check("policy typo: 'did you mean \"default\"' with FILE:LINE",
+              re.search(r'policy-typo\.conf:2: policy "defualt": .*did you mean "default"', out), out)
+    chk.equal("policy typo: reported once", out.count('policy "defualt"'), 1)
 
     path = h.write("good.conf", GOOD)
     rc, out, _ = run_mw(["config-test", "-c", path])

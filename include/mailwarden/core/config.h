@@ -347,6 +347,9 @@ bool mw_config_socket_valid(const char *spec, char *why, size_t whylen);
 /* Iterate the documented keys (for the man-page test and `config-test --keys`):
  * returns the i-th dotted key name ("dns.forwarders"), or NULL past the end. */
 const char *mw_config_key_name(size_t i);
+/* Where key's value in cfg came from: "FILE:LINE", "command line", or NULL
+ * (the default, or no such key). */
+const char *mw_config_origin(const mw_config *cfg, const char *key);
 /* The one-line description of the i-th key, or NULL past the end. */
 const char *mw_config_key_doc(size_t i);
 

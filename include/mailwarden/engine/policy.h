@@ -190,6 +190,11 @@ extern const struct mw_embedded_policy mw_embedded_policies[];
  * NULL on error, with every problem ("FILE:LINE: message") appended to errs.
  */
 mw_policy *mw_policy_load(const char *name, const char *policy_dir, mw_config_errors *errs);
+/* The same; origin ("FILE:LINE" of the key that named the policy, or NULL)
+ * prefixes the error for a name that is neither a file nor built in, so a
+ * typo in mailwarden.conf is reported where it was written. */
+mw_policy *mw_policy_load_at(const char *name, const char *policy_dir, const char *origin,
+                             mw_config_errors *errs);
 /* Parse policy text; origin names it in error messages. */
 mw_policy *mw_policy_parse(const char *text, const char *origin, mw_config_errors *errs);
 void mw_policy_free(mw_policy **p);
