@@ -43,6 +43,8 @@ endfunction()
 mw_generate(contrib/systemd/mailwarden.service mailwarden.service)
 mw_generate(contrib/systemd/mailwarden-report.service mailwarden-report.service)
 mw_generate(contrib/systemd/mailwarden-report.timer mailwarden-report.timer)
+mw_generate(contrib/systemd/mailwarden-failure-report.service mailwarden-failure-report.service)
+mw_generate(contrib/systemd/mailwarden-failure-report.timer mailwarden-failure-report.timer)
 mw_generate(contrib/systemd/mailwarden.tmpfiles mailwarden.tmpfiles)
 mw_generate(contrib/sendmail/mailwarden.m4 mailwarden.m4)
 
@@ -53,6 +55,8 @@ install(FILES docs/mailwarden.conf.5 DESTINATION ${CMAKE_INSTALL_MANDIR}/man5)
 install(FILES ${PROJECT_BINARY_DIR}/contrib-gen/mailwarden.service
               ${PROJECT_BINARY_DIR}/contrib-gen/mailwarden-report.service
               ${PROJECT_BINARY_DIR}/contrib-gen/mailwarden-report.timer
+              ${PROJECT_BINARY_DIR}/contrib-gen/mailwarden-failure-report.service
+              ${PROJECT_BINARY_DIR}/contrib-gen/mailwarden-failure-report.timer
         DESTINATION ${MW_UNITDIR})
 install(FILES contrib/systemd/mailwarden.sysusers DESTINATION lib/sysusers.d RENAME mailwarden.conf)
 install(FILES ${PROJECT_BINARY_DIR}/contrib-gen/mailwarden.tmpfiles DESTINATION lib/tmpfiles.d

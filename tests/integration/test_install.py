@@ -132,7 +132,8 @@ def test(h, chk):
     want = ["sbin/mailwarden", "share/man/man8/mailwarden.8", "share/man/man5/mailwarden.conf.5",
             "share/mailwarden/policies/default.conf", "etc/mailwarden/mailwarden.conf",
             "share/mailwarden/mailwarden.conf.sample", "lib/systemd/system/mailwarden.service",
-            "lib/systemd/system/mailwarden-report.timer", "lib/sysusers.d/mailwarden.conf",
+            "lib/systemd/system/mailwarden-report.timer", "lib/systemd/system/mailwarden-failure-report.timer",
+            "lib/systemd/system/mailwarden-failure-report.service", "lib/sysusers.d/mailwarden.conf",
             "lib/tmpfiles.d/mailwarden.conf", "etc/logrotate.d/mailwarden",
             "share/mailwarden/sendmail/mailwarden.m4", "share/mailwarden/postfix/main.cf.snippet",
             "share/mailwarden/exim/mailwarden-data.acl"]
