@@ -50,6 +50,7 @@
 #include "log.h"
 #include "report.h"
 #include "strutil.h"
+#include "fileio.h"
 
 #define FIELD_MAX   900      /* bytes of one feedback field value */
 #define LINE_MAX_   998      /* RFC 5322 line limit */
@@ -639,19 +640,8 @@ bool mw_failrep_spool_write(const char *dir, const char *name, const mw_buf *dat
         snprintf(err, errlen, "%s: %s", mw_buf_cstr(&tmp), strerror(errno));
         goto out;
     }
-    const char *p = data->data;
-    size_t n = data->len;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            break;
-        p += w;
-        n -= (size_t)w;
-    }
-    if (n != 0 || fsync(fd) != 0) {
-        snprintf(err, errlen, "%s: %s", mw_buf_cstr(&tmp), n != 0 ? "short write" : strerror(errno));
+    if (!mw_write_all(fd, data->data, data->len) || fsync(fd) != 0) {
+        snprintf(err, errlen, "%s: %s", mw_buf_cstr(&tmp), strerror(errno));
         (void)unlink(mw_buf_cstr(&tmp));
         goto out;
     }

@@ -51,6 +51,7 @@
 #include "alloc.h"
 #include "buf.h"
 #include "report_priv.h"
+#include "fileio.h"
 
 #define STATE_FILE   "state.journal"
 #define STATE_TMP    "state.journal.tmp"
@@ -303,20 +304,6 @@ static void entries_text(const mw_report_state *s, mw_buf *out, long long keep_a
     mw_buf_free(&p);
 }
 
-static bool write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return false;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
 
 /* Write the compacted journal: temp, fsync, rename, fsync the directory. */
 static bool compact(mw_report_state *s, int dfd, long long now, char *err, size_t errlen)
@@ -332,7 +319,7 @@ static bool compact(mw_report_state *s, int dfd, long long now, char *err, size_
         snprintf(err, errlen, "%s/%s: %s", s->dir, STATE_TMP, strerror(errno));
         goto out;
     }
-    if (!write_all(fd, text.data != NULL ? text.data : "", text.len) || fsync(fd) != 0) {
+    if (!mw_write_all(fd, text.data != NULL ? text.data : "", text.len) || fsync(fd) != 0) {
         snprintf(err, errlen, "%s/%s: %s", s->dir, STATE_TMP, strerror(errno));
         close(fd);
         goto out;
@@ -454,7 +441,7 @@ static bool append(mw_report_state *s, const char *payload, char *err, size_t er
         return false;
     }
     fmt_line(&line, payload);
-    ok = write_all(s->fd, line.data, line.len) && fdatasync(s->fd) == 0;
+    ok = mw_write_all(s->fd, line.data, line.len) && fdatasync(s->fd) == 0;
     if (!ok)
         snprintf(err, errlen, "%s/%s: %s", s->dir, STATE_FILE, strerror(errno));
     mw_buf_free(&line);

@@ -37,6 +37,7 @@
 #include "privs.h"
 #include "strutil.h"
 #include "tools.h"
+#include "fileio.h"
 
 static int usage(void)
 {
@@ -56,14 +57,8 @@ static bool write_private(const char *path, const mw_buf *pem, const mw_privs *p
         fprintf(stderr, "mailwarden keygen: %s: %s\n", path, strerror(errno));
         return false;
     }
-    while (off < pem->len) {
-        ssize_t n = write(fd, pem->data + off, pem->len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        off += (size_t)n;
-    }
+    if (mw_write_all(fd, pem->data, pem->len))
+        off = pem->len;
     if (off == pem->len && pv->change && fchown(fd, pv->uid, pv->gid) != 0) {
         fprintf(stderr, "mailwarden keygen: %s: cannot give it to %s:%s: %s\n", path, pv->user, pv->group,
                 strerror(errno));

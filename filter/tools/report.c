@@ -68,6 +68,7 @@
 #include "privs.h"
 #include "strutil.h"
 #include "tools.h"
+#include "fileio.h"
 
 #define MAX_HISTORY   64
 #define CATCHUP_DAYS  7
@@ -208,18 +209,7 @@ static bool write_file(const char *dir, const char *name, const mw_buf *data, ch
         snprintf(err, errlen, "%s: %s", mw_buf_cstr(&tmp), strerror(errno));
         goto out;
     }
-    const char *p = data->data;
-    size_t n = data->len;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            break;
-        p += w;
-        n -= (size_t)w;
-    }
-    if (n != 0 || fsync(fd) != 0) {
+    if (!mw_write_all(fd, data->data, data->len) || fsync(fd) != 0) {
         snprintf(err, errlen, "%s: %s", mw_buf_cstr(&tmp), strerror(errno));
         close(fd);
         (void)unlink(mw_buf_cstr(&tmp));

@@ -35,6 +35,7 @@
 #include "reports_in.h"
 #include "strutil.h"
 #include "tools.h"
+#include "fileio.h"
 
 #define MAX_WALK_DEPTH 8
 
@@ -303,16 +304,7 @@ static bool write_file(const char *path, const mw_buf *b)
     int fd = mkstemp(tmp);
     if (fd < 0)
         return false;
-    size_t off = 0;
-    while (off < b->len) {
-        ssize_t w = write(fd, b->data + off, b->len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            break;
-        off += (size_t)w;
-    }
-    bool ok = off == b->len && fchmod(fd, 0644) == 0 && fsync(fd) == 0;
+    bool ok = mw_write_all(fd, b->data, b->len) && fchmod(fd, 0644) == 0 && fsync(fd) == 0;
     ok = close(fd) == 0 && ok;
     if (ok && rename(tmp, path) == 0)
         return true;

@@ -1,0 +1,14 @@
+/*
+ * fileio.h - small file helpers shared by the history, report and key writers.
+ */
+#ifndef MW_UTIL_FILEIO_H
+#define MW_UTIL_FILEIO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Write all n bytes of p to fd, retrying after EINTR and short writes.
+ * false on an error (errno set; EIO when write(2) returned 0). */
+bool mw_write_all(int fd, const void *p, size_t n);
+
+#endif
