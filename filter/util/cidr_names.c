@@ -96,10 +96,17 @@ static bool fail(char *why, size_t whylen, const char *entry, const char *msg)
     return false;
 }
 
+static const mw_cidr_resolver sys_resolver = {.fn = mw_cidr_resolve_system};
+static const mw_cidr_resolver *default_resolver = &sys_resolver;
+
+void mw_cidr_names_set_default_resolver(const mw_cidr_resolver *r)
+{
+    default_resolver = r != NULL ? r : &sys_resolver;
+}
+
 bool mw_cidr_names_add(mw_cidr_set *set, const char *entry, const mw_cidr_resolver *r, char *why,
                        size_t whylen)
 {
-    static const mw_cidr_resolver sys = {.fn = mw_cidr_resolve_system};
     char buf[300];
     size_t len = strlen(entry);
 
@@ -122,7 +129,7 @@ bool mw_cidr_names_add(mw_cidr_set *set, const char *entry, const mw_cidr_resolv
     if (!mw_domain_valid(entry))
         return fail(why, whylen, entry, " is not an address, a network (CIDR) or a host name");
     if (r == NULL)
-        r = &sys;
+        r = default_resolver;
     struct adder ad = {.set = set};
     char reason[200] = "";
     mw_cidr_name_status st = r->fn(r->ctx, entry, add_addr, &ad, reason, sizeof reason);

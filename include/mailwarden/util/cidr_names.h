@@ -49,9 +49,15 @@ mw_cidr_name_status mw_cidr_resolve_system(void *ctx, const char *name,
                                            void (*add)(void *arg, const mw_addr *a), void *arg,
                                            char *why, size_t whylen);
 
+/* The resolver used when a caller passes NULL (the system resolver; NULL
+ * restores it).  For fuzzers and tests that load whole configurations and
+ * must not wait on DNS for the names they invent.  Not thread-safe: set it
+ * before loading. */
+void mw_cidr_names_set_default_resolver(const mw_cidr_resolver *r);
+
 /*
  * Add one entry (address, network or host name) to set.  r NULL: the
- * system resolver.  false with a reason in why (may be NULL) on error; the
+ * default resolver (the system one unless set above).  false with a reason in why (may be NULL) on error; the
  * set may then hold part of the entry's addresses.
  */
 bool mw_cidr_names_add(mw_cidr_set *set, const char *entry, const mw_cidr_resolver *r, char *why,
