@@ -1830,15 +1830,7 @@ static bool redis_loopback(const char *spec, bool with_port)
     char *host = colon == NULL ? mw_strdup(spec)
                : spec[0] == '[' ? mw_strndup(spec + 1, (size_t)(colon - spec - 2))
                                 : mw_strndup(spec, (size_t)(colon - spec));
-    mw_addr a;
-    bool ok = strcasecmp(host, "localhost") == 0;
-
-    if (!ok && mw_addr_parse(host, &a)) {
-        mw_addr_unmap(&a);
-        static const uint8_t v6lo[16] = {[15] = 1};
-        ok = (a.family == AF_INET && a.bytes[0] == 127) ||
-             (a.family == AF_INET6 && memcmp(a.bytes, v6lo, 16) == 0);
-    }
+    bool ok = mw_host_is_loopback(host);
     free(host);
     return ok;
 }

@@ -61,6 +61,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "cidr.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -86,6 +87,7 @@ struct mw_redis_cluster {
     char          **seeds;        /* "HOST:PORT" */
     size_t          nseeds;
     unsigned        pool_max, connect_ms, command_ms;
+    bool            allow_plaintext;  /* redis.allow_plaintext: nodes off loopback allowed */
     size_t          prefixlen;
 
     pthread_mutex_t mu;           /* everything below */
@@ -245,12 +247,30 @@ bool mw_redis_cluster_parse_slots(const redisReply *rep, const char *asked_host,
 
 /* ---- nodes and the slot map (mu held) ------------------------------------------------ */
 
+static void note_failure(mw_redis_cluster *cl, const char *why);
+
+/* A node learnt from the cluster (CLUSTER SLOTS, MOVED, ASK) is held to the
+ * rule the configuration was held to: off loopback only with
+ * redis.allow_plaintext, or a node (or whoever can forge its replies) could
+ * send our rate-limit traffic in plaintext across the network. */
+static bool node_allowed(mw_redis_cluster *cl, const char *host, int port)
+{
+    if (cl->allow_plaintext || mw_host_is_loopback(host))
+        return true;
+    char why[400];
+    snprintf(why, sizeof why, "node %s:%d named by the cluster is not loopback and "
+             "redis.allow_plaintext is false: not used (mailwarden speaks plaintext to Redis; "
+             "see docs/ratelimit.md)", host, port);
+    note_failure(cl, why);
+    return false;
+}
+
 static size_t node_find(mw_redis_cluster *cl, const char *host, int port, bool add)
 {
     for (size_t i = 0; i < cl->nnodes; i++)
         if (cl->nodes[i].port == port && strcmp(cl->nodes[i].host, host) == 0)
             return i;
-    if (!add || cl->nnodes >= MAX_NODES)
+    if (!add || cl->nnodes >= MAX_NODES || !node_allowed(cl, host, port))
         return SIZE_MAX;
     cl->nodes = mw_realloc(cl->nodes, (cl->nnodes + 1) * sizeof *cl->nodes);
     memset(&cl->nodes[cl->nnodes], 0, sizeof cl->nodes[cl->nnodes]);
@@ -724,7 +744,8 @@ static bool one_round(mw_redis_cluster *cl, struct unit *u, size_t nu, uint64_t 
                 }
                 pthread_mutex_unlock(&cl->mu);
                 if (ni == SIZE_MAX) {
-                    unit_fail(&u[i], MW_STORE_TEMPFAIL, "redis cluster: too many nodes");
+                    unit_fail(&u[i], MW_STORE_TEMPFAIL, "redis cluster: redirected to a node "
+                              "not used (not loopback, or too many nodes)");
                 } else if (ask) {
                     u[i].node = ni;
                     u[i].asking = true;
@@ -1086,6 +1107,7 @@ mw_redis_cluster *mw_redis_cluster_create(mw_store_redis *r, const mw_config *cf
     pthread_condattr_t ca;
 
     cl->r = r;
+    cl->allow_plaintext = cfg->redis_allow_plaintext;
     cl->seeds = mw_calloc(cfg->nredis_cluster_nodes + 1, sizeof *cl->seeds);
     for (size_t i = 0; i < cfg->nredis_cluster_nodes; i++)
         if (strrchr(cfg->redis_cluster_nodes[i], ':') != NULL)

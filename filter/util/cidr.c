@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "alloc.h"
 #include "cidr.h"
@@ -23,6 +24,22 @@ struct mw_cidr_set {
 };
 
 static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+bool mw_host_is_loopback(const char *host)
+{
+    static const uint8_t v6lo[16] = {[15] = 1};
+    mw_addr a;
+
+    if (host == NULL)
+        return false;
+    if (strcasecmp(host, "localhost") == 0)
+        return true;
+    if (!mw_addr_parse(host, &a))
+        return false;
+    mw_addr_unmap(&a);
+    return (a.family == AF_INET && a.bytes[0] == 127) ||
+           (a.family == AF_INET6 && memcmp(a.bytes, v6lo, 16) == 0);
+}
 
 bool mw_addr_parse(const char *s, mw_addr *out)
 {

@@ -21,6 +21,10 @@ typedef struct mw_addr {
  * mw_addr_unmap() to see it as IPv4.  Returns false on bad syntax.
  */
 bool mw_addr_parse(const char *s, mw_addr *out);
+/* Is host (a bare address or name, no port) loopback: 127.0.0.0/8, ::1
+ * (also as ::ffff:127.x) or the name "localhost"?  Other names are not:
+ * where they resolve is not known here. */
+bool mw_host_is_loopback(const char *host);
 /* If a is an IPv4-mapped IPv6 address, turn it into the IPv4 address. */
 void mw_addr_unmap(mw_addr *a);
 /* Format into buf (at least 46 bytes). */
