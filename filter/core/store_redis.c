@@ -69,6 +69,7 @@
 
 #include "alloc.h"
 #include "buf.h"
+#include "cidr.h"
 #include "log.h"
 #include "metrics.h"
 #include "store_redis_cluster.h"
@@ -96,6 +97,7 @@ struct mw_store_redis {
     struct hostport *sentinels;
     size_t           nsentinels;
     char            *master_name;
+    bool             allow_plaintext;  /* redis.allow_plaintext (a master off loopback) */
     char            *user, *pass;
     unsigned         db;
     char            *prefix;
@@ -290,6 +292,16 @@ static bool sentinel_master(mw_store_redis *r, uint64_t deadline, char **host, i
         if (rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
             rep->element[0]->type == REDIS_REPLY_STRING &&
             rep->element[1]->type == REDIS_REPLY_STRING) {
+            /* The master a sentinel names is held to the configuration's rule:
+             * off loopback only with redis.allow_plaintext (we speak plaintext). */
+            if (!r->allow_plaintext && !mw_host_is_loopback(rep->element[0]->str)) {
+                snprintf(why, whylen, "sentinel %s:%d names master %s:%s, not loopback, and "
+                         "redis.allow_plaintext is false: not used", r->sentinels[i].host,
+                         r->sentinels[i].port, rep->element[0]->str, rep->element[1]->str);
+                freeReplyObject(rep);
+                redisFree(sc);
+                continue;
+            }
             *host = mw_strdup(rep->element[0]->str);
             *port = atoi(rep->element[1]->str);
             freeReplyObject(rep);
@@ -970,6 +982,7 @@ mw_store_redis *mw_store_redis_create(const mw_config *cfg, const mw_store *owne
         if (split_host_port(cfg->redis_sentinels[i], &r->sentinels[r->nsentinels]))
             r->nsentinels++;
     r->master_name = mw_strdup(cfg->redis_master_name);
+    r->allow_plaintext = cfg->redis_allow_plaintext;
     r->user = mw_strdup(cfg->redis_username);
     r->pass = mw_strdup(cfg->redis_password);
     r->db = cfg->redis_db;

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""A Redis Cluster node cannot send our traffic off loopback (issue 18, redis.allow_plaintext).
+"""Neither a Redis Cluster node nor a sentinel can send our traffic off loopback
+(issue 18, redis.allow_plaintext).
 
 The configuration check refuses a non-loopback Redis address unless
 redis.allow_plaintext = true (hiredis 0.14 has no TLS).  A cluster learns its nodes from
@@ -9,7 +10,8 @@ fake cluster node on loopback answers CLUSTER SLOTS with every slot on 203.0.113
 the message gets the configured failure action (tempfail), the log says why, and the fake
 node sees no rate-limit command succeed elsewhere.  Without the check the daemon adds the
 node and connects to it in plaintext (its log then shows a connect failure to
-203.0.113.5 instead of the refusal).
+203.0.113.5 instead of the refusal).  The same with a fake sentinel that names
+203.0.113.5 as the master.
 """
 import os, socket, sys, threading
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -66,7 +68,9 @@ class FakeNode:
                     args.append(f.read(n + 2)[:-2])
                 cmd = [a.upper() for a in args[:2]]
                 self.seen.append(b" ".join(cmd).decode(errors="replace"))
-                if cmd[:2] == [b"CLUSTER", b"SLOTS"]:
+                if cmd[:1] == [b"SENTINEL"]:
+                    c.sendall(resp_encode([FAR, "6379"]))
+                elif cmd[:2] == [b"CLUSTER", b"SLOTS"]:
                     c.sendall(resp_encode([[0, 16383, [FAR, 6379, "n1"]]]))
                 elif cmd[:1] == [b"PING"]:
                     c.sendall(b"+PONG\r\n")
@@ -101,6 +105,22 @@ def body(h, chk):
               [l for l in d.log_text().splitlines() if FAR in l][:5])
     chk.check("the fake node was asked for the slot map", any("CLUSTER SLOTS" in s for s in node.seen),
               node.seen[:10])
+    d.stop()
+
+    # the same class through Sentinel: a sentinel naming a master off loopback
+    conf = h.write("mw-sentinel.conf", (
+        'policy = "default";\n'
+        'state = { backend = "redis"; };\n'
+        'redis = { sentinels = [ "127.0.0.1:%d" ]; master_name = "mymaster"; failure_action = "tempfail";\n'
+        '          command_timeout = 500; connect_timeout = 300; };\n'
+        'ratelimit = { rules = ( { name = "per-sender"; key = "sender"; rate = "5/1d"; stage = "mail"; } ); };\n')
+        % node.port)
+    d = h.start_daemon(dns=[dns_port], args=["-c", conf], name="mw-sentinel")
+    kind, text = milter_send(d.port, "a@sender.test", "b@dest.test", "QPLAIN2")
+    chk.check("sentinel: the message gets the failure action", kind == "unavailable", (kind, text))
+    line = H.wait_for(lambda: next((l for l in d.log_text().splitlines()
+                                    if FAR in l and "allow_plaintext" in l), None), 10)
+    chk.check("sentinel: the log names the refused master and the key", line, d.log_text()[-1500:])
 
 
 if __name__ == "__main__":
