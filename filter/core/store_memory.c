@@ -391,13 +391,14 @@ static void script_gcra(mw_store_mem *m, struct mem_shard *const *shs, mw_store_
         if (tat < now)
             tat = now;
         tats[i] = tat;
-        long long limit = burst * iv, t = tat + cost * iv;
+        /* tol: the callers' clock skew (see gcra.lua) */
+        long long limit = burst * iv, t = tat + cost * iv, tol = iv / 2 < 100000 ? iv / 2 : 100000;
         for (int k = 0; k < 4; k++)
             r[k].type = MW_STORE_INT;
-        if (t - now <= limit) {
+        if (t - now <= limit + tol) {
             nt[i] = t;
             r[0].integer = 1;
-            r[1].integer = floor_div(limit - (t - now), iv);
+            r[1].integer = t - now > limit ? 0 : floor_div(limit - (t - now), iv);
             r[2].integer = 0;
             r[3].integer = ceil_div(t - now, 1000);
         } else {

@@ -22,6 +22,15 @@
 -- TTL          PX = ceil((new TAT - now) / 1000) ms: the key vanishes exactly
 --              when the bucket is full again.  Denied requests change nothing.
 --
+-- Clock skew: now is the caller's clock, and callers (threads of one daemon,
+-- daemons of a fleet) reach Redis in an order their clocks need not agree
+-- with.  A call whose now is earlier than a call already counted would see the
+-- bucket short by that difference and lose the burst's last unit (found by a
+-- failover test: a burst of 5 admitted 4).  So a request is allowed when it
+-- fits within tol = min(I/2, 100 ms) more: less than one interval, so a burst
+-- still admits exactly B and the long-run rate is unchanged; a unit can at most
+-- come tol early (retry_ms stays the strict figure).  store_memory.c does the same.
+--
 -- All or nothing: the buckets are charged only if every one allows its cost.
 --
 -- Returns a flat array of 4 integers per key, in KEYS order:
@@ -43,11 +52,12 @@ for i = 1, n do
   local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
   if tat < now then tat = now end
   local limit = burst * interval
+  local tol = math.min(math.floor(interval / 2), 100000)
   local nt = tat + cost * interval
-  if nt - now <= limit then
+  if nt - now <= limit + tol then
     newtat[i] = nt
     out[4 * i - 3] = 1
-    out[4 * i - 2] = math.floor((limit - (nt - now)) / interval)
+    out[4 * i - 2] = math.max(0, math.floor((limit - (nt - now)) / interval))
     out[4 * i - 1] = 0
     out[4 * i] = math.ceil((nt - now) / 1000)
   else

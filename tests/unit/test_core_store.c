@@ -159,8 +159,8 @@ struct gcra_out {
     long long allowed, remaining, retry_ms, reset_ms;
 };
 
-static struct gcra_out gcra1(mw_store *s, const char *key, long long interval_us, long long burst,
-                             long long cost)
+static struct gcra_out gcra1_at(mw_store *s, unsigned long long now_us, const char *key,
+                                long long interval_us, long long burst, long long cost)
 {
     struct gcra_out o = {0};
     char now[32], iv[32], b[32], c[32];
@@ -168,7 +168,7 @@ static struct gcra_out gcra1(mw_store *s, const char *key, long long interval_us
     const char *args[] = {now, iv, b, c};
     mw_store_batch *bt = mw_store_batch_new();
 
-    snprintf(now, sizeof now, "%llu", (unsigned long long)mw_store_now_us(s));
+    snprintf(now, sizeof now, "%llu", now_us);
     snprintf(iv, sizeof iv, "%lld", interval_us);
     snprintf(b, sizeof b, "%lld", burst);
     snprintf(c, sizeof c, "%lld", cost);
@@ -187,6 +187,39 @@ static struct gcra_out gcra1(mw_store *s, const char *key, long long interval_us
     }
     mw_store_batch_free(&bt);
     return o;
+}
+
+static struct gcra_out gcra1(mw_store *s, const char *key, long long interval_us, long long burst,
+                             long long cost)
+{
+    return gcra1_at(s, (unsigned long long)mw_store_now_us(s), key, interval_us, burst, cost);
+}
+
+/* Callers' clocks disagree: two threads (or two hosts) read the clock in
+ * one order and reach the store in the other.  A burst of B must still admit
+ * exactly B when the skew is within the tolerance (min(I/2, 100 ms)); before
+ * the tolerance, the late call with the earlier clock lost the last unit. */
+static void skew_cases(mw_store *s, const char *name)
+{
+    unsigned long long t = (unsigned long long)mw_store_now_us(s);
+    long long iv = 10000000;   /* 6/1m, burst 3 */
+    struct gcra_out o[5];
+
+    o[0] = gcra1_at(s, t + 50000, "rl:{skew}:r", iv, 3, 1);
+    o[1] = gcra1_at(s, t + 50000, "rl:{skew}:r", iv, 3, 1);
+    o[2] = gcra1_at(s, t, "rl:{skew}:r", iv, 3, 1);            /* 50 ms behind: the last unit */
+    o[3] = gcra1_at(s, t + 50000, "rl:{skew}:r", iv, 3, 1);    /* B used: refused */
+    o[4] = gcra1_at(s, t, "rl:{skew}:r", iv, 3, 1);
+    bool ok = o[0].allowed == 1 && o[1].allowed == 1 && o[2].allowed == 1 && o[2].remaining == 0 &&
+              o[3].allowed == 0 && o[4].allowed == 0;
+    if (!MW_TEST_ASSERT(ok))
+        fprintf(stderr, "  %s skew: allowed %lld %lld %lld %lld %lld (want 1 1 1 0 0)\n", name,
+                o[0].allowed, o[1].allowed, o[2].allowed, o[3].allowed, o[4].allowed);
+    /* beyond the tolerance (200 ms behind): refused, as before */
+    o[0] = gcra1_at(s, t + 200000, "rl:{skew2}:r", iv, 2, 1);
+    o[1] = gcra1_at(s, t, "rl:{skew2}:r", iv, 2, 1);
+    if (!MW_TEST_ASSERT(o[0].allowed == 1 && o[1].allowed == 0))
+        fprintf(stderr, "  %s skew 200 ms: allowed %lld %lld (want 1 0)\n", name, o[0].allowed, o[1].allowed);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -509,6 +542,7 @@ static void test_cases_memory(void)
 {
     mw_store *s = memory_store(100000);
     run_cases(s, "memory");
+    skew_cases(s, "memory");
     mw_store_destroy(&s);
 }
 
@@ -615,6 +649,7 @@ static void test_cases_redis(void)
     redisReply *r;
 
     run_cases(s, "redis");
+    skew_cases(s, "redis");
     /* The TTL of a bucket is the time until it is full again. */
     /* 100 s per unit, cost 3: 300 s; the PTTL read a moment later may be
      * anything above 200 s (it was 0.3 s with a 0.1 s margin: TSan lost it) */
