@@ -33,6 +33,11 @@ struct mw_ms_server {
     mw_ms_callbacks  cb;
     atomic_bool      stopping;
     atomic_uint      nconn;
+    /* Connections between reading a command and sending its reply.  At a
+     * stop, mw_ms_run waits for these: the engine counts a message done
+     * inside its end-of-message step, before the reply is flushed, so a
+     * drained stop could exit with the verdict unsent (Postfix: 451). */
+    atomic_uint      busy;
     /* Threads that finished a connection wait here for the next one instead
      * of exiting: a thread per SMTP session cost 8 syscalls (clone3, signal
      * masks, rseq, robust list, the stack's madvise) and the scheduler's
@@ -52,6 +57,7 @@ struct mw_ms_server {
 struct mw_ms_conn {
     mw_ms_server *srv;
     int           fd;
+    bool          busy;          /* counted in srv->busy */
     void         *priv;
     /* read buffer: unconsumed bytes are [rd, end) */
     uint8_t      *buf;
@@ -438,8 +444,20 @@ static bool dispatch(mw_ms_conn *c, const mw_mp_cmd *m)
     }
 }
 
+static void set_busy(mw_ms_conn *c, bool b)
+{
+    if (c->busy == b)
+        return;
+    c->busy = b;
+    if (b)
+        atomic_fetch_add(&c->srv->busy, 1);
+    else
+        atomic_fetch_sub(&c->srv->busy, 1);
+}
+
 static void conn_free(mw_ms_conn *c)
 {
+    set_busy(c, false);
     if (c->srv->cb.close)
         c->srv->cb.close(c);
     clear_macros_after(c, -1);
@@ -503,6 +521,7 @@ static void serve_conn(mw_ms_conn *c)
             /* nothing complete left: answer what was asked, then wait */
             if (c->out.len && !flush_out(c))
                 break;
+            set_busy(c, false);
             size_t need = 0;
             if (c->end - c->rd >= 4) {
                 const uint8_t *p = c->buf + c->rd;
@@ -519,6 +538,7 @@ static void serve_conn(mw_ms_conn *c)
                 break;
             continue;
         }
+        set_busy(c, true);
         mw_mp_cmd m;
         if (!mw_mp_decode(cmd, payload, plen, &m, &why)) {
             mw_warn("milter: malformed '%c' packet from the MTA (%s); closing the connection",
@@ -696,6 +716,11 @@ int mw_ms_run(mw_ms_server *s)
     }
     pthread_attr_destroy(&attr);
     pool_stop(s);
+    /* Let every command already read get its reply out (bounded by the
+     * step timeout): a stop follows the drain, and the last verdicts may
+     * still sit in their connection's output buffer. */
+    for (unsigned waited = 0; atomic_load(&s->busy) > 0 && waited < s->o.step_timeout * 200u; waited++)
+        nanosleep(&(struct timespec){0, 5 * 1000 * 1000}, NULL);
     return rc;
 }
 
