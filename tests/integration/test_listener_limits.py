@@ -261,6 +261,11 @@ def test(h, chk):
         chk.equal("%s listens on 127.0.0.1 only" % label, listen_addrs(p), {"127.0.0.1"})
 
     # ---- milter: the cap
+    # the baseline once the worker has started every listener thread: it logs
+    # "listening on" after them (a port answers as soon as it is bound, before
+    # the worker's threads exist: a baseline of 1 thread was measured once)
+    chk.check("worker started (\"listening on\" logged)",
+              H.wait_for(lambda: "info: listening on " in d.log_text(), 30))
     threads0, rss0 = status(wpid)
     held = [milter_session(mport) for _ in range(CAP)]
     chk.check("milter: %d sessions negotiated (the cap)" % CAP, all(held), held)
