@@ -6,6 +6,7 @@
  * and a length and never trust the text (a fuzz target drives them).
  */
 #include "metrics_process.h"
+#include "fileio.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -88,18 +89,10 @@ bool mw_proc_btime_parse(const char *buf, size_t len, unsigned long long *btime)
 static ssize_t slurp(const char *path, char *buf, size_t size)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    size_t n = 0;
 
     if (fd < 0)
         return -1;
-    while (n < size) {
-        ssize_t r = read(fd, buf + n, size - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        n += (size_t)r;
-    }
+    size_t n = mw_read_full(fd, buf, size);
     close(fd);
     return (ssize_t)n;
 }

@@ -123,16 +123,9 @@ static unsigned char *slurp(const char *path, size_t *len, imp *im)
         close(fd);
         return NULL;
     }
-    size_t cap = (size_t)st.st_size, n = 0;
+    size_t cap = (size_t)st.st_size;
     unsigned char *buf = mw_malloc(cap + 1);
-    while (n < cap) {
-        ssize_t r = read(fd, buf + n, cap - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        n += (size_t)r;
-    }
+    size_t n = mw_read_full(fd, buf, cap);
     close(fd);
     buf[n] = 0;
     *len = n;

@@ -24,3 +24,18 @@ bool mw_write_all(int fd, const void *p, size_t n)
     }
     return true;
 }
+
+size_t mw_read_full(int fd, void *buf, size_t size)
+{
+    char *p = buf;
+    size_t n = 0;
+    while (n < size) {
+        ssize_t r = read(fd, p + n, size - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    return n;
+}
